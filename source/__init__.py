@@ -1,0 +1,1 @@
+"""Headless WanGP worker: task store, routing, handlers and utilities."""

@@ -1,0 +1,158 @@
+"""Typed task rows: the status enum, the claimed ``Task`` and the ``NewTask`` a producer submits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from source.errors import InvalidParams
+
+
+class TaskStatus(str, Enum):
+    QUEUED = "Queued"
+    IN_PROGRESS = "In Progress"
+    COMPLETE = "Complete"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.COMPLETE, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Task:
+    """One row of the ``tasks`` table as the store returns it."""
+
+    id: str
+    task_type: str
+    params_json: str | None
+    status: TaskStatus
+    dependant_on: str | None = None
+    project_id: str | None = None
+    priority: int = 0
+    attempts: int = 0
+    max_attempts: int = 3
+    worker_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    generation_started_at: str | None = None
+    generation_processed_at: str | None = None
+    lease_expires_at: str | None = None
+    heartbeat_at: str | None = None
+    progress: float | None = None
+    output_location: str | None = None
+    error_message: str | None = None
+    result_json: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Task:
+        keys = set(row.keys())
+
+        def get(name: str, default: Any = None) -> Any:
+            return row[name] if name in keys else default
+
+        params = get("params")
+        if params is not None and not isinstance(params, str):
+            params = json.dumps(params)  # Postgres jsonb arrives decoded
+        result = get("result")
+        if result is not None and not isinstance(result, str):
+            result = json.dumps(result)
+        return cls(
+            id=str(row["id"]),
+            task_type=row["task_type"],
+            params_json=params,
+            status=TaskStatus(row["status"]),
+            dependant_on=get("dependant_on"),
+            project_id=get("project_id"),
+            priority=int(get("priority") or 0),
+            attempts=int(get("attempts") or 0),
+            max_attempts=int(get("max_attempts") or 3),
+            worker_id=get("worker_id"),
+            created_at=_text(get("created_at")),
+            updated_at=_text(get("updated_at")),
+            generation_started_at=_text(get("generation_started_at")),
+            generation_processed_at=_text(get("generation_processed_at")),
+            lease_expires_at=_text(get("lease_expires_at")),
+            heartbeat_at=_text(get("heartbeat_at")),
+            progress=get("progress"),
+            output_location=get("output_location"),
+            error_message=get("error_message"),
+            result_json=result,
+        )
+
+    def params(self) -> dict[str, Any]:
+        """The params object, or InvalidParams saying precisely what is wrong with it."""
+        if self.params_json is None or self.params_json.strip() == "":
+            return {}
+        try:
+            value = json.loads(self.params_json)
+        except json.JSONDecodeError as exc:
+            raise InvalidParams(f"params is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(value, dict):
+            raise InvalidParams(f"params must be a JSON object, got {type(value).__name__}")
+        return value
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        if not self.result_json:
+            return None
+        try:
+            value = json.loads(self.result_json)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, dict) else {"value": value}
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    # Postgres timestamptz arrives as datetime: keep one ISO-8601 UTC form across backends.
+    return value.isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """What a producer submits."""
+
+    task_type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    dependant_on: str | None = None
+    priority: int = 0
+    project_id: str | None = None
+    max_attempts: int = 3
+
+    def params_text(self) -> str:
+        return json.dumps(self.params, ensure_ascii=False, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class LeaseReclaim:
+    """A row whose lease expired: back to Queued, or Failed once its attempts are used up."""
+
+    task_id: str
+    new_status: TaskStatus
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CascadeFailure:
+    """A queued row failed because the row it depends on ended Failed/Cancelled (or never existed)."""
+
+    task_id: str
+    dependency_id: str
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    by_status: dict[str, int]
+    by_worker: dict[str, dict[str, int]]

@@ -1,0 +1,152 @@
+-- Named queries of the SQLite task store. Timestamps are ISO-8601 UTC text with milliseconds,
+-- always taken from SQLite's clock so every process compares against the same one.
+
+-- name: insert_task
+INSERT INTO tasks (id, task_type, params, status, dependant_on, project_id, priority, max_attempts,
+                   attempts, created_at, updated_at)
+VALUES (:id, :task_type, :params, 'Queued', :dependant_on, :project_id, :priority, :max_attempts,
+        0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = :id;
+
+-- name: task_status
+SELECT status, worker_id FROM tasks WHERE id = :id;
+
+-- name: has_claimable_task
+SELECT 1 FROM tasks AS t
+WHERE t.status = 'Queued'
+  AND (t.dependant_on IS NULL
+       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+LIMIT 1;
+
+-- name: claim_next_task
+-- Within one priority, rows for the resident model go first unless an older row has waited past
+-- the affinity window. json_valid guards the sort: a row with broken params JSON must still be
+-- claimable (so it can be failed with a message) and must never break the claim for everyone.
+UPDATE tasks
+SET status = 'In Progress',
+    worker_id = :worker_id,
+    attempts = attempts + 1,
+    lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :lease_modifier),
+    heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    generation_started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    generation_processed_at = NULL,
+    progress = 0,
+    error_message = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = (
+    SELECT t.id FROM tasks AS t
+    WHERE t.status = 'Queued'
+      AND (t.dependant_on IS NULL
+           OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+    ORDER BY t.priority DESC,
+             CASE
+                 WHEN t.created_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier) THEN 0
+                 WHEN :resident_model IS NOT NULL AND json_valid(t.params)
+                      AND json_extract(t.params, '$.model') = :resident_model THEN 0
+                 WHEN :resident_model IS NOT NULL AND json_valid(t.params)
+                      AND json_extract(t.params, '$.model') IS NULL
+                      AND t.task_type IN (SELECT value FROM json_each(:resident_task_types)) THEN 0
+                 ELSE 1
+             END,
+             t.created_at, t.rowid
+    LIMIT 1
+)
+AND status = 'Queued'
+RETURNING *;
+
+-- name: heartbeat
+UPDATE tasks
+SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :lease_modifier),
+    heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    progress = COALESCE(:progress, progress)
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING id;
+
+-- name: complete_task
+UPDATE tasks
+SET status = 'Complete', output_location = :output_location, result = :result, progress = 1.0,
+    error_message = NULL, lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING id;
+
+-- name: fail_task
+UPDATE tasks
+SET status = 'Failed', error_message = :error_message, result = COALESCE(:result, result),
+    lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING id;
+
+-- name: requeue_task
+UPDATE tasks
+SET status = 'Queued', worker_id = NULL, attempts = MAX(attempts - 1, 0), lease_expires_at = NULL,
+    heartbeat_at = NULL, progress = NULL, generation_started_at = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING id;
+
+-- name: cancel_task
+UPDATE tasks
+SET status = 'Cancelled', lease_expires_at = NULL,
+    error_message = COALESCE(error_message, 'cancelled by request'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND status IN ('Queued', 'In Progress')
+RETURNING id;
+
+-- name: retry_task
+UPDATE tasks
+SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+    progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND status IN ('Failed', 'Cancelled')
+RETURNING id;
+
+-- name: reclaim_expired_leases
+-- A missing lease on an In Progress row means a row left behind by the older worker: reclaim it too.
+UPDATE tasks
+SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
+    error_message = CASE WHEN attempts >= max_attempts
+        THEN 'lease expired after ' || attempts || ' attempts (last worker: ' || COALESCE(worker_id, 'unknown') || ')'
+        ELSE error_message END,
+    worker_id = CASE WHEN attempts >= max_attempts THEN worker_id ELSE NULL END,
+    lease_expires_at = NULL,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status = 'In Progress'
+  AND (lease_expires_at IS NULL OR lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+RETURNING id, status, attempts;
+
+-- name: fail_orphaned_dependants
+-- One level of the cascade; the store repeats it until no row changes, so a chain fails link by link
+-- and each error names its own dependency.
+UPDATE tasks
+SET status = 'Failed',
+    error_message = COALESCE(
+        (SELECT 'dependency ' || d.id || ' ended ' || d.status
+                || COALESCE(': ' || substr(d.error_message, 1, 500), '')
+         FROM tasks AS d WHERE d.id = tasks.dependant_on),
+        'dependency ' || tasks.dependant_on || ' does not exist'),
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status = 'Queued' AND dependant_on IS NOT NULL
+  AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled'))
+       -- a producer may insert a child a moment before its parent: give the parent a minute to appear
+       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
+           AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')))
+RETURNING id, dependant_on;
+
+-- name: list_tasks
+SELECT * FROM tasks
+WHERE (:status IS NULL OR status = :status) AND (:task_type IS NULL OR task_type = :task_type)
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
+-- name: count_by_status
+SELECT status, COUNT(*) AS n FROM tasks GROUP BY status;
+
+-- name: count_by_worker
+SELECT worker_id, status, COUNT(*) AS n FROM tasks WHERE worker_id IS NOT NULL GROUP BY worker_id, status;

@@ -1,0 +1,287 @@
+"""SQLite task store: one db file shared by worker processes, WAL mode, cross-process atomic claims."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import structlog
+
+from source.db.models import CascadeFailure, LeaseReclaim, NewTask, QueueStats, Task, TaskStatus
+from source.db.sql_files import list_migrations, load_queries
+
+log = structlog.get_logger(__name__)
+
+# How often an idle connection looks at PRAGMA data_version: the pickup latency floor.
+CHANGE_CHECK_SECONDS = 0.02
+MAX_CASCADE_ROUNDS = 10_000
+
+
+class SqliteTaskStore:
+    def __init__(self, path: str | Path, *, busy_timeout_seconds: float = 30.0) -> None:
+        self.path = Path(path)
+        self.busy_timeout_seconds = busy_timeout_seconds
+        self._local = threading.local()
+        self._queries = load_queries("sqlite")
+        self._all_connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    # -- connections ---------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._local.conn = conn
+            self._local.data_version = None
+            with self._connections_lock:
+                self._all_connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the db's write lock up front, so a read-then-update is atomic
+        across processes (no in-process lock involved)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _q(self, name: str) -> str:
+        return self._queries[name]
+
+    # -- schema --------------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        with self._write() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in list_migrations("sqlite"):
+                if migration.version in done:
+                    continue
+                for statement in _split_statements(migration.sql):
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) "
+                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+                    (migration.version, migration.name),
+                )
+                applied_now.append(f"{migration.version:03d}_{migration.name}")
+        if applied_now:
+            log.info("migrations_applied", db=str(self.path), migrations=applied_now)
+        return applied_now
+
+    def schema_version(self) -> int:
+        try:
+            row = self._conn().execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        except sqlite3.OperationalError:
+            return 0
+        return int(row[0] or 0)
+
+    # -- producer verbs ------------------------------------------------------------------------------
+    def add_task(self, task: NewTask) -> str:
+        task_id = task.id or str(uuid4())
+        with self._write() as conn:
+            conn.execute(
+                self._q("insert_task"),
+                {
+                    "id": task_id,
+                    "task_type": task.task_type,
+                    "params": task.params_text(),
+                    "dependant_on": task.dependant_on,
+                    "project_id": task.project_id,
+                    "priority": task.priority,
+                    "max_attempts": task.max_attempts,
+                },
+            )
+        return task_id
+
+    def get_task(self, task_id: str) -> Task | None:
+        row = self._conn().execute(self._q("get_task"), {"id": task_id}).fetchone()
+        return Task.from_row(row) if row else None
+
+    def list_tasks(
+        self, *, status: TaskStatus | None = None, task_type: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        rows = self._conn().execute(
+            self._q("list_tasks"),
+            {"status": status.value if status else None, "task_type": task_type, "limit": limit},
+        )
+        return [Task.from_row(row) for row in rows]
+
+    def cancel_task(self, task_id: str) -> bool:
+        return self._update_one("cancel_task", id=task_id)
+
+    def retry_task(self, task_id: str) -> bool:
+        return self._update_one("retry_task", id=task_id)
+
+    def stats(self) -> QueueStats:
+        conn = self._conn()
+        by_status = {row["status"]: row["n"] for row in conn.execute(self._q("count_by_status"))}
+        by_worker: dict[str, dict[str, int]] = {}
+        for row in conn.execute(self._q("count_by_worker")):
+            by_worker.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
+        return QueueStats(by_status=by_status, by_worker=by_worker)
+
+    # -- worker verbs --------------------------------------------------------------------------------
+    def has_claimable_task(self) -> bool:
+        return self._conn().execute(self._q("has_claimable_task")).fetchone() is not None
+
+    def claim_next_task(
+        self,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        resident_model: str | None = None,
+        resident_task_types: tuple[str, ...] = (),
+        affinity_window_seconds: float = 120.0,
+    ) -> Task | None:
+        with self._write() as conn:
+            row = conn.execute(
+                self._q("claim_next_task"),
+                {
+                    "worker_id": worker_id,
+                    "lease_modifier": _seconds_modifier(lease_seconds),
+                    "affinity_modifier": _seconds_modifier(-affinity_window_seconds),
+                    "resident_model": resident_model,
+                    "resident_task_types": json.dumps(list(resident_task_types)),
+                },
+            ).fetchone()
+        return Task.from_row(row) if row else None
+
+    def heartbeat(
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+    ) -> bool:
+        return self._update_one(
+            "heartbeat",
+            id=task_id,
+            worker_id=worker_id,
+            lease_modifier=_seconds_modifier(lease_seconds),
+            progress=progress,
+        )
+
+    def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
+        row = self._conn().execute(self._q("task_status"), {"id": task_id}).fetchone()
+        return (TaskStatus(row["status"]), row["worker_id"]) if row else None
+
+    def complete_task(
+        self, task_id: str, worker_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        return self._update_one(
+            "complete_task",
+            id=task_id,
+            worker_id=worker_id,
+            output_location=output_location,
+            result=_json_or_none(result),
+        )
+
+    def fail_task(
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
+    ) -> bool:
+        return self._update_one(
+            "fail_task", id=task_id, worker_id=worker_id, error_message=error_message, result=_json_or_none(result)
+        )
+
+    def requeue_task(self, task_id: str, worker_id: str) -> bool:
+        return self._update_one("requeue_task", id=task_id, worker_id=worker_id)
+
+    def reclaim_expired_leases(self) -> list[LeaseReclaim]:
+        with self._write() as conn:
+            rows = conn.execute(self._q("reclaim_expired_leases")).fetchall()
+        return [LeaseReclaim(row["id"], TaskStatus(row["status"]), row["attempts"]) for row in rows]
+
+    def fail_orphaned_dependants(self) -> list[CascadeFailure]:
+        failed: list[CascadeFailure] = []
+        with self._write() as conn:
+            for _ in range(MAX_CASCADE_ROUNDS):
+                rows = conn.execute(self._q("fail_orphaned_dependants")).fetchall()
+                if not rows:
+                    break
+                failed.extend(CascadeFailure(row["id"], row["dependant_on"]) for row in rows)
+        return failed
+
+    # -- wake-up -------------------------------------------------------------------------------------
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """PRAGMA data_version changes whenever another connection commits to the file: reading it is a
+        cheap way for an idle worker to learn of a new row without claiming on every tick."""
+        conn = self._conn()
+        if self._local.data_version is None:
+            self._local.data_version = _data_version(conn)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = _data_version(conn)
+            if current != self._local.data_version:
+                self._local.data_version = current
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if stop is not None:
+                if stop.wait(min(CHANGE_CHECK_SECONDS, remaining)):
+                    return False
+            else:
+                time.sleep(min(CHANGE_CHECK_SECONDS, remaining))
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._all_connections:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all_connections.clear()
+        self._local = threading.local()
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _update_one(self, query: str, **params: Any) -> bool:
+        with self._write() as conn:
+            return conn.execute(self._q(query), params).fetchone() is not None
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _seconds_modifier(seconds: float) -> str:
+    return f"{seconds:+.3f} seconds"
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, default=str)
+
+
+def _split_statements(script: str) -> list[str]:
+    """Split a migration into statements; sqlite3.complete_statement knows trigger bodies."""
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement at end of migration: {buffer.strip()[:80]}")
+    return statements

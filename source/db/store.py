@@ -1,0 +1,76 @@
+"""The ``TaskStore`` protocol: the database verbs the worker and the task CLI use, on any backend."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from source.db.models import CascadeFailure, LeaseReclaim, NewTask, QueueStats, Task, TaskStatus
+
+
+class TaskStore(Protocol):
+    """Every method is safe to call from several threads of one process and from many processes."""
+
+    def migrate(self) -> list[str]:
+        """Apply pending numbered migrations; return the names applied."""
+
+    def add_task(self, task: NewTask) -> str:
+        """Insert a Queued row; return its id."""
+
+    def get_task(self, task_id: str) -> Task | None: ...
+
+    def list_tasks(
+        self, *, status: TaskStatus | None = None, task_type: str | None = None, limit: int = 100
+    ) -> list[Task]: ...
+
+    def claim_next_task(
+        self,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        resident_model: str | None = None,
+        resident_task_types: tuple[str, ...] = (),
+        affinity_window_seconds: float = 120.0,
+    ) -> Task | None:
+        """Atomically take the next claimable row (priority, age, dependencies, model affinity)."""
+
+    def has_claimable_task(self) -> bool:
+        """Cheap read-only check used before a claim when the worker is woken up."""
+
+    def heartbeat(
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+    ) -> bool:
+        """Extend the lease (and store progress); False when the row is no longer this worker's."""
+
+    def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
+        """(status, worker_id) of a row, without writing."""
+
+    def complete_task(
+        self, task_id: str, worker_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        """Mark Complete; refused (False) if the worker no longer holds the row."""
+
+    def fail_task(
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
+    ) -> bool: ...
+
+    def requeue_task(self, task_id: str, worker_id: str) -> bool:
+        """Give a row back (graceful shutdown): Queued again, the attempt not counted."""
+
+    def cancel_task(self, task_id: str) -> bool:
+        """Queued/In Progress → Cancelled."""
+
+    def retry_task(self, task_id: str) -> bool:
+        """Failed/Cancelled → Queued with attempts reset."""
+
+    def reclaim_expired_leases(self) -> list[LeaseReclaim]: ...
+
+    def fail_orphaned_dependants(self) -> list[CascadeFailure]:
+        """Fail Queued rows whose dependency ended Failed/Cancelled, transitively."""
+
+    def stats(self) -> QueueStats: ...
+
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Block until another connection changes the table (True) or ``timeout`` passes (False)."""
+
+    def close(self) -> None: ...

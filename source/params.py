@@ -1,0 +1,42 @@
+"""Crossing the boundary: raw params dicts become typed, validated objects (or a clear InvalidParams)."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from source.errors import InvalidParams
+
+log = structlog.get_logger(__name__)
+
+ModelT = TypeVar("ModelT", bound="TaskParams")
+
+
+class TaskParams(BaseModel):
+    """Base for every handler's params. Unknown keys are allowed (producers send extras) but logged."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+
+
+def parse_params(model: type[ModelT], raw: dict[str, Any]) -> ModelT:
+    try:
+        parsed = model.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidParams(describe_validation_error(exc)) from None
+    if parsed.model_extra:
+        log.info("params_ignored", keys=sorted(parsed.model_extra))
+    return parsed
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        message = error["msg"]
+        if error["type"] != "missing" and "input" in error:
+            shown = repr(error["input"])
+            message += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
+        problems.append(f"params.{where}: {message}")
+    return "invalid params: " + "; ".join(problems)

@@ -1,0 +1,75 @@
+"""The one routing table: task_type → handler. Adding a task type touches this file plus its test.
+
+Handlers are named by import path and loaded on first use, so a worker that only runs utility or
+diagnostic tasks never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from functools import cache
+
+from source.errors import NotImplementedTaskType, UnknownTaskType
+from source.task_context import TaskContext, TaskOutcome
+
+Handler = Callable[[TaskContext], TaskOutcome]
+
+# None = part of the contract (DESIGN.md), handler not built yet.
+ROUTES: dict[str, str | None] = {
+    # direct generation (through HeadlessTaskQueue)
+    "generate_video": None,
+    "t2v": None,
+    "t2v_22": None,
+    "wan_2_2_t2i": None,
+    "i2v": None,
+    "i2v_22": None,
+    "vace": None,
+    "vace_21": None,
+    "vace_22": None,
+    "flux": None,
+    "hunyuan": None,
+    "ltxv": None,
+    # orchestrators and their children
+    "travel_orchestrator": None,
+    "travel_segment": None,
+    "travel_stitch": None,
+    "different_perspective_orchestrator": None,
+    "dp_final_gen": None,
+    "magic_edit": None,
+    # utilities
+    "extract_frame": None,
+    "rife_interpolate_images": None,
+    "generate_openpose": None,
+    "generate_depth": None,
+    # diagnostics
+    "ping": "source.specialized_handlers.ping:handle_ping",
+}
+
+# Task types that existing producers still insert.
+LEGACY_ALIASES: dict[str, str] = {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
+
+
+def canonical_task_type(task_type: str) -> str:
+    return LEGACY_ALIASES.get(task_type, task_type)
+
+
+def known_task_types() -> list[str]:
+    return sorted([*ROUTES, *LEGACY_ALIASES])
+
+
+def resolve_handler(task_type: str) -> Handler:
+    name = canonical_task_type(task_type)
+    if name not in ROUTES:
+        shown = task_type if len(task_type) <= 80 else task_type[:80] + "..."
+        raise UnknownTaskType(f"unknown task type {shown!r}; known task types: {', '.join(known_task_types())}")
+    target = ROUTES[name]
+    if target is None:
+        raise NotImplementedTaskType(f"task type {name!r} is not implemented yet")
+    return _load(target)
+
+
+@cache
+def _load(target: str) -> Handler:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)

@@ -1,0 +1,37 @@
+"""Worker settings: what the CLI flags decide, passed down to the loop and to handlers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    worker_id: str = field(default_factory=default_worker_id)
+    main_output_dir: Path = Path("outputs")
+    poll_interval: float = 10.0
+    lease_seconds: float = 60.0
+    shutdown_grace: float = 30.0
+    task_timeout: float | None = None
+    affinity_window: float = 120.0
+    queue_workers: int = 1
+    apply_reward_lora: bool = False
+    colour_match_videos: bool = False
+    mask_active_frames: bool = True
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return max(0.2, self.lease_seconds / 4)
+
+    @property
+    def housekeeping_interval(self) -> float:
+        """How often an idle worker reclaims expired leases and cascades failed dependencies: no row
+        change announces an expired lease, so it has to be looked for."""
+        return max(0.25, min(5.0, self.lease_seconds / 4, self.poll_interval))

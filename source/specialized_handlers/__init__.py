@@ -1,0 +1,1 @@
+"""Handlers for non-diffusion task types."""

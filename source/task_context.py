@@ -1,0 +1,117 @@
+"""What a handler receives (``TaskContext``) and returns (``TaskOutcome``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from source.db.models import Task
+from source.db.store import TaskStore
+from source.errors import TaskCancelled
+from source.paths import inside_root, safe_filename
+from source.settings import WorkerSettings
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A finished handler: the local output path (published by the worker) and structured extras."""
+
+    output_path: Path | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class CancelSignal:
+    """Set once, with the first reason that asked the running task to stop."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self.reason: str | None = None
+        self.detail = ""
+
+    def set(self, reason: str, detail: str = "") -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason, self.detail = reason, detail
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_set(self) -> None:
+        if self._event.is_set():
+            raise TaskCancelled(self.reason or "cancelled", self.detail)
+
+
+class ProgressState:
+    """Latest progress reported by a handler; the heartbeat thread flushes it, throttled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fraction: float | None = None
+        self._flushed: float | None = None
+        self.message: str | None = None
+        self.updated_at = 0.0
+
+    def report(self, fraction: float, message: str | None = None) -> None:
+        with self._lock:
+            self._fraction = min(1.0, max(0.0, float(fraction)))
+            self.message = message
+            self.updated_at = time.monotonic()
+
+    def take_unflushed(self) -> float | None:
+        with self._lock:
+            if self._fraction is None or self._fraction == self._flushed:
+                return None
+            self._flushed = self._fraction
+            return self._fraction
+
+
+@dataclass
+class TaskContext:
+    task: Task
+    params: dict[str, Any]
+    settings: WorkerSettings
+    store: TaskStore
+    cancel: CancelSignal = field(default_factory=CancelSignal)
+    progress: ProgressState = field(default_factory=ProgressState)
+    log: Any = None
+
+    def __post_init__(self) -> None:
+        if self.log is None:
+            self.log = structlog.get_logger("task").bind(
+                task_id=self.task.id, task_type=self.task.task_type, worker_id=self.settings.worker_id
+            )
+
+    def check_cancelled(self) -> None:
+        """A checkpoint: raises TaskCancelled when the row was cancelled, the worker is shutting down,
+        the task timed out or its lease was lost."""
+        self.cancel.raise_if_set()
+
+    def report_progress(self, fraction: float, message: str | None = None) -> None:
+        self.progress.report(fraction, message)
+
+    @property
+    def output_dir(self) -> Path:
+        path = self.settings.main_output_dir.resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def output_path(self, suffix: str, *, subdir: str | None = None) -> Path:
+        """A unique output file for this task: ``<output_dir>[/subdir]/<task_id>_<suffix>``."""
+        parts = [safe_filename(subdir)] if subdir else []
+        path = inside_root(self.output_dir, *parts, f"{safe_filename(self.task.id)}_{safe_filename(suffix)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for this task (downloads, intermediate frames) inside the output root."""
+        path = inside_root(self.output_dir, "_work", safe_filename(self.task.id))
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,58 @@
+"""Store-selection flags shared by ``worker.py`` and the ``tasks`` CLI."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from source.db import DbType, StoreConfig
+from source.logging_utils import register_secret
+
+
+def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--db-type", type=click.Choice([t.value for t in DbType]), default=DbType.SQLITE.value,
+                     show_default=True, envvar="WORKER_DB_TYPE",
+                     help="sqlite: one box, an embedded db file. supabase: many boxes on one Postgres/Supabase."),
+        click.option("--db-file", default="tasks.db", show_default=True, envvar="WORKER_DB_FILE",
+                     help="SQLite db file (created and migrated when missing)."),
+        click.option("--db-url", envvar="SUPABASE_DB_URL", default=None,
+                     help="Direct Postgres URL for --db-type supabase [env SUPABASE_DB_URL]."),
+        click.option("--supabase-url", envvar="SUPABASE_URL", default=None,
+                     help="Supabase project URL [env SUPABASE_URL]."),
+        click.option("--supabase-access-token", envvar="SUPABASE_SERVICE_ROLE_KEY", default=None,
+                     help="Service-role key or access token; prefer the env var SUPABASE_SERVICE_ROLE_KEY."),
+        click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
+                     help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def store_config(kwargs: dict[str, Any]) -> StoreConfig:
+    """Pop the store flags from a click kwargs dict into a StoreConfig (registering secrets first)."""
+    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), kwargs.get("db_url")):
+        register_secret(secret)
+    return StoreConfig(
+        db_type=DbType(kwargs.pop("db_type")),
+        db_file=kwargs.pop("db_file"),
+        db_url=kwargs.pop("db_url"),
+        supabase_url=kwargs.pop("supabase_url"),
+        supabase_key=kwargs.pop("supabase_access_token"),
+        supabase_anon_key=kwargs.pop("supabase_anon_key"),
+    )
+
+
+def with_store_config(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a click command: replaces the store flags with one ``config`` argument."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        config = store_config(kwargs)
+        return func(*args, config=config, **kwargs)
+
+    return store_options(wrapper)

@@ -1,0 +1,329 @@
+"""The worker loop: claim → route → run → report, with leases, wake-up and graceful shutdown."""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from source.db.models import Task
+from source.db.store import TaskStore
+from source.errors import InvalidParams, TaskCancelled, TaskError
+from source.heartbeat import Heartbeat
+from source.publishing import LocalPublisher, OutputPublisher
+from source.routing import resolve_handler
+from source.settings import WorkerSettings
+from source.task_context import TaskContext, TaskOutcome
+
+log = structlog.get_logger(__name__)
+
+MAX_ERROR_CHARS = 4000
+# After a stop request times out, how long a cancelled handler gets to reach its next checkpoint.
+CHECKPOINT_GRACE_SECONDS = 10.0
+EXIT_OK = 0
+EXIT_FORCED = 130
+# A handler ignored cancellation: exit so a supervisor restarts a clean process.
+EXIT_HANDLER_STUCK = 3
+
+# Which model the worker has resident, and the task types whose default model it is; used to prefer
+# rows that need no model switch.
+AffinityProvider = Callable[[], tuple[str | None, tuple[str, ...]]]
+
+
+def _no_affinity() -> tuple[str | None, tuple[str, ...]]:
+    return None, ()
+
+
+@dataclass
+class _HandlerRun:
+    """The handler running in its own thread, so the loop can keep watch (signals, timeouts)."""
+
+    ctx: TaskContext
+    outcome: TaskOutcome | None = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def start(self) -> None:
+        context = contextvars.copy_context()
+        self.thread = threading.Thread(
+            target=context.run, args=(self._run,), name=f"task-{self.ctx.task.id}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            handler = resolve_handler(self.ctx.task.task_type)
+            self.outcome = handler(self.ctx)
+            if not isinstance(self.outcome, TaskOutcome):
+                raise TypeError(f"handler returned {type(self.outcome).__name__}, expected TaskOutcome")
+        except BaseException as exc:  # reported by the loop, never lost
+            self.error = exc
+
+    def wait(self, seconds: float) -> bool:
+        assert self.thread is not None
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+
+class Worker:
+    def __init__(
+        self,
+        store: TaskStore,
+        settings: WorkerSettings,
+        *,
+        publisher: OutputPublisher | None = None,
+        max_tasks: int | None = None,
+        exit_when_idle: bool = False,
+        affinity: AffinityProvider = _no_affinity,
+        on_task_finished: Callable[[Task, str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.publisher = publisher or LocalPublisher()
+        self.max_tasks = max_tasks
+        self.exit_when_idle = exit_when_idle
+        self.affinity = affinity
+        self.on_task_finished = on_task_finished
+        self.stop_requested = threading.Event()
+        self.exit_code = EXIT_OK
+        self.processed = 0
+        self._next_housekeeping = 0.0
+        self.log = log.bind(worker_id=settings.worker_id)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self.stop_requested.is_set():
+            self.log.info("shutdown_requested", reason=reason, grace_seconds=self.settings.shutdown_grace)
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if self.stop_requested.is_set():
+                self.log.warning("forced_exit", signal=name)
+                os._exit(EXIT_FORCED)
+            self.request_stop(name)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self) -> int:
+        self.log.info(
+            "worker_started",
+            pid=os.getpid(),
+            output_dir=str(self.settings.main_output_dir),
+            poll_interval=self.settings.poll_interval,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        while not self.stop_requested.is_set():
+            task = self._next_task()
+            if task is None:
+                break
+            self._process(task)
+            self.processed += 1
+            if self.exit_code == EXIT_HANDLER_STUCK:
+                break
+            if self.max_tasks is not None and self.processed >= self.max_tasks:
+                break
+        self.log.info("worker_stopped", processed=self.processed, exit_code=self.exit_code)
+        return self.exit_code
+
+    # -- claiming ------------------------------------------------------------------------------------
+    def _next_task(self) -> Task | None:
+        backoff = 0.1
+        while not self.stop_requested.is_set():
+            try:
+                self._housekeeping_if_due()
+                task = self._claim()
+                backoff = 0.1
+            except Exception as exc:  # database away or locked past its timeout: back off, keep going
+                self.log.warning("claim_failed", error=str(exc), retry_in=backoff)
+                self.stop_requested.wait(backoff)
+                backoff = min(backoff * 2, self.settings.poll_interval)
+                continue
+            if task is not None:
+                return task
+            if self.exit_when_idle:
+                return None
+            self._wait_for_work()
+        return None
+
+    def _claim(self) -> Task | None:
+        resident_model, resident_types = self.affinity()
+        return self.store.claim_next_task(
+            self.settings.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            resident_model=resident_model,
+            resident_task_types=resident_types,
+            affinity_window_seconds=self.settings.affinity_window,
+        )
+
+    def _wait_for_work(self) -> None:
+        """Sleep until a change to the table makes a row claimable; the poll interval is only the
+        fallback, and housekeeping (expired leases) still runs on time."""
+        deadline = min(time.monotonic() + self.settings.poll_interval, self._next_housekeeping)
+        while not self.stop_requested.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.store.wait_for_change(remaining, stop=self.stop_requested) and self.store.has_claimable_task():
+                return
+
+    def _housekeeping_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + self.settings.housekeeping_interval
+        for reclaim in self.store.reclaim_expired_leases():
+            self.log.warning(
+                "lease_reclaimed", task_id=reclaim.task_id, new_status=reclaim.new_status.value, attempts=reclaim.attempts
+            )
+        self._cascade_dependency_failures()
+
+    def _cascade_dependency_failures(self) -> None:
+        for failure in self.store.fail_orphaned_dependants():
+            self.log.warning("dependency_failed", task_id=failure.task_id, dependency_id=failure.dependency_id)
+
+    # -- running one task ----------------------------------------------------------------------------
+    def _process(self, task: Task) -> None:
+        structlog.contextvars.bind_contextvars(
+            task_id=task.id, task_type=task.task_type, worker_id=self.settings.worker_id
+        )
+        try:
+            self._run_and_report(task)
+        finally:
+            structlog.contextvars.unbind_contextvars("task_id", "task_type", "worker_id")
+
+    def _run_and_report(self, task: Task) -> None:
+        tlog = self.log.bind(task_id=task.id, task_type=task.task_type)
+        tlog.info("task_claimed", attempt=task.attempts, max_attempts=task.max_attempts, priority=task.priority)
+        try:
+            params = task.params()
+        except InvalidParams as exc:
+            self._fail(task, str(exc), tlog)
+            return
+        ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog)
+        heartbeat = Heartbeat(
+            self.store,
+            task.id,
+            self.settings.worker_id,
+            lease_seconds=self.settings.lease_seconds,
+            interval=self.settings.heartbeat_interval,
+            cancel=ctx.cancel,
+            progress=ctx.progress,
+        )
+        run = _HandlerRun(ctx)
+        heartbeat.start()
+        run.start()
+        try:
+            finished = self._supervise(run)
+        finally:
+            heartbeat.stop()
+        elapsed = round(time.monotonic() - run.started, 3)
+        if not finished:
+            self._abandon(task, ctx, tlog)
+        elif run.error is not None:
+            self._report_error(task, run.error, elapsed, tlog)
+        else:
+            assert run.outcome is not None
+            self._complete(task, run.outcome, elapsed, tlog)
+
+    def _supervise(self, run: _HandlerRun) -> bool:
+        """Wait for the handler; on shutdown give it the grace period, on timeout stop it. Returns
+        False when the handler ignored a stop request past the checkpoint grace."""
+        cancel = run.ctx.cancel
+        stop_seen_at: float | None = None
+        cancelled_at: float | None = None
+        timeout = self.settings.task_timeout
+        while not run.wait(0.05):
+            now = time.monotonic()
+            if self.stop_requested.is_set() and stop_seen_at is None:
+                stop_seen_at = now
+            if stop_seen_at is not None and now - stop_seen_at >= self.settings.shutdown_grace:
+                cancel.set("shutdown", "the worker is shutting down")
+            if timeout and now - run.started >= timeout:
+                cancel.set("timeout", f"the task timed out after {timeout:g} s")
+            if cancel.is_set() and cancelled_at is None:
+                cancelled_at = now
+            if cancelled_at is not None and now - cancelled_at >= CHECKPOINT_GRACE_SECONDS:
+                return False
+        return True
+
+    def _complete(self, task: Task, outcome: TaskOutcome, elapsed: float, tlog: Any) -> None:
+        try:
+            location = self.publisher.publish(task, outcome.output_path) if outcome.output_path else None
+        except TaskError as exc:
+            self._fail(task, str(exc), tlog)
+            return
+        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
+                  "handler_seconds": elapsed}
+        if self.store.complete_task(task.id, self.settings.worker_id, output_location=location, result=result):
+            tlog.info("task_completed", output_location=location, seconds=elapsed)
+            self._finished(task, "Complete")
+        else:
+            tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
+
+    def _report_error(self, task: Task, error: BaseException, elapsed: float, tlog: Any) -> None:
+        if isinstance(error, TaskCancelled):
+            self._handle_cancelled(task, error, tlog)
+            return
+        if isinstance(error, TaskError):
+            message = str(error)
+            extra = None
+        else:
+            message = f"{type(error).__name__}: {error}"
+            extra = {"traceback": "".join(traceback.format_exception(error))[-MAX_ERROR_CHARS:]}
+            tlog.error("handler_crashed", error=message, exc_info=error)
+        self._fail(task, message, tlog, seconds=elapsed, result=extra)
+
+    def _handle_cancelled(self, task: Task, error: TaskCancelled, tlog: Any) -> None:
+        if error.reason == "cancelled":
+            tlog.info("task_cancelled")
+            self._finished(task, "Cancelled")
+        elif error.reason == "shutdown":
+            requeued = self.store.requeue_task(task.id, self.settings.worker_id)
+            tlog.info("task_requeued", requeued=requeued, reason="shutdown")
+        elif error.reason == "timeout":
+            self._fail(task, error.detail or "the task timed out", tlog)
+        else:
+            tlog.warning("lease_lost", detail=error.detail)
+
+    def _abandon(self, task: Task, ctx: TaskContext, tlog: Any) -> None:
+        """The handler did not reach a checkpoint in time: record the outcome the stop asked for, then
+        leave the loop (the stuck thread dies with the process)."""
+        reason = ctx.cancel.reason
+        tlog.error("handler_stuck", reason=reason)
+        if reason == "shutdown":
+            self.store.requeue_task(task.id, self.settings.worker_id)
+            tlog.info("task_requeued", reason="shutdown")
+        elif reason == "timeout":
+            self._fail(task, ctx.cancel.detail, tlog)
+            self.exit_code = EXIT_HANDLER_STUCK
+        else:
+            self.exit_code = EXIT_HANDLER_STUCK
+
+    def _fail(self, task: Task, message: str, tlog: Any, *, seconds: float | None = None,
+              result: dict[str, Any] | None = None) -> None:
+        message = message[:MAX_ERROR_CHARS] or "the task failed without a message"
+        if self.store.fail_task(task.id, self.settings.worker_id, error_message=message, result=result):
+            tlog.warning("task_failed", error=message, seconds=seconds)
+            self._finished(task, "Failed")
+            self._cascade_dependency_failures()
+        else:
+            tlog.warning("failure_refused", error=message, reason="the row was cancelled or reclaimed")
+
+    def _finished(self, task: Task, status: str) -> None:
+        if self.on_task_finished is not None:
+            self.on_task_finished(task, status)

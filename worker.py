@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""The headless worker daemon: ``python worker.py`` (SQLite) or ``python worker.py --db-type supabase``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import structlog
+
+from source.cli_options import with_store_config
+from source.db import DbType, StoreConfig, StoreConfigError, open_store
+from source.logging_utils import configure_logging
+from source.settings import WorkerSettings, default_worker_id
+from source.worker_loop import Worker
+
+log = structlog.get_logger("worker")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@with_store_config
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+              help="Seconds between fallback polls; new rows wake an idle worker sooner (data_version / LISTEN).")
+@click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
+              show_default=True, help="Where outputs are written.")
+@click.option("--worker", "worker_id", default=None, help="Worker id written to claimed rows [default: hostname-pid].")
+@click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...).")
+@click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
+              help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
+              help="auto: console on a terminal, JSON lines otherwise.")
+@click.option("--delete-db", is_flag=True, help="Delete the SQLite db file (and its WAL) before starting.")
+@click.option("--migrate-only", is_flag=True, help="Apply pending schema migrations, then exit.")
+@click.option("--queue-workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Generation threads in the in-process HeadlessTaskQueue.")
+@click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
+@click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
+@click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
+              help="Travel segments: mask video marks kept vs generated frames.")
+@click.option("--once", is_flag=True, help="Exit when no task is claimable (scripts, demos).")
+@click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after processing N tasks.")
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=60.0, show_default=True,
+              help="Lease of a claimed row; a crashed worker's row is reclaimed after it expires.")
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="On SIGTERM/SIGINT, seconds the running task may finish before it is requeued.")
+@click.option("--task-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Fail a task that runs longer than this many seconds (0 = no limit).")
+@click.option("--affinity-window", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="Prefer rows for the resident model unless an older row has waited this many seconds.")
+def main(config: StoreConfig, **opts: object) -> None:
+    """Claim tasks from the queue, run them, and write status and outputs back."""
+    configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
+    try:
+        config.validate()
+    except StoreConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    if opts["delete_db"]:
+        if config.db_type is not DbType.SQLITE:
+            raise click.UsageError("--delete-db only applies to the SQLite backend; refusing to touch a shared database")
+        for suffix in ("", "-wal", "-shm"):
+            Path(config.db_file + suffix).unlink(missing_ok=True)
+        log.info("db_deleted", db_file=config.db_file)
+
+    store = open_store(config)
+    applied = store.migrate()
+    if opts["migrate_only"]:
+        click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
+        store.close()
+        return
+
+    settings = WorkerSettings(
+        worker_id=str(opts["worker_id"] or default_worker_id()),
+        main_output_dir=Path(opts["main_output_dir"]),  # type: ignore[arg-type]
+        poll_interval=float(opts["poll_interval"]),  # type: ignore[arg-type]
+        lease_seconds=float(opts["lease_seconds"]),  # type: ignore[arg-type]
+        shutdown_grace=float(opts["shutdown_grace"]),  # type: ignore[arg-type]
+        task_timeout=float(opts["task_timeout"]) or None,  # type: ignore[arg-type]
+        affinity_window=float(opts["affinity_window"]),  # type: ignore[arg-type]
+        queue_workers=int(opts["queue_workers"]),  # type: ignore[arg-type]
+        apply_reward_lora=bool(opts["apply_reward_lora"]),
+        colour_match_videos=bool(opts["colour_match_videos"]),
+        mask_active_frames=bool(opts["mask_active_frames"]),
+    )
+    worker = Worker(store, settings, max_tasks=opts["max_tasks"], exit_when_idle=bool(opts["once"]))  # type: ignore[arg-type]
+    worker.install_signal_handlers()
+    try:
+        code = worker.run()
+    finally:
+        store.close()
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A handler thread that ignored cancellation must not keep the process alive.
+        os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

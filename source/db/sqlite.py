@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -246,10 +246,8 @@ class SqliteTaskStore:
     def close(self) -> None:
         with self._connections_lock:
             for conn in self._all_connections:
-                try:
+                with suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._all_connections.clear()
         self._local = threading.local()
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from source.errors import InvalidParams
 
+MAX_PARAMS_CHARS = 1_000_000
+
 
 class TaskStatus(str, Enum):
     QUEUED = "Queued"
@@ -91,12 +93,16 @@ class Task:
         """The params object, or InvalidParams saying precisely what is wrong with it."""
         if self.params_json is None or self.params_json.strip() == "":
             return {}
+        if len(self.params_json) > MAX_PARAMS_CHARS:
+            raise InvalidParams(f"params is {len(self.params_json)} characters; the limit is {MAX_PARAMS_CHARS}")
         try:
             value = json.loads(self.params_json)
         except json.JSONDecodeError as exc:
             raise InvalidParams(f"params is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise InvalidParams("params is nested too deeply to parse") from None
         if not isinstance(value, dict):
-            raise InvalidParams(f"params must be a JSON object, got {type(value).__name__}")
+            raise InvalidParams(f"params must be a JSON object, got {_json_type_name(value)}")
         return value
 
     @property
@@ -108,6 +114,12 @@ class Task:
         except json.JSONDecodeError:
             return None
         return value if isinstance(value, dict) else {"value": value}
+
+
+def _json_type_name(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _text(value: Any) -> str | None:

@@ -1,0 +1,38 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from source.db.sqlite import SqliteTaskStore
+from source.logging_utils import configure_logging
+
+configure_logging("console")
+
+STORE_BACKENDS = ["sqlite"]
+
+
+def _open_sqlite(tmp_path: Path) -> SqliteTaskStore:
+    store = SqliteTaskStore(tmp_path / "tasks.db")
+    store.migrate()
+    return store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path):
+    store = _open_sqlite(tmp_path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=STORE_BACKENDS)
+def store(request, tmp_path: Path):
+    """The same behaviour, every backend: tests using this fixture are the store contract."""
+    if request.param == "sqlite":
+        opened = _open_sqlite(tmp_path)
+    else:  # other backends register themselves in STORE_BACKENDS with a fixture named <backend>_store
+        opened = request.getfixturevalue(f"{request.param}_store")
+    yield opened
+    opened.close()

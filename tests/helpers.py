@@ -1,0 +1,61 @@
+"""Shared test helpers: running real worker processes and waiting on conditions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WORKER = REPO_ROOT / "worker.py"
+
+
+def worker_command(db_file: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(WORKER), "--db-file", str(db_file), "--main-output-dir", str(output_dir),
+            "--log-format", "json", *extra]
+
+
+def start_worker(db_file: Path, output_dir: Path, *extra: str, log_path: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    stderr: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(worker_command(db_file, output_dir, *extra), cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def run_worker(db_file: Path, output_dir: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(worker_command(db_file, output_dir, *extra), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def log_events(text: str) -> list[dict[str, Any]]:
+    events = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return events
+
+
+def ping_executions(output_dir: Path, task_id: str) -> list[dict[str, Any]]:
+    path = output_dir / f"{task_id}_ping.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -49,6 +49,9 @@ log = structlog.get_logger("worker")
               help="Fail a task that runs longer than this many seconds (0 = no limit).")
 @click.option("--affinity-window", type=click.FloatRange(min=0), default=120.0, show_default=True,
               help="Prefer rows for the resident model unless an older row has waited this many seconds.")
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
+              help="Serve Prometheus metrics at /metrics and a health check at /health on this port (0 = off).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
@@ -84,7 +87,16 @@ def main(config: StoreConfig, **opts: object) -> None:
         colour_match_videos=bool(opts["colour_match_videos"]),
         mask_active_frames=bool(opts["mask_active_frames"]),
     )
-    worker = Worker(store, settings, max_tasks=opts["max_tasks"], exit_when_idle=bool(opts["once"]))  # type: ignore[arg-type]
+    observer = None
+    if opts["metrics_port"]:
+        from source.metrics import WorkerMetrics, serve_metrics
+
+        # A handler checkpoints at least once a step; a loop silent this long is stuck.
+        observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval))
+        serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
+        log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
+    worker = Worker(store, settings, max_tasks=opts["max_tasks"], exit_when_idle=bool(opts["once"]),  # type: ignore[arg-type]
+                    observer=observer)
     worker.install_signal_handlers()
     try:
         code = worker.run()

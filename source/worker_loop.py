@@ -38,6 +38,17 @@ EXIT_HANDLER_STUCK = 3
 AffinityProvider = Callable[[], tuple[str | None, tuple[str, ...]]]
 
 
+class WorkerObserver:
+    """Hooks for metrics and health; the default does nothing."""
+
+    def loop_tick(self) -> None:
+        """Called at least every fraction of a second while the loop is alive (idle or supervising)."""
+
+    def task_claimed(self, task: Task) -> None: ...
+
+    def task_finished(self, task: Task, status: str, seconds: float | None) -> None: ...
+
+
 def _no_affinity() -> tuple[str | None, tuple[str, ...]]:
     return None, ()
 
@@ -84,7 +95,7 @@ class Worker:
         max_tasks: int | None = None,
         exit_when_idle: bool = False,
         affinity: AffinityProvider = _no_affinity,
-        on_task_finished: Callable[[Task, str], None] | None = None,
+        observer: WorkerObserver | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -92,7 +103,7 @@ class Worker:
         self.max_tasks = max_tasks
         self.exit_when_idle = exit_when_idle
         self.affinity = affinity
-        self.on_task_finished = on_task_finished
+        self.observer = observer or WorkerObserver()
         self.stop_requested = threading.Event()
         self.exit_code = EXIT_OK
         self.processed = 0
@@ -144,6 +155,7 @@ class Worker:
     def _next_task(self) -> Task | None:
         backoff = 0.1
         while not self.stop_requested.is_set():
+            self.observer.loop_tick()
             try:
                 self._housekeeping_if_due()
                 task = self._claim()
@@ -175,10 +187,13 @@ class Worker:
         fallback, and housekeeping (expired leases) still runs on time."""
         deadline = min(time.monotonic() + self.settings.poll_interval, self._next_housekeeping)
         while not self.stop_requested.is_set():
+            self.observer.loop_tick()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.store.wait_for_change(remaining, stop=self.stop_requested) and self.store.has_claimable_task():
+            if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
+                self.store.has_claimable_task()
+            ):
                 return
 
     def _housekeeping_if_due(self) -> None:
@@ -209,6 +224,7 @@ class Worker:
     def _run_and_report(self, task: Task) -> None:
         tlog = self.log.bind(task_id=task.id, task_type=task.task_type)
         tlog.info("task_claimed", attempt=task.attempts, max_attempts=task.max_attempts, priority=task.priority)
+        self.observer.task_claimed(task)
         try:
             params = task.params()
         except InvalidParams as exc:
@@ -248,6 +264,7 @@ class Worker:
         cancelled_at: float | None = None
         timeout = self.settings.task_timeout
         while not run.wait(0.05):
+            self.observer.loop_tick()
             now = time.monotonic()
             if self.stop_requested.is_set() and stop_seen_at is None:
                 stop_seen_at = now
@@ -271,7 +288,7 @@ class Worker:
                   "handler_seconds": elapsed}
         if self.store.complete_task(task.id, self.settings.worker_id, output_location=location, result=result):
             tlog.info("task_completed", output_location=location, seconds=elapsed)
-            self._finished(task, "Complete")
+            self.observer.task_finished(task, "Complete", elapsed)
         else:
             tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
 
@@ -291,7 +308,7 @@ class Worker:
     def _handle_cancelled(self, task: Task, error: TaskCancelled, tlog: Any) -> None:
         if error.reason == "cancelled":
             tlog.info("task_cancelled")
-            self._finished(task, "Cancelled")
+            self.observer.task_finished(task, "Cancelled", None)
         elif error.reason == "shutdown":
             requeued = self.store.requeue_task(task.id, self.settings.worker_id)
             tlog.info("task_requeued", requeued=requeued, reason="shutdown")
@@ -319,11 +336,7 @@ class Worker:
         message = message[:MAX_ERROR_CHARS] or "the task failed without a message"
         if self.store.fail_task(task.id, self.settings.worker_id, error_message=message, result=result):
             tlog.warning("task_failed", error=message, seconds=seconds)
-            self._finished(task, "Failed")
+            self.observer.task_finished(task, "Failed", seconds)
             self._cascade_dependency_failures()
         else:
             tlog.warning("failure_refused", error=message, reason="the row was cancelled or reclaimed")
-
-    def _finished(self, task: Task, status: str) -> None:
-        if self.on_task_finished is not None:
-            self.on_task_finished(task, status)

@@ -134,6 +134,24 @@ def stats(config: StoreConfig, as_json: bool) -> None:
         click.echo(f"  {worker}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
 
 
+@cli.command()
+@with_store_config
+@click.option("--alive-within", type=float, default=120.0, show_default=True,
+              help="A running worker heard from within this many seconds counts as alive.")
+@click.option("--json", "as_json", is_flag=True)
+def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
+    """Live and dead workers: host, GPU, resident model, current task, last heartbeat."""
+    for record in _open(config).list_workers(alive_within_seconds=alive_within):
+        if as_json:
+            click.echo(json.dumps(record.__dict__, default=str))
+            continue
+        state = "alive" if record.alive else ("stopped" if record.status == "stopped" else "DEAD")
+        gpu = f"{record.gpu_name} {record.gpu_memory_gb} GiB" if record.gpu_name else "no GPU"
+        click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
+                   f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
+                   f"last={record.last_heartbeat}")
+
+
 def _row(task: Task) -> dict[str, Any]:
     try:
         params: Any = task.params()

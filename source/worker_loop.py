@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -14,9 +15,10 @@ from typing import Any
 
 import structlog
 
-from source.db.models import Task
+from source.db.models import Task, WorkerInfo
 from source.db.store import TaskStore
 from source.errors import InvalidParams, TaskCancelled, TaskError
+from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
 from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
@@ -131,6 +133,7 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> int:
+        self._register()
         self.log.info(
             "worker_started",
             pid=os.getpid(),
@@ -148,8 +151,25 @@ class Worker:
                 break
             if self.max_tasks is not None and self.processed >= self.max_tasks:
                 break
+        self._touch(None, status="stopped")
         self.log.info("worker_stopped", processed=self.processed, exit_code=self.exit_code)
         return self.exit_code
+
+    # -- registry ------------------------------------------------------------------------------------
+    def _register(self) -> None:
+        gpu_name, gpu_memory = detect_gpu()
+        try:
+            self.store.register_worker(WorkerInfo(id=self.settings.worker_id, host=socket.gethostname(),
+                                                  pid=os.getpid(), gpu_name=gpu_name, gpu_memory_gb=gpu_memory))
+        except Exception as exc:  # the registry is for operators; never a reason not to work
+            self.log.warning("worker_register_failed", error=str(exc))
+
+    def _touch(self, task: Task | None, status: str = "running") -> None:
+        try:
+            self.store.touch_worker(self.settings.worker_id, resident_model=self.affinity()[0],
+                                    current_task_id=task.id if task else None, status=status)
+        except Exception as exc:
+            self.log.warning("worker_touch_failed", error=str(exc))
 
     # -- claiming ------------------------------------------------------------------------------------
     def _next_task(self) -> Task | None:
@@ -201,6 +221,7 @@ class Worker:
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + self.settings.housekeeping_interval
+        self._touch(None)
         for reclaim in self.store.reclaim_expired_leases():
             self.log.warning(
                 "lease_reclaimed", task_id=reclaim.task_id, new_status=reclaim.new_status.value, attempts=reclaim.attempts
@@ -263,9 +284,14 @@ class Worker:
         stop_seen_at: float | None = None
         cancelled_at: float | None = None
         timeout = self.settings.task_timeout
+        self._touch(run.ctx.task)
+        next_touch = time.monotonic() + self.settings.heartbeat_interval
         while not run.wait(0.05):
             self.observer.loop_tick()
             now = time.monotonic()
+            if now >= next_touch:
+                self._touch(run.ctx.task)
+                next_touch = now + self.settings.heartbeat_interval
             if self.stop_requested.is_set() and stop_seen_at is None:
                 stop_seen_at = now
             if stop_seen_at is not None and now - stop_seen_at >= self.settings.shutdown_grace:

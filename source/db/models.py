@@ -168,3 +168,40 @@ class CascadeFailure:
 class QueueStats:
     by_status: dict[str, int]
     by_worker: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What a worker says about itself when it starts."""
+
+    id: str
+    host: str | None = None
+    pid: int | None = None
+    gpu_name: str | None = None
+    gpu_memory_gb: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """A row of the ``workers`` table; ``alive`` = running and heard from recently."""
+
+    id: str
+    host: str | None
+    pid: int | None
+    gpu_name: str | None
+    gpu_memory_gb: float | None
+    resident_model: str | None
+    current_task_id: str | None
+    status: str
+    started_at: str | None
+    last_heartbeat: str | None
+    alive: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> WorkerRecord:
+        return cls(
+            id=row["id"], host=row["host"], pid=row["pid"], gpu_name=row["gpu_name"],
+            gpu_memory_gb=row["gpu_memory_gb"], resident_model=row["resident_model"],
+            current_task_id=row["current_task_id"], status=row["status"],
+            started_at=_text(row["started_at"]), last_heartbeat=_text(row["last_heartbeat"]), alive=bool(row["alive"]),
+        )

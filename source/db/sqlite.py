@@ -14,7 +14,16 @@ from uuid import uuid4
 
 import structlog
 
-from source.db.models import CascadeFailure, LeaseReclaim, NewTask, QueueStats, Task, TaskStatus
+from source.db.models import (
+    CascadeFailure,
+    LeaseReclaim,
+    NewTask,
+    QueueStats,
+    Task,
+    TaskStatus,
+    WorkerInfo,
+    WorkerRecord,
+)
 from source.db.sql_files import list_migrations, load_queries
 
 log = structlog.get_logger(__name__)
@@ -220,6 +229,28 @@ class SqliteTaskStore:
                     break
                 failed.extend(CascadeFailure(row["id"], row["dependant_on"]) for row in rows)
         return failed
+
+    # -- worker registry -----------------------------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None:
+        with self._write() as conn:
+            conn.execute(self._q("register_worker"), {
+                "id": info.id, "host": info.host, "pid": info.pid, "gpu_name": info.gpu_name,
+                "gpu_memory_gb": info.gpu_memory_gb,
+            })
+
+    def touch_worker(
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(self._q("touch_worker"), {
+                "id": worker_id, "resident_model": resident_model, "current_task_id": current_task_id,
+                "status": status,
+            })
+
+    def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
+        rows = self._conn().execute(self._q("list_workers"),
+                                    {"alive_modifier": _seconds_modifier(-alive_within_seconds)})
+        return [WorkerRecord.from_row(row) for row in rows]
 
     # -- wake-up -------------------------------------------------------------------------------------
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:

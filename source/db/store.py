@@ -5,7 +5,16 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-from source.db.models import CascadeFailure, LeaseReclaim, NewTask, QueueStats, Task, TaskStatus
+from source.db.models import (
+    CascadeFailure,
+    LeaseReclaim,
+    NewTask,
+    QueueStats,
+    Task,
+    TaskStatus,
+    WorkerInfo,
+    WorkerRecord,
+)
 
 
 class TaskStore(Protocol):
@@ -72,5 +81,15 @@ class TaskStore(Protocol):
 
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Block until another connection changes the table (True) or ``timeout`` passes (False)."""
+
+    def register_worker(self, info: WorkerInfo) -> None:
+        """Insert or refresh this worker's row in the ``workers`` table (status running)."""
+
+    def touch_worker(
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+    ) -> None:
+        """Heartbeat of the worker itself: what it holds and runs now."""
+
+    def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]: ...
 
     def close(self) -> None: ...

@@ -70,3 +70,37 @@ def test_tasks_cli_add_list_show_cancel_retry_stats(tmp_path):
     assert refused.returncode == 1 and "is not Queued or In Progress" in refused.stderr
     bad = tasks_cli(db, "add", "ping", "[1]", check=False)
     assert bad.returncode == 2 and "params must be a JSON object" in bad.stderr
+
+
+def test_tasks_workers_shows_live_dead_and_stopped_workers(tmp_path):
+    import signal
+    import time
+
+    from source.db.models import NewTask
+    from source.db.sqlite import SqliteTaskStore
+    from tests.helpers import start_worker, wait_for
+
+    db = tmp_path / "tasks.db"
+    assert run_worker(db, tmp_path / "out", "--worker", "tidy-w", "--once").returncode == 0
+    store = SqliteTaskStore(db)
+    task_id = store.add_task(NewTask("ping", {"sleep_seconds": 30}))
+
+    def workers(*flags: str) -> dict:
+        lines = tasks_cli(db, "workers", "--json", *flags).stdout.splitlines()
+        return {row["id"]: row for row in map(json.loads, lines)}
+
+    live = start_worker(db, tmp_path / "out", "--worker", "busy-w", "--lease-seconds", "2")
+    try:
+        wait_for(lambda: workers().get("busy-w", {}).get("current_task_id") == task_id, timeout=30)
+        listed = workers()
+        assert listed["busy-w"]["alive"] and listed["busy-w"]["host"] and listed["busy-w"]["pid"] == live.pid
+        assert listed["tidy-w"]["status"] == "stopped" and not listed["tidy-w"]["alive"]
+        live.send_signal(signal.SIGKILL)
+        live.wait(timeout=10)
+        time.sleep(1.5)
+        assert not workers("--alive-within", "1")["busy-w"]["alive"]
+        text = tasks_cli(db, "workers", "--alive-within", "1").stdout
+        assert "busy-w" in text and "DEAD" in text and "stopped" in text
+    finally:
+        if live.poll() is None:
+            live.kill()

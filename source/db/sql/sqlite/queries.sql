@@ -150,3 +150,24 @@ SELECT status, COUNT(*) AS n FROM tasks GROUP BY status;
 
 -- name: count_by_worker
 SELECT worker_id, status, COUNT(*) AS n FROM tasks WHERE worker_id IS NOT NULL GROUP BY worker_id, status;
+
+-- name: register_worker
+INSERT INTO workers (id, host, pid, gpu_name, gpu_memory_gb, status, started_at, last_heartbeat)
+VALUES (:id, :host, :pid, :gpu_name, :gpu_memory_gb, 'running',
+        strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, gpu_name = excluded.gpu_name,
+    gpu_memory_gb = excluded.gpu_memory_gb, status = 'running', resident_model = NULL,
+    current_task_id = NULL, started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat;
+
+-- name: touch_worker
+UPDATE workers
+SET resident_model = :resident_model, current_task_id = :current_task_id, status = :status,
+    last_heartbeat = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id;
+
+-- name: list_workers
+SELECT *, CASE WHEN status = 'running'
+                    AND last_heartbeat >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :alive_modifier)
+               THEN 1 ELSE 0 END AS alive
+FROM workers ORDER BY started_at DESC;

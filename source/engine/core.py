@@ -1,0 +1,199 @@
+"""The engine: one resident diffusers pipeline, and a generation path that reads top to bottom.
+
+generate(): 1. resolve parameters (system < model < explicit)  2. check them against the pipeline
+3. set the solver  4. seed  5. build the call  6. run it with LoRAs and the step callback  7. write files.
+"""
+
+from __future__ import annotations
+
+import gc
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+import torch
+
+from source.engine.families import family_for
+from source.engine.families.base import Family
+from source.engine.loading import load_pipeline
+from source.engine.loras import applied_loras
+from source.engine.memory import apply_memory_plan, apply_speed_options, plan_for
+from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.outputs import unique_path, write_image, write_video
+from source.engine.params import SYSTEM_DEFAULTS, GenerationParams, build_params, resolve_params
+from source.engine.schedulers import SchedulerSwitcher
+from source.errors import TaskCancelled
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    model_type: str
+    paths: tuple[Path, ...]
+    seed: int
+    width: int
+    height: int
+    frames: int
+    steps: int
+    fps: int | None
+    seconds: float
+    parameter_sources: Mapping[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
+                "frames": self.frames, "steps": self.steps, "fps": self.fps,
+                "generation_seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class ResidentModel:
+    definition: ModelDefinition
+    family: Family
+    pipe: Any
+    schedulers: SchedulerSwitcher
+    load_seconds: float
+
+
+def default_settings(definition: ModelDefinition) -> dict[str, Any]:
+    return resolve_params(SYSTEM_DEFAULTS, definition.settings, {})
+
+
+def resolve_with_sources(definition: ModelDefinition, explicit: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The three tiers merged, and for each key the tier it came from (``system``/``model``/``task``)."""
+    values = resolve_params(SYSTEM_DEFAULTS, definition.settings, explicit)
+    sources = {}
+    for key in values:
+        if key in explicit and explicit[key] is not None:
+            sources[key] = "task"
+        elif key in definition.settings:
+            sources[key] = "model"
+        else:
+            sources[key] = "system"
+    return values, sources
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.resident: ResidentModel | None = None
+
+    @property
+    def model_type(self) -> str | None:
+        return self.resident.definition.model_type if self.resident else None
+
+    # -- models --------------------------------------------------------------------------------------
+    def load(self, model_type: str) -> bool:
+        """Make ``model_type`` resident; True when a load happened (False: it already was)."""
+        if self.model_type == model_type:
+            return False
+        definition = load_model_def(model_type)
+        family = family_for(definition.architecture)
+        self.unload()
+        started = time.monotonic()
+        pipe = load_pipeline(definition, family.pipeline_class())
+        apply_memory_plan(pipe, plan_for(definition.engine))
+        apply_speed_options(pipe, definition.engine)
+        self.resident = ResidentModel(definition, family, pipe, SchedulerSwitcher(pipe, family.solvers),
+                                      time.monotonic() - started)
+        log.info("model_loaded", model_type=model_type, seconds=round(self.resident.load_seconds, 3))
+        return True
+
+    def unload(self) -> None:
+        if self.resident is None:
+            return
+        model_type = self.model_type
+        self.resident = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        log.info("model_unloaded", model_type=model_type)
+
+    # -- generation ----------------------------------------------------------------------------------
+    def generate(
+        self,
+        model_type: str,
+        explicit: Mapping[str, Any],
+        *,
+        output_dir: Path,
+        progress: ProgressCallback | None = None,
+        should_abort: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        started = time.monotonic()
+        self.load(model_type)
+        assert self.resident is not None
+        resident = self.resident
+        definition, family, pipe = resident.definition, resident.family, resident.pipe
+
+        # 1. three tiers → typed params
+        values, sources = resolve_with_sources(definition, explicit)
+        for key in sorted(explicit):
+            log.debug("parameter_resolved", name=key, tier=sources.get(key), value=str(values.get(key))[:80])
+        params = build_params(values)
+        # 2. what this pipeline can produce
+        family.validate(pipe, params)
+        # 3. solver and shift
+        resident.schedulers.apply(params.sample_solver, params.flow_shift)
+        # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
+        seed = params.seed if params.seed >= 0 else secrets.randbits(31)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        # 5. the call
+        total = params.num_inference_steps
+        kwargs: dict[str, Any] = {
+            "prompt": params.prompt,
+            "height": params.height,
+            "width": params.width,
+            "num_inference_steps": total,
+            "generator": generator,
+            "output_type": "np",
+            "callback_on_step_end": _step_callback(total, progress, should_abort),
+            **family.call_kwargs(pipe, params),
+            **dict(definition.pipeline_kwargs),
+        }
+        if family.is_video and params.batch_size > 1:
+            kwargs["num_videos_per_prompt"] = params.batch_size
+        lora_weights = params.loras_multipliers
+        # 6. run, with this call's LoRAs only
+        with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
+                                                   params.activated_loras, lora_weights):
+            output = pipe(**kwargs)
+        # 7. files
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths = tuple(self._write(family, array, output_dir, model_type) for array in family.outputs(output))
+        result = GenerationResult(
+            model_type=model_type, paths=paths, seed=seed, width=params.width, height=params.height,
+            frames=family.frame_count(params), steps=total, fps=family.fps if family.is_video else None,
+            seconds=time.monotonic() - started, parameter_sources=sources,
+        )
+        log.info("generation_finished", model_type=model_type, files=[p.name for p in paths], seed=seed,
+                 seconds=round(result.seconds, 3))
+        return result
+
+    @staticmethod
+    def _write(family: Family, array, output_dir: Path, stem: str) -> Path:
+        if family.is_video and array.ndim == 4 and array.shape[0] > 1:
+            return write_video(array, unique_path(output_dir, stem, ".mp4"), family.fps)
+        frame = array[0] if array.ndim == 4 else array
+        return write_image(frame, unique_path(output_dir, stem, ".png"))
+
+
+def _step_callback(total: int, progress: ProgressCallback | None, should_abort: Callable[[], bool] | None):
+    def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if progress is not None:
+            progress(step + 1, total, "denoising")
+        if should_abort is not None and should_abort():
+            raise TaskCancelled("cancelled", f"stopped after denoising step {step + 1} of {total}")
+        return callback_kwargs
+
+    return on_step_end
+
+
+def params_for(model_type: str, explicit: Mapping[str, Any]) -> GenerationParams:
+    """Validate without loading weights (used before any GPU work)."""
+    values, _ = resolve_with_sources(load_model_def(model_type), explicit)
+    return build_params(values)

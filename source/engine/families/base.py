@@ -1,0 +1,79 @@
+"""What every family shares: input checks against the loaded pipeline and the common call arguments."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, ClassVar
+
+import numpy as np
+
+from source.engine.params import GenerationParams
+from source.errors import InvalidParams
+
+
+class Family:
+    """A model family: its diffusers pipeline class and how GenerationParams become that pipeline's call."""
+
+    architecture: ClassVar[str]
+    pipeline_class_name: ClassVar[str]
+    lora_folder: ClassVar[str]
+    fps: ClassVar[int] = 16
+    is_video: ClassVar[bool] = True
+    # The first solver is the model's own scheduler.
+    solvers: ClassVar[tuple[str, ...]] = ("euler",)
+
+    def pipeline_class(self) -> type:
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class_name)
+
+    # --- constraints read from the loaded pipeline, so tiny and real configs both get the right numbers
+    def spatial_multiple(self, pipe) -> int:
+        raise NotImplementedError
+
+    def temporal_step(self, pipe) -> int:
+        """Video length must be ``step * k + 1`` (the VAE's temporal compression)."""
+        return 1
+
+    def validate(self, pipe, params: GenerationParams) -> None:
+        multiple = self.spatial_multiple(pipe)
+        # yuv420p H.264 also needs even sizes; every multiple here is already even except Flux's tiny 2.
+        multiple = multiple if multiple % 2 == 0 else multiple * 2
+        if params.width % multiple or params.height % multiple:
+            raise InvalidParams(
+                f"resolution {params.resolution} is not supported by {self.architecture}: width and height must "
+                f"be multiples of {multiple} (e.g. {params.width // multiple * multiple or multiple}x"
+                f"{params.height // multiple * multiple or multiple})"
+            )
+        step = self.temporal_step(pipe)
+        if self.is_video and (params.video_length - 1) % step:
+            lower = (params.video_length - 1) // step * step + 1
+            raise InvalidParams(
+                f"video_length {params.video_length} is not supported by {self.architecture}: it must be "
+                f"{step}*k+1 (e.g. {lower} or {lower + step})"
+            )
+
+    # --- the call
+    def call_kwargs(self, pipe, params: GenerationParams) -> dict[str, Any]:
+        """Family-specific arguments; the engine adds prompt, size, steps, generator and the step callback."""
+        raise NotImplementedError
+
+    def call_context(self, pipe, params: GenerationParams) -> AbstractContextManager:
+        """Temporary changes to the pipeline around one call (e.g. a second VACE guide)."""
+        return nullcontext()
+
+    def outputs(self, result) -> list[np.ndarray]:
+        """Pipeline output → one array per file: (F, H, W, 3) videos or (H, W, 3) images, floats in [0, 1]."""
+        if self.is_video:
+            return [np.asarray(video) for video in result.frames]
+        return [np.asarray(image) for image in result.images]
+
+    def frame_count(self, params: GenerationParams) -> int:
+        return params.video_length
+
+
+def true_cfg(params: GenerationParams) -> dict[str, Any]:
+    """Guidance-distilled families (Flux, Hunyuan) run real CFG only when asked: guidance_scale > 1 and a negative."""
+    if params.guidance_scale > 1.0 and params.negative_prompt:
+        return {"true_cfg_scale": params.guidance_scale, "negative_prompt": params.negative_prompt}
+    return {"true_cfg_scale": 1.0}

@@ -1,0 +1,118 @@
+"""Model definitions: ``defaults/<model_type>.json`` files, with inheritance, as frozen dataclasses."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from source.engine.paths import defaults_dir
+from source.errors import InvalidParams
+
+# A model type names a file; keeping it to these characters means it can never point outside defaults/.
+_MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_PARENT_KEYS = ("parent", "inherits")
+_MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs")
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a pipeline's weights live: exactly one of a hub repo, a local folder or a tiny builder."""
+
+    repo: str | None = None
+    revision: str | None = None
+    local: str | None = None
+    tiny: str | None = None
+    size_gb: float | None = None
+
+    def describe(self) -> str:
+        if self.repo:
+            return f"{self.repo}@{self.revision}" if self.revision else self.repo
+        return f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Memory/speed knobs; none of them may change results beyond numerical noise."""
+
+    profile: int = 1
+    attention: str | None = None
+    compile: bool = False
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+
+
+@dataclass(frozen=True)
+class ModelDefinition:
+    model_type: str
+    name: str
+    architecture: str
+    weights: WeightsSource
+    dtype: str = "bfloat16"
+    lora_folder: str | None = None
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    # Extra keyword arguments handed to the pipeline call as-is (e.g. a short max_sequence_length for tiny models).
+    pipeline_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _definition_path(model_type: str) -> Path:
+    if not isinstance(model_type, str) or not _MODEL_TYPE_RE.match(model_type):
+        raise InvalidParams(f"invalid model_type {model_type!r}")
+    path = defaults_dir() / f"{model_type}.json"
+    if not path.is_file():
+        known = ", ".join(list_model_types()) or "none"
+        raise InvalidParams(f"unknown model_type {model_type!r}; known model types: {known}")
+    return path
+
+
+def _raw_definition(model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    if model_type in chain:
+        raise InvalidParams(f"model definition inheritance loops: {' -> '.join((*chain, model_type))}")
+    raw = json.loads(_definition_path(model_type).read_text())
+    parent = next((raw.pop(key) for key in _PARENT_KEYS if key in raw), None)
+    if parent is None:
+        return raw
+    merged = _raw_definition(parent, (*chain, model_type))
+    for key, value in raw.items():
+        if key in _MERGED_SECTIONS and isinstance(value, dict):
+            base = dict(merged.get(key) or {})
+            # A child pointing its weights elsewhere replaces the whole source, not just one field of it.
+            if key == "weights" and {"repo", "local", "tiny"} & value.keys():
+                base = {}
+            merged[key] = {**base, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_model_def(model_type: str) -> ModelDefinition:
+    raw = _raw_definition(model_type)
+    try:
+        weights = WeightsSource(**raw.get("weights", {}))
+        engine = EngineOptions(**raw.get("engine", {}))
+    except TypeError as exc:
+        raise InvalidParams(f"model definition {model_type!r} is malformed: {exc}") from exc
+    if sum(bool(x) for x in (weights.repo, weights.local, weights.tiny)) != 1:
+        raise InvalidParams(f"model definition {model_type!r} must name exactly one of weights.repo/local/tiny")
+    if "architecture" not in raw:
+        raise InvalidParams(f"model definition {model_type!r} has no architecture")
+    return ModelDefinition(
+        model_type=model_type,
+        name=raw.get("name", model_type),
+        architecture=raw["architecture"],
+        weights=weights,
+        dtype=raw.get("dtype", "bfloat16"),
+        lora_folder=raw.get("lora_folder"),
+        engine=engine,
+        settings=MappingProxyType(dict(raw.get("settings", {}))),
+        pipeline_kwargs=MappingProxyType(dict(raw.get("pipeline_kwargs", {}))),
+    )
+
+
+def list_model_types() -> list[str]:
+    return sorted(p.stem for p in defaults_dir().glob("*.json"))

@@ -1,0 +1,45 @@
+"""Writing generated frames: H.264 mp4 (yuv420p) through imageio-ffmpeg, PNG for single images."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Float frames in [0, 1] (diffusers' ``output_type="np"``) → uint8."""
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def unique_path(output_dir: Path, stem: str, suffix: str) -> Path:
+    """A fresh file name inside ``output_dir``; the stem comes from the engine, never from params."""
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    path = output_dir / f"{stem}_{stamp}_{uuid.uuid4().hex[:8]}{suffix}"
+    assert path.resolve().parent == output_dir.resolve()
+    return path
+
+
+def write_video(frames: np.ndarray, path: Path, fps: int) -> Path:
+    import imageio_ffmpeg
+
+    frames = to_uint8(frames)
+    _, height, width, _ = frames.shape
+    # macro_block_size=1: keep the exact size (imageio would otherwise pad to multiples of 16).
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+        quality=8, ffmpeg_log_level="error",
+    )
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path
+
+
+def write_image(frame: np.ndarray, path: Path) -> Path:
+    Image.fromarray(to_uint8(frame)).save(path)
+    return path

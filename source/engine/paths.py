@@ -1,0 +1,20 @@
+"""Where the engine finds definitions, LoRAs and the tiny-model cache (each overridable by env var)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def defaults_dir() -> Path:
+    return Path(os.environ.get("WGP_DEFAULTS_DIR", REPO_ROOT / "defaults"))
+
+
+def loras_dir() -> Path:
+    return Path(os.environ.get("WGP_LORA_DIR", REPO_ROOT / "loras"))
+
+
+def tiny_cache_dir() -> Path:
+    return Path(os.environ.get("WGP_TINY_CACHE", REPO_ROOT / ".cache" / "tiny-models"))

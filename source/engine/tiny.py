@@ -1,0 +1,299 @@
+"""Tiny random-weight pipelines for tests and demos, built once and cached on disk as diffusers folders.
+
+Sizes follow diffusers' own ``get_dummy_components`` test configs; tokenizers are built in code so nothing
+needs the hub. A tiny pipeline is then loaded through the same ``from_pretrained`` path as real weights.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+import torch
+
+from source.engine.paths import tiny_cache_dir
+
+log = structlog.get_logger(__name__)
+
+# Bump when a builder changes so stale caches are rebuilt instead of silently reused.
+BUILDER_VERSION = 1
+_WORDS = ["a", "the", "cat", "dog", "monkey", "dance", "beach", "red", "blue", "runs", "on", "in", "of", "with", "city", "night", "sunset", "walking"]
+_CHARS = string.ascii_lowercase + string.digits + ".,!?'-"
+
+
+def _t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(f"▁{w}", -1.0) for w in _WORDS] + [(c, -3.0) for c in _CHARS]
+    return T5Tokenizer(vocab=pieces, extra_ids=0)
+
+
+def _bpe_vocab(specials: list[str], suffix: str = "") -> dict[str, int]:
+    # No merges: every word falls apart into characters, which is all a random-weight encoder needs.
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in _CHARS:
+        vocab.setdefault(char, len(vocab))
+        if suffix:
+            vocab.setdefault(char + suffix, len(vocab))
+    return vocab
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab = _bpe_vocab(["<|startoftext|>", "<|pad|>", "<|endoftext|>"], suffix="</w>")
+    return CLIPTokenizer(vocab=vocab, merges=[], pad_token="<|pad|>", model_max_length=77)
+
+
+def _llama_tokenizer():
+    from transformers import LlamaTokenizer
+
+    vocab = _bpe_vocab(["<s>", "<pad>", "</s>", "<unk>", "▁"])
+    return LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>", model_max_length=256)
+
+
+def _umt5(d_model: int = 32):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(vocab_size=128, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    return UMT5EncoderModel(config)
+
+
+def _t5(d_model: int = 32):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=128, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4)
+    return T5EncoderModel(config)
+
+
+def _clip_text(hidden_size: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=hidden_size, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=160, hidden_act="gelu", projection_dim=32,
+    )
+    return CLIPTextModel(config)
+
+
+def _wan_vae():
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+def _wan_transformer(cls_name: str = "WanTransformer3DModel", *, heads: int = 2, head_dim: int = 12,
+                     layers: int = 2, ffn: int = 32, **extra):
+    import diffusers
+
+    cls = getattr(diffusers, cls_name)
+    return cls(
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=ffn, num_layers=layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=32, **{"in_channels": 16, **extra},
+    )
+
+
+def _wan_common() -> dict:
+    from diffusers import UniPCMultistepScheduler
+
+    torch.manual_seed(0)
+    vae = _wan_vae()
+    torch.manual_seed(0)
+    text_encoder = _umt5()
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return {"vae": vae, "text_encoder": text_encoder, "tokenizer": _t5_tokenizer(), "scheduler": scheduler}
+
+
+def _seeded(seed: int, make: Callable[[], object]):
+    torch.manual_seed(seed)
+    return make()
+
+
+def build_wan_t2v():
+    from diffusers import WanPipeline
+
+    return WanPipeline(transformer=_seeded(0, _wan_transformer), **_wan_common())
+
+
+def build_wan_t2v_2_2():
+    from diffusers import WanPipeline
+
+    return WanPipeline(
+        transformer=_seeded(0, _wan_transformer), transformer_2=_seeded(1, _wan_transformer),
+        boundary_ratio=0.875, **_wan_common(),
+    )
+
+
+def build_wan_t2v_bench():
+    """Larger than the test model so one CPU generation takes seconds (engine-overhead benchmark)."""
+    from diffusers import WanPipeline
+
+    big = lambda: _wan_transformer(heads=4, head_dim=32, layers=4, ffn=256)  # noqa: E731
+    return WanPipeline(transformer=_seeded(0, big), **_wan_common())
+
+
+def build_wan_i2v():
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    vision = CLIPVisionConfig(hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, intermediate_size=16, patch_size=1)
+    return WanImageToVideoPipeline(
+        transformer=_seeded(0, lambda: _wan_transformer(in_channels=36, image_dim=4)),
+        image_encoder=_seeded(0, lambda: CLIPVisionModelWithProjection(vision)),
+        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+        **_wan_common(),
+    )
+
+
+def build_wan_i2v_2_2():
+    from diffusers import WanImageToVideoPipeline
+
+    expert = lambda: _wan_transformer(in_channels=36)  # noqa: E731
+    return WanImageToVideoPipeline(
+        transformer=_seeded(0, expert), transformer_2=_seeded(1, expert), boundary_ratio=0.875,
+        image_encoder=None, image_processor=None, **_wan_common(),
+    )
+
+
+def build_wan_vace():
+    from diffusers import WanVACEPipeline
+
+    vace = lambda: _wan_transformer(  # noqa: E731
+        "WanVACETransformer3DModel", layers=3, vace_layers=[0, 2], vace_in_channels=96
+    )
+    return WanVACEPipeline(transformer=_seeded(0, vace), **_wan_common())
+
+
+def _flux_components() -> dict:
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    transformer = _seeded(0, lambda: FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+        guidance_embeds=True,
+    ))
+    vae = _seeded(0, lambda: AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+        latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+        shift_factor=0.0609, scaling_factor=1.5035,
+    ))
+    return {
+        "transformer": transformer, "vae": vae, "scheduler": FlowMatchEulerDiscreteScheduler(),
+        "text_encoder": _seeded(0, lambda: _clip_text(32)), "tokenizer": _clip_tokenizer(),
+        "text_encoder_2": _seeded(0, _t5), "tokenizer_2": _t5_tokenizer(),
+    }
+
+
+def build_flux():
+    from diffusers import FluxPipeline
+
+    return FluxPipeline(**_flux_components())
+
+
+def build_flux_kontext():
+    from diffusers import FluxKontextPipeline
+
+    return FluxKontextPipeline(**_flux_components())
+
+
+def build_hunyuan():
+    from diffusers import (
+        AutoencoderKLHunyuanVideo,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideoPipeline,
+        HunyuanVideoTransformer3DModel,
+    )
+    from transformers import LlamaConfig, LlamaModel
+
+    transformer = _seeded(0, lambda: HunyuanVideoTransformer3DModel(
+        in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=10, num_layers=1,
+        num_single_layers=1, num_refiner_layers=1, patch_size=1, patch_size_t=1, guidance_embeds=True,
+        text_embed_dim=16, pooled_projection_dim=8, rope_axes_dim=(2, 4, 4),
+    ))
+    vae = _seeded(0, lambda: AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        act_fn="silu", norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8,
+        temporal_compression_ratio=4, mid_block_add_attention=True,
+    ))
+    llama = LlamaConfig(
+        bos_token_id=0, eos_token_id=2, pad_token_id=1, hidden_size=16, intermediate_size=37,
+        num_attention_heads=4, num_hidden_layers=2, vocab_size=160, hidden_act="gelu",
+    )
+    return HunyuanVideoPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+        text_encoder=_seeded(0, lambda: LlamaModel(llama)), tokenizer=_llama_tokenizer(),
+        text_encoder_2=_seeded(0, lambda: _clip_text(8)), tokenizer_2=_clip_tokenizer(),
+    )
+
+
+def build_ltxv():
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
+    from diffusers import LTXVideoTransformer3DModel as LTXTransformer
+
+    transformer = _seeded(0, lambda: LTXTransformer(
+        in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=8,
+        cross_attention_dim=32, num_layers=1, caption_channels=32,
+    ))
+    vae = _seeded(0, lambda: AutoencoderKLLTXVideo(
+        latent_channels=8, block_out_channels=(8, 8, 8, 8), spatio_temporal_scaling=(True, True, False, False),
+        layers_per_block=(1, 1, 1, 1, 1), patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+    ))
+    return LTXPipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+        text_encoder=_seeded(0, _t5), tokenizer=_t5_tokenizer(),
+    )
+
+
+BUILDERS: dict[str, Callable[[], object]] = {
+    "wan_t2v": build_wan_t2v,
+    "wan_t2v_2_2": build_wan_t2v_2_2,
+    "wan_t2v_bench": build_wan_t2v_bench,
+    "wan_i2v": build_wan_i2v,
+    "wan_i2v_2_2": build_wan_i2v_2_2,
+    "wan_vace": build_wan_vace,
+    "flux": build_flux,
+    "flux_kontext": build_flux_kontext,
+    "hunyuan": build_hunyuan,
+    "ltxv": build_ltxv,
+}
+
+
+def materialise(kind: str, cache_dir: Path | None = None) -> Path:
+    """Return the folder of tiny pipeline ``kind``, building it first if no process has yet.
+
+    Concurrency: each builder writes into its own temp folder and renames it into place; the rename is
+    atomic, so a reader sees either no folder or a complete one, and a losing racer just drops its copy.
+    """
+    if kind not in BUILDERS:
+        raise KeyError(f"unknown tiny model {kind!r}; known: {', '.join(sorted(BUILDERS))}")
+    root = Path(cache_dir or tiny_cache_dir())
+    final = root / f"{kind}-v{BUILDER_VERSION}"
+    if (final / "model_index.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
+    try:
+        # Fork the RNG so building never perturbs the caller's global torch seed.
+        with torch.random.fork_rng(devices=[]):
+            pipe = BUILDERS[kind]()
+        pipe.save_pretrained(tmp)
+        try:
+            os.rename(tmp, final)
+            log.info("tiny_model_built", kind=kind, path=str(final))
+        except OSError:
+            if not (final / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final

@@ -73,7 +73,7 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     # Tiny random weights stay float32: half precision on CPU is slow and adds nothing to a test.
     dtype = torch.float32 if definition.weights.tiny else torch_dtype(definition.dtype)
     log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype))
-    pipe = pipeline_class.from_pretrained(path, torch_dtype=dtype)
+    pipe = pipeline_class.from_pretrained(path, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

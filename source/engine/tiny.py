@@ -21,7 +21,7 @@ from source.engine.paths import tiny_cache_dir
 log = structlog.get_logger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt instead of silently reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 _WORDS = ["a", "the", "cat", "dog", "monkey", "dance", "beach", "red", "blue", "runs", "on", "in", "of", "with", "city", "night", "sunset", "walking"]
 _CHARS = string.ascii_lowercase + string.digits + ".,!?'-"
 
@@ -245,9 +245,13 @@ def build_ltxv():
         in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=4, attention_head_dim=8,
         cross_attention_dim=32, num_layers=1, caption_channels=32,
     ))
+    scaling = (True, True, False, False)
     vae = _seeded(0, lambda: AutoencoderKLLTXVideo(
-        latent_channels=8, block_out_channels=(8, 8, 8, 8), spatio_temporal_scaling=(True, True, False, False),
-        layers_per_block=(1, 1, 1, 1, 1), patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
+        latent_channels=8, block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=scaling, decoder_spatio_temporal_scaling=scaling,
+        decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4, upsample_factor=(1,) * 4,
+        timestep_conditioning=False, patch_size=1, patch_size_t=1, encoder_causal=True, decoder_causal=False,
     ))
     return LTXPipeline(
         transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(),

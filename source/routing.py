@@ -15,21 +15,23 @@ from source.task_context import TaskContext, TaskOutcome
 
 Handler = Callable[[TaskContext], TaskOutcome]
 
+GENERATION = "source.generation:handle_generation"
+
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {
     # direct generation (through HeadlessTaskQueue)
-    "generate_video": None,
-    "t2v": None,
-    "t2v_22": None,
-    "wan_2_2_t2i": None,
-    "i2v": None,
-    "i2v_22": None,
-    "vace": None,
-    "vace_21": None,
-    "vace_22": None,
-    "flux": None,
-    "hunyuan": None,
-    "ltxv": None,
+    "generate_video": GENERATION,
+    "t2v": GENERATION,
+    "t2v_22": GENERATION,
+    "wan_2_2_t2i": GENERATION,
+    "i2v": GENERATION,
+    "i2v_22": GENERATION,
+    "vace": GENERATION,
+    "vace_21": GENERATION,
+    "vace_22": GENERATION,
+    "flux": GENERATION,
+    "hunyuan": GENERATION,
+    "ltxv": GENERATION,
     # orchestrators and their children
     "travel_orchestrator": None,
     "travel_segment": None,

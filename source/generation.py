@@ -1,0 +1,59 @@
+"""The handler of every direct-generation task type: row → GenerationTask → HeadlessTaskQueue → file.
+
+One queue (and so one resident model) per worker process, created on the first generation task so
+that workers running only utility tasks never import torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from source.errors import TaskCancelled
+from source.settings import WorkerSettings
+from source.task_context import TaskContext, TaskOutcome
+from source.task_conversion import db_task_to_generation_task, task_types_for_model
+
+_queue_lock = threading.Lock()
+_queue = None
+
+
+def generation_queue(settings: WorkerSettings):
+    """The process-wide HeadlessTaskQueue, started on first use."""
+    global _queue
+    with _queue_lock:
+        if _queue is None:
+            from headless_model_management import HeadlessTaskQueue
+            from headless_wgp import WanOrchestrator
+
+            orchestrator = WanOrchestrator(settings.main_output_dir)
+            _queue = HeadlessTaskQueue(orchestrator, workers=settings.queue_workers).start()
+        return _queue
+
+
+def resident_affinity() -> tuple[str | None, tuple[str, ...]]:
+    """For the claim: the resident model and the task types that default to it."""
+    queue = _queue
+    model = queue.resident_model if queue is not None else None
+    return model, task_types_for_model(model) if model else ()
+
+
+def handle_generation(ctx: TaskContext) -> TaskOutcome:
+    task = db_task_to_generation_task(
+        ctx.task.id, ctx.task.task_type, ctx.params, priority=ctx.task.priority,
+        apply_reward_lora=ctx.settings.apply_reward_lora,
+    )
+    queue = generation_queue(ctx.settings)
+
+    def on_step(step: int, total: int, message: str = "") -> None:
+        ctx.report_progress(step / max(total, 1), message)
+
+    queue.submit(task, progress=on_step, should_abort=ctx.cancel.is_set)
+    try:
+        output = queue.wait(task.id, timeout=task.timeout_seconds)
+    except TaskCancelled:
+        ctx.check_cancelled()  # re-raise with the worker's reason (cancelled / shutdown / timeout)
+        raise
+    ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
+    paths = [Path(p) for p in output.paths]
+    return TaskOutcome(output_path=paths[0], result={**output.summary(), "outputs": [str(p) for p in paths]})

@@ -26,7 +26,7 @@ def generation_queue(settings: WorkerSettings):
             from headless_model_management import HeadlessTaskQueue
             from headless_wgp import WanOrchestrator
 
-            orchestrator = WanOrchestrator(settings.main_output_dir)
+            orchestrator = WanOrchestrator(settings.main_output_dir.resolve())
             _queue = HeadlessTaskQueue(orchestrator, workers=settings.queue_workers).start()
         return _queue
 

@@ -24,7 +24,7 @@ def torch_dtype(name: str) -> torch.dtype:
         raise ModelUnavailable(f"unsupported dtype {name!r}; use one of {', '.join(_DTYPES)}") from None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
     # Read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import.
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -65,7 +65,7 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
-    return _hub_snapshot(definition, local_only=_offline())
+    return _hub_snapshot(definition, local_only=hub_offline())
 
 
 def load_pipeline(definition: ModelDefinition, pipeline_class: type):

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from source.errors import TaskCancelled
+from source.progress_bar import StepBar
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import db_task_to_generation_task, task_types_for_model
@@ -44,9 +45,11 @@ def handle_generation(ctx: TaskContext) -> TaskOutcome:
         apply_reward_lora=ctx.settings.apply_reward_lora,
     )
     queue = generation_queue(ctx.settings)
+    bar = StepBar(f"{task.model} {ctx.task.id[:8]}")
 
     def on_step(step: int, total: int, message: str = "") -> None:
         ctx.report_progress(step / max(total, 1), message)
+        bar.update(step, total)
 
     queue.submit(task, progress=on_step, should_abort=ctx.cancel.is_set)
     try:
@@ -54,6 +57,8 @@ def handle_generation(ctx: TaskContext) -> TaskOutcome:
     except TaskCancelled:
         ctx.check_cancelled()  # re-raise with the worker's reason (cancelled / shutdown / timeout)
         raise
+    finally:
+        bar.close()
     ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
     paths = [Path(p) for p in output.paths]
     return TaskOutcome(output_path=paths[0], result={**output.summary(), "outputs": [str(p) for p in paths]})

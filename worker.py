@@ -12,7 +12,7 @@ import structlog
 
 from source.cli_options import with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store
-from source.generation import resident_affinity
+from source.generation import queue_stats, resident_affinity
 from source.logging_utils import configure_logging
 from source.settings import WorkerSettings, default_worker_id
 from source.worker_loop import Worker
@@ -97,7 +97,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
     worker = Worker(store, settings, max_tasks=opts["max_tasks"], exit_when_idle=bool(opts["once"]),  # type: ignore[arg-type]
-                    observer=observer, affinity=resident_affinity)
+                    observer=observer, affinity=resident_affinity, queue_stats=queue_stats)
     worker.install_signal_handlers()
     try:
         code = worker.run()

@@ -39,6 +39,11 @@ def resident_affinity() -> tuple[str | None, tuple[str, ...]]:
     return model, task_types_for_model(model) if model else ()
 
 
+def queue_stats() -> dict | None:
+    """The generation queue's counters for the workers table (None before the first generation task)."""
+    return _queue.stats.as_dict() if _queue is not None else None
+
+
 def handle_generation(ctx: TaskContext) -> TaskOutcome:
     task = db_task_to_generation_task(
         ctx.task.id, ctx.task.task_type, ctx.params, priority=ctx.task.priority,

@@ -149,7 +149,15 @@ def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
         gpu = f"{record.gpu_name} {record.gpu_memory_gb} GiB" if record.gpu_name else "no GPU"
         click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
                    f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
-                   f"last={record.last_heartbeat}")
+                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
+
+
+def _queue_summary(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
+            f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
+            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
 
 
 def _row(task: Task) -> dict[str, Any]:

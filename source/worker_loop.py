@@ -38,6 +38,7 @@ EXIT_HANDLER_STUCK = 3
 # Which model the worker has resident, and the task types whose default model it is; used to prefer
 # rows that need no model switch.
 AffinityProvider = Callable[[], tuple[str | None, tuple[str, ...]]]
+QueueStatsProvider = Callable[[], dict[str, Any] | None]
 
 
 class WorkerObserver:
@@ -53,6 +54,10 @@ class WorkerObserver:
 
 def _no_affinity() -> tuple[str | None, tuple[str, ...]]:
     return None, ()
+
+
+def _no_queue_stats() -> dict[str, Any] | None:
+    return None
 
 
 @dataclass
@@ -97,6 +102,7 @@ class Worker:
         max_tasks: int | None = None,
         exit_when_idle: bool = False,
         affinity: AffinityProvider = _no_affinity,
+        queue_stats: QueueStatsProvider = _no_queue_stats,
         observer: WorkerObserver | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +111,7 @@ class Worker:
         self.max_tasks = max_tasks
         self.exit_when_idle = exit_when_idle
         self.affinity = affinity
+        self.queue_stats = queue_stats
         self.observer = observer or WorkerObserver()
         self.stop_requested = threading.Event()
         self.exit_code = EXIT_OK
@@ -167,7 +174,8 @@ class Worker:
     def _touch(self, task: Task | None, status: str = "running") -> None:
         try:
             self.store.touch_worker(self.settings.worker_id, resident_model=self.affinity()[0],
-                                    current_task_id=task.id if task else None, status=status)
+                                    current_task_id=task.id if task else None, status=status,
+                                    stats=self.queue_stats())
         except Exception as exc:
             self.log.warning("worker_touch_failed", error=str(exc))
 

@@ -107,13 +107,20 @@ class Task:
 
     @property
     def result(self) -> dict[str, Any] | None:
-        if not self.result_json:
-            return None
-        try:
-            value = json.loads(self.result_json)
-        except json.JSONDecodeError:
-            return None
-        return value if isinstance(value, dict) else {"value": value}
+        return _json_object(self.result_json)
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    """A JSON column as a dict (Postgres jsonb arrives decoded already); None when empty or broken."""
+    if not text:
+        return None
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def _json_type_name(value: Any) -> str:
@@ -196,6 +203,7 @@ class WorkerRecord:
     started_at: str | None
     last_heartbeat: str | None
     alive: bool
+    stats: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> WorkerRecord:
@@ -204,4 +212,5 @@ class WorkerRecord:
             gpu_memory_gb=row["gpu_memory_gb"], resident_model=row["resident_model"],
             current_task_id=row["current_task_id"], status=row["status"],
             started_at=_text(row["started_at"]), last_heartbeat=_text(row["last_heartbeat"]), alive=bool(row["alive"]),
+            stats=_json_object(row["stats"]),
         )

@@ -239,12 +239,13 @@ class SqliteTaskStore:
             })
 
     def touch_worker(
-        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
     ) -> None:
         with self._write() as conn:
             conn.execute(self._q("touch_worker"), {
                 "id": worker_id, "resident_model": resident_model, "current_task_id": current_task_id,
-                "status": status,
+                "status": status, "stats": json.dumps(stats) if stats is not None else None,
             })
 
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:

@@ -86,9 +86,11 @@ class TaskStore(Protocol):
         """Insert or refresh this worker's row in the ``workers`` table (status running)."""
 
     def touch_worker(
-        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
     ) -> None:
-        """Heartbeat of the worker itself: what it holds and runs now."""
+        """Heartbeat of the worker itself: what it holds and runs now, and its queue statistics (kept
+        when ``stats`` is None)."""
 
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]: ...
 

@@ -163,6 +163,7 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: touch_worker
 UPDATE workers
 SET resident_model = :resident_model, current_task_id = :current_task_id, status = :status,
+    stats = COALESCE(:stats, stats),
     last_heartbeat = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id;
 

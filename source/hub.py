@@ -1,0 +1,44 @@
+"""Weights from the Hugging Face hub cache: whether the hub may be asked, and single-file fetches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from source.errors import ModelUnavailable
+
+_failures: dict[tuple[str, str], str] = {}
+
+
+def hub_offline() -> bool:
+    # Read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fetch_hub_file(repo: str, filename: str, *, what: str) -> Path:
+    """The cached local path of ``repo/filename``; downloaded when missing unless the hub is offline.
+
+    A failed download is remembered for the life of the process: an unreachable hub retries for
+    ~25 s per call, which every later task would otherwise pay again.
+    """
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, local_files_only=True))
+    except Exception as exc:  # not cached (or a broken cache entry): the only case left is a download
+        cached_error = exc
+    key = (repo, filename)
+    if hub_offline() or key in _failures:
+        why = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else _failures[key]
+        raise ModelUnavailable(_message(repo, filename, what, why)) from cached_error
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
+        _failures[key] = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
+        raise ModelUnavailable(_message(repo, filename, what, _failures[key])) from exc
+
+
+def _message(repo: str, filename: str, what: str, why: str) -> str:
+    return (f"{what} weights (hub repo {repo!r}, file {filename!r}) are not in the local Hugging Face cache "
+            f"and {why}. On a connected machine run `hf download {repo} {filename}` and copy the cache "
+            f"(HF_HOME) here.")

@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from source.db.models import TaskStatus
 from source.errors import InputUnavailable, InvalidParams
 from source.inputs import resolve_input
+from source.params import TaskParams
 from source.paths import inside_root, safe_filename
 from source.task_context import TaskContext
 
@@ -93,3 +95,17 @@ def output_file(ctx: TaskContext, suffix: str, *, output_dir: str | None = None,
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     return ctx.output_path(suffix)
+
+
+class ImageTaskParams(TaskParams):
+    """An image named by path/URL or by the task that produced it."""
+
+    input_image_path: str | None = Field(default=None, max_length=10_000)
+    input_image_task_id: str | None = Field(default=None, max_length=200)
+    output_dir: str | None = Field(default=None, max_length=1_000)
+
+
+def load_task_image(ctx: TaskContext, params: ImageTaskParams) -> tuple[Path, np.ndarray]:
+    path = resolve_task_input(ctx, path=params.input_image_path, path_name="input_image_path",
+                              task_id=params.input_image_task_id, task_id_name="input_image_task_id")
+    return path, read_image_rgb(path, "input_image_path" if params.input_image_path else "input_image_task_id")

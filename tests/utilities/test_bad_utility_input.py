@@ -8,6 +8,15 @@ import pytest
 from source.db.models import NewTask, TaskStatus
 from tests.helpers import run_worker
 
+RIFE = {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}", "frames": 5, "resolution": "64x48",
+        "method": "flow"}
+
+
+def rife(**changes):
+    """Valid rife params with ``changes`` (a None value drops the key)."""
+    return {k: v for k, v in {**RIFE, **changes}.items() if v is not None}
+
+
 # (task_type, params with {name} placeholders for the media fixture, a fragment the stored error must contain)
 BAD_ROWS = [
     ("extract_frame", {}, "params: give input_video_path or input_video_task_id"),
@@ -21,34 +30,25 @@ BAD_ROWS = [
     ("extract_frame", {"input_video_path": "ftp://example.com/clip.mp4"},
      "params.input_video_path: URL scheme 'ftp' is not allowed (only http and https)"),
     ("extract_frame", {"input_video_path": "{video}", "output_dir": "../../escape"}, "leaves the output directory"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 0, "resolution": "64x48"},
+    ("rife_interpolate_images", rife(frames=0),
      "params.frames: Input should be greater than or equal to 2"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 100_000, "resolution": "64x48"},
+    ("rife_interpolate_images", rife(frames=100_000),
      "params.frames: Input should be less than or equal to 1000"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "64by48"},
+    ("rife_interpolate_images", rife(resolution="64by48"),
      "params.resolution: Value error, must look like 'WIDTHxHEIGHT' (e.g. '832x480'), got '64by48'"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "65x48"},
+    ("rife_interpolate_images", rife(resolution="65x48"),
      "params.resolution: Value error, width and height must be even for H.264 (yuv420p), got 65x48"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "99999x48"},
+    ("rife_interpolate_images", rife(resolution="99999x48"),
      "params.resolution: Value error, must be at most 4096 on each side"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}", "frames": 5},
+    ("rife_interpolate_images", rife(resolution=None),
      "params.resolution: Field required"),
-    ("rife_interpolate_images", {"input_image_path1": "{not_image}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "64x48", "method": "flow"},
+    ("rife_interpolate_images", rife(input_image_path1="{not_image}"),
      "params.input_image_path1: notes.png is not a readable image"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "/nowhere/b.png",
-                                 "frames": 5, "resolution": "64x48", "method": "flow"},
+    ("rife_interpolate_images", rife(input_image_path2="/nowhere/b.png"),
      "params.input_image_path2: file not found: /nowhere/b.png"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "64x48", "method": "magic"},
+    ("rife_interpolate_images", rife(method="magic"),
      "params.method: Input should be 'auto', 'rife' or 'flow'"),
-    ("rife_interpolate_images", {"input_image_path1": "{image_a}", "input_image_path2": "{image_b}",
-                                 "frames": 5, "resolution": "64x48", "method": "flow", "output_path": "clip.gif"},
+    ("rife_interpolate_images", rife(output_path="clip.gif"),
      "params.output_path must end in .mp4, got 'clip.gif'"),
     ("generate_openpose", {"input_image_path": "{not_image}"}, "params.input_image_path: notes.png is not a readable image"),
     ("generate_openpose", {}, "params: give input_image_path or input_image_task_id"),

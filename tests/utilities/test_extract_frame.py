@@ -71,3 +71,17 @@ def test_extract_frame_from_a_task_without_output_names_that_task(sqlite_store, 
         "unknown": "params.input_video_task_id: no task with id 'no-such-task'",
         "unfinished": f"params.input_video_task_id: task {unfinished!r} is Queued, not Complete",
     }
+
+
+def test_utility_inputs_may_be_http_urls(sqlite_store, tmp_path, media_server):
+    out = tmp_path / "out"
+    frame = sqlite_store.add_task(NewTask("extract_frame", {"input_video_path": f"{media_server}/ramp.mp4",
+                                                            "frame_index": 1}))
+    missing = sqlite_store.add_task(NewTask("generate_depth", {"input_image_path": f"{media_server}/gone.png",
+                                                               "model": "tiny_depth_anything"}))
+    run_worker_until_idle(sqlite_store, out)
+    row = sqlite_store.get_task(frame)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert abs(float(cv2.imread(row.output_location).mean()) - GREY_LEVELS[1]) < 4
+    assert sqlite_store.get_task(missing).error_message == (
+        f"params.input_image_path: GET {media_server}/gone.png returned HTTP 404")

@@ -18,6 +18,8 @@ from source.params import TaskParams
 from source.paths import inside_root, safe_filename
 from source.task_context import TaskContext
 
+MAX_IMAGE_PIXELS = 64 * 2**20
+
 
 class Timings:
     """Seconds spent per stage, ready to store as ``result["timings"]``."""
@@ -60,13 +62,19 @@ def resolve_task_input(ctx: TaskContext, *, path: str | None, path_name: str,
 
 
 def read_image_rgb(path: Path, name: str) -> np.ndarray:
-    """An RGB uint8 array; InputUnavailable when the file is not an image OpenCV can decode."""
-    import cv2
+    """An RGB uint8 array, upright per its EXIF orientation; InputUnavailable for a file that is not an
+    image or whose header declares more than MAX_IMAGE_PIXELS (checked before decoding)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputUnavailable(f"params.{name}: {path.name} is not a readable image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InputUnavailable(f"params.{name}: {path.name} is {width}x{height}; the limit is "
+                                       f"{MAX_IMAGE_PIXELS} pixels")
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
+        raise InputUnavailable(f"params.{name}: {path.name} is not a readable image") from exc
 
 
 def write_png(image_rgb: np.ndarray, path: Path) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -21,36 +20,53 @@ class ExtractFrameParams(TaskParams):
     output_dir: str | None = None
 
 
-def read_frame(path: Path, index: int) -> tuple[np.ndarray, int]:
-    """Frame ``index`` (negative counts from the end) as RGB, and its index from the start.
-
-    Decodes sequentially instead of seeking: container frame counts and seeks are unreliable for
-    variable-frame-rate files, and a wrong frame is worse than a slower right one.
-    """
+def _open(path: Path):
     import cv2
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise InputUnavailable(f"{path.name} is not a readable video")
+    return capture
+
+
+def count_frames(path: Path) -> int:
+    """Frames that really decode: container frame counts are estimates for many files."""
+    capture = _open(path)
     try:
-        tail: deque[np.ndarray] = deque(maxlen=max(-index, 1))
         count = 0
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            if index >= 0 and count == index:
-                return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index
-            tail.append(frame)
+        while capture.grab():
             count += 1
+        return count
     finally:
         capture.release()
+
+
+def read_frame(path: Path, index: int) -> tuple[np.ndarray, int]:
+    """Frame ``index`` (negative counts from the end) as RGB, and its index from the start.
+
+    Walks the stream instead of seeking: seeks land on keyframes or drift on variable-frame-rate files,
+    and a wrong frame is worse than a slower right one. A negative index costs one counting pass.
+    """
+    import cv2
+
+    target = index
+    if index < 0:
+        target = count_frames(path) + index
+    capture = _open(path)
+    try:
+        position = 0
+        while position <= target and capture.grab():
+            position += 1
+        ok, frame = capture.retrieve() if position == target + 1 else (False, None)
+    finally:
+        capture.release()
+    if ok and target >= 0:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), target
+    count = count_frames(path)
     if count == 0:
         raise InputUnavailable(f"{path.name} is not a readable video (no frame could be decoded)")
-    if index >= 0 or -index > count:
-        raise InvalidParams(f"params.frame_index {index} is out of range: the video has {count} frames "
-                            f"(valid: {-count}..{count - 1})")
-    return cv2.cvtColor(tail[0], cv2.COLOR_BGR2RGB), count + index
+    raise InvalidParams(f"params.frame_index {index} is out of range: the video has {count} frames "
+                        f"(valid: {-count}..{count - 1})")
 
 
 def handle_extract_frame(ctx: TaskContext) -> TaskOutcome:

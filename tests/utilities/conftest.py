@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
@@ -22,7 +23,7 @@ def run_worker_until_idle(store, output_dir: Path) -> None:
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
-    """A 5-frame grey-ramp video, two images, a text file pretending to be an image."""
+    """A 5-frame grey-ramp video, two images, a text file pretending to be an image, a decompression bomb."""
     from source.engine.outputs import write_video
 
     folder = tmp_path_factory.mktemp("utility-media")
@@ -34,7 +35,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     cv2.imwrite(str(image_b), np.full((40, 60, 3), 220, np.uint8))
     not_image = folder / "notes.png"
     not_image.write_text("this is not a picture")
-    return {"video": video, "image_a": image_a, "image_b": image_b, "not_image": not_image}
+    huge = folder / "huge.png"  # 72 Mpx declared, a few kB on disk
+    Image.new("1", (9000, 8000)).save(huge)
+    return {"video": video, "image_a": image_a, "image_b": image_b, "not_image": not_image, "huge": huge}
 
 
 @pytest.fixture

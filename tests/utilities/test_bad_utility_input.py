@@ -51,6 +51,8 @@ BAD_ROWS = [
     ("rife_interpolate_images", rife(output_path="clip.gif"),
      "params.output_path must end in .mp4, got 'clip.gif'"),
     ("generate_openpose", {"input_image_path": "{not_image}"}, "params.input_image_path: notes.png is not a readable image"),
+    ("generate_openpose", {"input_image_path": "{huge}"},
+     "params.input_image_path: huge.png is 9000x8000; the limit is 67108864 pixels"),
     ("generate_openpose", {}, "params: give input_image_path or input_image_task_id"),
     ("generate_depth", {"input_image_path": "/nowhere/photo.jpg", "model": "tiny_depth_anything"},
      "params.input_image_path: file not found: /nowhere/photo.jpg"),

@@ -4,6 +4,7 @@ wheels carry, so it works offline."""
 from __future__ import annotations
 
 import threading
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -57,7 +58,9 @@ class MediapipePoseDetector:
         self._lock = threading.Lock()
 
     def detect(self, image_rgb: np.ndarray) -> list[Pose]:
-        with self._lock:
+        with self._lock, warnings.catch_warnings():
+            # mediapipe 0.10.14 calls a protobuf API that protobuf 4.x deprecates, once per image.
+            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
             found = self._pose.process(np.ascontiguousarray(image_rgb)).pose_landmarks
         if found is None:
             return []

@@ -20,15 +20,29 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class RifeWeights:
-    """Where the IFNet checkpoint lives; overridable per deployment through RIFE_WEIGHTS_REPO/_FILE."""
+    """Where the IFNet checkpoint lives: a hub repo file (RIFE_WEIGHTS_REPO/_FILE), or a local file
+    (RIFE_WEIGHTS_PATH) for deployments that keep weights outside the Hugging Face cache."""
 
     repo: str
     filename: str
+    path: str | None = None
 
     @classmethod
     def configured(cls) -> RifeWeights:
         return cls(repo=os.environ.get("RIFE_WEIGHTS_REPO", "DeepBeepMeep/Wan2.1"),
-                   filename=os.environ.get("RIFE_WEIGHTS_FILE", "flownet.pkl"))
+                   filename=os.environ.get("RIFE_WEIGHTS_FILE", "flownet.pkl"),
+                   path=os.environ.get("RIFE_WEIGHTS_PATH") or None)
+
+    def local_file(self) -> Path:
+        if self.path is None:
+            return fetch_hub_file(self.repo, self.filename, what="RIFE (IFNet)")
+        path = Path(self.path).expanduser()
+        if not path.is_file():
+            raise ModelUnavailable(f"RIFE (IFNet) weights: RIFE_WEIGHTS_PATH {path} is not a file")
+        return path
+
+    def describe(self) -> str:
+        return self.path or f"{self.repo}/{self.filename}"
 
 
 def load_ifnet_state(path: Path) -> dict[str, torch.Tensor]:
@@ -62,10 +76,9 @@ def load_rife(weights: RifeWeights | None = None) -> IFNet:
     weights = weights or RifeWeights.configured()
     with _lock:
         if weights not in _loaded:
-            path = fetch_hub_file(weights.repo, weights.filename, what="RIFE (IFNet)")
-            net = build_ifnet(load_ifnet_state(path), f"{weights.repo}/{weights.filename}")
+            net = build_ifnet(load_ifnet_state(weights.local_file()), weights.describe())
             _loaded[weights] = net.to("cuda" if torch.cuda.is_available() else "cpu")
-            log.info("rife_loaded", repo=weights.repo, file=weights.filename)
+            log.info("rife_loaded", weights=weights.describe())
         return _loaded[weights]
 
 

@@ -56,10 +56,13 @@ def _load_input(ctx: TaskContext, value: str, name: str, size: tuple[int, int]) 
 
 def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.ndarray, result: dict):
     if method in ("auto", "rife"):
-        from source.interpolation.rife import RifeInterpolator, load_rife
+        from source.interpolation.rife import RifeInterpolator, RifeWeights, load_rife
 
+        weights = RifeWeights.configured()
         try:
-            return RifeInterpolator(load_rife(), image0, image1)
+            interpolator = RifeInterpolator(load_rife(weights), image0, image1)
+            result["rife_weights"] = weights.describe()
+            return interpolator
         except ModelUnavailable as exc:
             if method == "rife":
                 raise

@@ -82,6 +82,8 @@ def test_the_rife_loader_offline_names_the_repo_and_file(monkeypatch, tmp_path):
     message = str(caught.value)
     assert "RIFE (IFNet) weights (hub repo 'example/rife-weights', file 'flownet.pkl')" in message
     assert "the hub is offline" in message and "hf download example/rife-weights flownet.pkl" in message
+    with pytest.raises(ModelUnavailable, match="RIFE_WEIGHTS_PATH /nowhere/flownet.pkl is not a file"):
+        load_rife(RifeWeights(repo="example/rife-weights", filename="flownet.pkl", path="/nowhere/flownet.pkl"))
 
 
 def test_rife_interpolate_images_falls_back_to_flow_offline_and_says_so(sqlite_store, tmp_path, media,
@@ -119,3 +121,22 @@ def test_rife_interpolate_images_falls_back_to_flow_offline_and_says_so(sqlite_s
     forced_row = sqlite_store.get_task(forced)
     assert forced_row.status is TaskStatus.FAILED
     assert "RIFE (IFNet) weights (hub repo 'example/not-cached', file 'flownet.pkl')" in forced_row.error_message
+
+
+def test_rife_interpolate_images_runs_ifnet_when_its_weights_are_there(sqlite_store, tmp_path, media, monkeypatch):
+    torch.manual_seed(5)
+    checkpoint = tmp_path / "flownet.pkl"
+    torch.save(IFNet().state_dict(), checkpoint)
+    monkeypatch.setenv("RIFE_WEIGHTS_PATH", str(checkpoint))
+    task = sqlite_store.add_task(NewTask("rife_interpolate_images", {
+        "input_image_path1": str(media["image_a"]), "input_image_path2": str(media["image_b"]),
+        "frames": 4, "resolution": "64x48"}))
+    run_worker_until_idle(sqlite_store, tmp_path / "out")
+
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert row.result["method"] == "rife" and row.result["rife_weights"] == str(checkpoint)
+    assert "rife_unavailable" not in row.result
+    video = read_video(row.output_location)
+    assert video.shape == (4, 48, 64, 3)
+    assert abs(video[0].mean() - 30) < 4 and abs(video[-1].mean() - 220) < 4

@@ -54,33 +54,32 @@ def _load_input(ctx: TaskContext, value: str, name: str, size: tuple[int, int]) 
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA) if image.shape[1::-1] != size else image
 
 
-def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.ndarray, result: dict):
+def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.ndarray):
+    """The interpolator to run, and what the result should say about the choice."""
+    notes: dict[str, str] = {}
     if method in ("auto", "rife"):
         from source.interpolation.rife import RifeInterpolator, RifeWeights, load_rife
 
         weights = RifeWeights.configured()
         try:
-            interpolator = RifeInterpolator(load_rife(weights), image0, image1)
-            result["rife_weights"] = weights.describe()
-            return interpolator
+            return RifeInterpolator(load_rife(weights), image0, image1), {"rife_weights": weights.describe()}
         except ModelUnavailable as exc:
             if method == "rife":
                 raise
-            result["rife_unavailable"] = str(exc)
+            notes["rife_unavailable"] = str(exc)
             ctx.log.info("rife_unavailable_using_flow", reason=str(exc)[:300])
-    return FlowInterpolator(image0, image1)
+    return FlowInterpolator(image0, image1), notes
 
 
 def handle_rife_interpolate_images(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(RifeParams, ctx.params)
     timings = Timings()
-    result: dict = {}
     with timings.stage("load_inputs"):
         image0 = _load_input(ctx, params.input_image_path1, "input_image_path1", params.resolution)
         image1 = _load_input(ctx, params.input_image_path2, "input_image_path2", params.resolution)
     path = output_file(ctx, "interpolated.mp4", output_dir=params.output_dir, output_path=params.output_path)
     with timings.stage("prepare"):
-        interpolator = _interpolator(ctx, params.method, image0, image1, result)
+        interpolator, notes = _interpolator(ctx, params.method, image0, image1)
 
     def frames():
         last = params.frames - 1
@@ -93,6 +92,6 @@ def handle_rife_interpolate_images(ctx: TaskContext) -> TaskOutcome:
         write_video_frames(frames(), path, params.fps, params.resolution)
     ctx.log.info("frames_interpolated", method=interpolator.name, frames=params.frames)
     return TaskOutcome(output_path=path, result={
-        **result, "method": interpolator.name, "frames": params.frames, "fps": params.fps,
+        **notes, "method": interpolator.name, "frames": params.frames, "fps": params.fps,
         "resolution": f"{params.resolution[0]}x{params.resolution[1]}", "timings": timings.as_dict(),
     })

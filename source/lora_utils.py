@@ -25,8 +25,8 @@ from typing import Any
 
 import structlog
 
-from source.engine.loading import hub_offline
 from source.errors import InvalidParams, ModelUnavailable
+from source.hub import fetch_hub_file
 from source.inputs import download, is_url
 from source.task_conversion import GenerationTask
 
@@ -120,7 +120,7 @@ def fetch_lora(source: str, lora_dir: Path) -> Path:
     source = source.strip()
     hub = _HUB_URL.match(source)
     if hub:
-        return _from_hub(hub["repo"], hub["file"], lora_dir, revision=hub["rev"], what=f"LoRA {source}")
+        return _from_hub(hub["repo"], hub["file"], lora_dir, revision=hub["rev"], what=f"LoRA {source}:")
     if is_url(source):
         return download(source, "additional_loras", lora_dir, max_bytes=MAX_LORA_BYTES)
     path = Path(source).expanduser()
@@ -135,22 +135,14 @@ def fetch_known_lora(spec: AccelerationLora, lora_dir: Path) -> Path:
     local = lora_dir / spec.filename
     if local.is_file():
         return local
-    return _from_hub(spec.repo_id, spec.filename, lora_dir, what=f"{spec.flag} needs {local}, which is missing;")
+    return _from_hub(spec.repo_id, spec.filename, lora_dir, what=f"{spec.flag} needs {local}, which is missing; its")
 
 
 def _from_hub(repo_id: str, filename: str, lora_dir: Path, *, what: str, revision: str | None = None) -> Path:
-    from huggingface_hub import hf_hub_download
-
     target = lora_dir / Path(filename).name
     if target.is_file():
         return target
-    try:
-        cached = Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=hub_offline()))
-    except Exception as exc:  # offline, 404, gated, network: all mean "not available here"
-        reason = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else f"{type(exc).__name__}: {exc}"
-        raise ModelUnavailable(
-            f"{what} it could not be fetched from huggingface.co/{repo_id} ({filename}): {reason}"
-        ) from exc
+    cached = fetch_hub_file(repo_id, filename, what=what, revision=revision)
     log.info("lora_fetched", repo=repo_id, file=filename)
     return _place(cached, target)
 

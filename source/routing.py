@@ -40,10 +40,10 @@ ROUTES: dict[str, str | None] = {
     "dp_final_gen": None,
     "magic_edit": None,
     # utilities
-    "extract_frame": None,
-    "rife_interpolate_images": None,
-    "generate_openpose": None,
-    "generate_depth": None,
+    "extract_frame": "source.specialized_handlers.extract_frame:handle_extract_frame",
+    "rife_interpolate_images": "source.specialized_handlers.rife_interpolate:handle_rife_interpolate_images",
+    "generate_openpose": "source.specialized_handlers.openpose:handle_generate_openpose",
+    "generate_depth": "source.specialized_handlers.depth:handle_generate_depth",
     # diagnostics
     "ping": "source.specialized_handlers.ping:handle_ping",
 }

@@ -265,6 +265,36 @@ def build_ltxv():
     )
 
 
+class _TransformersBundle:
+    """A transformers model and its image processor saved side by side, as hub repos hold them."""
+
+    def __init__(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+
+def build_depth_anything():
+    """Depth Anything (DINOv2 backbone + DPT head) at a few hundred thousand weights."""
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=16, depth_estimation_type="relative")
+    processor = DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return _TransformersBundle(_seeded(0, lambda: DepthAnythingForDepthEstimation(config)), processor)
+
+
 BUILDERS: dict[str, Callable[[], object]] = {
     "wan_t2v": build_wan_t2v,
     "wan_t2v_2_2": build_wan_t2v_2_2,
@@ -276,7 +306,10 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "flux_kontext": build_flux_kontext,
     "hunyuan": build_hunyuan,
     "ltxv": build_ltxv,
+    "depth_anything": build_depth_anything,
 }
+# The file whose presence marks a complete folder: diffusers pipelines have model_index.json.
+_MARKERS = {"depth_anything": "preprocessor_config.json"}
 
 
 def materialise(kind: str, cache_dir: Path | None = None) -> Path:
@@ -289,7 +322,8 @@ def materialise(kind: str, cache_dir: Path | None = None) -> Path:
         raise KeyError(f"unknown tiny model {kind!r}; known: {', '.join(sorted(BUILDERS))}")
     root = Path(cache_dir or tiny_cache_dir())
     final = root / f"{kind}-v{BUILDER_VERSION}"
-    if (final / "model_index.json").is_file():
+    marker = final / _MARKERS.get(kind, "model_index.json")
+    if marker.is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
@@ -302,7 +336,7 @@ def materialise(kind: str, cache_dir: Path | None = None) -> Path:
             os.rename(tmp, final)
             log.info("tiny_model_built", kind=kind, path=str(final))
         except OSError:
-            if not (final / "model_index.json").is_file():
+            if not marker.is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

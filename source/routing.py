@@ -16,6 +16,7 @@ from source.task_context import TaskContext, TaskOutcome
 Handler = Callable[[TaskContext], TaskOutcome]
 
 GENERATION = "source.generation:handle_generation"
+TRAVEL = "source.sm_functions.travel_between_images"
 
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {
@@ -33,9 +34,9 @@ ROUTES: dict[str, str | None] = {
     "hunyuan": GENERATION,
     "ltxv": GENERATION,
     # orchestrators and their children
-    "travel_orchestrator": None,
-    "travel_segment": None,
-    "travel_stitch": None,
+    "travel_orchestrator": f"{TRAVEL}:handle_travel_orchestrator",
+    "travel_segment": f"{TRAVEL}:handle_travel_segment",
+    "travel_stitch": f"{TRAVEL}:handle_travel_stitch",
     "different_perspective_orchestrator": None,
     "dp_final_gen": None,
     "magic_edit": None,

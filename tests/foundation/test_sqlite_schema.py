@@ -51,7 +51,7 @@ def test_old_headless_db_is_migrated_in_place_keeping_every_row(tmp_path):
     build_old_db(db)
     store = SqliteTaskStore(db)
     applied = store.migrate()
-    assert applied == ["001_tasks_legacy_shape", "002_reliability_columns", "003_workers"]
+    assert applied == ["001_tasks_legacy_shape", "002_reliability_columns", "003_workers", "004_orchestration"]
     assert store.migrate() == []
     rows = {t.id: t for t in store.list_tasks(limit=100)}
     assert set(rows) == {r[0] for r in OLD_ROWS}
@@ -61,7 +61,7 @@ def test_old_headless_db_is_migrated_in_place_keeping_every_row(tmp_path):
     assert rows["queued-1"].created_at == "2024-03-01T10:03:00.000Z"
     assert rows["queued-2"].dependant_on == "queued-1"
     assert (rows["queued-1"].attempts, rows["queued-1"].max_attempts, rows["queued-1"].priority) == (0, 3, 0)
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
 
 
 def test_migrated_old_db_runs_under_the_new_worker(tmp_path):

@@ -182,4 +182,4 @@ def test_delete_db_starts_from_an_empty_schema(tmp_path):
     assert result.returncode == 0, result.stderr
     fresh = SqliteTaskStore(db)
     assert fresh.list_tasks() == []
-    assert fresh.schema_version() == 3
+    assert fresh.schema_version() == 4

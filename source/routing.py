@@ -39,7 +39,7 @@ ROUTES: dict[str, str | None] = {
     "travel_stitch": f"{TRAVEL}:handle_travel_stitch",
     "different_perspective_orchestrator": None,
     "dp_final_gen": None,
-    "magic_edit": None,
+    "magic_edit": "source.sm_functions.magic_edit:handle_magic_edit",
     # utilities
     "extract_frame": None,
     "rife_interpolate_images": None,

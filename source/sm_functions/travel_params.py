@@ -9,17 +9,12 @@ from typing import Any
 import cv2
 from pydantic import Field
 
-from source.engine.model_defs import load_model_def
 from source.errors import InputUnavailable, InvalidParams
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
-from source.task_conversion import normalise_resolution
+from source.sm_functions.checks import check_frames, check_model, check_resolution
 from source.travel_segment_processor import Fade
 
-# Wan's VAE packs 4 frames per latent after the first, and 8 pixels per latent times a patch of 2.
-FRAME_QUANTUM = 4
-SPATIAL_MULTIPLE = 16
-VACE_ARCHITECTURE = "wan_vace"
 WHERE = "params.orchestrator_details"
 
 
@@ -106,13 +101,8 @@ def plan_travel(params: dict[str, Any], *, task_id: str, work_dir) -> TravelPlan
     for i, prompt in enumerate(details.base_prompts_expanded):
         if not prompt.strip():
             raise InvalidParams(f"{WHERE}.base_prompts_expanded[{i}] is empty; every segment needs a prompt")
-    frames = details.segment_frames_expanded
-    for i, value in enumerate(frames):
-        if value < FRAME_QUANTUM + 1 or (value - 1) % FRAME_QUANTUM:
-            lower = max(FRAME_QUANTUM + 1, (value - 1) // FRAME_QUANTUM * FRAME_QUANTUM + 1)
-            raise InvalidParams(f"{WHERE}.segment_frames_expanded[{i}] is {value}; segment frame counts must be "
-                                f"{FRAME_QUANTUM}n+1 and at least {FRAME_QUANTUM + 1} (e.g. {lower} or "
-                                f"{lower + FRAME_QUANTUM})")
+    frames = [check_frames(f"{WHERE}.segment_frames_expanded[{i}]", value)
+              for i, value in enumerate(details.segment_frames_expanded)]
     overlaps_in = _overlaps_into_segments(details.frame_overlap_expanded, count, continuing)
     for i, overlap in enumerate(overlaps_in):
         if overlap < 0:
@@ -126,8 +116,8 @@ def plan_travel(params: dict[str, Any], *, task_id: str, work_dir) -> TravelPlan
         if overlaps_in[i] + overlaps_out[i] > frames[i]:
             raise InvalidParams(f"{WHERE}: segment {i} has {frames[i]} frames but overlaps {overlaps_in[i]} with "
                                 f"the previous and {overlaps_out[i]} with the next segment")
-    width, height = _resolution(details.parsed_resolution_wh)
-    _check_model(details.model_name)
+    width, height = check_resolution(f"{WHERE}.parsed_resolution_wh", details.parsed_resolution_wh)
+    check_model(f"{WHERE}.model_name", details.model_name, ("wan_vace",), "a travel segment (guide video + mask)")
     Fade.parse(f"{WHERE}.fade_in_params_json_str", details.fade_in_params_json_str)
     Fade.parse(f"{WHERE}.fade_out_params_json_str", details.fade_out_params_json_str)
     for i, image in enumerate(images):
@@ -160,29 +150,6 @@ def _overlaps_into_segments(values: list[int], count: int, continuing: bool) -> 
         raise InvalidParams(f"{WHERE}.frame_overlap_expanded has {len(values)} entries; {count} segment(s) need "
                             f"{count - 1} (one per join; a trailing entry for the last segment is allowed)")
     return [0, *values[: count - 1]]
-
-
-def _resolution(value: str | list[int]) -> tuple[int, int]:
-    try:
-        text = normalise_resolution(value)
-    except InvalidParams:
-        raise InvalidParams(f"{WHERE}.parsed_resolution_wh must look like 'WIDTHxHEIGHT', got {value!r}") from None
-    width, height = (int(part) for part in text.split("x"))
-    if width % SPATIAL_MULTIPLE or height % SPATIAL_MULTIPLE:
-        raise InvalidParams(f"{WHERE}.parsed_resolution_wh {text}: width and height must be multiples of "
-                            f"{SPATIAL_MULTIPLE} (e.g. {width // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE or 16}x"
-                            f"{height // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE or 16})")
-    return width, height
-
-
-def _check_model(model: str) -> None:
-    try:
-        definition = load_model_def(model)
-    except InvalidParams as exc:
-        raise InvalidParams(f"{WHERE}.model_name: {exc}") from None
-    if definition.architecture != VACE_ARCHITECTURE:
-        raise InvalidParams(f"{WHERE}.model_name {model!r} is a {definition.architecture} model; travel segments "
-                            f"need a VACE model (guide video + mask)")
 
 
 def _check_continued_video(value: str | None, overlap: int, work_dir) -> None:

@@ -123,14 +123,14 @@ def test_parked_orchestrator_is_never_reclaimed_but_a_legacy_row_without_lease_i
 
 
 BAD = [
-    ({"segment_frames_expanded": [9, 10]}, "segment_frames_expanded[1] is 10; segment frame counts must be 4n+1"),
+    ({"segment_frames_expanded": [9, 10]}, "segment_frames_expanded[1] is 10; frame counts must be 4n+1"),
     ({"segment_frames_expanded": [9]}, "segment_frames_expanded has 1 entries; 2 segment(s) need 2"),
     ({"base_prompts_expanded": ["a"]}, "base_prompts_expanded has 1 entries; 2 segment(s) need 2"),
     ({"frame_overlap_expanded": [9, 4]}, "the overlap into segment 1 (9 frames) must be smaller than the segments"),
     ({"frame_overlap_expanded": [4, 4, 4]}, "frame_overlap_expanded has 3 entries; 2 segment(s) need 1"),
     ({"parsed_resolution_wh": "30x32"}, "parsed_resolution_wh 30x32: width and height must be multiples of 16"),
     ({"parsed_resolution_wh": "big"}, "parsed_resolution_wh must look like 'WIDTHxHEIGHT'"),
-    ({"model_name": "tiny_t2v"}, "'tiny_t2v' is a wan_t2v model; travel segments need a VACE model"),
+    ({"model_name": "tiny_t2v"}, "'tiny_t2v' is a wan_t2v model; a travel segment (guide video + mask) needs wan_vace"),
     ({"model_name": "nope"}, "orchestrator_details.model_name: unknown model_type 'nope'"),
     ({"num_new_segments_to_generate": 3}, "num_new_segments_to_generate is 3 but 3 images make 2 segments"),
     ({"input_image_paths_resolved": ["/no/such.png", "/no/other.png"], "num_new_segments_to_generate": 1,

@@ -25,7 +25,7 @@ def test_travel_run_on_two_workers_survives_a_killed_worker_and_crossfades_the_o
 ):
     out = tmp_path / "out"
     orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", travel_params(keyframes)))
-    args = ("--lease-seconds", "2", "--poll-interval", "1")
+    args = ("--lease-seconds", "2", "--poll-interval", "1", "--colour-match-videos")
     workers = {name: start_worker(sqlite_store.path, out, "--worker", name, *args, log_path=tmp_path / f"{name}.log")
                for name in ("wA", "wB")}
     try:
@@ -34,8 +34,7 @@ def test_travel_run_on_two_workers_survives_a_killed_worker_and_crossfades_the_o
                            timeout=90, interval=0.02)
         victim = workers.pop(running.worker_id)
         victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        workers["wC"] = start_worker(sqlite_store.path, out, "--worker", "wC", *args, log_path=tmp_path / "wC.log")
+        victim.wait()  # the surviving worker reclaims segment 2 once its lease expires
         wait_for(lambda: sqlite_store.get_task(orchestrator).status.is_final, timeout=120, interval=0.1)
     finally:
         for proc in workers.values():
@@ -52,6 +51,10 @@ def test_travel_run_on_two_workers_survives_a_killed_worker_and_crossfades_the_o
     assert children["stitch"].dependant_on == children["segment_001"].id
     assert parent.output_location == children["stitch"].output_location and Path(parent.output_location).is_file()
     assert parent.result["child_task_ids"] == [children[k].id for k in ("segment_000", "segment_001", "stitch")]
+    # the mask keeps the keyframes (and segment 2's overlap from segment 1) and generates the rest
+    assert children["segment_000"].result["kept_frames"] == [0, FRAMES - 1]
+    assert children["segment_001"].result["kept_frames"] == [*range(OVERLAP), FRAMES - 1]
+    assert all(children[k].result["colour_matched"] for k in ("segment_000", "segment_001"))
 
     first = read_video(children["segment_000"].output_location, "segment 0").astype(np.float32)
     second = read_video(children["segment_001"].output_location, "segment 1").astype(np.float32)

@@ -180,7 +180,13 @@ class SqliteTaskStore:
         )
 
     def retry_task(self, task_id: str) -> bool:
-        return self._update_one("retry_task", id=task_id)
+        with self._write() as conn:
+            retried = conn.execute(self._q("retry_task"), {"id": task_id}).fetchone() is not None
+            parents = [task_id] if retried else []
+            while parents:  # and, in the same transaction, its ended children (and theirs)
+                rows = conn.execute(self._q("retry_ended_children"), {"parent_task_id": parents.pop()}).fetchall()
+                parents.extend(row["id"] for row in rows)
+        return retried
 
     def stats(self) -> QueueStats:
         conn = self._conn()

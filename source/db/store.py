@@ -71,7 +71,8 @@ class TaskStore(Protocol):
         """Queued/In Progress → Cancelled; its unfinished children (transitively) are cancelled with it."""
 
     def retry_task(self, task_id: str) -> bool:
-        """Failed/Cancelled → Queued with attempts reset."""
+        """Failed/Cancelled → Queued with attempts reset; its Failed/Cancelled children (transitively) too,
+        in the same transaction, so a retried orchestrator resumes its chain (Complete children are kept)."""
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]: ...
 

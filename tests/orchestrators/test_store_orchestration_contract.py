@@ -103,3 +103,21 @@ def test_cancelling_a_parent_cancels_queued_and_running_children_and_theirs(stor
     assert statuses[parent] is TaskStatus.CANCELLED and statuses[done] is TaskStatus.QUEUED
     assert all(statuses[c] is TaskStatus.CANCELLED for c in (first, second, grandchild))
     assert store.get_task(first).error_message == f"parent {parent} ended Cancelled: cancelled by request"
+
+
+def test_retrying_a_failed_parent_requeues_its_ended_children_and_keeps_the_complete_ones(store):
+    parent = running_parent(store)
+    first, second, third = add_chain(store, parent)
+    assert store.park_awaiting_children(parent, "w1")
+    assert claim(store).id == first
+    assert store.complete_task(first, "w1", output_location="/out/a", result=None)
+    assert claim(store).id == second
+    assert store.fail_task(second, "w1", error_message="boom")
+    store.fail_orphaned_dependants()
+    assert store.get_task(parent).status is TaskStatus.FAILED
+    assert store.retry_task(parent)
+    statuses = {r.id: r.status for r in store.list_tasks(limit=100)}
+    assert statuses == {parent: TaskStatus.QUEUED, first: TaskStatus.COMPLETE, second: TaskStatus.QUEUED,
+                        third: TaskStatus.QUEUED}
+    assert store.get_task(second).error_message is None and not store.get_task(parent).awaiting_children
+    assert store.fail_orphaned_dependants() == []  # nothing left to cascade: the chain can run again

@@ -89,6 +89,7 @@ def test_failing_first_segment_fails_the_orchestrator_and_the_rest_of_the_chain(
     orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", travel_params(keyframes)))
     run_in_process(sqlite_store, out, max_tasks=1)
     assert sqlite_store.get_task(orchestrator).awaiting_children
+    kept = Path(keyframes[1]).read_bytes()
     Path(keyframes[1]).unlink()  # segment 0's end keyframe disappears after validation
     run_in_process(sqlite_store, out)
     children = _children(sqlite_store, orchestrator)
@@ -101,6 +102,15 @@ def test_failing_first_segment_fails_the_orchestrator_and_the_rest_of_the_chain(
     assert parent.error_message.startswith(f"child travel_segment {seg1.id} ended Failed: ")
     assert "end_image_path: file not found" in parent.error_message
     assert sqlite_store.list_tasks(status=TaskStatus.QUEUED) == []
+
+    # Once the input is back, retrying the orchestrator resumes the same chain (no new rows).
+    Path(keyframes[1]).write_bytes(kept)
+    assert sqlite_store.retry_task(orchestrator)
+    run_in_process(sqlite_store, out, max_tasks=1)
+    assert sqlite_store.get_task(orchestrator).awaiting_children
+    again = _children(sqlite_store, orchestrator)
+    assert {k: r.id for k, r in again.items()} == {k: r.id for k, r in children.items()}
+    assert {r.status for r in again.values()} == {TaskStatus.QUEUED}
 
 
 def test_cancelling_the_orchestrator_cancels_its_unfinished_children(sqlite_store, tmp_path, keyframes):

@@ -101,9 +101,19 @@ RETURNING id;
 -- name: retry_task
 UPDATE tasks
 SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+    awaiting_children = 0,
     progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id AND status IN ('Failed', 'Cancelled')
+RETURNING id;
+
+-- name: retry_ended_children
+-- Retrying a parent retries its children that ended Failed/Cancelled (the Complete ones are kept).
+UPDATE tasks
+SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+    progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
+    awaiting_children = 0, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE parent_task_id = :parent_task_id AND status IN ('Failed', 'Cancelled')
 RETURNING id;
 
 -- name: reclaim_expired_leases

@@ -7,13 +7,18 @@ that workers running only utility tasks never import torch.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from source.errors import TaskCancelled
 from source.progress_bar import StepBar
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import db_task_to_generation_task, task_types_for_model
+
+if TYPE_CHECKING:
+    from source.engine.core import GenerationResult
 
 _queue_lock = threading.Lock()
 _queue = None
@@ -44,9 +49,11 @@ def queue_stats() -> dict | None:
     return _queue.stats.as_dict() if _queue is not None else None
 
 
-def handle_generation(ctx: TaskContext) -> TaskOutcome:
+def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
+    """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
+    with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
     task = db_task_to_generation_task(
-        ctx.task.id, ctx.task.task_type, ctx.params, priority=ctx.task.priority,
+        ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,
     )
     queue = generation_queue(ctx.settings)
@@ -65,5 +72,13 @@ def handle_generation(ctx: TaskContext) -> TaskOutcome:
     finally:
         bar.close()
     ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
+    return output
+
+
+def outcome_of(output: GenerationResult) -> TaskOutcome:
     paths = [Path(p) for p in output.paths]
     return TaskOutcome(output_path=paths[0], result={**output.summary(), "outputs": [str(p) for p in paths]})
+
+
+def handle_generation(ctx: TaskContext) -> TaskOutcome:
+    return outcome_of(generate(ctx, ctx.task.task_type, ctx.params))

@@ -174,6 +174,8 @@ def _row(task: Task) -> dict[str, Any]:
         "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
         "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
         "error_message": task.error_message, "result": task.result,
+        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
+        "awaiting_children": task.awaiting_children,
     }
 
 

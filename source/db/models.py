@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +53,9 @@ class Task:
     output_location: str | None = None
     error_message: str | None = None
     result_json: str | None = None
+    parent_task_id: str | None = None
+    child_key: str | None = None
+    awaiting_children: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -87,6 +91,9 @@ class Task:
             output_location=get("output_location"),
             error_message=get("error_message"),
             result_json=result,
+            parent_task_id=get("parent_task_id"),
+            child_key=get("child_key"),
+            awaiting_children=bool(get("awaiting_children") or False),
         )
 
     def params(self) -> dict[str, Any]:
@@ -149,6 +156,8 @@ class NewTask:
     priority: int = 0
     project_id: str | None = None
     max_attempts: int = 3
+    # Set on children an orchestrator creates (add_child_tasks): unique among the parent's children.
+    child_key: str | None = None
 
     def params_text(self) -> str:
         return json.dumps(self.params, ensure_ascii=False, sort_keys=True)
@@ -163,12 +172,25 @@ class LeaseReclaim:
     attempts: int
 
 
+def child_task_id(parent_task_id: str, child_key: str) -> str:
+    """The id of a parent's child: derived from (parent, key), so an orchestrator that runs again names the
+    same rows (and can chain them by ``dependant_on``) before inserting them."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"task:{parent_task_id}/child:{child_key}"))
+
+
+class CascadeKind(str, Enum):
+    DEPENDENCY = "dependency"  # a Queued row failed: the row it depends on ended Failed/Cancelled
+    CHILD = "child"  # a parent failed: one of its children ended Failed/Cancelled
+    PARENT = "parent"  # an unfinished child was cancelled: its parent ended Failed/Cancelled
+
+
 @dataclass(frozen=True)
 class CascadeFailure:
-    """A queued row failed because the row it depends on ended Failed/Cancelled (or never existed)."""
+    """A row ended because of another: ``dependency_id`` names that row (the dependency, child or parent)."""
 
     task_id: str
     dependency_id: str
+    kind: CascadeKind = CascadeKind.DEPENDENCY
 
 
 @dataclass(frozen=True)

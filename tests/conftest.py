@@ -8,10 +8,11 @@ import pytest
 
 from source.db.sqlite import SqliteTaskStore
 from source.logging_utils import configure_logging
+from tests.pg_fixtures import postgres_schema_url, postgres_store, postgres_url  # noqa: F401  (fixtures)
 
 configure_logging("console")
 
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgres"]
 
 
 def _open_sqlite(tmp_path: Path) -> SqliteTaskStore:

@@ -19,6 +19,8 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from source.db.postgres import PostgresTaskStore
+from source.db.supabase_store import SupabaseTaskStore
+from tests.postgres.fake_supabase import FakeSupabase
 
 # Set TEST_POSTGRES_URL to use another server (or an unreachable one to force the throwaway cluster).
 URL_ENV = "TEST_POSTGRES_URL"
@@ -110,19 +112,54 @@ def postgres_schema_url(postgres_url: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def corrupt_params(url: str, task_id: str, text: str) -> None:
+    """jsonb cannot hold broken JSON; a producer can still store the text as a JSON string (the
+    double-encoded params some clients send), which the worker reads as params text."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET params = to_jsonb(%s::text) WHERE id = %s", (text, task_id))
+
+
 class ContractPostgresStore(PostgresTaskStore):
     """The store plus the one raw write the contract tests need."""
 
     def corrupt_params_for_tests(self, task_id: str, text: str) -> None:
-        """jsonb cannot hold broken JSON; a producer can still store the text as a JSON string (the
-        double-encoded params some clients send), which the worker reads as params text."""
-        with psycopg.connect(self._conninfo, autocommit=True) as conn:
-            conn.execute("UPDATE tasks SET params = to_jsonb(%s::text) WHERE id = %s", (text, task_id))
+        corrupt_params(self._conninfo, task_id, text)
+
+
+class ContractSupabaseStore(SupabaseTaskStore):
+    def __init__(self, url: str, key: str, schema_url: str) -> None:
+        super().__init__(url, key)
+        self.schema_url = schema_url
+
+    def corrupt_params_for_tests(self, task_id: str, text: str) -> None:
+        corrupt_params(self.schema_url, task_id, text)
 
 
 @pytest.fixture
 def postgres_store(postgres_schema_url: str) -> Iterator[ContractPostgresStore]:
     store = ContractPostgresStore(postgres_schema_url)
+    store.migrate()
+    yield store
+    store.close()
+
+
+SERVICE_KEY = "sb_secret_test-service-role-key-5f2c9a7e41"
+
+
+@pytest.fixture
+def fake_supabase(postgres_url: str, postgres_schema_url: str, tmp_path: Path) -> Iterator[FakeSupabase]:
+    """PostgREST rpc + Storage stand-in over a migrated schema (see tests/postgres/fake_supabase.py)."""
+    migrator = PostgresTaskStore(postgres_schema_url)
+    migrator.migrate()
+    migrator.close()
+    fake = FakeSupabase(postgres_url, schema_of(postgres_schema_url), SERVICE_KEY, tmp_path / "storage")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def supabase_api_store(fake_supabase: FakeSupabase, postgres_schema_url: str) -> Iterator[ContractSupabaseStore]:
+    store = ContractSupabaseStore(fake_supabase.url, SERVICE_KEY, postgres_schema_url)
     store.migrate()
     yield store
     store.close()

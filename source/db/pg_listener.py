@@ -15,6 +15,7 @@ log = structlog.get_logger(__name__)
 CHANNEL = "tasks_changed"
 NOTIFY_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 5.0
+STOP_CHECK_SECONDS = 0.005
 
 
 class ChangeListener:
@@ -51,8 +52,9 @@ class ChangeListener:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (stop is not None and stop.is_set()) or self._stopped.is_set():
                     break
-                # short slices: a stop event set by another thread is seen within 0.1 s
-                self._condition.wait(min(remaining, 0.1))
+                # short slices: a stop event set by another thread is seen within 5 ms (a heartbeat
+                # thread is stopped after every task, so this is on the per-task path)
+                self._condition.wait(min(remaining, STOP_CHECK_SECONDS))
             return self._version
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from source.db.config import StoreUnavailable
 from source.db.pg_listener import ChangeListener
 from source.db.rpc_store import Row, RpcTaskStore
 from source.db.sql_files import list_migrations, load_queries
@@ -47,6 +48,8 @@ class PostgresTaskStore(RpcTaskStore):
         settings = conninfo_to_dict(url)
         self._through_transaction_pooler = str(settings.get("port", "")) == TRANSACTION_POOLER_PORT
         self._conninfo = url
+        # for messages: never the URL itself, it may carry a password
+        self._where = f"{settings.get('host', 'localhost')}:{settings.get('port', 5432)}/{settings.get('dbname', '')}"
         self._connect_kwargs: dict[str, Any] = {"row_factory": dict_row}
         if "application_name" not in settings:
             self._connect_kwargs["application_name"] = application_name
@@ -90,6 +93,12 @@ class PostgresTaskStore(RpcTaskStore):
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
+        try:
+            return self._migrate()
+        except RETRYABLE as exc:
+            raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
+
+    def _migrate(self) -> list[str]:
         applied_now: list[str] = []
         q = self._queries
         with self._pool.connection() as conn, conn.transaction():

@@ -36,3 +36,5 @@ CREATE INDEX IF NOT EXISTS tasks_blocked_idx ON tasks (dependant_on)
 CREATE INDEX IF NOT EXISTS tasks_dependant_on_idx ON tasks (dependant_on);
 CREATE INDEX IF NOT EXISTS tasks_lease_idx ON tasks (lease_expires_at) WHERE status = 'In Progress';
 CREATE INDEX IF NOT EXISTS tasks_created_idx ON tasks (created_at DESC);
+-- API mode has no LISTEN: idle workers poll max(updated_at) (tasks_change_marker), one index probe.
+CREATE INDEX IF NOT EXISTS tasks_updated_idx ON tasks (updated_at);

@@ -1,4 +1,5 @@
--- One row per worker process: what it runs on, what it holds, when it was last seen.
+-- One row per worker process: what it runs on, what it holds, when it was last seen. The registry is
+-- advisory (for operators): its writes do not wait for the WAL flush.
 CREATE TABLE IF NOT EXISTS workers (
     id text PRIMARY KEY,
     host text NULL,
@@ -29,6 +30,7 @@ CREATE OR REPLACE FUNCTION touch_worker(
     p_id text, p_resident_model text DEFAULT NULL, p_current_task_id text DEFAULT NULL,
     p_status text DEFAULT 'running')
 RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
+    SELECT set_config('synchronous_commit', 'off', true);
     UPDATE workers
     SET resident_model = p_resident_model, current_task_id = p_current_task_id, status = p_status,
         last_heartbeat = now()

@@ -18,10 +18,18 @@ $$;
 -- the row names no model) go first, unless the head row has waited longer than the affinity window.
 -- Every probe is an index walk over ready rows only (see tasks_ready_* indexes), so the cost does not
 -- grow with the queue; SKIP LOCKED lets concurrent claimers pass each other without waiting.
+-- plpgsql, not sql: its plan is prepared once per connection instead of planned on every call.
+-- synchronous_commit off: the claim does not wait for the WAL flush (a few ms per claim on a slow disk).
+-- A claim lost in a server crash only puts the row back to Queued; the claiming worker's next heartbeat
+-- finds the row is not its own and stops the task, so no row is lost or completed twice.
 CREATE OR REPLACE FUNCTION claim_next_task(
     p_worker_id text, p_lease_seconds double precision DEFAULT 60, p_resident_model text DEFAULT NULL,
     p_resident_task_types text[] DEFAULT '{}'::text[], p_affinity_window_seconds double precision DEFAULT 120)
-RETURNS SETOF tasks LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
+RETURNS SETOF tasks LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    -- for this transaction only (a SET clause on the function would end before the commit)
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN QUERY
     WITH head AS MATERIALIZED (
         SELECT t.id, t.priority, t.created_at
         FROM tasks AS t
@@ -73,6 +81,7 @@ RETURNS SETOF tasks LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
     FROM pick
     WHERE tasks.id = pick.id AND tasks.status = 'Queued'
     RETURNING tasks.*;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION has_claimable_task() RETURNS boolean
@@ -80,9 +89,11 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'Queued' AND NOT blocked_by_dependency);
 $$;
 
+-- A lost heartbeat costs nothing: no WAL flush wait.
 CREATE OR REPLACE FUNCTION heartbeat_task(
     p_task_id text, p_worker_id text, p_lease_seconds double precision, p_progress double precision DEFAULT NULL)
 RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
+    SELECT set_config('synchronous_commit', 'off', true);
     WITH changed AS (
         UPDATE tasks
         SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
@@ -253,6 +264,12 @@ CREATE OR REPLACE FUNCTION count_tasks_by_worker()
 RETURNS TABLE (worker_id text, status text, n bigint) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT t.worker_id, t.status, count(*) FROM tasks AS t WHERE t.worker_id IS NOT NULL
     GROUP BY t.worker_id, t.status;
+$$;
+
+-- What an API-mode worker polls instead of LISTEN: changes whenever a row is added or changes status.
+CREATE OR REPLACE FUNCTION tasks_change_marker() RETURNS text
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    SELECT COALESCE((SELECT max(updated_at) FROM tasks)::text, '');
 $$;
 
 -- The API store checks this before it starts: the schema must be at least what the code expects.

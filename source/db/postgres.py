@@ -101,7 +101,9 @@ class PostgresTaskStore(RpcTaskStore):
     def _migrate(self) -> list[str]:
         applied_now: list[str] = []
         q = self._queries
-        with self._pool.connection() as conn, conn.transaction():
+        # its own connection: an unreachable server is reported at once, not after the pool's timeout
+        with psycopg.connect(self._conninfo, **self._connect_kwargs) as conn, conn.transaction():
+            _configure_connection(conn)
             conn.execute(q["lock_migrations"])
             conn.execute(q["create_migrations_table"])
             done = {row["version"] for row in conn.execute(q["applied_migrations"])}

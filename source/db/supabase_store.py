@@ -21,6 +21,7 @@ log = structlog.get_logger(__name__)
 
 # PostgREST codes for "the database is not reachable right now", and Postgres connection-loss states.
 TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "08000", "08003", "08006"}
+REJECTED_KEY_CODES = {"PGRST301", "PGRST302", "PGRST303", "42501"}
 POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -77,6 +78,9 @@ class SupabaseTaskStore(RpcTaskStore):
         try:
             version = self._call("tasks_schema_version", {}, STARTUP_RETRY_SECONDS)
         except APIError as exc:
+            if exc.code in REJECTED_KEY_CODES:
+                raise StoreUnavailable(f"the Supabase API at {self.url} rejected the key ({_describe(exc)}); "
+                                       "check SUPABASE_SERVICE_ROLE_KEY / --supabase-access-token") from exc
             raise StoreUnavailable(
                 f"the task functions are missing from the Supabase project at {self.url} ({_describe(exc)}); "
                 "apply source/db/sql/postgres/migrations first: `python worker.py --db-url <direct URL> "

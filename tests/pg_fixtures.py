@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,15 +73,20 @@ def throwaway_cluster(root: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A database URL with rights to create schemas."""
     candidates = (os.environ[URL_ENV],) if os.environ.get(URL_ENV) else LOCAL_URLS
     for url in candidates:
         if _answers(url):
             yield url
             return
-    with throwaway_cluster(tmp_path_factory.mktemp("pgcluster")) as url:
-        yield url
+    # not under pytest's tmp dir: that one is private to us, and the server may run as another user
+    root = Path(tempfile.mkdtemp(prefix="wangp-pgcluster-"))
+    try:
+        with throwaway_cluster(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def url_with_schema(url: str, schema: str) -> str:

@@ -42,6 +42,7 @@ class FakeSupabase:
         self.buckets = set(buckets)
         self.failing_uploads = 0  # the next N uploads answer 500
         self.requests: list[str] = []
+        self._signatures: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         conninfo = make_conninfo(admin_url, options=f"-csearch_path={schema} -cTimeZone=UTC", application_name=schema)
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=8, kwargs={"row_factory": psycopg.rows.dict_row},
@@ -63,7 +64,11 @@ class FakeSupabase:
     # -- PostgREST -----------------------------------------------------------------------------------
     def call_function(self, name: str, args: dict[str, Any]) -> tuple[int, Any]:
         with self.pool.connection() as conn:
-            found = conn.execute(FUNCTION_SIGNATURE, (self.schema, name)).fetchone()
+            found = self._signatures.get(name)
+            if found is None:
+                found = conn.execute(FUNCTION_SIGNATURE, (self.schema, name)).fetchone()
+                if found is not None:
+                    self._signatures[name] = found  # PostgREST caches the schema the same way
             if found is None:
                 return 404, {"code": "PGRST202", "message": f"Could not find the function {self.schema}.{name}",
                              "details": None, "hint": None}

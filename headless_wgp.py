@@ -19,6 +19,7 @@ import wgp
 from source.engine.core import GenerationResult, resolve_with_sources
 from source.errors import InvalidParams
 from source.inputs import resolve_input
+from source.lora_utils import process_all_loras
 from source.task_conversion import GenerationTask
 
 log = structlog.get_logger(__name__)
@@ -126,6 +127,7 @@ class WanOrchestrator:
     # -- the queue's entry point ---------------------------------------------------------------------
     def run_task(self, task: GenerationTask, *, progress=None, should_abort=None,
                  work_dir: Path | None = None) -> GenerationResult:
+        task = process_all_loras(task, wgp.get_lora_dir(task.model))
         params = dict(task.parameters)
         work = work_dir or self.output_dir / "_work" / task.id
         for name in FILE_PARAMS:

@@ -12,11 +12,11 @@ from typing import Any
 
 from source.engine.core import Engine, GenerationResult, ProgressCallback, default_settings
 from source.engine.families import family_for
-from source.engine.loras import list_loras
+from source.engine.loras import list_loras, lora_folder
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
 
 __all__ = [
-    "GenerationResult", "generate_video", "get_default_settings", "get_model_def", "list_model_types",
+    "GenerationResult", "generate_video", "get_default_settings", "get_lora_dir", "get_model_def", "list_model_types",
     "load_models", "setup_loras", "unload_model_if_needed", "engine",
 ]
 
@@ -41,11 +41,19 @@ def unload_model_if_needed(state: dict | None = None) -> None:
     engine.unload()
 
 
+def get_lora_dir(model_type: str) -> Path:
+    """The folder holding ``model_type``'s LoRAs (``loras/<family>/`` unless the definition names one)."""
+    return lora_folder(lora_folder_name(model_type))
+
+
+def lora_folder_name(model_type: str) -> str:
+    definition = load_model_def(model_type)
+    return definition.lora_folder or family_for(definition.architecture).lora_folder
+
+
 def setup_loras(model_type: str) -> list[str]:
     """The LoRA files available to ``model_type`` (its family's ``loras/<folder>/``)."""
-    definition = load_model_def(model_type)
-    folder = definition.lora_folder or family_for(definition.architecture).lora_folder
-    return [path.name for path in list_loras(folder)]
+    return [path.name for path in list_loras(lora_folder_name(model_type))]
 
 
 def generate_video(

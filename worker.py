@@ -13,7 +13,7 @@ import structlog
 from source.cli_options import with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store
 from source.db.config import StoreUnavailable
-from source.generation import resident_affinity
+from source.generation import queue_stats, resident_affinity
 from source.logging_utils import configure_logging
 from source.publishing import open_publisher
 from source.settings import WorkerSettings, default_worker_id
@@ -102,7 +102,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
     worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
-                    exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity)
+                    exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
+                    queue_stats=queue_stats)
     worker.install_signal_handlers()
     try:
         code = worker.run()

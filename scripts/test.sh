@@ -3,5 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[dev]' -c constraints/cpu.txt
+# One OpenCV wheel (opencv-contrib-python, which mediapipe needs): another one left from an older install
+# shares the cv2 folder, so remove it and lay opencv-contrib-python's files again.
+if python -m pip show -q opencv-python opencv-python-headless opencv-contrib-python-headless >/dev/null 2>&1; then
+  python -m pip uninstall -q -y --root-user-action=ignore opencv-python opencv-python-headless opencv-contrib-python-headless
+  python -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps opencv-contrib-python
+fi
 python -m ruff check .
 python -m pytest -q "$@"

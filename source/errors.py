@@ -27,6 +27,10 @@ class InputUnavailable(TaskError):
     """An input file or URL named by the params cannot be read or fetched."""
 
 
+class NothingDetected(TaskError):
+    """An analysis task found nothing to report in its input (no person for a pose, ...)."""
+
+
 class TaskCancelled(Exception):
     """Raised at a checkpoint when the running task must stop.
 

@@ -7,12 +7,18 @@ that workers running only utility tasks never import torch.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from source.errors import TaskCancelled
+from source.progress_bar import StepBar
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import db_task_to_generation_task, task_types_for_model
+
+if TYPE_CHECKING:
+    from source.engine.core import GenerationResult
 
 _queue_lock = threading.Lock()
 _queue = None
@@ -38,15 +44,24 @@ def resident_affinity() -> tuple[str | None, tuple[str, ...]]:
     return model, task_types_for_model(model) if model else ()
 
 
-def handle_generation(ctx: TaskContext) -> TaskOutcome:
+def queue_stats() -> dict | None:
+    """The generation queue's counters for the workers table (None before the first generation task)."""
+    return _queue.stats.as_dict() if _queue is not None else None
+
+
+def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
+    """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
+    with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
     task = db_task_to_generation_task(
-        ctx.task.id, ctx.task.task_type, ctx.params, priority=ctx.task.priority,
+        ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,
     )
     queue = generation_queue(ctx.settings)
+    bar = StepBar(f"{task.model} {ctx.task.id[:8]}")
 
     def on_step(step: int, total: int, message: str = "") -> None:
         ctx.report_progress(step / max(total, 1), message)
+        bar.update(step, total)
 
     queue.submit(task, progress=on_step, should_abort=ctx.cancel.is_set)
     try:
@@ -54,6 +69,16 @@ def handle_generation(ctx: TaskContext) -> TaskOutcome:
     except TaskCancelled:
         ctx.check_cancelled()  # re-raise with the worker's reason (cancelled / shutdown / timeout)
         raise
+    finally:
+        bar.close()
     ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
+    return output
+
+
+def outcome_of(output: GenerationResult) -> TaskOutcome:
     paths = [Path(p) for p in output.paths]
     return TaskOutcome(output_path=paths[0], result={**output.summary(), "outputs": [str(p) for p in paths]})
+
+
+def handle_generation(ctx: TaskContext) -> TaskOutcome:
+    return outcome_of(generate(ctx, ctx.task.task_type, ctx.params))

@@ -16,6 +16,8 @@ from source.task_context import TaskContext, TaskOutcome
 Handler = Callable[[TaskContext], TaskOutcome]
 
 GENERATION = "source.generation:handle_generation"
+TRAVEL = "source.sm_functions.travel_between_images"
+PERSPECTIVE = "source.sm_functions.different_perspective"
 
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {
@@ -33,17 +35,17 @@ ROUTES: dict[str, str | None] = {
     "hunyuan": GENERATION,
     "ltxv": GENERATION,
     # orchestrators and their children
-    "travel_orchestrator": None,
-    "travel_segment": None,
-    "travel_stitch": None,
-    "different_perspective_orchestrator": None,
-    "dp_final_gen": None,
-    "magic_edit": None,
+    "travel_orchestrator": f"{TRAVEL}:handle_travel_orchestrator",
+    "travel_segment": f"{TRAVEL}:handle_travel_segment",
+    "travel_stitch": f"{TRAVEL}:handle_travel_stitch",
+    "different_perspective_orchestrator": f"{PERSPECTIVE}:handle_different_perspective_orchestrator",
+    "dp_final_gen": f"{PERSPECTIVE}:handle_dp_final_gen",
+    "magic_edit": "source.sm_functions.magic_edit:handle_magic_edit",
     # utilities
-    "extract_frame": None,
-    "rife_interpolate_images": None,
-    "generate_openpose": None,
-    "generate_depth": None,
+    "extract_frame": "source.specialized_handlers.extract_frame:handle_extract_frame",
+    "rife_interpolate_images": "source.specialized_handlers.rife_interpolate:handle_rife_interpolate_images",
+    "generate_openpose": "source.specialized_handlers.openpose:handle_generate_openpose",
+    "generate_depth": "source.specialized_handlers.depth:handle_generate_depth",
     # diagnostics
     "ping": "source.specialized_handlers.ping:handle_ping",
 }

@@ -153,7 +153,15 @@ def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
         gpu = f"{record.gpu_name} {record.gpu_memory_gb} GiB" if record.gpu_name else "no GPU"
         click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
                    f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
-                   f"last={record.last_heartbeat}")
+                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
+
+
+def _queue_summary(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
+            f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
+            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
 
 
 def _row(task: Task) -> dict[str, Any]:
@@ -170,6 +178,8 @@ def _row(task: Task) -> dict[str, Any]:
         "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
         "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
         "error_message": task.error_message, "result": task.result,
+        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
+        "awaiting_children": task.awaiting_children,
     }
 
 

@@ -19,10 +19,17 @@ from source.settings import WorkerSettings
 
 @dataclass(frozen=True)
 class TaskOutcome:
-    """A finished handler: the local output path (published by the worker) and structured extras."""
+    """A finished handler: the local output path (published by the worker) and structured extras.
+
+    ``awaiting_children``: an orchestrator created child rows that will finish this row; the worker parks
+    it (still In Progress, no lease) instead of completing it. ``completes_parent``: this child's published
+    output also completes its parent row (the last step of an orchestrated workflow).
+    """
 
     output_path: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    awaiting_children: bool = False
+    completes_parent: bool = False
 
 
 class CancelSignal:

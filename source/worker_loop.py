@@ -38,6 +38,7 @@ EXIT_HANDLER_STUCK = 3
 # Which model the worker has resident, and the task types whose default model it is; used to prefer
 # rows that need no model switch.
 AffinityProvider = Callable[[], tuple[str | None, tuple[str, ...]]]
+QueueStatsProvider = Callable[[], dict[str, Any] | None]
 
 
 class WorkerObserver:
@@ -53,6 +54,10 @@ class WorkerObserver:
 
 def _no_affinity() -> tuple[str | None, tuple[str, ...]]:
     return None, ()
+
+
+def _no_queue_stats() -> dict[str, Any] | None:
+    return None
 
 
 @dataclass
@@ -97,6 +102,7 @@ class Worker:
         max_tasks: int | None = None,
         exit_when_idle: bool = False,
         affinity: AffinityProvider = _no_affinity,
+        queue_stats: QueueStatsProvider = _no_queue_stats,
         observer: WorkerObserver | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +111,7 @@ class Worker:
         self.max_tasks = max_tasks
         self.exit_when_idle = exit_when_idle
         self.affinity = affinity
+        self.queue_stats = queue_stats
         self.observer = observer or WorkerObserver()
         self.stop_requested = threading.Event()
         self.exit_code = EXIT_OK
@@ -167,7 +174,8 @@ class Worker:
     def _touch(self, task: Task | None, status: str = "running") -> None:
         try:
             self.store.touch_worker(self.settings.worker_id, resident_model=self.affinity()[0],
-                                    current_task_id=task.id if task else None, status=status)
+                                    current_task_id=task.id if task else None, status=status,
+                                    stats=self.queue_stats())
         except Exception as exc:
             self.log.warning("worker_touch_failed", error=str(exc))
 
@@ -234,7 +242,8 @@ class Worker:
 
     def _cascade_dependency_failures(self) -> None:
         for failure in self.store.fail_orphaned_dependants():
-            self.log.warning("dependency_failed", task_id=failure.task_id, dependency_id=failure.dependency_id)
+            self.log.warning("dependency_failed", task_id=failure.task_id, dependency_id=failure.dependency_id,
+                             cascade=failure.kind.value)
 
     # -- running one task ----------------------------------------------------------------------------
     def _process(self, task: Task) -> None:
@@ -309,6 +318,9 @@ class Worker:
         return True
 
     def _complete(self, task: Task, outcome: TaskOutcome, elapsed: float, tlog: Any) -> None:
+        if outcome.awaiting_children:
+            self._park(task, outcome, tlog)
+            return
         try:
             location = self.publisher.publish(task, outcome.output_path) if outcome.output_path else None
         except TaskError as exc:
@@ -316,11 +328,27 @@ class Worker:
             return
         result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                   "handler_seconds": elapsed}
+        if outcome.completes_parent and task.parent_task_id:
+            # Parent first: if this process dies in between, the child is reclaimed, runs again and finds
+            # the parent already Complete; the other order could leave the parent waiting forever.
+            parent_result = {**outcome.result, "completed_by_task_id": task.id}
+            if self.store.complete_parent(task.parent_task_id, output_location=location, result=parent_result):
+                tlog.info("parent_completed", parent_task_id=task.parent_task_id, output_location=location)
+            else:
+                tlog.warning("parent_completion_refused", parent_task_id=task.parent_task_id,
+                             reason="the parent is no longer In Progress")
         if self.store.complete_task(task.id, self.settings.worker_id, output_location=location, result=result):
             tlog.info("task_completed", output_location=location, seconds=elapsed)
             self.observer.task_finished(task, "Complete", elapsed)
         else:
             tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
+
+    def _park(self, task: Task, outcome: TaskOutcome, tlog: Any) -> None:
+        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts}
+        if self.store.park_awaiting_children(task.id, self.settings.worker_id, result=result):
+            tlog.info("task_awaiting_children", children=len(outcome.result.get("child_task_ids", [])))
+        else:
+            tlog.info("park_skipped", reason="the row already left In Progress (finished by its children?)")
 
     def _report_error(self, task: Task, error: BaseException, elapsed: float, tlog: Any) -> None:
         if isinstance(error, TaskCancelled):

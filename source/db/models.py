@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -52,6 +53,9 @@ class Task:
     output_location: str | None = None
     error_message: str | None = None
     result_json: str | None = None
+    parent_task_id: str | None = None
+    child_key: str | None = None
+    awaiting_children: bool = False
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -87,6 +91,9 @@ class Task:
             output_location=get("output_location"),
             error_message=get("error_message"),
             result_json=result,
+            parent_task_id=get("parent_task_id"),
+            child_key=get("child_key"),
+            awaiting_children=bool(get("awaiting_children") or False),
         )
 
     def params(self) -> dict[str, Any]:
@@ -107,13 +114,20 @@ class Task:
 
     @property
     def result(self) -> dict[str, Any] | None:
-        if not self.result_json:
-            return None
-        try:
-            value = json.loads(self.result_json)
-        except json.JSONDecodeError:
-            return None
-        return value if isinstance(value, dict) else {"value": value}
+        return _json_object(self.result_json)
+
+
+def _json_object(text: Any) -> dict[str, Any] | None:
+    """A JSON column as a dict (Postgres jsonb arrives decoded already); None when empty or broken."""
+    if not text:
+        return None
+    if isinstance(text, dict):
+        return text
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def _json_type_name(value: Any) -> str:
@@ -142,6 +156,8 @@ class NewTask:
     priority: int = 0
     project_id: str | None = None
     max_attempts: int = 3
+    # Set on children an orchestrator creates (add_child_tasks): unique among the parent's children.
+    child_key: str | None = None
 
     def params_text(self) -> str:
         return json.dumps(self.params, ensure_ascii=False, sort_keys=True)
@@ -156,12 +172,25 @@ class LeaseReclaim:
     attempts: int
 
 
+def child_task_id(parent_task_id: str, child_key: str) -> str:
+    """The id of a parent's child: derived from (parent, key), so an orchestrator that runs again names the
+    same rows (and can chain them by ``dependant_on``) before inserting them."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"task:{parent_task_id}/child:{child_key}"))
+
+
+class CascadeKind(str, Enum):
+    DEPENDENCY = "dependency"  # a Queued row failed: the row it depends on ended Failed/Cancelled
+    CHILD = "child"  # a parent failed: one of its children ended Failed/Cancelled
+    PARENT = "parent"  # an unfinished child was cancelled: its parent ended Failed/Cancelled
+
+
 @dataclass(frozen=True)
 class CascadeFailure:
-    """A queued row failed because the row it depends on ended Failed/Cancelled (or never existed)."""
+    """A row ended because of another: ``dependency_id`` names that row (the dependency, child or parent)."""
 
     task_id: str
     dependency_id: str
+    kind: CascadeKind = CascadeKind.DEPENDENCY
 
 
 @dataclass(frozen=True)
@@ -196,6 +225,7 @@ class WorkerRecord:
     started_at: str | None
     last_heartbeat: str | None
     alive: bool
+    stats: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> WorkerRecord:
@@ -204,4 +234,5 @@ class WorkerRecord:
             gpu_memory_gb=row["gpu_memory_gb"], resident_model=row["resident_model"],
             current_task_id=row["current_task_id"], status=row["status"],
             started_at=_text(row["started_at"]), last_heartbeat=_text(row["last_heartbeat"]), alive=bool(row["alive"]),
+            stats=_json_object(row["stats"]),
         )

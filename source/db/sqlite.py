@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import structlog
 
 from source.db.models import (
     CascadeFailure,
+    CascadeKind,
     LeaseReclaim,
     NewTask,
     QueueStats,
@@ -23,6 +24,7 @@ from source.db.models import (
     TaskStatus,
     WorkerInfo,
     WorkerRecord,
+    child_task_id,
 )
 from source.db.sql_files import list_migrations, load_queries
 
@@ -140,10 +142,51 @@ class SqliteTaskStore:
         return [Task.from_row(row) for row in rows]
 
     def cancel_task(self, task_id: str) -> bool:
-        return self._update_one("cancel_task", id=task_id)
+        with self._write() as conn:
+            cancelled = conn.execute(self._q("cancel_task"), {"id": task_id}).fetchone() is not None
+            if cancelled:  # its unfinished children (and theirs) go with it, in the same transaction
+                self._repeat(conn, "cancel_children_of_ended_parents")
+        return cancelled
+
+    # -- orchestration -------------------------------------------------------------------------------
+    def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
+        with self._write() as conn:
+            for child in children:
+                if not child.child_key:
+                    raise ValueError("every child task needs a child_key (unique among its parent's children)")
+                conn.execute(self._q("insert_child_task"), {
+                    "id": child.id or child_task_id(parent_task_id, child.child_key), "task_type": child.task_type,
+                    "params": child.params_text(), "dependant_on": child.dependant_on,
+                    "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
+                    "parent_task_id": parent_task_id, "child_key": child.child_key,
+                }).fetchall()
+            existing = {row["child_key"]: row["id"] for row in
+                        conn.execute(self._q("list_child_tasks"), {"parent_task_id": parent_task_id})}
+        return [existing[child.child_key] for child in children]
+
+    def list_child_tasks(self, parent_task_id: str) -> list[Task]:
+        rows = self._conn().execute(self._q("list_child_tasks"), {"parent_task_id": parent_task_id})
+        return [Task.from_row(row) for row in rows]
+
+    def park_awaiting_children(self, task_id: str, worker_id: str, *, result: dict[str, Any] | None = None) -> bool:
+        return self._update_one("park_awaiting_children", id=task_id, worker_id=worker_id,
+                                result=_json_or_none(result))
+
+    def complete_parent(
+        self, task_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        return self._update_one(
+            "complete_parent", id=task_id, output_location=output_location, result=json.dumps(result or {}, default=str)
+        )
 
     def retry_task(self, task_id: str) -> bool:
-        return self._update_one("retry_task", id=task_id)
+        with self._write() as conn:
+            retried = conn.execute(self._q("retry_task"), {"id": task_id}).fetchone() is not None
+            parents = [task_id] if retried else []
+            while parents:  # and, in the same transaction, its ended children (and theirs)
+                rows = conn.execute(self._q("retry_ended_children"), {"parent_task_id": parents.pop()}).fetchall()
+                parents.extend(row["id"] for row in rows)
+        return retried
 
     def stats(self) -> QueueStats:
         conn = self._conn()
@@ -225,9 +268,15 @@ class SqliteTaskStore:
         with self._write() as conn:
             for _ in range(MAX_CASCADE_ROUNDS):
                 rows = conn.execute(self._q("fail_orphaned_dependants")).fetchall()
-                if not rows:
-                    break
                 failed.extend(CascadeFailure(row["id"], row["dependant_on"]) for row in rows)
+                parents = conn.execute(self._q("fail_parents_of_ended_children")).fetchall()
+                failed.extend(CascadeFailure(row["id"], row["cause_id"], CascadeKind.CHILD) for row in parents)
+                children = conn.execute(self._q("cancel_children_of_ended_parents")).fetchall()
+                failed.extend(
+                    CascadeFailure(row["id"], row["parent_task_id"], CascadeKind.PARENT) for row in children
+                )
+                if not (rows or parents or children):
+                    break
         return failed
 
     # -- worker registry -----------------------------------------------------------------------------
@@ -239,12 +288,13 @@ class SqliteTaskStore:
             })
 
     def touch_worker(
-        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
     ) -> None:
         with self._write() as conn:
             conn.execute(self._q("touch_worker"), {
                 "id": worker_id, "resident_model": resident_model, "current_task_id": current_task_id,
-                "status": status,
+                "status": status, "stats": json.dumps(stats) if stats is not None else None,
             })
 
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
@@ -283,6 +333,16 @@ class SqliteTaskStore:
         self._local = threading.local()
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _repeat(self, conn: sqlite3.Connection, query: str) -> int:
+        """Run a one-level cascade query until it changes nothing (a chain ends link by link)."""
+        changed = 0
+        for _ in range(MAX_CASCADE_ROUNDS):
+            rows = conn.execute(self._q(query)).fetchall()
+            if not rows:
+                break
+            changed += len(rows)
+        return changed
+
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:
             return conn.execute(self._q(query), params).fetchone() is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from source.db.models import (
@@ -67,15 +68,37 @@ class TaskStore(Protocol):
         """Give a row back (graceful shutdown): Queued again, the attempt not counted."""
 
     def cancel_task(self, task_id: str) -> bool:
-        """Queued/In Progress → Cancelled."""
+        """Queued/In Progress → Cancelled; its unfinished children (transitively) are cancelled with it."""
 
     def retry_task(self, task_id: str) -> bool:
-        """Failed/Cancelled → Queued with attempts reset."""
+        """Failed/Cancelled → Queued with attempts reset; its Failed/Cancelled children (transitively) too,
+        in the same transaction, so a retried orchestrator resumes its chain (Complete children are kept)."""
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]: ...
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
-        """Fail Queued rows whose dependency ended Failed/Cancelled, transitively."""
+        """The failure cascade, repeated until nothing changes: Queued rows whose dependency ended
+        Failed/Cancelled fail; an In Progress parent with a Failed/Cancelled child fails (naming the child
+        that ended first); unfinished children of a Failed/Cancelled parent are cancelled."""
+
+    # -- orchestration: a parent row creates children, parks, and is finished by them ---------------
+    def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
+        """Insert Queued children of ``parent_task_id`` in one transaction and return their ids, in order.
+        Each child needs a ``child_key``; its id defaults to ``child_task_id(parent, key)``. A child whose
+        (parent, key) already exists is left unchanged (unique index), so re-running is idempotent."""
+
+    def list_child_tasks(self, parent_task_id: str) -> list[Task]:
+        """The parent's children, oldest first."""
+
+    def park_awaiting_children(self, task_id: str, worker_id: str, *, result: dict[str, Any] | None = None) -> bool:
+        """Leave this worker's In Progress row waiting for its children (storing ``result``): no lease,
+        never reclaimed. False when the row is no longer In Progress (its children finished or failed it)."""
+
+    def complete_parent(
+        self, task_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        """A child (any worker) completes its In Progress parent with the final output; ``result`` is merged
+        over the parent's own (JSON object merge)."""
 
     def stats(self) -> QueueStats: ...
 
@@ -86,9 +109,11 @@ class TaskStore(Protocol):
         """Insert or refresh this worker's row in the ``workers`` table (status running)."""
 
     def touch_worker(
-        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
     ) -> None:
-        """Heartbeat of the worker itself: what it holds and runs now."""
+        """Heartbeat of the worker itself: what it holds and runs now, and its queue statistics (kept
+        when ``stats`` is None)."""
 
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]: ...
 

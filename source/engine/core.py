@@ -45,11 +45,15 @@ class GenerationResult:
     fps: int | None
     seconds: float
     parameter_sources: Mapping[str, str] = field(default_factory=dict)
+    loras: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
-                "frames": self.frames, "steps": self.steps, "fps": self.fps,
-                "generation_seconds": round(self.seconds, 3)}
+        summary = {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
+                   "frames": self.frames, "steps": self.steps, "fps": self.fps,
+                   "generation_seconds": round(self.seconds, 3)}
+        if self.loras:
+            summary["loras"] = {name: list(weight) for name, weight in self.loras.items()}
+        return summary
 
 
 @dataclass
@@ -169,6 +173,7 @@ class Engine:
             model_type=model_type, paths=paths, seed=seed, width=params.width, height=params.height,
             frames=family.frame_count(params), steps=total, fps=family.fps if family.is_video else None,
             seconds=time.monotonic() - started, parameter_sources=sources,
+            loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
         )
         log.info("generation_finished", model_type=model_type, files=[p.name for p in paths], seed=seed,
                  seconds=round(result.seconds, 3))

@@ -26,7 +26,7 @@ def load_image(value, name: str, size: tuple[int, int] | None = None) -> Image.I
     return image.resize(size, Image.BICUBIC) if size and image.size != size else image
 
 
-def _read_frames(path: Path, name: str) -> list[Image.Image]:
+def read_frames(path: Path, name: str) -> list[Image.Image]:
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -48,7 +48,7 @@ def load_video(value, name: str, num_frames: int, size: tuple[int, int]) -> list
         path = Path(value)
         if not path.is_file():
             raise InputUnavailable(f"{name}: file not found: {path}")
-        frames = _read_frames(path, name) if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"} else [
+        frames = read_frames(path, name) if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".webp"} else [
             load_image(path, name)
         ]
     elif isinstance(value, Image.Image):

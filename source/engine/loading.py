@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import structlog
@@ -11,6 +10,7 @@ import torch
 from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.errors import ModelUnavailable
+from source.hub import hub_offline
 
 log = structlog.get_logger(__name__)
 
@@ -22,11 +22,6 @@ def torch_dtype(name: str) -> torch.dtype:
         return _DTYPES[name]
     except KeyError:
         raise ModelUnavailable(f"unsupported dtype {name!r}; use one of {', '.join(_DTYPES)}") from None
-
-
-def _offline() -> bool:
-    # Read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import.
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def prefetch_command(definition: ModelDefinition) -> str:
@@ -65,7 +60,7 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
-    return _hub_snapshot(definition, local_only=_offline())
+    return _hub_snapshot(definition, local_only=hub_offline())
 
 
 def load_pipeline(definition: ModelDefinition, pipeline_class: type):

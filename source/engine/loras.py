@@ -8,6 +8,7 @@ from pathlib import Path
 
 import structlog
 
+from source.engine.params import LoraWeight
 from source.engine.paths import loras_dir
 from source.errors import InvalidParams
 
@@ -36,19 +37,38 @@ def resolve_lora(folder: str, name: str) -> Path:
     return available[name]
 
 
+def expert_components(pipe) -> tuple[str, ...]:
+    """The denoisers a LoRA goes into: ``transformer`` (high noise) and, for two-expert pipelines,
+    ``transformer_2`` (low noise)."""
+    return tuple(name for name in ("transformer", "transformer_2") if getattr(pipe, name, None) is not None)
+
+
+def adapter_weights(components: Sequence[str], weight: LoraWeight) -> dict[str, float]:
+    """A per-phase weight spread over the pipeline's experts (one value = every expert)."""
+    if len(weight) > 1 and len(components) < 2:
+        raise InvalidParams(
+            f"loras_multipliers {';'.join(map(str, weight))!r}: per-phase multipliers need a two-expert model"
+        )
+    return {name: weight[min(i, len(weight) - 1)] for i, name in enumerate(components)}
+
+
 @contextmanager
-def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[float]) -> Iterator[None]:
+def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[LoraWeight]) -> Iterator[None]:
     """Load ``names`` with ``weights`` for the duration of the block; one call's LoRAs never leak."""
     if not names:
         yield
         return
     paths = [resolve_lora(folder, name) for name in names]
+    components = expert_components(pipe)
+    per_adapter = [adapter_weights(components, weight) for weight in weights]
     adapters = [f"wgp_{i}_{p.stem}" for i, p in enumerate(paths)]
     try:
         for path, adapter in zip(paths, adapters, strict=True):
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter)
-        pipe.set_adapters(adapters, adapter_weights=list(weights))
-        log.info("loras_applied", loras=[p.name for p in paths], weights=list(weights))
+            for component in components:
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
+                                       **({"load_into_transformer_2": True} if component == "transformer_2" else {}))
+        pipe.set_adapters(adapters, adapter_weights=per_adapter)
+        log.info("loras_applied", loras=[p.name for p in paths], weights=per_adapter)
         yield
     finally:
         pipe.unload_lora_weights()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -24,19 +25,26 @@ def unique_path(output_dir: Path, stem: str, suffix: str) -> Path:
 
 
 def write_video(frames: np.ndarray, path: Path, fps: int) -> Path:
-    import imageio_ffmpeg
-
     frames = to_uint8(frames)
     _, height, width, _ = frames.shape
+    return write_video_frames(frames, path, fps, (width, height))
+
+
+def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size: tuple[int, int]) -> Path:
+    """Streams uint8 RGB frames of ``size`` (width, height) into an mp4, one at a time."""
+    import imageio_ffmpeg
+
     # macro_block_size=1: keep the exact size (imageio would otherwise pad to multiples of 16).
     writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
+        str(path), size, fps=fps, codec="libx264", pix_fmt_out="yuv420p", macro_block_size=1,
         quality=8, ffmpeg_log_level="error",
     )
     writer.send(None)
-    for frame in frames:
-        writer.send(np.ascontiguousarray(frame))
-    writer.close()
+    try:
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+    finally:
+        writer.close()
     return path
 
 

@@ -46,6 +46,8 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = {
 }
 
 ImageInput = str | Path | Image.Image
+# A LoRA's multiplier per phase: one value for every expert, or (high noise, low noise).
+LoraWeight = tuple[float, ...]
 _RESOLUTION_RE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
 
 
@@ -75,7 +77,7 @@ class GenerationParams:
     control_net_weight: float
     control_net_weight2: float
     activated_loras: tuple[str, ...]
-    loras_multipliers: tuple[float, ...]
+    loras_multipliers: tuple[LoraWeight, ...]
 
     @property
     def resolution(self) -> str:
@@ -140,13 +142,19 @@ def _string_list(name: str, value: Any) -> tuple[str, ...]:
     raise InvalidParams(f"{name} must be a list of names or a comma-separated string, got {value!r}")
 
 
-def _multipliers(value: Any) -> tuple[float, ...]:
+def _multipliers(value: Any) -> tuple[LoraWeight, ...]:
+    """One entry per LoRA: a number (every phase) or WanGP's phase form ``"high;low"`` (one value per
+    expert of a two-expert model)."""
     if value is None or value == "":
         return ()
     parts = value.replace(",", " ").split() if isinstance(value, str) else list(value)
-    if any(isinstance(p, str) and ";" in p for p in parts):
-        raise InvalidParams("loras_multipliers: per-phase multipliers ('a;b') are not supported by this engine")
-    return tuple(_float("loras_multipliers", p) for p in parts)
+    weights = []
+    for part in parts:
+        phases = part.split(";") if isinstance(part, str) else [part]
+        if len(phases) > 2:
+            raise InvalidParams(f"loras_multipliers: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
+        weights.append(tuple(_float("loras_multipliers", p) for p in phases))
+    return tuple(weights)
 
 
 def _image(name: str, value: Any) -> ImageInput | None:
@@ -224,5 +232,5 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
         control_net_weight=_float("control_net_weight", values["control_net_weight"]),
         control_net_weight2=_float("control_net_weight2", values["control_net_weight2"]),
         activated_loras=loras,
-        loras_multipliers=multipliers + (1.0,) * (len(loras) - len(multipliers)),
+        loras_multipliers=multipliers + ((1.0,),) * (len(loras) - len(multipliers)),
     )

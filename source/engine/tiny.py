@@ -21,7 +21,7 @@ from source.engine.paths import tiny_cache_dir
 log = structlog.get_logger(__name__)
 
 # Bump when a builder changes so stale caches are rebuilt instead of silently reused.
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 _WORDS = ["a", "the", "cat", "dog", "monkey", "dance", "beach", "red", "blue", "runs", "on", "in", "of", "with", "city", "night", "sunset", "walking"]
 _CHARS = string.ascii_lowercase + string.digits + ".,!?'-"
 
@@ -85,9 +85,15 @@ def _clip_text(hidden_size: int):
 def _wan_vae():
     from diffusers import AutoencoderKLWan
 
-    return AutoencoderKLWan(
+    vae = AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
     )
+    # Random init decodes every latent to nearly the same grey (a spread of ~0.1); a steeper, centred
+    # output layer gives pixels the full range, so tests can see what a seed, a guide or a LoRA changes.
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(10.0)
+        vae.decoder.conv_out.bias.zero_()
+    return vae
 
 
 def _wan_transformer(cls_name: str = "WanTransformer3DModel", *, heads: int = 2, head_dim: int = 12,
@@ -259,6 +265,36 @@ def build_ltxv():
     )
 
 
+class _TransformersBundle:
+    """A transformers model and its image processor saved side by side, as hub repos hold them."""
+
+    def __init__(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+
+    def save_pretrained(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+
+def build_depth_anything():
+    """Depth Anything (DINOv2 backbone + DPT head) at a few hundred thousand weights."""
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    backbone = Dinov2Config(image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=64, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 16, 32, 32],
+                                 fusion_hidden_size=16, head_hidden_size=16, depth_estimation_type="relative")
+    processor = DPTImageProcessor(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return _TransformersBundle(_seeded(0, lambda: DepthAnythingForDepthEstimation(config)), processor)
+
+
 BUILDERS: dict[str, Callable[[], object]] = {
     "wan_t2v": build_wan_t2v,
     "wan_t2v_2_2": build_wan_t2v_2_2,
@@ -270,7 +306,10 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "flux_kontext": build_flux_kontext,
     "hunyuan": build_hunyuan,
     "ltxv": build_ltxv,
+    "depth_anything": build_depth_anything,
 }
+# The file whose presence marks a complete folder: diffusers pipelines have model_index.json.
+_MARKERS = {"depth_anything": "preprocessor_config.json"}
 
 
 def materialise(kind: str, cache_dir: Path | None = None) -> Path:
@@ -283,7 +322,8 @@ def materialise(kind: str, cache_dir: Path | None = None) -> Path:
         raise KeyError(f"unknown tiny model {kind!r}; known: {', '.join(sorted(BUILDERS))}")
     root = Path(cache_dir or tiny_cache_dir())
     final = root / f"{kind}-v{BUILDER_VERSION}"
-    if (final / "model_index.json").is_file():
+    marker = final / _MARKERS.get(kind, "model_index.json")
+    if marker.is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
@@ -296,7 +336,7 @@ def materialise(kind: str, cache_dir: Path | None = None) -> Path:
             os.rename(tmp, final)
             log.info("tiny_model_built", kind=kind, path=str(final))
         except OSError:
-            if not (final / "model_index.json").is_file():
+            if not marker.is_file():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -6,6 +6,7 @@ import sqlite3
 import time
 
 from source.db.models import NewTask, TaskStatus
+from source.db.sql_files import list_migrations
 from source.db.sqlite import SqliteTaskStore
 from tests.helpers import run_worker
 
@@ -51,7 +52,8 @@ def test_old_headless_db_is_migrated_in_place_keeping_every_row(tmp_path):
     build_old_db(db)
     store = SqliteTaskStore(db)
     applied = store.migrate()
-    assert applied == ["001_tasks_legacy_shape", "002_reliability_columns", "003_workers"]
+    assert applied == [f"{m.version:03d}_{m.name}" for m in list_migrations("sqlite")]
+    assert applied[:3] == ["001_tasks_legacy_shape", "002_reliability_columns", "003_workers"]
     assert store.migrate() == []
     rows = {t.id: t for t in store.list_tasks(limit=100)}
     assert set(rows) == {r[0] for r in OLD_ROWS}
@@ -61,7 +63,7 @@ def test_old_headless_db_is_migrated_in_place_keeping_every_row(tmp_path):
     assert rows["queued-1"].created_at == "2024-03-01T10:03:00.000Z"
     assert rows["queued-2"].dependant_on == "queued-1"
     assert (rows["queued-1"].attempts, rows["queued-1"].max_attempts, rows["queued-1"].priority) == (0, 3, 0)
-    assert store.schema_version() == 3
+    assert store.schema_version() == list_migrations("sqlite")[-1].version
 
 
 def test_migrated_old_db_runs_under_the_new_worker(tmp_path):

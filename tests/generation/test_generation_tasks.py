@@ -5,8 +5,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from source import generation
+from source import generation, task_cli
 from source.db.models import NewTask, TaskStatus
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
@@ -29,7 +30,7 @@ def inputs(tmp_path_factory):
 
 def run_worker_in_process(store, out, **settings):
     worker = Worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), exit_when_idle=True,
-                    affinity=generation.resident_affinity)
+                    affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
     assert worker.run() == 0
 
 
@@ -81,6 +82,13 @@ def test_same_model_stays_resident_and_alternating_models_switch_each_time(sqlit
         run_worker_in_process(sqlite_store, tmp_path / "out")
     after_alternating = queue.stats.as_dict()
     assert after_alternating["model_switches"] - after_same["model_switches"] == 3
+
+    # The same counters reach the workers table, where `tasks workers` shows them.
+    record = sqlite_store.list_workers(alive_within_seconds=60)[0]
+    assert record.stats["model_switches"] == after_alternating["model_switches"]
+    assert record.stats["tasks_completed"] == after_alternating["tasks_completed"]
+    shown = CliRunner().invoke(task_cli.cli, ["workers", "--db-file", str(sqlite_store.path)])
+    assert f"switches={after_alternating['model_switches']}" in shown.output, shown.output
 
 
 def test_claim_prefers_rows_for_the_resident_model(sqlite_store, tmp_path):

@@ -92,7 +92,7 @@ RETURNING id;
 
 -- name: cancel_task
 UPDATE tasks
-SET status = 'Cancelled', lease_expires_at = NULL,
+SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = 0,
     error_message = COALESCE(error_message, 'cancelled by request'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id AND status IN ('Queued', 'In Progress')
@@ -101,13 +101,24 @@ RETURNING id;
 -- name: retry_task
 UPDATE tasks
 SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+    awaiting_children = 0,
     progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id AND status IN ('Failed', 'Cancelled')
 RETURNING id;
 
+-- name: retry_ended_children
+-- Retrying a parent retries its children that ended Failed/Cancelled (the Complete ones are kept).
+UPDATE tasks
+SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+    progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
+    awaiting_children = 0, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE parent_task_id = :parent_task_id AND status IN ('Failed', 'Cancelled')
+RETURNING id;
+
 -- name: reclaim_expired_leases
--- A missing lease on an In Progress row means a row left behind by the older worker: reclaim it too.
+-- A missing lease on an In Progress row means a row left behind by the older worker: reclaim it too,
+-- unless it is an orchestrator parked until its children finish it.
 UPDATE tasks
 SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     error_message = CASE WHEN attempts >= max_attempts
@@ -116,7 +127,7 @@ SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     worker_id = CASE WHEN attempts >= max_attempts THEN worker_id ELSE NULL END,
     lease_expires_at = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE status = 'In Progress'
+WHERE status = 'In Progress' AND awaiting_children = 0
   AND (lease_expires_at IS NULL OR lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 RETURNING id, status, attempts;
 
@@ -138,6 +149,71 @@ WHERE status = 'Queued' AND dependant_on IS NOT NULL
        OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
            AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')))
 RETURNING id, dependant_on;
+
+-- name: insert_child_task
+-- Idempotent: a child that already exists (same parent and key, or same derived id) is left as it is.
+INSERT INTO tasks (id, task_type, params, status, dependant_on, project_id, priority, max_attempts,
+                   attempts, parent_task_id, child_key, created_at, updated_at)
+VALUES (:id, :task_type, :params, 'Queued', :dependant_on, :project_id, :priority, :max_attempts,
+        0, :parent_task_id, :child_key,
+        strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+ON CONFLICT DO NOTHING
+RETURNING id;
+
+-- name: list_child_tasks
+SELECT * FROM tasks WHERE parent_task_id = :parent_task_id ORDER BY created_at, rowid;
+
+-- name: park_awaiting_children
+-- The orchestrator's own work is done; its last child completes it (complete_parent).
+UPDATE tasks
+SET awaiting_children = 1, result = :result, lease_expires_at = NULL, heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING id;
+
+-- name: complete_parent
+-- Any worker may complete a parent (its last child runs anywhere); only while it is still In Progress.
+-- The child's result is merged over what the parent recorded when it parked (its children's ids).
+UPDATE tasks
+SET status = 'Complete', output_location = :output_location,
+    result = json_patch(CASE WHEN json_valid(result) THEN result ELSE '{}' END, :result), progress = 1.0,
+    error_message = NULL, lease_expires_at = NULL, awaiting_children = 0,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND status = 'In Progress'
+RETURNING id;
+
+-- name: fail_parents_of_ended_children
+-- A parent still running (or parked) fails as soon as one of its children ends Failed/Cancelled; the
+-- error names the child that ended first (the cause, not the dependants that failed after it).
+UPDATE tasks
+SET status = 'Failed',
+    error_message = (SELECT 'child ' || c.task_type || ' ' || c.id || ' ended ' || c.status
+                            || COALESCE(': ' || substr(c.error_message, 1, 500), '')
+                     FROM tasks AS c
+                     WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+                     ORDER BY c.updated_at, c.rowid LIMIT 1),
+    awaiting_children = 0, lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status = 'In Progress'
+  AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled'))
+RETURNING id,
+    (SELECT c.id FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+     ORDER BY c.updated_at, c.rowid LIMIT 1) AS cause_id;
+
+-- name: cancel_children_of_ended_parents
+-- Unfinished children of a Failed/Cancelled parent are cancelled (a running one stops at its next
+-- step: its worker sees the Cancelled status).
+UPDATE tasks
+SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = 0,
+    error_message = COALESCE(
+        (SELECT 'parent ' || p.id || ' ended ' || p.status || COALESCE(': ' || substr(p.error_message, 1, 500), '')
+         FROM tasks AS p WHERE p.id = tasks.parent_task_id), 'parent ended'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status IN ('Queued', 'In Progress') AND parent_task_id IS NOT NULL
+  AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled'))
+RETURNING id, parent_task_id;
 
 -- name: list_tasks
 SELECT * FROM tasks
@@ -163,6 +239,7 @@ ON CONFLICT (id) DO UPDATE SET
 -- name: touch_worker
 UPDATE workers
 SET resident_model = :resident_model, current_task_id = :current_task_id, status = :status,
+    stats = COALESCE(:stats, stats),
     last_heartbeat = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id;
 

@@ -1,0 +1,58 @@
+"""Weights from the Hugging Face hub cache: whether the hub may be asked, and cached fetches that fail
+with one clear ModelUnavailable naming what is missing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from source.errors import ModelUnavailable
+
+_failures: dict[tuple[str, str], str] = {}
+
+
+def hub_offline() -> bool:
+    # Read at call time: huggingface_hub reads HF_HUB_OFFLINE only once, at import.
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def fetch_hub_file(repo: str, filename: str, *, what: str, revision: str | None = None) -> Path:
+    """The cached local path of ``repo/filename``; downloaded when missing unless the hub is offline."""
+    from huggingface_hub import hf_hub_download
+
+    return _fetch(repo, filename, what, lambda local_only: hf_hub_download(
+        repo, filename, revision=revision, local_files_only=local_only))
+
+
+def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str]) -> Path:
+    """The cached local folder of ``repo`` (only the files matching ``allow_patterns``)."""
+    from huggingface_hub import snapshot_download
+
+    return _fetch(repo, "", what, lambda local_only: snapshot_download(
+        repo, allow_patterns=allow_patterns, local_files_only=local_only))
+
+
+def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str]) -> Path:
+    """Cache first, then the hub. A failed download is remembered for the life of the process: an
+    unreachable hub retries for ~25 s per call, which every later task would otherwise pay again."""
+    try:
+        return Path(download(True))
+    except Exception as exc:  # not cached (or a broken cache entry): the only case left is a download
+        cached_error = exc
+    key = (repo, filename)
+    if hub_offline() or key in _failures:
+        why = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else _failures[key]
+        raise ModelUnavailable(_message(repo, filename, what, why)) from cached_error
+    try:
+        return Path(download(False))
+    except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
+        _failures[key] = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
+        raise ModelUnavailable(_message(repo, filename, what, _failures[key])) from exc
+
+
+def _message(repo: str, filename: str, what: str, why: str) -> str:
+    where = f"hub repo {repo!r}, file {filename!r}" if filename else f"hub repo {repo!r}"
+    command = f"hf download {repo} {filename}".rstrip()
+    return (f"{what} weights ({where}) are not in the local Hugging Face cache and {why}. "
+            f"On a connected machine run `{command}` and copy the cache (HF_HOME) here.")

@@ -1,0 +1,1 @@
+"""Human pose: detection (mediapipe), the 18-keypoint OpenPose skeleton, and its drawing."""

@@ -1,0 +1,70 @@
+"""Frame-level video helpers for orchestrated workflows: read/write frame arrays, cross-fade joins, colour
+matching. Arrays are uint8 (frames, height, width, 3) RGB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from source.engine.inputs import load_image, read_frames
+from source.engine.outputs import write_video
+
+
+def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Every frame of a video file (resized to ``size`` = (width, height) when given)."""
+    frames = read_frames(Path(path), name)
+    if size is not None:
+        frames = [frame if frame.size == size else frame.resize(size, Image.BICUBIC) for frame in frames]
+    return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
+
+
+def read_image(path: str | Path, name: str, size: tuple[int, int]) -> np.ndarray:
+    return np.asarray(load_image(str(path), name, size), dtype=np.uint8)
+
+
+def save_video(frames: np.ndarray, path: Path, fps: int) -> Path:
+    """H.264 mp4 through the engine's writer (which takes floats in [0, 1])."""
+    return write_video(frames.astype(np.float32) / 255.0, path, fps)
+
+
+def crossfade_weights(overlap: int, sharpness: float) -> np.ndarray:
+    """Weight of the incoming clip at each of ``overlap`` shared frames, rising from near 0 to near 1.
+    ``sharpness`` 0 is a linear fade; larger values hold each side longer and switch faster mid-way."""
+    if overlap <= 0:
+        return np.zeros(0)
+    t = np.arange(1, overlap + 1) / (overlap + 1)
+    power = 1.0 + 4.0 * max(0.0, float(sharpness))
+    return t**power / (t**power + (1.0 - t) ** power)
+
+
+def crossfade_join(clips: list[np.ndarray], overlaps: list[int], sharpness: float) -> np.ndarray:
+    """Join clips end to end; ``overlaps[i]`` frames at the end of clip i-1 and the start of clip i are the
+    same moment and are blended (``overlaps[0]`` is ignored). Length: sum(clips) - sum(overlaps[1:])."""
+    if not clips:
+        raise ValueError("nothing to join")
+    joined = clips[0].astype(np.float32)
+    for clip, overlap in zip(clips[1:], overlaps[1:], strict=True):
+        clip = clip.astype(np.float32)
+        if overlap > min(len(joined), len(clip)):
+            raise ValueError(f"overlap {overlap} is longer than a clip ({len(joined)} / {len(clip)} frames)")
+        if overlap:
+            weights = crossfade_weights(overlap, sharpness)[:, None, None, None]
+            blended = (1.0 - weights) * joined[-overlap:] + weights * clip[:overlap]
+            joined = np.concatenate([joined[:-overlap], blended, clip[overlap:]])
+        else:
+            joined = np.concatenate([joined, clip])
+    return np.clip(joined.round(), 0, 255).astype(np.uint8)
+
+
+def colour_match(frames: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Shift the clip's colour statistics (per LAB channel, over the whole clip, so no flicker) to the
+    reference image's: mean and spread of lightness and both colour axes."""
+    lab = np.stack([cv2.cvtColor(frame, cv2.COLOR_RGB2LAB) for frame in frames]).astype(np.float32)
+    ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
+    mean, std = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0) + 1e-6
+    ref_mean, ref_std = ref.reshape(-1, 3).mean(0), ref.reshape(-1, 3).std(0) + 1e-6
+    matched = np.clip((lab - mean) / std * ref_std + ref_mean, 0, 255).astype(np.uint8)
+    return np.stack([cv2.cvtColor(frame, cv2.COLOR_LAB2RGB) for frame in matched])

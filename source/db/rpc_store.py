@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
 
 from source.db.models import (
     CascadeFailure,
+    CascadeKind,
     LeaseReclaim,
     NewTask,
     QueueStats,
@@ -17,6 +19,7 @@ from source.db.models import (
     TaskStatus,
     WorkerInfo,
     WorkerRecord,
+    child_task_id,
 )
 from source.db.sql_files import list_migrations
 
@@ -134,7 +137,34 @@ class RpcTaskStore(ABC):
                 for row in self._rows("reclaim_expired_leases")]
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
-        return [CascadeFailure(row["id"], row["dependant_on"]) for row in self._rows("fail_orphaned_dependants")]
+        return [CascadeFailure(row["id"], row["dependant_on"], CascadeKind(row["kind"]))
+                for row in self._rows("fail_orphaned_dependants")]
+
+    # -- orchestration -------------------------------------------------------------------------------
+    def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
+        payload = []
+        for child in children:
+            if not child.child_key:
+                raise ValueError("every child task needs a child_key (unique among its parent's children)")
+            payload.append({
+                "id": child.id or child_task_id(parent_task_id, child.child_key), "child_key": child.child_key,
+                "task_type": child.task_type, "params": child.params, "dependant_on": child.dependant_on,
+                "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
+            })
+        rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        return [str(row["id"]) for row in rows]
+
+    def list_child_tasks(self, parent_task_id: str) -> list[Task]:
+        return [self._row_to_task(row) for row in self._rows("list_child_tasks", p_parent_task_id=parent_task_id)]
+
+    def park_awaiting_children(self, task_id: str, worker_id: str, *, result: dict[str, Any] | None = None) -> bool:
+        return self._flag("park_awaiting_children", p_task_id=task_id, p_worker_id=worker_id, p_result=result)
+
+    def complete_parent(
+        self, task_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        return self._flag("complete_parent", p_task_id=task_id, p_output_location=output_location,
+                          p_result=result or {})
 
     # -- worker registry -----------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
@@ -142,10 +172,11 @@ class RpcTaskStore(ABC):
                     p_gpu_memory_gb=info.gpu_memory_gb)
 
     def touch_worker(
-        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running"
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
     ) -> None:
         self._value("touch_worker", p_id=worker_id, p_resident_model=resident_model,
-                    p_current_task_id=current_task_id, p_status=status)
+                    p_current_task_id=current_task_id, p_status=status, p_stats=stats)
 
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
         rows = self._rows("list_workers", p_alive_within_seconds=float(alive_within_seconds))

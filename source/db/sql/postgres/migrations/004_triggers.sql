@@ -1,5 +1,5 @@
 -- Row triggers: keep blocked_by_dependency true while a Queued row's dependency is not Complete, and
--- NOTIFY idle workers (channel tasks_changed, payload = schema) when a row appears or changes status.
+-- NOTIFY idle workers (channel tasks_changed, payload = schema) when a row becomes claimable or is cancelled.
 
 CREATE OR REPLACE FUNCTION tasks_set_blocked() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
@@ -38,6 +38,9 @@ LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
     UPDATE tasks SET blocked_by_dependency = false
     WHERE dependant_on = NEW.id AND blocked_by_dependency;
+    IF FOUND THEN
+        PERFORM pg_notify('tasks_changed', TG_TABLE_SCHEMA);  -- rows just became claimable
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -48,7 +51,10 @@ CREATE TRIGGER tasks_unblock_dependants AFTER UPDATE OF status ON tasks
     EXECUTE FUNCTION tasks_unblock_dependants();
 
 -- One payload per schema: Postgres folds identical notifications of one transaction into one, so a
--- bulk insert wakes the workers once. Heartbeats change no status and notify nobody.
+-- bulk insert wakes the workers once. Only what a waiting worker acts on notifies: a row that becomes
+-- claimable (insert, back to Queued, dependency completed) or is cancelled. Claims, heartbeats and
+-- plain completions stay silent: a NOTIFY takes a cluster-wide lock at commit, held through the WAL
+-- flush, which would serialise every worker's claims and completions.
 CREATE OR REPLACE FUNCTION tasks_notify_change() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
@@ -62,4 +68,5 @@ CREATE TRIGGER tasks_notify_insert AFTER INSERT OR DELETE ON tasks
     FOR EACH STATEMENT EXECUTE FUNCTION tasks_notify_change();
 DROP TRIGGER IF EXISTS tasks_notify_update ON tasks;
 CREATE TRIGGER tasks_notify_update AFTER UPDATE ON tasks
-    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION tasks_notify_change();
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.status IN ('Queued', 'Cancelled'))
+    EXECUTE FUNCTION tasks_notify_change();

@@ -42,9 +42,9 @@ def _fill(url: str, rows: int, chain_length: int) -> None:
           f"{counts.get(False, 0):,})")
 
 
-def _claim_ms(store: PostgresTaskStore, affinity: bool) -> list[float]:
+def _claim_ms(store: PostgresTaskStore, affinity: bool, claims: int = CLAIMS) -> list[float]:
     times = []
-    for i in range(CLAIMS):
+    for i in range(claims):
         started = time.perf_counter()
         task = store.claim_next_task(f"w{i % 8}", lease_seconds=600,
                                      resident_model="m1" if affinity else None,
@@ -81,7 +81,7 @@ def main(sizes: str, chain_length: int, url: str) -> None:
             print(f"size {size:,}:")
             _fill(schema_url, size, min(chain_length, max(1, size // 2)))
             store = PostgresTaskStore(schema_url, max_connections=1)
-            _claim_ms(store, affinity=False)  # warm: connection, prepared plans, caches
+            _claim_ms(store, affinity=False, claims=20)  # warm: connection, prepared plans, caches
             plain = statistics.median(_claim_ms(store, affinity=False))
             affine = statistics.median(_claim_ms(store, affinity=True))
             store.close()

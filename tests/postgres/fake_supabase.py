@@ -41,6 +41,7 @@ class FakeSupabase:
         self.storage_root = storage_root
         self.buckets = set(buckets)
         self.failing_uploads = 0  # the next N uploads answer 500
+        self.failing_rpcs = 0  # the next N rpc calls answer 503 PGRST001 (database unreachable)
         self.requests: list[str] = []
         self._signatures: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -162,6 +163,13 @@ def _handler_for(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                 self._reply(401, {"code": "PGRST301", "message": "invalid API key", "details": None, "hint": None})
                 return
             if path.startswith("/rest/v1/rpc/"):
+                with fake._lock:
+                    unreachable = fake.failing_rpcs > 0
+                    fake.failing_rpcs -= unreachable
+                if unreachable:
+                    self._reply(503, {"code": "PGRST001", "message": "Database client error. Retrying the "
+                                      "connection.", "details": "injected", "hint": None})
+                    return
                 args = json.loads(body or b"{}")
                 status, payload = fake.call_function(path.removeprefix("/rest/v1/rpc/"), args)
                 self._reply(status, payload)

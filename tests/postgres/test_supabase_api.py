@@ -75,6 +75,16 @@ def test_upload_is_retried_after_a_transient_failure_and_replaces_the_object(fak
     assert httpx.get(url).content == b"second"
 
 
+def test_api_store_rides_out_a_database_outage_behind_postgrest(fake_supabase, supabase_api_store):
+    task_id = supabase_api_store.add_task(NewTask("ping", {}))
+    fake_supabase.failing_rpcs = 3
+    task = supabase_api_store.claim_next_task("w", lease_seconds=30)
+    assert task is not None and task.id == task_id
+    fake_supabase.failing_rpcs = 2
+    assert supabase_api_store.complete_task(task_id, "w", output_location="u", result={"ok": True})
+    assert supabase_api_store.get_task(task_id).status is TaskStatus.COMPLETE
+
+
 def test_api_mode_with_a_wrong_key_or_missing_functions_is_a_clear_error(fake_supabase, postgres_url, tmp_path):
     wrong = _api_worker(fake_supabase, tmp_path, "--once", key="sb_secret_not-the-right-key-123")
     assert wrong.returncode == 1

@@ -219,9 +219,13 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
-                self.store.has_claimable_task()
-            ):
+            try:
+                if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
+                    self.store.has_claimable_task()
+                ):
+                    return
+            except Exception as exc:  # database away: the claim path backs off and reports it
+                self.log.warning("wait_for_work_failed", error=str(exc))
                 return
 
     def _housekeeping_if_due(self) -> None:

@@ -93,7 +93,9 @@ def main(runs: int) -> None:
           f"{settings['num_inference_steps']} steps; model loads during the run: {loads} (warm-up only)")
     print(f"bare pipeline + export_to_video : median {bare_median:.3f} s  runs={[round(t, 3) for t in times['bare']]}")
     print(f"row through the worker          : median {ours_median:.3f} s  runs={[round(t, 3) for t in times['ours']]}")
-    print(f"ratio worker/bare (median): {ours_median / bare_median:.3f} (target <= 1.02)")
+    paired = statistics.median(o / b for o, b in zip(times["ours"], times["bare"], strict=True))
+    print(f"ratio worker/bare (median): {ours_median / bare_median:.3f}; median of the interleaved pairs' "
+          f"ratios: {paired:.3f} (target <= 1.02)")
 
 
 if __name__ == "__main__":

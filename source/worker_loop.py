@@ -252,6 +252,9 @@ class Worker:
         )
         try:
             self._run_and_report(task)
+        except Exception as exc:  # the store stayed away past its own retries: the lease keeps the row safe
+            self.log.error("task_result_not_stored", task_id=task.id, error=str(exc)[:500],
+                           hint="the row is reclaimed when its lease expires and runs again")
         finally:
             structlog.contextvars.unbind_contextvars("task_id", "task_type", "worker_id")
 

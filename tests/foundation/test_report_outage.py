@@ -1,0 +1,38 @@
+"""The store failing while a finished task's result is written does not stop the worker: the row keeps
+its lease (so it is reclaimed and run again later) and the worker goes on with the next task."""
+
+from __future__ import annotations
+
+import psycopg
+
+from source.db.models import NewTask, TaskStatus
+from source.settings import WorkerSettings
+from source.worker_loop import Worker
+
+
+class FlakyCompletions:
+    """The real store, except that completing ``broken_id`` raises as a database outage would."""
+
+    def __init__(self, store, broken_id: str) -> None:
+        self._store, self.broken_id = store, broken_id
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def complete_task(self, task_id, worker_id, **kwargs):
+        if task_id == self.broken_id:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return self._store.complete_task(task_id, worker_id, **kwargs)
+
+
+def test_a_store_error_while_reporting_is_logged_and_the_worker_goes_on(sqlite_store, tmp_path):
+    broken = sqlite_store.add_task(NewTask("ping", {"message": "first"}, priority=1))
+    following = sqlite_store.add_task(NewTask("ping", {"message": "second"}))
+    worker = Worker(FlakyCompletions(sqlite_store, broken),
+                    WorkerSettings(worker_id="w-flaky", main_output_dir=tmp_path / "out", lease_seconds=30),
+                    exit_when_idle=True)
+    assert worker.run() == 0
+    assert sqlite_store.get_task(following).status is TaskStatus.COMPLETE
+    row = sqlite_store.get_task(broken)
+    assert row.status is TaskStatus.IN_PROGRESS and row.worker_id == "w-flaky"  # still leased: reclaimed later
+    assert row.lease_expires_at is not None

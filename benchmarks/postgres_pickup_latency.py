@@ -10,14 +10,12 @@ when the queue is empty, sleeps the poll interval; rows arrive at random points 
 
 from __future__ import annotations
 
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -25,43 +23,8 @@ import click
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.pg_schema import DEFAULT_URL, ROOT, fresh_schema  # noqa: E402
-from source.db.models import NewTask, TaskStatus  # noqa: E402
+from benchmarks.pickup import bare_poller, measure_pickup, p95  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
-
-
-def _seconds(task) -> float:
-    def parse(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return (parse(task.generation_started_at) - parse(task.created_at)).total_seconds()
-
-
-def _measure(store: PostgresTaskStore, rows: int, spacing: float) -> list[float]:
-    latencies = []
-    for _ in range(rows):
-        task_id = store.add_task(NewTask("ping", {}))
-        while (row := store.get_task(task_id)).status is TaskStatus.QUEUED:
-            time.sleep(0.005)
-        latencies.append(_seconds(row))
-        while store.get_task(task_id).status is not TaskStatus.COMPLETE:
-            time.sleep(0.005)
-        time.sleep(random.uniform(0.0, spacing))  # arrive at a random point of the poll cycle
-    return latencies
-
-
-def _p95(values: list[float]) -> float:
-    return sorted(values)[max(0, int(len(values) * 0.95) - 1)]
-
-
-def _bare_poller(url: str, interval: float, stop: threading.Event) -> None:
-    store = PostgresTaskStore(url)
-    while not stop.is_set():
-        task = store.claim_next_task("bare-poller", lease_seconds=60)
-        if task is None:
-            stop.wait(interval)
-            continue
-        store.complete_task(task.id, "bare-poller", output_location=None, result=None)
-    store.close()
 
 
 @click.command()
@@ -79,7 +42,7 @@ def main(rows: int, bare_rows: int, bare_interval: float, url: str) -> None:
         )
         try:
             time.sleep(3)  # imports done, worker idle and listening
-            ours = _measure(store, rows, 0.3)
+            ours = measure_pickup(store, rows, 0.3)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -88,19 +51,20 @@ def main(rows: int, bare_rows: int, bare_interval: float, url: str) -> None:
     with fresh_schema(url) as schema_url:
         store = PostgresTaskStore(schema_url)
         stop = threading.Event()
-        poller = threading.Thread(target=_bare_poller, args=(schema_url, bare_interval, stop), daemon=True)
+        poller = threading.Thread(target=bare_poller, args=(lambda: PostgresTaskStore(schema_url), bare_interval, stop),
+                                  daemon=True)
         poller.start()
         time.sleep(0.5)
-        bare = _measure(store, bare_rows, bare_interval)
+        bare = measure_pickup(store, bare_rows, bare_interval)
         stop.set()
         poller.join()
         store.close()
 
     ours_median, bare_median = statistics.median(ours), statistics.median(bare)
     print(f"worker.py LISTEN/NOTIFY (poll interval 10 s): n={len(ours)} median={ours_median * 1000:.1f} ms "
-          f"p95={_p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
+          f"p95={p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
     print(f"bare polling loop (interval {bare_interval:g} s): n={len(bare)} median={bare_median * 1000:.1f} ms "
-          f"p95={_p95(bare) * 1000:.1f} ms")
+          f"p95={p95(bare) * 1000:.1f} ms")
     print(f"ratio bare/ours (median): {bare_median / ours_median:.0f}x")
     print(f"target median < 50 ms: {'met' if ours_median < 0.05 else 'NOT met'}")
 

@@ -10,14 +10,12 @@ short — its latency grows linearly with the interval (about half of it on aver
 
 from __future__ import annotations
 
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 import click
@@ -25,40 +23,8 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from source.db.models import NewTask, TaskStatus  # noqa: E402
+from benchmarks.pickup import bare_poller, measure_pickup, p95  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
-
-
-def _seconds(task) -> float:
-    def parse(text: str) -> datetime:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    return (parse(task.generation_started_at) - parse(task.created_at)).total_seconds()
-
-
-def _measure(store: SqliteTaskStore, rows: int, spacing: float) -> list[float]:
-    latencies = []
-    for _ in range(rows):
-        task_id = store.add_task(NewTask("ping", {}))
-        while (row := store.get_task(task_id)).status is not TaskStatus.COMPLETE:
-            time.sleep(0.005)
-        latencies.append(_seconds(row))
-        time.sleep(random.uniform(0.0, spacing))  # arrive at a random point of the poll cycle
-    return latencies
-
-
-def _p95(values: list[float]) -> float:
-    return sorted(values)[max(0, int(len(values) * 0.95) - 1)]
-
-
-def _bare_poller(db: Path, interval: float, stop: threading.Event) -> None:
-    store = SqliteTaskStore(db)
-    while not stop.is_set():
-        task = store.claim_next_task("bare-poller", lease_seconds=60)
-        if task is None:
-            stop.wait(interval)
-            continue
-        store.complete_task(task.id, "bare-poller", output_location=None, result=None)
 
 
 @click.command()
@@ -77,7 +43,7 @@ def main(rows: int, bare_rows: int, bare_interval: float) -> None:
         )
         try:
             time.sleep(3)  # imports done, worker idle
-            ours = _measure(store, rows, 0.3)
+            ours = measure_pickup(store, rows, 0.3)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
@@ -86,17 +52,18 @@ def main(rows: int, bare_rows: int, bare_interval: float) -> None:
         bare_store = SqliteTaskStore(bare_db)
         bare_store.migrate()
         stop = threading.Event()
-        poller = threading.Thread(target=_bare_poller, args=(bare_db, bare_interval, stop), daemon=True)
+        poller = threading.Thread(target=bare_poller, args=(lambda: SqliteTaskStore(bare_db), bare_interval, stop),
+                                  daemon=True)
         poller.start()
         time.sleep(0.5)
-        bare = _measure(bare_store, bare_rows, bare_interval)
+        bare = measure_pickup(bare_store, bare_rows, bare_interval)
         stop.set()
 
     ours_median, bare_median = statistics.median(ours), statistics.median(bare)
     print(f"worker.py wake-up (poll interval 10 s): n={len(ours)} median={ours_median * 1000:.1f} ms "
-          f"p95={_p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
+          f"p95={p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
     print(f"bare polling loop (interval {bare_interval:g} s): n={len(bare)} median={bare_median * 1000:.1f} ms "
-          f"p95={_p95(bare) * 1000:.1f} ms")
+          f"p95={p95(bare) * 1000:.1f} ms")
     print(f"ratio bare/ours (median): {bare_median / ours_median:.1f}x at a {bare_interval:g} s interval; "
           f"a 10 s poll would be ~{10 / bare_interval:.0f}x worse again")
     print(f"target median < 100 ms: {'met' if ours_median < 0.1 else 'NOT met'}")

@@ -19,6 +19,10 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="sqlite: one box, an embedded db file. supabase: many boxes on one Postgres/Supabase."),
         click.option("--db-file", default="tasks.db", show_default=True, envvar="WORKER_DB_FILE",
                      help="SQLite db file (created and migrated when missing)."),
+        click.option("--db-busy-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     envvar="WORKER_DB_BUSY_TIMEOUT",
+                     help="SQLite: seconds a statement waits on another process's lock before the worker backs off "
+                          "and retries."),
         click.option("--db-url", envvar="SUPABASE_DB_URL", default=None,
                      help="Direct Postgres URL for --db-type supabase [env SUPABASE_DB_URL]."),
         click.option("--supabase-url", envvar="SUPABASE_URL", default=None,
@@ -40,6 +44,7 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     return StoreConfig(
         db_type=DbType(kwargs.pop("db_type")),
         db_file=kwargs.pop("db_file"),
+        busy_timeout_seconds=kwargs.pop("db_busy_timeout"),
         db_url=kwargs.pop("db_url"),
         supabase_url=kwargs.pop("supabase_url"),
         supabase_key=kwargs.pop("supabase_access_token"),

@@ -15,5 +15,5 @@ def open_store(config: StoreConfig) -> TaskStore:
     if config.db_type is DbType.SQLITE:
         from source.db.sqlite import SqliteTaskStore
 
-        return SqliteTaskStore(config.db_file)
+        return SqliteTaskStore(config.db_file, busy_timeout_seconds=config.busy_timeout_seconds)
     raise StoreConfigError("the Postgres/Supabase backend is not available in this build yet")

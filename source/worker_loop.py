@@ -17,7 +17,7 @@ import structlog
 
 from source.db.models import Task, WorkerInfo
 from source.db.store import TaskStore
-from source.errors import InvalidParams, TaskCancelled, TaskError
+from source.errors import InvalidParams, TaskCancelled, TaskError, describe_storage_error
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
 from source.publishing import LocalPublisher, OutputPublisher
@@ -361,6 +361,10 @@ class Worker:
             return
         if isinstance(error, TaskError):
             message = str(error)
+            extra = None
+        elif (storage_problem := describe_storage_error(error)) is not None:
+            # Disk full, read-only or unwritable output dir: the operator's problem, not a code bug.
+            message = storage_problem
             extra = None
         else:
             message = f"{type(error).__name__}: {error}"

@@ -34,6 +34,10 @@ class NothingDetected(TaskError):
     """An analysis task found nothing to report in its input (no person for a pose, ...)."""
 
 
+class OutOfMemory(TaskError):
+    """Generation ran out of (GPU) memory; the model was unloaded and the worker goes on."""
+
+
 class TaskCancelled(Exception):
     """Raised at a checkpoint when the running task must stop.
 

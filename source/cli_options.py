@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -39,8 +41,13 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     """Pop the store flags from a click kwargs dict into a StoreConfig (registering secrets first)."""
-    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), kwargs.get("db_url")):
+    db_url = kwargs.get("db_url")
+    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), db_url):
         register_secret(secret)
+    if db_url:
+        # The password alone shows up too (driver errors, DSN dumps).
+        with contextlib.suppress(ValueError):
+            register_secret(urlsplit(db_url).password)
     return StoreConfig(
         db_type=DbType(kwargs.pop("db_type")),
         db_file=kwargs.pop("db_file"),

@@ -20,6 +20,7 @@ from source.db.store import TaskStore
 from source.errors import InvalidParams, TaskCancelled, TaskError, describe_storage_error
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
+from source.logging_utils import redact, redact_value
 from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
@@ -328,12 +329,13 @@ class Worker:
         except TaskError as exc:
             self._fail(task, str(exc), tlog)
             return
-        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
-                  "handler_seconds": elapsed}
+        # Rows are read by people who must never see the worker's keys: scrub what gets stored.
+        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
+                               "handler_seconds": elapsed})
         if outcome.completes_parent and task.parent_task_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds
             # the parent already Complete; the other order could leave the parent waiting forever.
-            parent_result = {**outcome.result, "completed_by_task_id": task.id}
+            parent_result = redact_value({**outcome.result, "completed_by_task_id": task.id})
             if self._report("complete_parent", lambda: self.store.complete_parent(
                     task.parent_task_id, output_location=location, result=parent_result), tlog):
                 tlog.info("parent_completed", parent_task_id=task.parent_task_id, output_location=location)
@@ -348,7 +350,7 @@ class Worker:
             tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
 
     def _park(self, task: Task, outcome: TaskOutcome, tlog: Any) -> None:
-        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts}
+        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts})
         if self._report("park_awaiting_children", lambda: self.store.park_awaiting_children(
                 task.id, self.settings.worker_id, result=result), tlog):
             tlog.info("task_awaiting_children", children=len(outcome.result.get("child_task_ids", [])))
@@ -400,7 +402,8 @@ class Worker:
 
     def _fail(self, task: Task, message: str, tlog: Any, *, seconds: float | None = None,
               result: dict[str, Any] | None = None) -> None:
-        message = message[:MAX_ERROR_CHARS] or "the task failed without a message"
+        message = redact(message)[:MAX_ERROR_CHARS] or "the task failed without a message"
+        result = redact_value(result)
         if self._report("fail_task", lambda: self.store.fail_task(
                 task.id, self.settings.worker_id, error_message=message, result=result), tlog):
             tlog.warning("task_failed", error=message, seconds=seconds)

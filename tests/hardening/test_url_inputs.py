@@ -3,10 +3,9 @@ A real HTTP server on 127.0.0.1 plays the hostile host."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -15,6 +14,7 @@ from source.errors import InputUnavailable, InvalidParams
 from source.inputs import MAX_REDIRECTS, download, resolve_input
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
+from tests.helpers import http_server
 
 BODY = b"x" * 1000
 
@@ -69,16 +69,8 @@ class HostileHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with http_server(HostileHandler) as url:
+        yield url
 
 
 def test_http_downloads_and_http_redirects_work(hostile_server, tmp_path):

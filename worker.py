@@ -12,8 +12,10 @@ import structlog
 
 from source.cli_options import with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store
+from source.db.config import StoreUnavailable
 from source.generation import queue_stats, resident_affinity
 from source.logging_utils import configure_logging
+from source.publishing import open_publisher
 from source.settings import WorkerSettings, default_worker_id
 from source.worker_loop import Worker
 
@@ -68,8 +70,11 @@ def main(config: StoreConfig, **opts: object) -> None:
             Path(config.db_file + suffix).unlink(missing_ok=True)
         log.info("db_deleted", db_file=config.db_file)
 
-    store = open_store(config)
-    applied = store.migrate()
+    try:
+        store = open_store(config)
+        applied = store.migrate()
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if opts["migrate_only"]:
         click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
         store.close()
@@ -97,8 +102,9 @@ def main(config: StoreConfig, **opts: object) -> None:
                                  model_switches=lambda: int((queue_stats() or {}).get("model_switches", 0)))
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
-    worker = Worker(store, settings, max_tasks=opts["max_tasks"], exit_when_idle=bool(opts["once"]),  # type: ignore[arg-type]
-                    observer=observer, affinity=resident_affinity, queue_stats=queue_stats)
+    worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+                    exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
+                    queue_stats=queue_stats)
     worker.install_signal_handlers()
     try:
         code = worker.run()

@@ -37,13 +37,14 @@ PROMPT = "a red cat dances on the beach at sunset"
 
 
 def wait_complete(store: SqliteTaskStore, task_id: str) -> None:
+    """Wait like a client would: wake on a commit to the file (data_version), then read the row."""
     while True:
         row = store.get_task(task_id)
         if row.status is TaskStatus.COMPLETE:
             return
         if row.status is not TaskStatus.QUEUED and row.status is not TaskStatus.IN_PROGRESS:
             raise SystemExit(f"task {task_id} ended {row.status.value}: {row.error_message}")
-        time.sleep(0.002)
+        store.wait_for_change(1.0)
 
 
 @click.command()

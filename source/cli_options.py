@@ -16,9 +16,9 @@ from source.logging_utils import register_secret
 
 def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
-        click.option("--db-type", type=click.Choice([t.value for t in DbType]), default=DbType.SQLITE.value,
-                     show_default=True, envvar="WORKER_DB_TYPE",
-                     help="sqlite: one box, an embedded db file. supabase: many boxes on one Postgres/Supabase."),
+        click.option("--db-type", type=click.Choice([t.value for t in DbType]), default=None, envvar="WORKER_DB_TYPE",
+                     help="sqlite: one box, an embedded db file. supabase: many boxes on one Postgres/Supabase "
+                          "[default: supabase when --db-url is given, else sqlite]."),
         click.option("--db-file", default="tasks.db", show_default=True, envvar="WORKER_DB_FILE",
                      help="SQLite db file (created and migrated when missing)."),
         click.option("--db-busy-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
@@ -33,6 +33,8 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Service-role key or access token; prefer the env var SUPABASE_SERVICE_ROLE_KEY."),
         click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
                      help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
+        click.option("--supabase-bucket", envvar="SUPABASE_VIDEO_BUCKET", default="image_uploads", show_default=True,
+                     help="Supabase Storage bucket for outputs [env SUPABASE_VIDEO_BUCKET]."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -48,14 +50,18 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         # The password alone shows up too (driver errors, DSN dumps).
         with contextlib.suppress(ValueError):
             register_secret(urlsplit(db_url).password)
+    db_type = kwargs.pop("db_type")
+    if db_type is None:
+        db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE
     return StoreConfig(
-        db_type=DbType(kwargs.pop("db_type")),
+        db_type=DbType(db_type),
         db_file=kwargs.pop("db_file"),
         busy_timeout_seconds=kwargs.pop("db_busy_timeout"),
         db_url=kwargs.pop("db_url"),
         supabase_url=kwargs.pop("supabase_url"),
         supabase_key=kwargs.pop("supabase_access_token"),
         supabase_anon_key=kwargs.pop("supabase_anon_key"),
+        storage_bucket=kwargs.pop("supabase_bucket"),
     )
 
 

@@ -10,6 +10,7 @@ import click
 
 from source.cli_options import with_store_config
 from source.db import NewTask, StoreConfig, StoreConfigError, TaskStatus, TaskStore, open_store
+from source.db.config import StoreUnavailable
 from source.db.models import Task
 from source.logging_utils import configure_logging
 from source.routing import known_task_types
@@ -20,7 +21,10 @@ def _open(config: StoreConfig) -> TaskStore:
         store = open_store(config)
     except StoreConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    store.migrate()
+    try:
+        store.migrate()
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     return store
 
 

@@ -193,8 +193,6 @@ class Worker:
             try:
                 self._housekeeping_if_due()
                 task = self._claim()
-                if task is None and not self.exit_when_idle:
-                    self._wait_for_work()
                 backoff = 0.1
             except Exception as exc:  # database away or locked past its timeout: back off, keep going
                 self.log.warning("claim_failed", error=str(exc), retry_in=backoff)
@@ -205,6 +203,7 @@ class Worker:
                 return task
             if self.exit_when_idle:
                 return None
+            self._wait_for_work()
         return None
 
     def _claim(self) -> Task | None:
@@ -226,9 +225,13 @@ class Worker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
-                self.store.has_claimable_task()
-            ):
+            try:
+                if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
+                    self.store.has_claimable_task()
+                ):
+                    return
+            except Exception as exc:  # database away: the claim path backs off and reports it
+                self.log.warning("wait_for_work_failed", error=str(exc))
                 return
 
     def _housekeeping_if_due(self) -> None:

@@ -8,10 +8,17 @@ import pytest
 
 from source.db.sqlite import SqliteTaskStore
 from source.logging_utils import configure_logging
+from tests.pg_fixtures import (  # noqa: F401  (fixtures)
+    fake_supabase,
+    postgres_schema_url,
+    postgres_store,
+    postgres_url,
+    supabase_api_store,
+)
 
 configure_logging("console")
 
-STORE_BACKENDS = ["sqlite"]
+STORE_BACKENDS = ["sqlite", "postgres", "supabase_api"]
 
 
 def _open_sqlite(tmp_path: Path) -> SqliteTaskStore:

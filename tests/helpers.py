@@ -18,21 +18,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORKER = REPO_ROOT / "worker.py"
 
 
-def worker_command(db_file: Path, output_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(WORKER), "--db-file", str(db_file), "--main-output-dir", str(output_dir),
-            "--log-format", "json", *extra]
+def worker_command(db: Path | str, output_dir: Path, *extra: str) -> list[str]:
+    """``db``: a SQLite file (Path) or a Postgres URL/conninfo (str)."""
+    store = ["--db-file", str(db)] if isinstance(db, Path) else ["--db-url", db]
+    return [sys.executable, str(WORKER), *store, "--main-output-dir", str(output_dir), "--log-format", "json", *extra]
 
 
-def start_worker(db_file: Path, output_dir: Path, *extra: str, log_path: Path | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def _worker_env(env: dict[str, str] | None) -> dict[str, str]:
+    # The tests choose the store explicitly: settings exported in the shell must not leak in.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SUPABASE_", "WORKER_DB"))}
+    return {**base, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
+def start_worker(db: Path | str, output_dir: Path, *extra: str, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     stderr: Any = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(worker_command(db_file, output_dir, *extra), cwd=REPO_ROOT, env=env,
+    return subprocess.Popen(worker_command(db, output_dir, *extra), cwd=REPO_ROOT, env=_worker_env(env),
                             stdout=subprocess.DEVNULL, stderr=stderr)
 
 
-def run_worker(db_file: Path, output_dir: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(worker_command(db_file, output_dir, *extra), cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+def run_worker(db: Path | str, output_dir: Path, *extra: str, timeout: float = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(worker_command(db, output_dir, *extra), cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=_worker_env(env))
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:

@@ -16,4 +16,11 @@ def open_store(config: StoreConfig) -> TaskStore:
         from source.db.sqlite import SqliteTaskStore
 
         return SqliteTaskStore(config.db_file, busy_timeout_seconds=config.busy_timeout_seconds)
-    raise StoreConfigError("the Postgres/Supabase backend is not available in this build yet")
+    if config.db_url:
+        from source.db.postgres import PostgresTaskStore
+
+        return PostgresTaskStore(config.db_url)
+    from source.db.supabase_store import SupabaseTaskStore
+
+    assert config.supabase_url and config.supabase_key  # validate() said so
+    return SupabaseTaskStore(config.supabase_url, config.supabase_key)

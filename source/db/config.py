@@ -15,6 +15,10 @@ class StoreConfigError(ValueError):
     """The settings cannot name a usable store; the message says which setting is missing."""
 
 
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached or its schema is not in place; the message says what to do."""
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     db_type: DbType = DbType.SQLITE
@@ -25,6 +29,12 @@ class StoreConfig:
     supabase_url: str | None = None
     supabase_key: str | None = None
     supabase_anon_key: str | None = None
+    storage_bucket: str = "image_uploads"
+
+    @property
+    def has_storage(self) -> bool:
+        """Outputs go to Supabase Storage when the project URL and a key are known (API mode always)."""
+        return bool(self.supabase_url and self.supabase_key)
 
     def __repr__(self) -> str:  # keys never end up in logs or tracebacks
         return (

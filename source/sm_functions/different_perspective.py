@@ -38,6 +38,8 @@ class DifferentPerspectiveParams(TaskParams):
     fps_helpers: int = Field(16, ge=1, le=120)
     # Which text-to-video model makes the intermediate view (the VACE model_name needs a guide).
     t2i_model_name: str = DEFAULT_T2I_MODEL
+    # Which depth estimator the two generate_depth steps use (perspective_type "depth"); None = its default.
+    depth_model: str | None = None
 
 
 def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
@@ -49,14 +51,15 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     resolve_input(p.input_image_path, "input_image_path", ctx.work_dir)
     perspective = PERSPECTIVE_TASK_TYPES[p.perspective_type]
     resolution = f"{width}x{height}"
+    estimator = {"model": p.depth_model} if p.perspective_type == "depth" and p.depth_model else {}
     specs = [
-        ChildSpec("input_perspective", perspective, {"input_image_path": p.input_image_path}),
+        ChildSpec("input_perspective", perspective, {"input_image_path": p.input_image_path, **estimator}),
         ChildSpec("view", "t2v", {
             "prompt": p.prompt, "model": p.t2i_model_name, "resolution": resolution,
             "video_length": PREVIEW_FRAMES, "seed": p.seed, "use_causvid_lora": p.use_causvid_lora,
         }),
         ChildSpec("view_frame", "extract_frame", {"input_video_task_id": child_id(ctx, "view"), "frame_index": 0}),
-        ChildSpec("view_perspective", perspective, {"input_image_task_id": child_id(ctx, "view_frame")}),
+        ChildSpec("view_perspective", perspective, {"input_image_task_id": child_id(ctx, "view_frame"), **estimator}),
         ChildSpec("final", "dp_final_gen", {
             "orchestrator_task_id_ref": ctx.task.id, "input_image_path": p.input_image_path, "prompt": p.prompt,
             "model": p.model_name, "resolution": resolution, "seed": p.seed,

@@ -17,7 +17,7 @@ from tests.helpers import log_events, start_worker
 
 @dataclass
 class WorkerFleet:
-    db_file: Path
+    db: Path | str  # a SQLite file or a Postgres URL (tests.helpers.worker_command)
     output_dir: Path
     log_dir: Path
     size: int
@@ -44,7 +44,7 @@ class WorkerFleet:
     def _spawn(self, slot: int) -> None:
         self.starts += 1
         worker_id = f"w{slot}-{self.starts}"
-        proc = start_worker(self.db_file, self.output_dir, "--worker", worker_id, *self.worker_args,
+        proc = start_worker(self.db, self.output_dir, "--worker", worker_id, *self.worker_args,
                             log_path=self.log_dir / f"{worker_id}.log")
         self._procs[slot] = (proc, time.monotonic(), worker_id)
 

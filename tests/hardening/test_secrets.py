@@ -17,10 +17,10 @@ DB_PASSWORD = "pg-canary-password-51d2"
 SECRETS = (SERVICE_KEY, DB_PASSWORD)
 
 
-def test_secrets_stay_out_of_debug_logs_saved_logs_and_stored_rows(sqlite_store, tmp_path, monkeypatch):
-    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
-    monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://worker:{DB_PASSWORD}@127.0.0.1:9/tasks")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_secrets_stay_out_of_debug_logs_saved_logs_and_stored_rows(sqlite_store, tmp_path):
+    # Set in the environment as on a production box, unused (the store is SQLite) but still secrets.
+    env = {"SUPABASE_SERVICE_ROLE_KEY": SERVICE_KEY, "SUPABASE_DB_URL": f"postgresql://worker:{DB_PASSWORD}@127.0.0.1:9/t",
+           "HF_HUB_OFFLINE": "1"}
     ids = {
         # an input URL carrying the key: the download error quotes the URL
         "url": sqlite_store.add_task(NewTask("extract_frame", {
@@ -31,8 +31,8 @@ def test_secrets_stay_out_of_debug_logs_saved_logs_and_stored_rows(sqlite_store,
         "debug": sqlite_store.add_task(NewTask("t2v", {"prompt": f"a cat {SERVICE_KEY}", "model": "tiny_t2v"})),
     }
     saved = tmp_path / "saved.log"
-    result = run_worker(sqlite_store.path, tmp_path / "out", "--once", "--debug", "--save-logging", str(saved),
-                        timeout=180)
+    result = run_worker(sqlite_store.path, tmp_path / "out", "--db-type", "sqlite", "--once", "--debug",
+                        "--save-logging", str(saved), timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
     outputs = {"stdout+stderr": result.stdout + result.stderr, "saved log": saved.read_text()}

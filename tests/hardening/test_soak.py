@@ -60,13 +60,23 @@ def plan_rows(count: int, seed: int = 7) -> list[Planned]:
     return planned
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def soak_target(request, tmp_path):
+    """(store, what worker.py is pointed at): a SQLite file, or a fresh Postgres schema's URL."""
+    if request.param == "sqlite":
+        store = request.getfixturevalue("sqlite_store")
+        return store, store.path
+    return request.getfixturevalue("postgres_store"), request.getfixturevalue("postgres_schema_url")
+
+
 def _busy_workers(store) -> set[str]:
     return {t.worker_id for t in store.list_tasks(status=TaskStatus.IN_PROGRESS, limit=50) if t.worker_id}
 
 
 @pytest.mark.slow
 @pytest.mark.soak
-def test_soak_with_random_kill_9_loses_nothing_and_completes_each_row_once(store, tmp_path):
+def test_soak_with_random_kill_9_loses_nothing_and_completes_each_row_once(soak_target, tmp_path):
+    store, target = soak_target
     rows = plan_rows(SOAK_ROWS)
     for row in rows:
         store.add_task(row.task)
@@ -74,7 +84,7 @@ def test_soak_with_random_kill_9_loses_nothing_and_completes_each_row_once(store
     out = tmp_path / "out"
 
     started = time.monotonic()
-    fleet = WorkerFleet(store.path, out, tmp_path / "logs", WORKERS, WORKER_ARGS,
+    fleet = WorkerFleet(target, out, tmp_path / "logs", WORKERS, WORKER_ARGS,
                         busy_workers=lambda: _busy_workers(store)).start()
     fleet.start_chaos()
 

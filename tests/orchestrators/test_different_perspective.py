@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
+import matplotlib
 import numpy as np
 import pytest
 
-from source import routing
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_video
 from source.task_conversion import ALIASES, CONVERSION_KEYS, ENGINE_KEYS, db_task_to_generation_task
@@ -80,20 +82,36 @@ def test_dp_final_gen_morphs_the_two_maps_and_completes_the_orchestrator(sqlite_
     assert err(frames[2], mid) < 0.5 * min(err(frames[2], start), err(frames[2], end))
 
 
-@pytest.mark.parametrize("perspective_type", ["pose", "depth"])
-def test_different_perspective_end_to_end_on_tiny_models(sqlite_store, tmp_path, keyframes, perspective_type):
-    needed = {"pose": "generate_openpose", "depth": "generate_depth"}[perspective_type]
-    if routing.ROUTES.get(needed) is None:
-        pytest.skip(f"routing.ROUTES has no handler for {needed} in this checkout")
-    parent = sqlite_store.add_task(NewTask("different_perspective_orchestrator",
-                                           dp_params(keyframes[0], perspective_type=perspective_type)))
+def test_different_perspective_depth_end_to_end_on_tiny_models(sqlite_store, tmp_path, keyframes):
+    parent = sqlite_store.add_task(NewTask("different_perspective_orchestrator", dp_params(
+        keyframes[0], perspective_type="depth", depth_model="tiny_depth_anything")))
     run_in_process(sqlite_store, tmp_path / "out")
     children = _children(sqlite_store, parent)
     assert {k: r.status for k, r in children.items()} == {k: TaskStatus.COMPLETE for k in CHAIN}, {
         k: r.error_message for k, r in children.items()}
+    assert children["view_perspective"].result["model"] == "tiny_depth_anything"
     done = sqlite_store.get_task(parent)
     assert done.status is TaskStatus.COMPLETE and done.output_location == children["final"].output_location
     assert cv2.imread(done.output_location) is not None
+
+
+def test_different_perspective_pose_runs_real_detection_and_fails_on_a_view_without_a_person(
+        sqlite_store, tmp_path):
+    """The pose chain with real mediapipe detection: the portrait's pose is found; the tiny random model's
+    view has nobody in it, so the chain stops there with that cause and nothing is left Queued."""
+    portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    parent = sqlite_store.add_task(NewTask("different_perspective_orchestrator", dp_params(str(portrait))))
+    run_in_process(sqlite_store, tmp_path / "out")
+    children = _children(sqlite_store, parent)
+    statuses = {k: r.status for k, r in children.items()}
+    assert statuses["input_perspective"] is TaskStatus.COMPLETE, children["input_perspective"].error_message
+    assert statuses["view"] is TaskStatus.COMPLETE and statuses["view_frame"] is TaskStatus.COMPLETE
+    assert statuses["view_perspective"] is TaskStatus.FAILED
+    assert "no person detected" in children["view_perspective"].error_message
+    assert statuses["final"] in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    done = sqlite_store.get_task(parent)
+    assert done.status is TaskStatus.FAILED
+    assert children["view_perspective"].id in done.error_message and "no person detected" in done.error_message
 
 
 @pytest.mark.parametrize(("override", "message"), [

@@ -1,0 +1,183 @@
+"""Postgres task store over a direct connection (psycopg 3 + a small pool): many workers on one database,
+claims through the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
+
+import psycopg
+import structlog
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from source.db.config import StoreUnavailable
+from source.db.pg_listener import ChangeListener
+from source.db.rpc_store import Row, RpcTaskStore
+from source.db.sql_files import list_migrations, load_queries
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+# Supabase's transaction pooler: no LISTEN, no prepared statements (see README).
+TRANSACTION_POOLER_PORT = "6543"
+FALLBACK_POLL_SECONDS = 1.0
+LISTEN_CONNECT_WAIT_SECONDS = 3.0
+MAX_BACKOFF_SECONDS = 5.0
+RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+
+
+class PostgresTaskStore(RpcTaskStore):
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 4,
+        retry_seconds: float = 120.0,
+        application_name: str = "wangp-worker",
+    ) -> None:
+        self.retry_seconds = retry_seconds
+        self._queries = load_queries("postgres")
+        settings = conninfo_to_dict(url)
+        self._through_transaction_pooler = str(settings.get("port", "")) == TRANSACTION_POOLER_PORT
+        self._conninfo = url
+        # for messages: never the URL itself, it may carry a password
+        self._where = f"{settings.get('host', 'localhost')}:{settings.get('port', 5432)}/{settings.get('dbname', '')}"
+        self._connect_kwargs: dict[str, Any] = {"row_factory": dict_row}
+        if "application_name" not in settings:
+            self._connect_kwargs["application_name"] = application_name
+        if "connect_timeout" not in settings:
+            self._connect_kwargs["connect_timeout"] = 5
+        if self._through_transaction_pooler:
+            self._connect_kwargs["prepare_threshold"] = None
+        self._pool = ConnectionPool(
+            url, min_size=min_connections, max_size=max_connections,
+            kwargs={"autocommit": True, **self._connect_kwargs}, configure=_configure_connection,
+            timeout=10.0, reconnect_timeout=retry_seconds, name="tasks", open=False,
+        )
+        self._pool.open(wait=False)
+        self._listener: ChangeListener | None = None
+        self._listener_lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+
+    # -- calling the SQL functions -------------------------------------------------------------------
+    def _rows(self, function: str, **params: Any) -> list[Row]:
+        return self._run(_rows_query(function, tuple(params)), _adapt(params), lambda cur: cur.fetchall())
+
+    def _value(self, function: str, **params: Any) -> Any:
+        return self._run(_value_query(function, tuple(params)), _adapt(params), lambda cur: cur.fetchone()["value"])
+
+    def _run(self, query: Any, params: dict[str, Any], fetch: Callable[[psycopg.Cursor], T]) -> T:
+        """One autocommit statement. When the server is away (restart, terminated backend, network) retry
+        with backoff for up to ``retry_seconds``: the worker's lease keeps its task safe meanwhile."""
+        deadline = time.monotonic() + self.retry_seconds
+        backoff = 0.05
+        while True:
+            try:
+                with self._pool.connection() as conn:
+                    return fetch(conn.execute(query, params))
+            except RETRYABLE as exc:
+                if self._closed or time.monotonic() + backoff > deadline:
+                    raise
+                log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    # -- schema --------------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        try:
+            return self._migrate()
+        except RETRYABLE as exc:
+            raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
+
+    def _migrate(self) -> list[str]:
+        applied_now: list[str] = []
+        q = self._queries
+        # its own connection: an unreachable server is reported at once, not after the pool's timeout
+        with psycopg.connect(self._conninfo, **self._connect_kwargs) as conn, conn.transaction():
+            _configure_connection(conn)
+            conn.execute(q["lock_migrations"])
+            conn.execute(q["create_migrations_table"])
+            done = {row["version"] for row in conn.execute(q["applied_migrations"])}
+            for migration in list_migrations("postgres"):
+                if migration.version in done:
+                    continue
+                conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
+                conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                applied_now.append(f"{migration.version:03d}_{migration.name}")
+        if applied_now:
+            log.info("migrations_applied", migrations=applied_now)
+        return applied_now
+
+    def schema_version(self) -> int:
+        return int(self._run(self._queries["schema_version"], {}, lambda cur: cur.fetchone()["version"]))
+
+    # -- wake-up -------------------------------------------------------------------------------------
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """LISTEN wake-up. Each thread remembers the last change it saw, so a change between two calls
+        is not missed. Without a listening connection (transaction pooler, server away) it reports a
+        possible change every second and the caller looks at the table."""
+        listener = self._ensure_listener()
+        if listener is None or not listener.connected:
+            wait = min(timeout, FALLBACK_POLL_SECONDS)
+            if stop is not None:
+                return not stop.wait(wait)
+            time.sleep(wait)
+            return True
+        seen = getattr(self._local, "seen", None)
+        if seen is None:
+            seen = listener.version
+        now = listener.wait_newer_than(seen, timeout, stop)
+        self._local.seen = now
+        return now > seen
+
+    def _ensure_listener(self) -> ChangeListener | None:
+        if self._through_transaction_pooler:
+            return None
+        with self._listener_lock:
+            if self._listener is None and not self._closed:
+                schema = self._run(self._queries["current_schema"], {}, lambda cur: cur.fetchone()["schema"])
+                self._listener = ChangeListener(self._conninfo, self._connect_kwargs, self._queries["listen"],
+                                                schema)
+                self._listener.wait_until_connected(LISTEN_CONNECT_WAIT_SECONDS)
+            return self._listener
+
+    def close(self) -> None:
+        self._closed = True
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
+        self._pool.close()
+
+
+def _configure_connection(conn: psycopg.Connection) -> None:
+    # One timestamp form across backends: timestamptz values arrive in UTC.
+    conn.execute("SET TIME ZONE 'UTC'")
+
+
+def _adapt(params: dict[str, Any]) -> dict[str, Any]:
+    return {key: Jsonb(value) if isinstance(value, dict) else value for key, value in params.items()}
+
+
+def _arguments(names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(n), sql.Placeholder(n)) for n in names)
+
+
+# Rendered once per (function, argument names): composing on every call was a tenth of a claim's CPU.
+@cache
+def _rows_query(function: str, names: tuple[str, ...]) -> str:
+    return sql.SQL("SELECT * FROM {}({})").format(sql.Identifier(function), _arguments(names)).as_string(None)
+
+
+@cache
+def _value_query(function: str, names: tuple[str, ...]) -> str:
+    return sql.SQL("SELECT {}({}) AS value").format(sql.Identifier(function), _arguments(names)).as_string(None)

@@ -1,0 +1,183 @@
+"""The TaskStore verbs as calls of the SQL functions in ``sql/postgres/migrations``: shared by the direct
+Postgres store (psycopg) and the Supabase API store (supabase-py rpc), which differ only in transport."""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+from uuid import uuid4
+
+from source.db.models import (
+    CascadeFailure,
+    CascadeKind,
+    LeaseReclaim,
+    NewTask,
+    QueueStats,
+    Task,
+    TaskStatus,
+    WorkerInfo,
+    WorkerRecord,
+    child_task_id,
+)
+from source.db.sql_files import list_migrations
+
+Row = dict[str, Any]
+
+
+def expected_schema_version() -> int:
+    return max(m.version for m in list_migrations("postgres"))
+
+
+class RpcTaskStore(ABC):
+    """Subclasses provide ``_rows`` (a set-returning function → rows) and ``_value`` (a scalar function)."""
+
+    @abstractmethod
+    def _rows(self, function: str, **params: Any) -> list[Row]: ...
+
+    @abstractmethod
+    def _value(self, function: str, **params: Any) -> Any: ...
+
+    @abstractmethod
+    def migrate(self) -> list[str]: ...
+
+    @abstractmethod
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def _row_to_task(self, row: Row) -> Task:
+        return Task.from_row(row)
+
+    def _flag(self, function: str, **params: Any) -> bool:
+        return bool(self._value(function, **params))
+
+    # -- producer verbs ------------------------------------------------------------------------------
+    def add_task(self, task: NewTask) -> str:
+        return str(self._value(
+            "add_task", p_task_type=task.task_type, p_params=task.params, p_id=task.id or str(uuid4()),
+            p_dependant_on=task.dependant_on, p_project_id=task.project_id, p_priority=task.priority,
+            p_max_attempts=task.max_attempts,
+        ))
+
+    def get_task(self, task_id: str) -> Task | None:
+        rows = self._rows("get_task", p_task_id=task_id)
+        return self._row_to_task(rows[0]) if rows else None
+
+    def list_tasks(
+        self, *, status: TaskStatus | None = None, task_type: str | None = None, limit: int = 100
+    ) -> list[Task]:
+        rows = self._rows("list_tasks", p_status=status.value if status else None, p_task_type=task_type,
+                          p_limit=limit)
+        return [self._row_to_task(row) for row in rows]
+
+    def cancel_task(self, task_id: str) -> bool:
+        return self._flag("cancel_task", p_task_id=task_id)
+
+    def retry_task(self, task_id: str) -> bool:
+        return self._flag("retry_task", p_task_id=task_id)
+
+    def stats(self) -> QueueStats:
+        by_status = {row["status"]: int(row["n"]) for row in self._rows("count_tasks_by_status")}
+        by_worker: dict[str, dict[str, int]] = {}
+        for row in self._rows("count_tasks_by_worker"):
+            by_worker.setdefault(row["worker_id"], {})[row["status"]] = int(row["n"])
+        return QueueStats(by_status=by_status, by_worker=by_worker)
+
+    # -- worker verbs --------------------------------------------------------------------------------
+    def has_claimable_task(self) -> bool:
+        return self._flag("has_claimable_task")
+
+    def claim_next_task(
+        self,
+        worker_id: str,
+        *,
+        lease_seconds: float,
+        resident_model: str | None = None,
+        resident_task_types: tuple[str, ...] = (),
+        affinity_window_seconds: float = 120.0,
+    ) -> Task | None:
+        rows = self._rows(
+            "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
+            p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
+            p_affinity_window_seconds=float(affinity_window_seconds),
+        )
+        return self._row_to_task(rows[0]) if rows else None
+
+    def heartbeat(
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+    ) -> bool:
+        return self._flag("heartbeat_task", p_task_id=task_id, p_worker_id=worker_id,
+                          p_lease_seconds=float(lease_seconds),
+                          p_progress=None if progress is None else float(progress))
+
+    def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
+        rows = self._rows("task_status", p_task_id=task_id)
+        return (TaskStatus(rows[0]["status"]), rows[0]["worker_id"]) if rows else None
+
+    def complete_task(
+        self, task_id: str, worker_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        return self._flag("complete_task", p_task_id=task_id, p_worker_id=worker_id,
+                          p_output_location=output_location, p_result=result)
+
+    def fail_task(
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
+    ) -> bool:
+        return self._flag("fail_task", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
+                          p_result=result)
+
+    def requeue_task(self, task_id: str, worker_id: str) -> bool:
+        return self._flag("requeue_task", p_task_id=task_id, p_worker_id=worker_id)
+
+    def reclaim_expired_leases(self) -> list[LeaseReclaim]:
+        return [LeaseReclaim(row["id"], TaskStatus(row["status"]), int(row["attempts"]))
+                for row in self._rows("reclaim_expired_leases")]
+
+    def fail_orphaned_dependants(self) -> list[CascadeFailure]:
+        return [CascadeFailure(row["id"], row["dependant_on"], CascadeKind(row["kind"]))
+                for row in self._rows("fail_orphaned_dependants")]
+
+    # -- orchestration -------------------------------------------------------------------------------
+    def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
+        payload = []
+        for child in children:
+            if not child.child_key:
+                raise ValueError("every child task needs a child_key (unique among its parent's children)")
+            payload.append({
+                "id": child.id or child_task_id(parent_task_id, child.child_key), "child_key": child.child_key,
+                "task_type": child.task_type, "params": child.params, "dependant_on": child.dependant_on,
+                "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
+            })
+        rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        return [str(row["id"]) for row in rows]
+
+    def list_child_tasks(self, parent_task_id: str) -> list[Task]:
+        return [self._row_to_task(row) for row in self._rows("list_child_tasks", p_parent_task_id=parent_task_id)]
+
+    def park_awaiting_children(self, task_id: str, worker_id: str, *, result: dict[str, Any] | None = None) -> bool:
+        return self._flag("park_awaiting_children", p_task_id=task_id, p_worker_id=worker_id, p_result=result)
+
+    def complete_parent(
+        self, task_id: str, *, output_location: str | None, result: dict[str, Any] | None
+    ) -> bool:
+        return self._flag("complete_parent", p_task_id=task_id, p_output_location=output_location,
+                          p_result=result or {})
+
+    # -- worker registry -----------------------------------------------------------------------------
+    def register_worker(self, info: WorkerInfo) -> None:
+        self._value("register_worker", p_id=info.id, p_host=info.host, p_pid=info.pid, p_gpu_name=info.gpu_name,
+                    p_gpu_memory_gb=info.gpu_memory_gb)
+
+    def touch_worker(
+        self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",
+        stats: dict[str, Any] | None = None,
+    ) -> None:
+        self._value("touch_worker", p_id=worker_id, p_resident_model=resident_model,
+                    p_current_task_id=current_task_id, p_status=status, p_stats=stats)
+
+    def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
+        rows = self._rows("list_workers", p_alive_within_seconds=float(alive_within_seconds))
+        return [WorkerRecord.from_row(row) for row in rows]

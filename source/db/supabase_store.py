@@ -1,0 +1,142 @@
+"""Task store through the Supabase API (supabase-py ``rpc`` → PostgREST) on the same SQL functions as the
+direct Postgres store. PostgREST has no LISTEN: idle workers poll a change marker with a short backoff."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+from postgrest.exceptions import APIError
+from supabase import Client
+
+from source.db.config import StoreUnavailable
+from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
+from source.supabase_client import make_client
+
+log = structlog.get_logger(__name__)
+
+# PostgREST codes for "the database is not reachable right now", and Postgres connection-loss states.
+TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "08000", "08003", "08006"}
+REJECTED_KEY_CODES = {"PGRST301", "PGRST302", "PGRST303", "42501"}
+POLL_MIN_SECONDS = 0.2
+POLL_MAX_SECONDS = 2.0
+MAX_BACKOFF_SECONDS = 5.0
+STARTUP_RETRY_SECONDS = 10.0
+
+
+@dataclass
+class _PollState:
+    marker: str | None = None
+    interval: float = POLL_MIN_SECONDS
+    next_poll: float = 0.0
+
+
+class SupabaseTaskStore(RpcTaskStore):
+    def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None) -> None:
+        self.url = url
+        self.retry_seconds = retry_seconds
+        self.client = client or make_client(url, key)
+        self._postgrest = self.client.postgrest  # built once here, not lazily from several threads
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"SupabaseTaskStore(url={self.url!r})"
+
+    # -- calling the SQL functions -------------------------------------------------------------------
+    def _rows(self, function: str, **params: Any) -> list[Row]:
+        data = self._call(function, params, self.retry_seconds)
+        return [_normalize(row) for row in data or []]
+
+    def _value(self, function: str, **params: Any) -> Any:
+        return self._call(function, params, self.retry_seconds)
+
+    def _call(self, function: str, params: dict[str, Any], retry_seconds: float) -> Any:
+        deadline = time.monotonic() + retry_seconds
+        backoff = 0.1
+        while True:
+            try:
+                return self._postgrest.rpc(function, params).execute().data
+            except (httpx.TransportError, APIError) as exc:
+                if isinstance(exc, APIError) and exc.code not in TRANSIENT_CODES:
+                    raise
+                if time.monotonic() + backoff > deadline:
+                    raise StoreUnavailable(f"Supabase API at {self.url} unreachable: calling {function} failed: "
+                                           f"{_describe(exc)}") from exc
+                log.warning("supabase_unavailable", function=function, error=_describe(exc), retry_in=backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    # -- schema --------------------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """The API cannot run DDL: check that the migrations were applied (``--migrate-only`` over a direct
+        URL, or ``supabase db push``) and say so clearly when they were not."""
+        expected = expected_schema_version()
+        try:
+            version = self._call("tasks_schema_version", {}, STARTUP_RETRY_SECONDS)
+        except APIError as exc:
+            if exc.code in REJECTED_KEY_CODES:
+                raise StoreUnavailable(f"the Supabase API at {self.url} rejected the key ({_describe(exc)}); "
+                                       "check SUPABASE_SERVICE_ROLE_KEY / --supabase-access-token") from exc
+            raise StoreUnavailable(
+                f"the task functions are missing from the Supabase project at {self.url} ({_describe(exc)}); "
+                "apply source/db/sql/postgres/migrations first: `python worker.py --db-url <direct URL> "
+                "--migrate-only`, or `supabase db push` / the SQL editor"
+            ) from exc
+        if int(version) < expected:
+            raise StoreUnavailable(
+                f"the Supabase schema is at version {version}, this worker needs {expected}; apply the newer "
+                "files of source/db/sql/postgres/migrations (see README)"
+            )
+        return []
+
+    # -- wake-up -------------------------------------------------------------------------------------
+    def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """Poll ``tasks_change_marker`` (one index probe), fast after a change, backing off to 2 s while
+        nothing happens. Each thread keeps its own last-seen marker."""
+        state: _PollState | None = getattr(self._local, "poll", None)
+        if state is None:
+            state = self._local.poll = _PollState()
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            if now >= state.next_poll:
+                try:
+                    marker = str(self._call("tasks_change_marker", {}, 0))
+                except (StoreUnavailable, APIError) as exc:
+                    log.warning("change_poll_failed", error=str(exc))
+                    marker = None
+                changed = marker is None or (state.marker is not None and marker != state.marker)
+                state.marker = marker if marker is not None else state.marker
+                state.interval = POLL_MIN_SECONDS if changed else min(state.interval * 1.5, POLL_MAX_SECONDS)
+                state.next_poll = now + state.interval
+                if changed:
+                    return True
+            pause = min(state.next_poll, deadline) - now
+            if now >= deadline:
+                return False
+            if stop is not None:
+                if stop.wait(pause):
+                    return False
+            else:
+                time.sleep(pause)
+
+    def close(self) -> None:
+        self._postgrest.session.close()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, APIError):
+        return f"{exc.code}: {exc.message}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _normalize(row: Any) -> Any:
+    """PostgREST renders timestamptz as ``...+00:00``; the other stores give ``...Z``."""
+    if not isinstance(row, dict):
+        return row
+    return {key: value[:-6] + "Z" if isinstance(value, str) and value.endswith("+00:00") and "T" in value[:11]
+            else value for key, value in row.items()}

@@ -117,3 +117,26 @@ def test_memory_stays_bounded_over_many_bad_rows(sqlite_store, tmp_path):
     growth_mb = (process.memory_info().rss - baseline) / 2**20
     assert growth_mb < 50, f"RSS grew {growth_mb:.1f} MiB over 600 bad rows"
     assert sqlite_store.stats().by_status == {"Failed": 800}
+
+
+def test_memory_stays_bounded_over_hostile_rows_of_every_task_type(sqlite_store, tmp_path, hub_offline):
+    process = psutil.Process(os.getpid())
+    worker_settings = WorkerSettings(worker_id="mem-all", main_output_dir=tmp_path / "out", task_timeout=20)
+
+    def run_round() -> None:
+        for task_type in FUZZED_TYPES:
+            for params_text in HOSTILE_PARAMS:
+                task_id = sqlite_store.add_task(NewTask(task_type, {}))
+                sqlite_store._conn().execute("UPDATE tasks SET params = ? WHERE id = ?", (params_text, task_id))
+        Worker(sqlite_store, worker_settings, exit_when_idle=True, affinity=generation.resident_affinity,
+               queue_stats=generation.queue_stats).run()
+
+    run_round()  # warm-up: imports, the tiny model the hostile rows name, caches
+    baseline = process.memory_info().rss
+    for _ in range(2):
+        run_round()
+    rows = 3 * len(FUZZED_TYPES) * len(HOSTILE_PARAMS)
+    growth_mb = (process.memory_info().rss - baseline) / 2**20
+    assert growth_mb < 100, f"RSS grew {growth_mb:.1f} MiB over {rows * 2 // 3} hostile rows"
+    counts = sqlite_store.stats().by_status
+    assert set(counts) <= {"Complete", "Failed"} and sum(counts.values()) == rows, counts

@@ -22,13 +22,15 @@ class WorkerFleet:
     log_dir: Path
     size: int
     worker_args: tuple[str, ...] = ()
-    kill_every: tuple[float, float] = (2.0, 4.0)
+    kill_every: tuple[float, float] = (1.0, 3.0)
     # A worker younger than this is left alone: it is still importing, and killing it tests nothing.
     min_age_before_kill: float = 1.0
     seed: int = 0
-    # Worker ids holding a task right now; when given, the victim is drawn from those (a kill between
-    # two tasks tests nothing).
-    busy_workers: Callable[[], set[str]] | None = None
+    # The In Progress row ids by worker id. When given, victims are drawn from the workers holding a row
+    # (a kill between two tasks, or of a worker still importing, tests nothing), and the rows a killed
+    # worker really left behind are recorded in ``orphaned``.
+    held_rows: Callable[[], dict[str, list[str]]] | None = None
+    orphaned: list[str] = field(default_factory=list)
     kills: int = 0
     starts: int = 0
     _procs: dict[int, tuple[subprocess.Popen, float, str]] = field(default_factory=dict)
@@ -63,20 +65,34 @@ class WorkerFleet:
         rng = random.Random(self.seed)
         while self._chaos.is_set():
             time.sleep(rng.uniform(*self.kill_every))
-            if not self._chaos.is_set():
-                return
-            now = time.monotonic()
-            candidates = [slot for slot, (_, born, _) in self._procs.items() if now - born >= self.min_age_before_kill]
-            busy = self.busy_workers() if self.busy_workers else set()
-            candidates = [slot for slot in candidates if self._procs[slot][2] in busy] or candidates
-            if not candidates:
-                continue
-            slot = rng.choice(candidates)
-            proc = self._procs[slot][0]
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            self.kills += 1
-            self._spawn(slot)  # the supervisor restarts it at once (Restart=always)
+            # Until a kill lands inside a task (or chaos ends): nobody may qualify yet, or the victim
+            # may have finished its row between the look and the kill.
+            while self._chaos.is_set() and not self._kill_one(rng):
+                time.sleep(0.05)
+
+    def _kill_one(self, rng: random.Random) -> bool:
+        """Kill a random eligible worker and restart its slot; True when it died holding a row."""
+        slot = self._pick_victim(rng)
+        if slot is None:
+            return False
+        proc, _, worker_id = self._procs[slot]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.kills += 1
+        self._spawn(slot)  # the supervisor restarts it at once (Restart=always)
+        if self.held_rows is None:
+            return True
+        left = self.held_rows().get(worker_id, [])
+        self.orphaned.extend(left)
+        return bool(left)
+
+    def _pick_victim(self, rng: random.Random) -> int | None:
+        now = time.monotonic()
+        candidates = [slot for slot, (_, born, _) in self._procs.items() if now - born >= self.min_age_before_kill]
+        if self.held_rows is not None:
+            busy = self.held_rows()
+            candidates = [slot for slot in candidates if self._procs[slot][2] in busy]
+        return rng.choice(candidates) if candidates else None
 
     # -- end -----------------------------------------------------------------------------------------
     def stop(self, timeout: float = 30) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from source.errors import TaskCancelled, TaskError
+from source.errors import OutOfMemory, TaskCancelled, TaskError
 from source.task_conversion import GenerationTask
 
 log = structlog.get_logger(__name__)
@@ -186,7 +186,10 @@ class HeadlessTaskQueue:
             entry.state, entry.error = QueuedState.FAILED, exc
             self.stats.tasks_failed += 1
             if _is_out_of_memory(exc):
-                tlog.warning("out_of_memory_unloading_model")
+                entry.error = _out_of_memory_error(task, exc)
+                # The traceback's frames hold the pipeline's activations: drop them so the unload frees them.
+                exc.__traceback__ = None
+                tlog.warning("out_of_memory_unloading_model", error=_first_line(exc))
                 self.generator.unload_model()
         finally:
             entry.done.set()
@@ -204,6 +207,20 @@ class HeadlessTaskQueue:
                 self.stats.model_switches += 1
             self.stats.load_time_by_model[model] = self.stats.load_time_by_model.get(model, 0.0) + seconds
             tlog.info("model_switched", previous=previous, model=model, seconds=round(seconds, 3))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]
+
+
+def _out_of_memory_error(task: GenerationTask, exc: BaseException) -> OutOfMemory:
+    asked = ", ".join(f"{key} {task.parameters[key]}" for key in ("resolution", "video_length")
+                      if task.parameters.get(key))
+    return OutOfMemory(
+        f"out of memory while generating with model {task.model!r}{f' ({asked})' if asked else ''}; the model "
+        f"was unloaded and the worker goes on. Retry with a smaller resolution or video_length, or a memory "
+        f"profile that offloads more. ({type(exc).__name__}: {_first_line(exc)})"
+    )
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

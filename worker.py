@@ -98,7 +98,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         from source.metrics import WorkerMetrics, serve_metrics
 
         # A handler checkpoints at least once a step; a loop silent this long is stuck.
-        observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval))
+        observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval),
+                                 model_switches=lambda: int((queue_stats() or {}).get("model_switches", 0)))
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
     worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -19,6 +21,10 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "[default: supabase when --db-url is given, else sqlite]."),
         click.option("--db-file", default="tasks.db", show_default=True, envvar="WORKER_DB_FILE",
                      help="SQLite db file (created and migrated when missing)."),
+        click.option("--db-busy-timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
+                     envvar="WORKER_DB_BUSY_TIMEOUT",
+                     help="SQLite: seconds a statement waits on another process's lock before the worker backs off "
+                          "and retries."),
         click.option("--db-url", envvar="SUPABASE_DB_URL", default=None,
                      help="Direct Postgres URL for --db-type supabase [env SUPABASE_DB_URL]."),
         click.option("--supabase-url", envvar="SUPABASE_URL", default=None,
@@ -37,14 +43,20 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     """Pop the store flags from a click kwargs dict into a StoreConfig (registering secrets first)."""
-    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), kwargs.get("db_url")):
+    db_url = kwargs.get("db_url")
+    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), db_url):
         register_secret(secret)
+    if db_url:
+        # The password alone shows up too (driver errors, DSN dumps).
+        with contextlib.suppress(ValueError):
+            register_secret(urlsplit(db_url).password)
     db_type = kwargs.pop("db_type")
     if db_type is None:
         db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE
     return StoreConfig(
         db_type=DbType(db_type),
         db_file=kwargs.pop("db_file"),
+        busy_timeout_seconds=kwargs.pop("db_busy_timeout"),
         db_url=kwargs.pop("db_url"),
         supabase_url=kwargs.pop("supabase_url"),
         supabase_key=kwargs.pop("supabase_access_token"),

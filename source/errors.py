@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class TaskError(Exception):
     """A task cannot succeed; ``str(exc)`` is stored verbatim as the row's ``error_message``."""
@@ -31,6 +34,10 @@ class NothingDetected(TaskError):
     """An analysis task found nothing to report in its input (no person for a pose, ...)."""
 
 
+class OutOfMemory(TaskError):
+    """Generation ran out of (GPU) memory; the model was unloaded and the worker goes on."""
+
+
 class TaskCancelled(Exception):
     """Raised at a checkpoint when the running task must stop.
 
@@ -42,3 +49,23 @@ class TaskCancelled(Exception):
         super().__init__(detail or reason)
         self.reason = reason
         self.detail = detail
+
+
+# The file system refusing a write: disk or quota full, read-only mount, permissions, file size limit.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def describe_storage_error(exc: BaseException) -> str | None:
+    """A message naming the storage problem when ``exc`` or one of its causes is the file system refusing
+    an operation (the task then fails with it instead of a traceback); None otherwise."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            code = errno.errorcode.get(current.errno, str(current.errno))
+            where = f": {current.filename}" if current.filename else ""
+            reason = current.strerror or os.strerror(current.errno)
+            return f"storage error: {reason} ({code}){where}"
+        current = current.__cause__ or current.__context__
+    return None

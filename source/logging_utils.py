@@ -29,20 +29,34 @@ def redact(text: str) -> str:
     return text
 
 
-def _redact_value(value: Any) -> Any:
+def redact_value(value: Any) -> Any:
+    """``value`` with every registered secret replaced in its strings, however deeply nested."""
+    if not _secrets:
+        return value
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: _redact_value(v) for k, v in value.items()}
+        return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_redact_value(v) for v in value)
+        return type(value)(redact_value(v) for v in value)
     return value
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     if not _secrets:
         return event_dict
-    return {key: _redact_value(value) for key, value in event_dict.items()}
+    return {key: redact_value(value) for key, value in event_dict.items()}
+
+
+def _redacting(renderer: Any) -> Any:
+    """The rendered line scrubbed once more: exception tracebacks are formatted after the event dict
+    was redacted, and may quote a secret (a connection URL in an error message)."""
+
+    def render(logger: Any, method: str, event_dict: dict[str, Any]) -> Any:
+        rendered = renderer(logger, method, event_dict)
+        return redact(rendered) if isinstance(rendered, str) else rendered
+
+    return render
 
 
 def configure_logging(log_format: str = "auto", *, debug: bool = False, save_path: str | None = None) -> None:
@@ -75,7 +89,7 @@ def configure_logging(log_format: str = "auto", *, debug: bool = False, save_pat
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 redact_secrets,
                 *tail,
-                renderer,
+                _redacting(renderer),
             ],
         )
 

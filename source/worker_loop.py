@@ -11,15 +11,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from source.db.models import Task, WorkerInfo
 from source.db.store import TaskStore
-from source.errors import InvalidParams, TaskCancelled, TaskError
+from source.errors import InvalidParams, TaskCancelled, TaskError, describe_storage_error
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
+from source.logging_utils import redact, redact_value
 from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
@@ -34,6 +35,11 @@ EXIT_OK = 0
 EXIT_FORCED = 130
 # A handler ignored cancellation: exit so a supervisor restarts a clean process.
 EXIT_HANDLER_STUCK = 3
+# Backoff between attempts to write a task's outcome while the database is away or locked.
+REPORT_RETRY_FIRST_SECONDS = 0.1
+REPORT_RETRY_MAX_SECONDS = 5.0
+
+T = TypeVar("T")
 
 # Which model the worker has resident, and the task types whose default model it is; used to prefer
 # rows that need no model switch.
@@ -329,26 +335,30 @@ class Worker:
         except TaskError as exc:
             self._fail(task, str(exc), tlog)
             return
-        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
-                  "handler_seconds": elapsed}
+        # Rows are read by people who must never see the worker's keys: scrub what gets stored.
+        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
+                               "handler_seconds": elapsed})
         if outcome.completes_parent and task.parent_task_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds
             # the parent already Complete; the other order could leave the parent waiting forever.
-            parent_result = {**outcome.result, "completed_by_task_id": task.id}
-            if self.store.complete_parent(task.parent_task_id, output_location=location, result=parent_result):
+            parent_result = redact_value({**outcome.result, "completed_by_task_id": task.id})
+            if self._report("complete_parent", lambda: self.store.complete_parent(
+                    task.parent_task_id, output_location=location, result=parent_result), tlog):
                 tlog.info("parent_completed", parent_task_id=task.parent_task_id, output_location=location)
             else:
                 tlog.warning("parent_completion_refused", parent_task_id=task.parent_task_id,
                              reason="the parent is no longer In Progress")
-        if self.store.complete_task(task.id, self.settings.worker_id, output_location=location, result=result):
+        if self._report("complete_task", lambda: self.store.complete_task(
+                task.id, self.settings.worker_id, output_location=location, result=result), tlog):
             tlog.info("task_completed", output_location=location, seconds=elapsed)
             self.observer.task_finished(task, "Complete", elapsed)
         else:
             tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
 
     def _park(self, task: Task, outcome: TaskOutcome, tlog: Any) -> None:
-        result = {**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts}
-        if self.store.park_awaiting_children(task.id, self.settings.worker_id, result=result):
+        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts})
+        if self._report("park_awaiting_children", lambda: self.store.park_awaiting_children(
+                task.id, self.settings.worker_id, result=result), tlog):
             tlog.info("task_awaiting_children", children=len(outcome.result.get("child_task_ids", [])))
         else:
             tlog.info("park_skipped", reason="the row already left In Progress (finished by its children?)")
@@ -359,6 +369,10 @@ class Worker:
             return
         if isinstance(error, TaskError):
             message = str(error)
+            extra = None
+        elif (storage_problem := describe_storage_error(error)) is not None:
+            # Disk full, read-only or unwritable output dir: the operator's problem, not a code bug.
+            message = storage_problem
             extra = None
         else:
             message = f"{type(error).__name__}: {error}"
@@ -371,7 +385,7 @@ class Worker:
             tlog.info("task_cancelled")
             self.observer.task_finished(task, "Cancelled", None)
         elif error.reason == "shutdown":
-            requeued = self.store.requeue_task(task.id, self.settings.worker_id)
+            requeued = self._report("requeue_task", lambda: self.store.requeue_task(task.id, self.settings.worker_id), tlog)
             tlog.info("task_requeued", requeued=requeued, reason="shutdown")
         elif error.reason == "timeout":
             self._fail(task, error.detail or "the task timed out", tlog)
@@ -384,7 +398,7 @@ class Worker:
         reason = ctx.cancel.reason
         tlog.error("handler_stuck", reason=reason)
         if reason == "shutdown":
-            self.store.requeue_task(task.id, self.settings.worker_id)
+            self._report("requeue_task", lambda: self.store.requeue_task(task.id, self.settings.worker_id), tlog)
             tlog.info("task_requeued", reason="shutdown")
         elif reason == "timeout":
             self._fail(task, ctx.cancel.detail, tlog)
@@ -394,10 +408,35 @@ class Worker:
 
     def _fail(self, task: Task, message: str, tlog: Any, *, seconds: float | None = None,
               result: dict[str, Any] | None = None) -> None:
-        message = message[:MAX_ERROR_CHARS] or "the task failed without a message"
-        if self.store.fail_task(task.id, self.settings.worker_id, error_message=message, result=result):
+        message = redact(message)[:MAX_ERROR_CHARS] or "the task failed without a message"
+        result = redact_value(result)
+        if self._report("fail_task", lambda: self.store.fail_task(
+                task.id, self.settings.worker_id, error_message=message, result=result), tlog):
             tlog.warning("task_failed", error=message, seconds=seconds)
             self.observer.task_finished(task, "Failed", seconds)
-            self._cascade_dependency_failures()
+            try:
+                self._cascade_dependency_failures()
+            except Exception as exc:  # housekeeping does it again on its next round
+                tlog.warning("cascade_failed", error=str(exc))
         else:
             tlog.warning("failure_refused", error=message, reason="the row was cancelled or reclaimed")
+
+    def _report(self, what: str, write: Callable[[], T], tlog: Any) -> T | None:
+        """Write a task's outcome, retrying while the database is away or locked: a finished task must
+        not be lost to an outage. Gives up (None) only once a stop request's grace has run out; the
+        row's lease then expires and another worker runs it again."""
+        delay = REPORT_RETRY_FIRST_SECONDS
+        stop_seen_at: float | None = None
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if self.stop_requested.is_set():
+                    stop_seen_at = stop_seen_at or time.monotonic()
+                    if time.monotonic() - stop_seen_at >= self.settings.shutdown_grace:
+                        tlog.error("report_abandoned", write=what, error=str(exc),
+                                   reason="shutting down; the lease will expire and the row be reclaimed")
+                        return None
+                tlog.warning("report_failed", write=what, error=str(exc), retry_in=round(delay, 2))
+                time.sleep(delay)
+                delay = min(delay * 2, REPORT_RETRY_MAX_SECONDS)

@@ -15,7 +15,7 @@ def open_store(config: StoreConfig) -> TaskStore:
     if config.db_type is DbType.SQLITE:
         from source.db.sqlite import SqliteTaskStore
 
-        return SqliteTaskStore(config.db_file)
+        return SqliteTaskStore(config.db_file, busy_timeout_seconds=config.busy_timeout_seconds)
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
 

@@ -23,6 +23,7 @@ class StoreUnavailable(RuntimeError):
 class StoreConfig:
     db_type: DbType = DbType.SQLITE
     db_file: str = "tasks.db"
+    busy_timeout_seconds: float = 30.0
     # Supabase/Postgres: a direct Postgres URL, or the Supabase REST URL + a service key.
     db_url: str | None = None
     supabase_url: str | None = None

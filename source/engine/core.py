@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 import torch
 
+from source.engine import fault_injection
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.loading import load_pipeline
@@ -155,7 +156,9 @@ class Engine:
             "num_inference_steps": total,
             "generator": generator,
             "output_type": "np",
-            "callback_on_step_end": _step_callback(total, progress, should_abort),
+            "callback_on_step_end": _step_callback(
+                total, progress, should_abort, inject_oom=fault_injection.out_of_memory_requested(params.prompt)
+            ),
             **family.call_kwargs(pipe, params),
             **dict(definition.pipeline_kwargs),
         }
@@ -187,8 +190,11 @@ class Engine:
         return write_image(frame, unique_path(output_dir, stem, ".png"))
 
 
-def _step_callback(total: int, progress: ProgressCallback | None, should_abort: Callable[[], bool] | None):
+def _step_callback(total: int, progress: ProgressCallback | None, should_abort: Callable[[], bool] | None,
+                   *, inject_oom: bool = False):
     def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        if inject_oom:
+            fault_injection.raise_out_of_memory()
         if progress is not None:
             progress(step + 1, total, "denoising")
         if should_abort is not None and should_abort():

@@ -45,6 +45,14 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = {
     "loras_multipliers": (),
 }
 
+# Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
+# here generates (LTX-Video 1216x704x257 is ~220M pixels per call).
+MAX_SIDE = 4096
+MAX_VIDEO_LENGTH = 1025
+MAX_BATCH_SIZE = 16
+MAX_STEPS = 10_000
+MAX_PIXELS_PER_CALL = 2**28
+
 ImageInput = str | Path | Image.Image
 # A LoRA's multiplier per phase: one value for every expert, or (high noise, low noise).
 LoraWeight = tuple[float, ...]
@@ -124,6 +132,13 @@ def _positive_int(name: str, value: Any) -> int:
     number = _int(name, value)
     if number <= 0:
         raise InvalidParams(f"{name} must be a positive integer, got {number}")
+    return number
+
+
+def _bounded_int(name: str, value: Any, maximum: int) -> int:
+    number = _positive_int(name, value)
+    if number > maximum:
+        raise InvalidParams(f"{name} must be at most {maximum}, got {number}")
     return number
 
 
@@ -207,20 +222,30 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
     multipliers = _multipliers(values["loras_multipliers"])
     if len(multipliers) > len(loras):
         raise InvalidParams(f"loras_multipliers has {len(multipliers)} values for {len(loras)} activated_loras")
+    video_length = _bounded_int("video_length", values["video_length"], MAX_VIDEO_LENGTH)
+    batch_size = _bounded_int("batch_size", values["batch_size"], MAX_BATCH_SIZE)
+    if max(width, height) > MAX_SIDE:
+        raise InvalidParams(f"resolution {width}x{height} is too large: each side must be at most {MAX_SIDE}")
+    if width * height * video_length * batch_size > MAX_PIXELS_PER_CALL:
+        raise InvalidParams(
+            f"resolution {width}x{height} x video_length {video_length} x batch_size {batch_size} is "
+            f"{width * height * video_length * batch_size:,} pixels; one call may produce at most "
+            f"{MAX_PIXELS_PER_CALL:,}"
+        )
     return GenerationParams(
         prompt=prompt,
         negative_prompt=negative,
         width=width,
         height=height,
-        video_length=_positive_int("video_length", values["video_length"]),
-        num_inference_steps=_positive_int("num_inference_steps", values["num_inference_steps"]),
+        video_length=video_length,
+        num_inference_steps=_bounded_int("num_inference_steps", values["num_inference_steps"], MAX_STEPS),
         guidance_scale=_float("guidance_scale", values["guidance_scale"]),
         guidance2_scale=_optional_float("guidance2_scale", values["guidance2_scale"]),
         flow_shift=_optional_float("flow_shift", values["flow_shift"]),
         seed=seed,
         sample_solver=solver,
         embedded_guidance_scale=_float("embedded_guidance_scale", values["embedded_guidance_scale"]),
-        batch_size=_positive_int("batch_size", values["batch_size"]),
+        batch_size=batch_size,
         image_start=_image("image_start", values["image_start"]),
         image_end=_image("image_end", values["image_end"]),
         image_refs=_images("image_refs", values["image_refs"]),

@@ -34,3 +34,32 @@ def test_paths_inside_the_root_resolve_normally(tmp_path):
 )
 def test_safe_filename_keeps_only_a_plain_name(name, expected):
     assert safe_filename(name) == expected
+
+
+def test_worker_rows_with_escaping_output_dirs_fail_and_write_nothing_outside(sqlite_store, tmp_path):
+    import numpy as np
+
+    from source.db.models import NewTask, TaskStatus
+    from source.engine.outputs import write_video
+    from source.settings import WorkerSettings
+    from source.worker_loop import Worker
+
+    root, outside = tmp_path / "out", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    video = write_video(np.zeros((3, 16, 16, 3)), tmp_path / "in.mp4", 8)
+    escaping = ["../outside", str(outside), "link", "link/deeper", "a/../../outside", "/etc"]
+    ids = {d: sqlite_store.add_task(NewTask("extract_frame", {"input_video_path": str(video), "frame_index": 0,
+                                                              "output_dir": d})) for d in escaping}
+    inside = sqlite_store.add_task(NewTask("extract_frame", {"input_video_path": str(video), "frame_index": 0,
+                                                             "output_dir": "shots/day1"}))
+    Worker(sqlite_store, WorkerSettings(worker_id="p", main_output_dir=root), exit_when_idle=True).run()
+    for output_dir, task_id in ids.items():
+        row = sqlite_store.get_task(task_id)
+        assert row.status is TaskStatus.FAILED, output_dir
+        assert "leaves the output directory" in row.error_message, (output_dir, row.error_message)
+    assert list(outside.iterdir()) == []
+    row = sqlite_store.get_task(inside)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert row.output_location.startswith(str((root / "shots" / "day1").resolve()))

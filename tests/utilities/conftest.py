@@ -44,20 +44,13 @@ def media(tmp_path_factory) -> dict[str, Path]:
 def media_server(media):
     """The media folder over http on 127.0.0.1; yields its base URL."""
     import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import SimpleHTTPRequestHandler
+
+    from tests.helpers import http_server
 
     class QuietHandler(SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
-    handler = functools.partial(QuietHandler, directory=str(media["video"].parent))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with http_server(functools.partial(QuietHandler, directory=str(media["video"].parent))) as url:
+        yield url

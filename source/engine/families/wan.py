@@ -22,6 +22,27 @@ class WanFamily(Family):
     def temporal_step(self, pipe) -> int:
         return pipe.vae_scale_factor_temporal
 
+    def validate(self, pipe, params: GenerationParams) -> None:
+        super().validate(pipe, params)
+        # The rotary position table has rope_max_seq_len entries per axis; a larger patch grid would
+        # crash inside the transformer with a shape error instead of a message.
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        limit = transformer.config.rope_max_seq_len
+        patch_t, patch_h, patch_w = transformer.config.patch_size
+        spatial = pipe.vae_scale_factor_spatial
+        grid = {
+            "width": params.width // (spatial * patch_w),
+            "height": params.height // (spatial * patch_h),
+            "video_length": ((params.video_length - 1) // self.temporal_step(pipe) + 1) // patch_t,
+        }
+        too_large = {name: cells for name, cells in grid.items() if cells > limit}
+        if too_large:
+            raise InvalidParams(
+                f"{', '.join(too_large)} too large for this model: resolution {params.resolution}, video_length "
+                f"{params.video_length} makes a patch grid of {grid['width']}x{grid['height']}x"
+                f"{grid['video_length']}; its position table allows at most {limit} per axis"
+            )
+
     def call_kwargs(self, pipe, params: GenerationParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "negative_prompt": params.negative_prompt,

@@ -423,14 +423,20 @@ class Worker:
 
     def _report(self, what: str, write: Callable[[], T], tlog: Any) -> T | None:
         """Write a task's outcome, retrying while the database is away or locked: a finished task must
-        not be lost to an outage. Gives up (None) only once a stop request's grace has run out; the
-        row's lease then expires and another worker runs it again."""
+        not be lost to an outage. Gives up (None) once the row's lease has run out (another worker may
+        already run it again, and would refuse this late write) or a stop request's grace has run out;
+        the row is then reclaimed when its lease expires."""
         delay = REPORT_RETRY_FIRST_SECONDS
         stop_seen_at: float | None = None
+        give_up_at = time.monotonic() + self.settings.lease_seconds
         while True:
             try:
                 return write()
             except Exception as exc:
+                if time.monotonic() >= give_up_at:
+                    tlog.error("report_abandoned", write=what, error=str(exc),
+                               reason="the lease has run out; the row will be reclaimed and run again")
+                    return None
                 if self.stop_requested.is_set():
                     stop_seen_at = stop_seen_at or time.monotonic()
                     if time.monotonic() - stop_seen_at >= self.settings.shutdown_grace:

@@ -72,6 +72,14 @@ def throwaway_cluster(root: Path) -> Iterator[str]:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
 
 
+def restart_cluster(root: Path) -> None:
+    """``pg_ctl restart`` of a throwaway cluster (same options, recorded in postmaster.opts)."""
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    # -l: the new postmaster must not inherit our pipes (run() would wait for it to exit)
+    subprocess.run([*as_user, _find_binary("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "server.log"),
+                    "-w", "-m", "fast", "restart"], check=True, capture_output=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A database URL with rights to create schemas."""

@@ -19,8 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -28,6 +26,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.claim_race import race_claimers  # noqa: E402
 from benchmarks.pg_schema import DEFAULT_URL, fresh_schema, insert_pings  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
 
@@ -48,20 +47,7 @@ def _claimer(url: str, name: str, complete: bool, start: mp.Event, out: mp.Queue
 def _run(admin_url: str, rows: int, processes: int, complete: bool) -> tuple[float, int, int]:
     with fresh_schema(admin_url) as url:
         insert_pings(url, rows)
-        start, out = mp.Event(), mp.Queue()
-        procs = [mp.Process(target=_claimer, args=(url, f"p{i}", complete, start, out)) for i in range(processes)]
-        for proc in procs:
-            proc.start()
-        time.sleep(1.0)
-        began = time.perf_counter()
-        start.set()
-        claimed = [task_id for _ in procs for task_id in out.get()]
-        elapsed = time.perf_counter() - began
-        for proc in procs:
-            proc.join()
-    counts = Counter(claimed)
-    doubles = sum(n - 1 for n in counts.values() if n > 1)
-    return len(claimed) / elapsed, doubles, rows - len(counts)
+        return race_claimers(_claimer, lambda i: (url, f"p{i}", complete), processes, rows, settle_seconds=1.0)
 
 
 def _pgbench_rate(admin_url: str, rows: int, clients: int) -> tuple[float, int, int] | None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import sys
 import tempfile
-import time
-from collections import Counter
 from pathlib import Path
 
 import click
@@ -20,6 +18,7 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.claim_race import race_claimers  # noqa: E402
 from source.db.models import NewTask  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
 
@@ -41,20 +40,7 @@ def _run(rows: int, processes: int) -> tuple[float, int, int]:
         store.migrate()
         for i in range(rows):
             store.add_task(NewTask("ping", {"i": i}))
-        start, out = mp.Event(), mp.Queue()
-        procs = [mp.Process(target=_claimer, args=(db, f"p{i}", start, out)) for i in range(processes)]
-        for proc in procs:
-            proc.start()
-        time.sleep(0.5)
-        began = time.perf_counter()
-        start.set()
-        claimed = [task_id for _ in procs for task_id in out.get()]
-        elapsed = time.perf_counter() - began
-        for proc in procs:
-            proc.join()
-    counts = Counter(claimed)
-    doubles = sum(n - 1 for n in counts.values() if n > 1)
-    return len(claimed) / elapsed, doubles, rows - len(counts)
+        return race_claimers(_claimer, lambda i: (db, f"p{i}"), processes, rows, settle_seconds=0.5)
 
 
 @click.command()

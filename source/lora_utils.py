@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from source.engine.loras import LORA_SUFFIXES
 from source.errors import InvalidParams, ModelUnavailable
 from source.hub import fetch_hub_file
 from source.inputs import download, is_url
@@ -81,7 +82,7 @@ class _Selection:
 def lora_key(name: str) -> str:
     """``style`` and ``style.safetensors`` name the same file."""
     path = Path(name)
-    return path.stem if path.suffix.lower() in (".safetensors", ".sft") else name
+    return path.stem if path.suffix.lower() in LORA_SUFFIXES else name
 
 
 def process_all_loras(task: GenerationTask, lora_dir: Path) -> GenerationTask:
@@ -106,7 +107,7 @@ def process_all_loras(task: GenerationTask, lora_dir: Path) -> GenerationTask:
                 params[name] = value
         log.info("acceleration_lora", lora=key, settings={k: params[k] for k in spec.recommended})
 
-    if not selection.names and not names:
+    if not selection.names:
         return task
     params["activated_loras"] = selection.names
     params["loras_multipliers"] = selection.multipliers
@@ -126,7 +127,7 @@ def fetch_lora(source: str, lora_dir: Path) -> Path:
     path = Path(source).expanduser()
     if not path.is_file():
         raise ModelUnavailable(f"params.additional_loras: LoRA file not found: {path}")
-    if path.suffix.lower() not in (".safetensors", ".sft"):
+    if path.suffix.lower() not in LORA_SUFFIXES:
         raise InvalidParams(f"params.additional_loras: {path.name} is not a .safetensors LoRA")
     return _place(path, lora_dir / path.name)
 

@@ -38,3 +38,12 @@ CREATE INDEX IF NOT EXISTS tasks_lease_idx ON tasks (lease_expires_at) WHERE sta
 CREATE INDEX IF NOT EXISTS tasks_created_idx ON tasks (created_at DESC);
 -- API mode has no LISTEN: idle workers poll max(updated_at) (tasks_change_marker), one index probe.
 CREATE INDEX IF NOT EXISTS tasks_updated_idx ON tasks (updated_at);
+
+-- Orchestrated workflows: children know their parent; a parent waiting on its children is parked
+-- (In Progress, no lease, never reclaimed).
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS parent_task_id text NULL;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS child_key text NULL;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS awaiting_children boolean NOT NULL DEFAULT false;
+-- Re-running an orchestrator after a crash inserts no duplicate children.
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_parent_child_key_idx ON tasks (parent_task_id, child_key)
+    WHERE parent_task_id IS NOT NULL;

@@ -10,7 +10,9 @@ CREATE TABLE IF NOT EXISTS workers (
     current_task_id text NULL,
     status text NOT NULL DEFAULT 'running',
     started_at timestamptz NOT NULL DEFAULT now(),
-    last_heartbeat timestamptz NOT NULL DEFAULT now()
+    last_heartbeat timestamptz NOT NULL DEFAULT now(),
+    -- what the worker's generation queue has done (tasks, failures, model loads and switches)
+    stats jsonb NULL
 );
 
 CREATE OR REPLACE FUNCTION register_worker(
@@ -28,12 +30,12 @@ $$;
 
 CREATE OR REPLACE FUNCTION touch_worker(
     p_id text, p_resident_model text DEFAULT NULL, p_current_task_id text DEFAULT NULL,
-    p_status text DEFAULT 'running')
+    p_status text DEFAULT 'running', p_stats jsonb DEFAULT NULL)
 RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
     SELECT set_config('synchronous_commit', 'off', true);
     UPDATE workers
     SET resident_model = p_resident_model, current_task_id = p_current_task_id, status = p_status,
-        last_heartbeat = now()
+        stats = COALESCE(p_stats, stats), last_heartbeat = now()
     WHERE id = p_id
     RETURNING true;
 $$;
@@ -41,11 +43,12 @@ $$;
 CREATE OR REPLACE FUNCTION list_workers(p_alive_within_seconds double precision)
 RETURNS TABLE (id text, host text, pid integer, gpu_name text, gpu_memory_gb double precision,
                resident_model text, current_task_id text, status text, started_at timestamptz,
-               last_heartbeat timestamptz, alive boolean)
+               last_heartbeat timestamptz, alive boolean, stats jsonb)
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT w.id, w.host, w.pid, w.gpu_name, w.gpu_memory_gb, w.resident_model, w.current_task_id, w.status,
            w.started_at, w.last_heartbeat,
-           w.status = 'running' AND w.last_heartbeat >= now() - make_interval(secs => p_alive_within_seconds)
+           w.status = 'running' AND w.last_heartbeat >= now() - make_interval(secs => p_alive_within_seconds),
+           w.stats
     FROM workers AS w
     ORDER BY w.started_at DESC;
 $$;

@@ -56,7 +56,9 @@ def plan_rows(count: int, seed: int = 7) -> list[Planned]:
             head = rng.choice(planned[-50:]).task.id
             row = Planned(NewTask("ping", {"message": f"after {head}"}, id=task_id, dependant_on=head), "dependant")
         else:
-            row = Planned(NewTask("ping", {"message": f"row {index} ✓ ünïcode"}, id=task_id, priority=priority), "ok")
+            # A short sleep keeps the run long enough for the chaos to land kills on a fast, idle machine.
+            row = Planned(NewTask("ping", {"message": f"row {index} ✓ ünïcode", "sleep_seconds": 0.03}, id=task_id,
+                                  priority=priority), "ok")
         planned.append(row)
     return planned
 

@@ -22,11 +22,12 @@ from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
-from source.engine.memory import apply_memory_plan, apply_speed_options, plan_for
+from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.outputs import unique_path, write_image, write_video
 from source.engine.params import SYSTEM_DEFAULTS, GenerationParams, build_params, resolve_params
 from source.engine.schedulers import SchedulerSwitcher
+from source.engine.speed import apply_speed_options, reset_step_state
 from source.errors import TaskCancelled
 
 log = structlog.get_logger(__name__)
@@ -168,7 +169,10 @@ class Engine:
         # 6. run, with this call's LoRAs only
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
                                                    params.activated_loras, lora_weights):
-            output = pipe(**kwargs)
+            try:
+                output = pipe(**kwargs)
+            finally:
+                reset_step_state(pipe)
         # 7. files
         output_dir.mkdir(parents=True, exist_ok=True)
         paths = tuple(self._write(family, array, output_dir, model_type) for array in family.outputs(output))

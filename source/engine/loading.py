@@ -67,8 +67,11 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     path = weights_path(definition)
     # Tiny random weights stay float32: half precision on CPU is slow and adds nothing to a test.
     dtype = torch.float32 if definition.weights.tiny else torch_dtype(definition.dtype)
-    log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype))
-    pipe = pipeline_class.from_pretrained(path, dtype=dtype)
+    vae_dtype = definition.engine.vae_dtype
+    dtypes = {"default": dtype, "vae": torch_dtype(vae_dtype)} if vae_dtype else dtype
+    log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype),
+             vae_dtype=vae_dtype or str(dtype))
+    pipe = pipeline_class.from_pretrained(path, dtype=dtypes)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

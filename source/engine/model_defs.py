@@ -37,13 +37,31 @@ class WeightsSource:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """Memory/speed knobs; none of them may change results beyond numerical noise."""
+    """Memory/speed knobs. All but the lossy two keep results within numerical noise of the plain path.
+
+    profile: memory profile 1..5 (source/engine/memory.py). attention: a diffusers attention backend name,
+    "auto" (fastest exact kernel on the machine) or null (diffusers' default). batch_cfg: conditional and
+    unconditional passes in one batch. compile: regional torch.compile. vae_dtype: the VAE's dtype when it
+    differs from the model's. Lossy, opt-in: first_block_cache (a threshold, e.g. 0.05) and fp8 weights.
+    """
 
     profile: int = 1
-    attention: str | None = None
+    attention: str | None = "auto"
+    batch_cfg: bool = True
     compile: bool = False
+    vae_dtype: str | None = None
     vae_tiling: bool = False
     vae_slicing: bool = False
+    first_block_cache: float | None = None
+    fp8: bool = False
+
+    def __post_init__(self) -> None:
+        if self.first_block_cache is not None and not (
+            isinstance(self.first_block_cache, (int, float)) and self.first_block_cache > 0
+        ):
+            raise InvalidParams(f"engine.first_block_cache must be a threshold > 0, got {self.first_block_cache!r}")
+        if self.vae_dtype not in (None, "bfloat16", "float16", "float32"):
+            raise InvalidParams(f"engine.vae_dtype must be bfloat16, float16 or float32, got {self.vae_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +113,7 @@ def load_model_def(model_type: str) -> ModelDefinition:
     try:
         weights = WeightsSource(**raw.get("weights", {}))
         engine = EngineOptions(**raw.get("engine", {}))
-    except TypeError as exc:
+    except (TypeError, InvalidParams) as exc:
         raise InvalidParams(f"model definition {model_type!r} is malformed: {exc}") from exc
     if sum(bool(x) for x in (weights.repo, weights.local, weights.tiny)) != 1:
         raise InvalidParams(f"model definition {model_type!r} must name exactly one of weights.repo/local/tiny")

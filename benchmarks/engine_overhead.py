@@ -1,5 +1,8 @@
 """wgp.generate_video vs the bare diffusers pipeline call, same pipeline object, same inputs.
 
+Both sides call the engine's loaded pipeline (its speed options included), so the ratio is the cost of the
+engine's wrapping alone; benchmarks/worker_overhead.py compares against a plain ``from_pretrained`` pipeline.
+
 Interleaved runs on a small Wan T2V (tiny_t2v_bench: a few seconds per generation on CPU); prints the
 median of each and their ratio (target <= 1.02). Both sides end with an mp4 on disk: the bare side with
 diffusers' own export_to_video.

@@ -1,0 +1,197 @@
+"""Denoising-step speed of the engine's pipeline vs bare diffusers, and what each speed option costs in output
+(issue 8, targets 2 and 3). Random weights at the real Wan sizes (benchmarks/gpu/real_size.py), 832x480x81,
+CFG 5.0, same prompt and seed everywhere.
+
+bare: ``WanPipeline.from_pretrained(folder, dtype=bf16).to("cuda")``, diffusers' defaults.
+ours: the same folder loaded by the engine (``Engine.load``) from a model definition whose ``engine`` section
+names the variant: ``default`` (batched CFG + the fastest exact attention kernel), ``compile`` (+ regional
+torch.compile, timed after a warm-up run), and the lossy opt-ins ``fbc`` (first-block cache 0.05) and
+``fp8`` (float8 weights). Per step = median of the step-to-step times (a CUDA sync in the step callback, the
+first step left out); bare and ours alternate run by run. Output difference vs bare: max abs and PSNR.
+Then the VAE: the same latents decoded in bfloat16 and in float32, time and PSNR.
+
+    python benchmarks/gpu/step_speed.py --size 1.3B                       # H100, ~6 min
+    python benchmarks/gpu/step_speed.py --size 14B --steps 4 --variants default,compile   # two 14B resident:
+                                                                          # use nvidia-h200 (139 GiB)
+    python benchmarks/gpu/step_speed.py --size smoke                      # CPU, seconds (keeps it working)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.gpu import real_size  # noqa: E402
+
+PROMPT = "a red cat dances on the beach at sunset, cinematic lighting"
+VARIANTS = {
+    "default": {},
+    "compile": {"compile": True},
+    "fbc": {"first_block_cache": 0.05},
+    "fp8": {"fp8": True},
+}
+LOSSLESS = ("default", "compile")
+TARGET = 0.75
+
+
+def device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Run:
+    step_seconds: list[float] = field(default_factory=list)
+    total: float = 0.0
+    frames: np.ndarray | None = None
+
+    @property
+    def per_step(self) -> float:
+        steps = self.step_seconds[1:] or self.step_seconds
+        return statistics.median(steps)
+
+
+def timed_call(pipe, kwargs: dict) -> Run:
+    run = Run()
+    marks: list[float] = []
+
+    def on_step_end(pipe, step, timestep, tensors):
+        synchronize()
+        marks.append(time.perf_counter())
+        return tensors
+
+    synchronize()
+    started = time.perf_counter()
+    with torch.inference_mode():
+        output = pipe(**kwargs, callback_on_step_end=on_step_end, generator=torch.Generator("cpu").manual_seed(3))
+    synchronize()
+    run.total = time.perf_counter() - started
+    run.step_seconds = [b - a for a, b in zip([started, *marks], marks, strict=False)]
+    run.frames = output.frames[0] if hasattr(output, "frames") else None
+    return run
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> str:
+    return f"max abs diff {float(np.abs(a - b).max()):.4f}, PSNR {psnr(a, b):.1f} dB"
+
+
+def call_kwargs(size: str, steps: int) -> dict:
+    settings = real_size.settings_for(size)
+    width, height = (int(v) for v in settings["resolution"].split("x"))
+    return dict(prompt=PROMPT, negative_prompt=settings["negative_prompt"], height=height, width=width,
+                num_frames=settings["video_length"], num_inference_steps=steps,
+                guidance_scale=settings["guidance_scale"], output_type="np")
+
+
+def bare_pipeline(folder: Path, dtype: torch.dtype, text_encoder=None):
+    from diffusers import WanPipeline
+
+    extra = {"text_encoder": text_encoder} if text_encoder is not None else {}
+    pipe = WanPipeline.from_pretrained(folder, dtype=dtype, **extra).to(device())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def compare_variant(name: str, ours, bare, kwargs: dict, runs: int) -> tuple[float, float, str]:
+    if name == "compile":
+        timed_call(ours, kwargs)  # warm-up: compilation happens here
+    bare_runs, our_runs = [], []
+    for _ in range(runs):
+        bare_runs.append(timed_call(bare, kwargs))
+        our_runs.append(timed_call(ours, kwargs))
+    bare_step = statistics.median(r.per_step for r in bare_runs)
+    our_step = statistics.median(r.per_step for r in our_runs)
+    return bare_step, our_step, difference(our_runs[-1].frames, bare_runs[-1].frames)
+
+
+def vae_dtypes(bare, kwargs: dict, folder: Path) -> None:
+    """The final latents decoded by the VAE in bf16 and in fp32 (the usual 'safe' choice)."""
+    from diffusers import AutoencoderKLWan
+
+    with torch.inference_mode():
+        latents = bare(**{**kwargs, "output_type": "latent"}, generator=torch.Generator("cpu").manual_seed(3)).frames
+    results = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        vae = AutoencoderKLWan.from_pretrained(folder / "vae", dtype=dtype).to(device())
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents.device, dtype)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents.device, dtype)
+        seconds = []
+        for _ in range(2):
+            synchronize()
+            started = time.perf_counter()
+            with torch.inference_mode():
+                video = vae.decode(latents.to(dtype) * std + mean, return_dict=False)[0]
+            synchronize()
+            seconds.append(time.perf_counter() - started)
+        results[dtype] = (min(seconds), bare.video_processor.postprocess_video(video.float(), output_type="np")[0])
+        del vae
+    (bf16_s, bf16), (fp32_s, fp32) = results[torch.bfloat16], results[torch.float32]
+    print(f"VAE decode: bf16 {bf16_s:.2f} s vs fp32 {fp32_s:.2f} s (ratio {bf16_s / fp32_s:.2f}x); "
+          f"bf16 vs fp32 output: {difference(bf16, fp32)}")
+
+
+@click.command()
+@click.option("--size", type=click.Choice(list(real_size.SIZES)), default="1.3B", show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=Path("/tmp/wan-random"), show_default=True)
+@click.option("--steps", default=8, show_default=True, help="denoising steps per run (per-step time is the median)")
+@click.option("--runs", default=2, show_default=True, help="interleaved bare/ours pairs per variant")
+@click.option("--variants", default=",".join(VARIANTS), show_default=True)
+def main(size: str, root: Path, steps: int, runs: int, variants: str) -> None:
+    from source.engine.core import Engine
+
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = set(chosen) - VARIANTS.keys()
+    if unknown:
+        raise click.BadParameter(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+    folder = real_size.build(size, root)
+    kwargs = call_kwargs(size, steps)
+    print(f"Wan {size} random weights, {kwargs['width']}x{kwargs['height']}x{kwargs['num_frames']}, {steps} steps, "
+          f"CFG {kwargs['guidance_scale']}, device {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
+    with tempfile.TemporaryDirectory() as defaults:
+        os.environ["WGP_DEFAULTS_DIR"] = defaults
+        engine = Engine()
+        bare = None
+        for name in chosen:
+            model_type = f"bench_{name}"
+            real_size.write_definition(folder, Path(defaults), model_type, engine=VARIANTS[name],
+                                       settings=real_size.settings_for(size))
+            engine.load(model_type)
+            ours = engine.resident.pipe
+            if bare is None:
+                # One text encoder for both (it does not take part in a denoising step; saves 11 GB on 14B).
+                bare = bare_pipeline(folder, real_size.SIZES[size].dtype, text_encoder=ours.text_encoder)
+            bare_step, our_step, diff = compare_variant(name, ours, bare, kwargs, runs)
+            ratio = our_step / bare_step
+            verdict = (f"target <= {TARGET}x: {'PASS' if ratio <= TARGET else 'FAIL'}" if name in LOSSLESS
+                       else "lossy, opt-in")
+            print(f"[{name:8s}] per step: bare {bare_step:.3f} s, ours {our_step:.3f} s -> ratio {ratio:.3f}x "
+                  f"({verdict}); ours vs bare: {diff}")
+        if bare is not None:
+            vae_dtypes(bare, kwargs, folder)
+        if torch.cuda.is_available():
+            print(f"peak GPU memory (both pipelines resident): {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

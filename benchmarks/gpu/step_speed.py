@@ -18,10 +18,8 @@ Then the VAE: the same latents decoded in bfloat16 and in float32, time and PSNR
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.gpu import real_size  # noqa: E402
+from benchmarks.gpu.common import definitions_dir as temporary_definitions  # noqa: E402
+from benchmarks.gpu.common import (  # noqa: E402
+    describe_device,
+    device,
+    peak_gib,
+    root_option,
+    synchronize,
+    verdict,
+)
 
 PROMPT = "a red cat dances on the beach at sunset, cinematic lighting"
 VARIANTS = {
@@ -44,15 +51,6 @@ VARIANTS = {
 }
 LOSSLESS = ("default", "compile")
 TARGET = 0.75
-
-
-def device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 @dataclass
@@ -153,7 +151,7 @@ def vae_dtypes(bare, kwargs: dict, folder: Path) -> None:
 
 @click.command()
 @click.option("--size", type=click.Choice(list(real_size.SIZES)), default="1.3B", show_default=True)
-@click.option("--root", type=click.Path(path_type=Path), default=Path("/tmp/wan-random"), show_default=True)
+@root_option
 @click.option("--steps", default=8, show_default=True, help="denoising steps per run (per-step time is the median)")
 @click.option("--runs", default=2, show_default=True, help="interleaved bare/ours pairs per variant")
 @click.option("--variants", default=",".join(VARIANTS), show_default=True)
@@ -167,15 +165,13 @@ def main(size: str, root: Path, steps: int, runs: int, variants: str) -> None:
     folder = real_size.build(size, root)
     kwargs = call_kwargs(size, steps)
     print(f"Wan {size} random weights, {kwargs['width']}x{kwargs['height']}x{kwargs['num_frames']}, {steps} steps, "
-          f"CFG {kwargs['guidance_scale']}, device {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}")
-    with tempfile.TemporaryDirectory() as defaults:
-        os.environ["WGP_DEFAULTS_DIR"] = defaults
+          f"CFG {kwargs['guidance_scale']}, device {describe_device()}")
+    with temporary_definitions() as defaults:
         engine = Engine()
         bare = None
         for name in chosen:
             model_type = f"bench_{name}"
-            real_size.write_definition(folder, Path(defaults), model_type, engine=VARIANTS[name],
-                                       settings=real_size.settings_for(size))
+            real_size.write_definition(folder, defaults, model_type, engine=VARIANTS[name])
             engine.load(model_type)
             ours = engine.resident.pipe
             if bare is None:
@@ -183,14 +179,19 @@ def main(size: str, root: Path, steps: int, runs: int, variants: str) -> None:
                 bare = bare_pipeline(folder, real_size.SIZES[size].dtype, text_encoder=ours.text_encoder)
             bare_step, our_step, diff = compare_variant(name, ours, bare, kwargs, runs)
             ratio = our_step / bare_step
-            verdict = (f"target <= {TARGET}x: {'PASS' if ratio <= TARGET else 'FAIL'}" if name in LOSSLESS
-                       else "lossy, opt-in")
+            if name not in LOSSLESS:
+                judged = "lossy, opt-in"
+            elif size == "smoke":
+                judged = "smoke size: the target applies to 1.3B and 14B on a GPU"
+            else:
+                judged = f"target <= {TARGET}x: {verdict(ratio <= TARGET)}"
             print(f"[{name:8s}] per step: bare {bare_step:.3f} s, ours {our_step:.3f} s -> ratio {ratio:.3f}x "
-                  f"({verdict}); ours vs bare: {diff}")
+                  f"({judged}); ours vs bare: {diff}")
         if bare is not None:
             vae_dtypes(bare, kwargs, folder)
-        if torch.cuda.is_available():
-            print(f"peak GPU memory (both pipelines resident): {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+        peak = peak_gib()
+        if peak is not None:
+            print(f"peak GPU memory (both pipelines resident): {peak[0]:.1f} GiB allocated")
 
 
 if __name__ == "__main__":

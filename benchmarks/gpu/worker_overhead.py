@@ -9,9 +9,7 @@ benchmarks/worker_overhead.py's, pointed at a definition of the real-size folder
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -21,13 +19,14 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import worker_overhead  # noqa: E402
 from benchmarks.gpu import real_size  # noqa: E402
+from benchmarks.gpu.common import definitions_dir, root_option  # noqa: E402
 
 TARGET = 1.005
 
 
 @click.command()
 @click.option("--size", type=click.Choice(list(real_size.SIZES)), default="1.3B", show_default=True)
-@click.option("--root", type=click.Path(path_type=Path), default=Path("/tmp/wan-random"), show_default=True)
+@root_option
 @click.option("--runs", default=3, show_default=True)
 @click.option("--steps", type=int, default=None, help="denoising steps (default: the model's own, 30)")
 def main(size: str, root: Path, runs: int, steps: int | None) -> None:
@@ -35,11 +34,9 @@ def main(size: str, root: Path, runs: int, steps: int | None) -> None:
     settings = real_size.settings_for(size)
     if steps:
         settings["num_inference_steps"] = steps
-    with tempfile.TemporaryDirectory() as defaults:
-        # The worker process is started by the measurement and inherits this variable.
-        os.environ["WGP_DEFAULTS_DIR"] = defaults
-        model_type = f"wan_{size}_random".replace(".", "_")
-        real_size.write_definition(folder, Path(defaults), model_type, settings=settings)
+    # The worker process started by the measurement inherits WGP_DEFAULTS_DIR.
+    with definitions_dir() as defaults:
+        model_type = real_size.write_definition(folder, defaults, real_size.model_type_for(size), settings=settings)
         worker_overhead.measure(runs, model_type, TARGET)
 
 

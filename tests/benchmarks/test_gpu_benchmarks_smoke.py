@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks.gpu import real_size
-from tests.helpers import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -21,13 +19,14 @@ def weights_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("wan-random")
 
 
-def run_smoke(script: str, root: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "gpu" / f"{script}.py"), "--size", "smoke", "--root", str(root)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
-    return done.stdout
+def run_smoke(script: str, root: Path, *extra: str) -> str:
+    """The script's click command in this process (the imports are paid once for the module)."""
+    from click.testing import CliRunner
+
+    command = importlib.import_module(f"benchmarks.gpu.{script}").main
+    result = CliRunner().invoke(command, ["--size", "smoke", "--root", str(root), *extra], catch_exceptions=False)
+    assert result.exit_code == 0, result.output[-4000:]
+    return result.stdout
 
 
 def parameters(size: str, component: str) -> int:
@@ -76,3 +75,25 @@ def test_low_vram_benchmark_runs_both_profiles_and_prints_the_targets(weights_ro
                   "max abs difference offload vs resident, transformer outputs",
                   "max abs difference offload vs resident, decoded mp4 frames", "transformer outputs finite: yes"):
         assert label in out, label
+
+
+def test_step_speed_benchmark_times_every_variant_and_compares_outputs(weights_root: Path):
+    out = run_smoke("step_speed", weights_root, "--steps", "3", "--runs", "1", "--variants", "default,fbc,fp8")
+
+    lines = {line.split("]")[0].strip("[ "): line for line in out.splitlines() if line.startswith("[")}
+    assert set(lines) == {"default", "fbc", "fp8"}
+    assert "per step: bare" in lines["default"] and "ratio" in lines["default"]
+    assert "lossy, opt-in" in lines["fp8"] and "lossy, opt-in" in lines["fbc"]
+    # Batched guidance is lossless: the default variant matches bare diffusers; fp8 does not, and says so.
+    default_diff = float(lines["default"].split("max abs diff ")[1].split(",")[0])
+    fp8_diff = float(lines["fp8"].split("max abs diff ")[1].split(",")[0])
+    assert default_diff < 1e-3 < fp8_diff
+    assert "VAE decode: bf16" in out and "bf16 vs fp32 output: max abs diff" in out
+
+
+def test_gpu_worker_overhead_runs_a_row_through_the_worker_on_the_built_folder(weights_root: Path):
+    out = run_smoke("worker_overhead", weights_root, "--runs", "1")
+
+    assert "model random_t2v_smoke" in out
+    assert "model loads in the worker: 1 (the warm-up task only)" in out
+    assert "ratio worker/bare (median)" in out and "(target <= 1.005)" in out

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
+import torch
 
 from source.engine.params import LoraWeight
 from source.engine.paths import loras_dir
@@ -68,7 +69,25 @@ def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[Lor
                 pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
                                        **({"load_into_transformer_2": True} if component == "transformer_2" else {}))
         pipe.set_adapters(adapters, adapter_weights=per_adapter)
+        for component in components:
+            _lora_layers_in_compute_dtype(getattr(pipe, component))
         log.info("loras_applied", loras=[p.name for p in paths], weights=per_adapter)
         yield
     finally:
         pipe.unload_lora_weights()
+
+
+def _lora_layers_in_compute_dtype(model: torch.nn.Module) -> None:
+    """With fp8 weight storage (engine ``fp8``) peft creates the LoRA layers in float8 like their base layers,
+    but runs them without the upcasting hooks; keep them in the dtype the rest of the model computes in."""
+    compute = next((p.dtype for p in model.parameters() if p.dtype.itemsize > 1), None)
+    if compute is None:
+        return
+    for module in model.modules():
+        for name in ("lora_A", "lora_B"):
+            layers = getattr(module, name, None)
+            if not isinstance(layers, torch.nn.ModuleDict):
+                continue
+            for layer in layers.values():
+                if any(p.dtype.itemsize == 1 for p in layer.parameters()):
+                    layer.to(compute)

@@ -189,3 +189,17 @@ def test_engine_options_come_from_the_model_json_and_bad_ones_are_clear_errors(t
         with pytest.raises(InvalidParams, match=message) as error:
             load_model_def(bad)
         assert "tiny_t2v_bad" in str(error.value)
+
+
+def test_fp8_weights_take_a_lora_and_drop_it_afterwards(tmp_path, monkeypatch):
+    from source.engine.loras import applied_loras
+    from tests.generation.tiny_lora import make_tiny_wan_lora
+
+    make_tiny_wan_lora(tmp_path / "wan", "style", strength=3.0)
+    monkeypatch.setenv("WGP_LORA_DIR", str(tmp_path))
+    pipe = pipeline("tiny_t2v", EngineOptions(fp8=True))
+    before = run(pipe, "tiny_t2v")
+    with applied_loras(pipe, "wan", ["style"], [(1.0,)]):
+        styled = run(pipe, "tiny_t2v")
+    assert np.abs(styled - before).max() > 0.05
+    assert np.array_equal(run(pipe, "tiny_t2v"), before)

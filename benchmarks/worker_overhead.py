@@ -13,6 +13,7 @@ ratio (target <= 1.02 on CPU; benchmarks/gpu/worker_overhead.py runs it at real 
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import click
 import torch
-from diffusers.utils import export_to_video
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +47,25 @@ def wait_complete(store: SqliteTaskStore, task_id: str) -> None:
         if row.status is not TaskStatus.QUEUED and row.status is not TaskStatus.IN_PROGRESS:
             raise SystemExit(f"task {task_id} ended {row.status.value}: {row.error_message}")
         store.wait_for_change(1.0)
+
+
+def bare_export(frames, path: Path) -> None:
+    """diffusers' export_to_video (imageio + imageio-ffmpeg); where imageio-ffmpeg is missing (the GPU machine:
+    its wheel is too large to carry there), the plainest PyAV loop with libx264's defaults."""
+    if importlib.util.find_spec("imageio_ffmpeg") is not None:
+        from diffusers.utils import export_to_video
+
+        export_to_video(frames, str(path), fps=16)
+        return
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray((frame * 255).round().astype("uint8"))))
+        container.mux(stream.encode())
 
 
 def bare_pipeline(model_type: str):
@@ -98,7 +117,7 @@ def measure(runs: int, model: str, target: float) -> None:
         def bare() -> None:
             with torch.inference_mode():
                 frames = pipe(generator=torch.Generator("cpu").manual_seed(3), **bare_kwargs).frames[0]
-            export_to_video(frames, str(out / "bare.mp4"), fps=16)
+            bare_export(frames, out / "bare.mp4")
 
         bare()
         times: dict[str, list[float]] = {"bare": [], "ours": []}
@@ -114,7 +133,7 @@ def measure(runs: int, model: str, target: float) -> None:
     bare_median, ours_median = statistics.median(times["bare"]), statistics.median(times["ours"])
     print(f"model {model}: {settings['resolution']} x {settings['video_length']} frames, "
           f"{settings['num_inference_steps']} steps; model loads in the worker: {loads} (the warm-up task only)")
-    print(f"bare pipeline + export_to_video : median {bare_median:.3f} s  runs={[round(t, 3) for t in times['bare']]}")
+    print(f"bare pipeline + export          : median {bare_median:.3f} s  runs={[round(t, 3) for t in times['bare']]}")
     print(f"row through the worker          : median {ours_median:.3f} s  runs={[round(t, 3) for t in times['ours']]}")
     inside_median = statistics.median(inside[1:])
     print(f"  of which wgp.generate_video inside the worker: median {inside_median:.3f} s -> the worker's own "

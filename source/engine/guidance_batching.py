@@ -8,16 +8,20 @@ embeddings from the first unconditional call of a generation; from then on the c
 both halves in one batch and keeps the unconditional half, and the unconditional call that follows is
 answered from it, but only after checking that every input is the very object the batch was built from.
 Any mismatch (a callback that replaced a tensor, a different negative) makes that call run on its own, so
-the result is always the plain path's up to the floating-point noise of a larger matrix product.
+the result is always the plain path's up to the floating-point noise of a larger matrix product. A batch
+that runs out of accelerator memory is retried as single passes, as is every later one at least as large.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import BaseState, StateManager
+
+log = structlog.get_logger(__name__)
 
 HOOK_NAME = "batched_guidance"
 # Inputs whose first dimension is the batch: repeated for the second half of the batch.
@@ -38,6 +42,8 @@ class BatchedGuidanceHook(ModelHook):
         super().__init__()
         self.state_manager = StateManager(_ContextOnly)
         self.batched_steps = 0
+        # Latent size (elements) of the smallest generation whose batch ran out of memory: only smaller batch.
+        self.too_large_from: int | None = None
         self._negative: torch.Tensor | None = None
         self._pending: tuple[dict[str, Any], Any] | None = None
 
@@ -62,7 +68,7 @@ class BatchedGuidanceHook(ModelHook):
         self._pending = None
         positive = kwargs.get("encoder_hidden_states")
         negative = self._negative
-        if negative is None or positive is None or negative.shape != positive.shape:
+        if negative is None or positive is None or negative.shape != positive.shape or self._too_large(kwargs):
             return forward(**kwargs)
         batched = dict(kwargs)
         batched["encoder_hidden_states"] = torch.cat([positive, negative])
@@ -70,11 +76,24 @@ class BatchedGuidanceHook(ModelHook):
             value = kwargs.get(key)
             if isinstance(value, torch.Tensor) and value.ndim > 0:
                 batched[key] = torch.cat([value, value])
-        output = forward(**batched)
+        try:
+            output = forward(**batched)
+        except torch.OutOfMemoryError:
+            # Twice the activations did not fit: generations this large run their passes one at a time.
+            del batched
+            self.too_large_from = _latent_size(kwargs)
+            log.warning("batched_guidance_out_of_memory", latent_elements=self.too_large_from,
+                        fallback="one pass at a time for generations this large")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return forward(**kwargs)
         conditional, unconditional = _split_halves(output)
         self._pending = ({**kwargs, "encoder_hidden_states": negative}, unconditional)
         self.batched_steps += 1
         return conditional
+
+    def _too_large(self, kwargs: dict[str, Any]) -> bool:
+        return self.too_large_from is not None and _latent_size(kwargs) >= self.too_large_from
 
     def _uncond(self, forward, kwargs: dict[str, Any]):
         pending, self._pending = self._pending, None
@@ -82,6 +101,11 @@ class BatchedGuidanceHook(ModelHook):
             return pending[1]
         self._negative = kwargs.get("encoder_hidden_states")
         return forward(**kwargs)
+
+
+def _latent_size(kwargs: dict[str, Any]) -> int:
+    latents = kwargs.get("hidden_states")
+    return latents.numel() if isinstance(latents, torch.Tensor) else 0
 
 
 def _same_inputs(expected: dict[str, Any], actual: dict[str, Any]) -> bool:

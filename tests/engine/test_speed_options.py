@@ -203,3 +203,30 @@ def test_fp8_weights_take_a_lora_and_drop_it_afterwards(tmp_path, monkeypatch):
         styled = run(pipe, "tiny_t2v")
     assert np.abs(styled - before).max() > 0.05
     assert np.array_equal(run(pipe, "tiny_t2v"), before)
+
+
+def test_a_batch_that_runs_out_of_memory_falls_back_to_one_pass_at_a_time():
+    """The accelerator cannot be made to run out of memory here, so the block below raises what CUDA raises
+    when a batch of two does not fit; a batch of one still does."""
+    plain = pipeline("tiny_t2v", EngineOptions(batch_cfg=False))
+    batched = pipeline("tiny_t2v", EngineOptions(batch_cfg=True))
+    batch_sizes = []
+
+    def no_room_for_two(module, args, kwargs):
+        batch_sizes.append(kwargs["hidden_states"].shape[0] if "hidden_states" in kwargs else args[0].shape[0])
+        if batch_sizes[-1] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    batched.transformer.blocks[0].register_forward_pre_hook(no_room_for_two, with_kwargs=True)
+    expected = run(plain, "tiny_t2v")
+    got = run(batched, "tiny_t2v")
+
+    assert np.abs(expected - got).max() < 1e-4
+    hook = guidance_batching.hook_of(batched.transformer)
+    assert hook.too_large_from is not None and hook.batched_steps == 0
+    assert batch_sizes.count(2) == 1  # tried once, then never again at this size
+    run(batched, "tiny_t2v")
+    assert batch_sizes.count(2) == 1
+    # A smaller generation still gets its batch (and here runs out again, so it too falls back).
+    run(batched, "tiny_t2v", height=16, width=16)
+    assert batch_sizes.count(2) == 2

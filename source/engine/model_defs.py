@@ -35,6 +35,12 @@ class WeightsSource:
         return f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
 
 
+def _attention_backends() -> list[str]:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return [backend.value for backend in AttentionBackendName]
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Memory/speed knobs. All but the lossy two keep results within numerical noise of the plain path.
@@ -60,6 +66,9 @@ class EngineOptions:
             isinstance(self.first_block_cache, (int, float)) and self.first_block_cache > 0
         ):
             raise InvalidParams(f"engine.first_block_cache must be a threshold > 0, got {self.first_block_cache!r}")
+        if self.attention not in (None, "auto") and self.attention not in _attention_backends():
+            raise InvalidParams(f"engine.attention {self.attention!r} is not a diffusers attention backend; use "
+                                f"\"auto\", null or one of {', '.join(_attention_backends())}")
         if self.vae_dtype not in (None, "bfloat16", "float16", "float32"):
             raise InvalidParams(f"engine.vae_dtype must be bfloat16, float16 or float32, got {self.vae_dtype!r}")
 

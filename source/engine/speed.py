@@ -99,9 +99,17 @@ def auto_attention_backend(model: torch.nn.Module, device: torch.device) -> str:
 
 
 def set_attention(model: torch.nn.Module, choice: str | None, device: torch.device) -> str:
+    """Set the definition's attention backend; one this machine cannot run (its package is missing, or no
+    GPU) falls back to "auto" with a warning rather than failing every task of the model."""
     if not choice or not hasattr(model, "set_attention_backend"):
         return "default"
-    backend = auto_attention_backend(model, device) if choice == "auto" else choice
+    if choice != "auto":
+        try:
+            model.set_attention_backend(choice)
+            return choice
+        except (RuntimeError, ValueError) as exc:
+            log.warning("attention_backend_unavailable", requested=choice, error=str(exc)[:200], using="auto")
+    backend = auto_attention_backend(model, device)
     model.set_attention_backend(backend)
     return backend
 

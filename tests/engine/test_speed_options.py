@@ -184,6 +184,7 @@ def test_engine_options_come_from_the_model_json_and_bad_ones_are_clear_errors(t
 
     for engine_section, message in [({"first_block_cache": -1}, "first_block_cache"),
                                     ({"vae_dtype": "int8"}, "vae_dtype"),
+                                    ({"attention": "warp"}, "attention 'warp' is not a diffusers attention backend"),
                                     ({"turbo": True}, "turbo")]:
         bad = definitions("tiny_t2v_bad", engine_section)
         with pytest.raises(InvalidParams, match=message) as error:
@@ -230,3 +231,11 @@ def test_a_batch_that_runs_out_of_memory_falls_back_to_one_pass_at_a_time():
     # A smaller generation still gets its batch (and here runs out again, so it too falls back).
     run(batched, "tiny_t2v", height=16, width=16)
     assert batch_sizes.count(2) == 2
+
+
+def test_an_attention_backend_this_machine_lacks_falls_back_to_the_fastest_it_has():
+    pipe = pipeline("tiny_t2v", EngineOptions(attention="_flash_3"))  # FlashAttention 3: not installed here
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    assert pipe.transformer.blocks[0].attn1.processor._attention_backend == AttentionBackendName.NATIVE
+    assert np.isfinite(run(pipe, "tiny_t2v")).all()

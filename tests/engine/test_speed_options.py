@@ -23,7 +23,7 @@ from source.errors import InvalidParams
 
 CALL = {"prompt": "a red cat dances", "negative_prompt": "blurry", "height": 32, "width": 32,
         "num_inference_steps": 4, "output_type": "np"}
-FRAMES = {"tiny_t2v": 5, "tiny_t2v_2_2": 5, "tiny_vace": 5, "tiny_i2v": 5}
+FRAMES = {"tiny_t2v": 5, "tiny_t2v_2_2": 5, "tiny_vace": 5, "tiny_i2v": 5, "tiny_i2v_2_2": 5}
 
 
 def pipeline(model_type: str, options: EngineOptions):
@@ -53,9 +53,9 @@ def still(still_image):
     return Image.open(still_image).convert("RGB").resize((32, 32))
 
 
-@pytest.mark.parametrize("model_type", ["tiny_t2v", "tiny_t2v_2_2", "tiny_vace", "tiny_i2v"])
+@pytest.mark.parametrize("model_type", ["tiny_t2v", "tiny_t2v_2_2", "tiny_vace", "tiny_i2v", "tiny_i2v_2_2"])
 def test_batched_guidance_runs_one_forward_per_step_and_matches_the_plain_path(model_type, still):
-    extra = {"image": still} if model_type == "tiny_i2v" else {}
+    extra = {"image": still} if model_type.startswith("tiny_i2v") else {}
     plain = pipeline(model_type, EngineOptions(batch_cfg=False))
     batched = pipeline(model_type, EngineOptions(batch_cfg=True))
     plain_calls, batched_calls = block_calls(plain.transformer.blocks[0]), block_calls(batched.transformer.blocks[0])
@@ -239,3 +239,13 @@ def test_an_attention_backend_this_machine_lacks_falls_back_to_the_fastest_it_ha
 
     assert pipe.transformer.blocks[0].attn1.processor._attention_backend == AttentionBackendName.NATIVE
     assert np.isfinite(run(pipe, "tiny_t2v")).all()
+
+
+def test_batched_guidance_with_per_token_timesteps_as_wan_2_2_ti2v_uses():
+    """Wan 2.2 TI2V pipelines pass a (batch, tokens) timestep (``expand_timesteps``); it is batched like the rest."""
+    plain = pipeline("tiny_t2v", EngineOptions(batch_cfg=False))
+    batched = pipeline("tiny_t2v", EngineOptions(batch_cfg=True))
+    for pipe in (plain, batched):
+        pipe.register_to_config(expand_timesteps=True)
+    assert np.abs(run(plain, "tiny_t2v") - run(batched, "tiny_t2v")).max() < 1e-4
+    assert guidance_batching.hook_of(batched.transformer).batched_steps == CALL["num_inference_steps"] - 1

@@ -140,10 +140,6 @@ def enable(model: torch.nn.Module) -> BatchedGuidanceHook:
     return hook
 
 
-def disable(model: torch.nn.Module) -> None:
-    HookRegistry.check_if_exists_or_initialize(model).remove_hook(HOOK_NAME, recurse=False)
-
-
 def hook_of(model: torch.nn.Module) -> BatchedGuidanceHook | None:
     registry = getattr(model, "_diffusers_hook", None)
     return registry.get_hook(HOOK_NAME) if registry is not None else None

@@ -16,11 +16,11 @@ import structlog
 import torch
 
 from source.engine import guidance_batching
+from source.engine.loras import expert_components
 from source.engine.model_defs import EngineOptions
 
 log = structlog.get_logger(__name__)
 
-DENOISERS = ("transformer", "transformer_2")
 # Exact-attention kernels only (sage and other quantised kernels change results, so "auto" never picks them),
 # in the order tried; each is used only when diffusers reports its package usable on this machine.
 _EXACT_CUDA_BACKENDS = ("_flash_3", "flash", "_native_cudnn", "_native_flash", "native")
@@ -28,7 +28,7 @@ _chosen: dict[tuple, str] = {}
 
 
 def denoisers(pipe) -> list[torch.nn.Module]:
-    return [model for name in DENOISERS if (model := getattr(pipe, name, None)) is not None]
+    return [getattr(pipe, name) for name in expert_components(pipe)]
 
 
 def usable_attention_backends(device: torch.device) -> list[str]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,6 +52,13 @@ def timed(run: Callable[[], T]) -> tuple[T, float]:
     result = run()
     synchronize()
     return result, time.perf_counter() - started
+
+
+def median_step_seconds(step_ends: list[float]) -> float:
+    """Median gap between consecutive denoising-step ends (seconds after the call started); the first step,
+    which also encodes the prompt, is left out when there are others."""
+    gaps = [later - earlier for earlier, later in pairwise(step_ends)]
+    return statistics.median(gaps) if gaps else step_ends[0]
 
 
 def drop_page_cache() -> bool:

@@ -14,7 +14,6 @@ from torch.cuda.max_memory_allocated, reset before the load. Then the ratios and
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -52,9 +51,7 @@ class Run:
 
     @property
     def per_step(self) -> float:
-        """Median step time; the first step is left out when there are others (it includes prompt encoding)."""
-        gaps = np.diff(self.step_ends).tolist()
-        return statistics.median(gaps) if gaps else self.step_ends[0]
+        return common.median_step_seconds(self.step_ends)
 
     @property
     def decode(self) -> float:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -37,6 +37,7 @@ from benchmarks.gpu.common import (  # noqa: E402
     describe_device,
     device,
     free_memory,
+    median_step_seconds,
     peak_gib,
     root_option,
     synchronize,
@@ -56,34 +57,27 @@ TARGET = 0.75
 
 @dataclass
 class Run:
-    step_seconds: list[float] = field(default_factory=list)
-    total: float = 0.0
-    frames: np.ndarray | None = None
+    step_ends: list[float]  # seconds after the call at which each denoising step ended
+    frames: np.ndarray
 
     @property
     def per_step(self) -> float:
-        steps = self.step_seconds[1:] or self.step_seconds
-        return statistics.median(steps)
+        return median_step_seconds(self.step_ends)
 
 
 def timed_call(pipe, kwargs: dict) -> Run:
-    run = Run()
-    marks: list[float] = []
+    step_ends: list[float] = []
 
     def on_step_end(pipe, step, timestep, tensors):
         synchronize()
-        marks.append(time.perf_counter())
+        step_ends.append(time.perf_counter() - started)
         return tensors
 
     synchronize()
     started = time.perf_counter()
     with torch.inference_mode():
         output = pipe(**kwargs, callback_on_step_end=on_step_end, generator=torch.Generator("cpu").manual_seed(3))
-    synchronize()
-    run.total = time.perf_counter() - started
-    run.step_seconds = [b - a for a, b in zip([started, *marks], marks, strict=False)]
-    run.frames = output.frames[0] if hasattr(output, "frames") else None
-    return run
+    return Run(step_ends, output.frames[0])
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import random
+import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 
 from source.db.models import NewTask, TaskStatus
 from source.db.store import TaskStore
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def claim_delay_seconds(task) -> float:
@@ -49,3 +55,42 @@ def bare_poller(open_store: Callable[[], TaskStore], interval: float, stop: thre
             continue
         store.complete_task(task.id, "bare-poller", output_location=None, result=None)
     store.close()
+
+
+def measure_worker_pickup(store: TaskStore, database_args: Sequence[str], output_dir: str, rows: int) -> list[float]:
+    """A real ``worker.py`` process (poll interval 10 s) on ``store``'s database, idle before each row."""
+    worker = subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py"), *database_args, "--main-output-dir", output_dir,
+         "--poll-interval", "10", "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )
+    try:
+        time.sleep(3)  # imports done, worker idle
+        return measure_pickup(store, rows, 0.3)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def measure_bare_pickup(store: TaskStore, open_store: Callable[[], TaskStore], rows: int,
+                        interval: float) -> list[float]:
+    """The same rows claimed by ``bare_poller`` (its own store from ``open_store``) polling every ``interval``."""
+    stop = threading.Event()
+    poller = threading.Thread(target=bare_poller, args=(open_store, interval, stop), daemon=True)
+    poller.start()
+    time.sleep(0.5)
+    try:
+        return measure_pickup(store, rows, interval)
+    finally:
+        stop.set()
+        poller.join()
+
+
+def report(ours_label: str, ours: list[float], bare: list[float], bare_interval: float) -> tuple[float, float]:
+    """Print both distributions; returns their medians (ours, bare)."""
+    ours_median, bare_median = statistics.median(ours), statistics.median(bare)
+    print(f"{ours_label}: n={len(ours)} median={ours_median * 1000:.1f} ms "
+          f"p95={p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
+    print(f"bare polling loop (interval {bare_interval:g} s): n={len(bare)} median={bare_median * 1000:.1f} ms "
+          f"p95={p95(bare) * 1000:.1f} ms")
+    return ours_median, bare_median

@@ -10,20 +10,16 @@ when the queue is empty, sleeps the poll interval; rows arrive at random points 
 
 from __future__ import annotations
 
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.pg_schema import DEFAULT_URL, ROOT, fresh_schema  # noqa: E402
-from benchmarks.pickup import bare_poller, measure_pickup, p95  # noqa: E402
+from benchmarks.pg_schema import DEFAULT_URL, fresh_schema  # noqa: E402
+from benchmarks.pickup import measure_bare_pickup, measure_worker_pickup, report  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
 
 
@@ -35,36 +31,15 @@ from source.db.postgres import PostgresTaskStore  # noqa: E402
 def main(rows: int, bare_rows: int, bare_interval: float, url: str) -> None:
     with fresh_schema(url) as schema_url, tempfile.TemporaryDirectory() as tmp:
         store = PostgresTaskStore(schema_url)
-        worker = subprocess.Popen(
-            [sys.executable, str(ROOT / "worker.py"), "--db-url", schema_url, "--main-output-dir", f"{tmp}/out",
-             "--poll-interval", "10", "--log-format", "json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
-        )
-        try:
-            time.sleep(3)  # imports done, worker idle and listening
-            ours = measure_pickup(store, rows, 0.3)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+        ours = measure_worker_pickup(store, ["--db-url", schema_url], f"{tmp}/out", rows)
         store.close()
 
     with fresh_schema(url) as schema_url:
         store = PostgresTaskStore(schema_url)
-        stop = threading.Event()
-        poller = threading.Thread(target=bare_poller, args=(lambda: PostgresTaskStore(schema_url), bare_interval, stop),
-                                  daemon=True)
-        poller.start()
-        time.sleep(0.5)
-        bare = measure_pickup(store, bare_rows, bare_interval)
-        stop.set()
-        poller.join()
+        bare = measure_bare_pickup(store, lambda: PostgresTaskStore(schema_url), bare_rows, bare_interval)
         store.close()
 
-    ours_median, bare_median = statistics.median(ours), statistics.median(bare)
-    print(f"worker.py LISTEN/NOTIFY (poll interval 10 s): n={len(ours)} median={ours_median * 1000:.1f} ms "
-          f"p95={p95(ours) * 1000:.1f} ms max={max(ours) * 1000:.1f} ms")
-    print(f"bare polling loop (interval {bare_interval:g} s): n={len(bare)} median={bare_median * 1000:.1f} ms "
-          f"p95={p95(bare) * 1000:.1f} ms")
+    ours_median, bare_median = report("worker.py LISTEN/NOTIFY (poll interval 10 s)", ours, bare, bare_interval)
     print(f"ratio bare/ours (median): {bare_median / ours_median:.0f}x")
     print(f"target median < 50 ms: {'met' if ours_median < 0.05 else 'NOT met'}")
 

@@ -37,6 +37,21 @@ def start_worker(db: Path | str, output_dir: Path, *extra: str, log_path: Path |
                             stdout=subprocess.DEVNULL, stderr=stderr)
 
 
+def run_workers_once(db: Path | str, output_dir: Path, count: int, name_prefix: str, *extra: str,
+                     timeout: float = 120) -> None:
+    """``count`` worker processes with ``--once`` side by side (each drains the queue, then exits); every one
+    must exit 0 within ``timeout``, and none is left running whatever happens."""
+    workers = [start_worker(db, output_dir, "--once", "--worker", f"{name_prefix}{i}", *extra) for i in range(count)]
+    try:
+        for proc in workers:
+            assert proc.wait(timeout=timeout) == 0
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def run_worker(db: Path | str, output_dir: Path, *extra: str, timeout: float = 120,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(worker_command(db, output_dir, *extra), cwd=REPO_ROOT, capture_output=True,

@@ -9,15 +9,13 @@ from collections import Counter
 from source.db.models import NewTask, TaskStatus
 from source.db.sql_files import list_migrations
 from source.db.sqlite import SqliteTaskStore
-from tests.helpers import log_events, ping_executions, run_worker, start_worker, wait_for
+from tests.helpers import log_events, ping_executions, run_worker, run_workers_once, start_worker, wait_for
 
 
 def test_four_processes_process_two_hundred_rows_exactly_once(sqlite_store, tmp_path):
     out = tmp_path / "out"
     ids = [sqlite_store.add_task(NewTask("ping", {"message": f"row {i}"})) for i in range(200)]
-    workers = [start_worker(sqlite_store.path, out, "--once", "--worker", f"w{i}") for i in range(4)]
-    for proc in workers:
-        assert proc.wait(timeout=120) == 0
+    run_workers_once(sqlite_store.path, out, 4, "w")
     executions = {task_id: ping_executions(out, task_id) for task_id in ids}
     assert all(len(runs) == 1 for runs in executions.values()), [k for k, v in executions.items() if len(v) != 1]
     rows = {t.id: t for t in sqlite_store.list_tasks(limit=1000)}

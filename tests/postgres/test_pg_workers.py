@@ -14,7 +14,15 @@ import psycopg
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from tests.helpers import REPO_ROOT, log_events, ping_executions, run_worker, start_worker, wait_for
+from tests.helpers import (
+    REPO_ROOT,
+    log_events,
+    ping_executions,
+    run_worker,
+    run_workers_once,
+    start_worker,
+    wait_for,
+)
 from tests.pg_fixtures import schema_of, terminate_backends
 
 pytestmark = pytest.mark.postgres
@@ -39,12 +47,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 def test_eight_worker_processes_complete_two_thousand_rows_exactly_once(postgres_store, postgres_schema_url, tmp_path):
     out = tmp_path / "out"
     ids = _insert_pings(postgres_schema_url, 2000)
-    workers = [start_worker(postgres_schema_url, out, "--once", "--worker", f"pg{i}") for i in range(8)]
-    try:
-        for proc in workers:
-            assert proc.wait(timeout=240) == 0
-    finally:
-        _stop(workers)
+    run_workers_once(postgres_schema_url, out, 8, "pg", timeout=240)
     rows = {t.id: t for t in postgres_store.list_tasks(limit=5000)}
     assert {row.status for row in rows.values()} == {TaskStatus.COMPLETE}
     assert set(rows) == set(ids)
@@ -143,12 +146,7 @@ def test_dependency_chain_and_cascade_across_worker_processes(postgres_store, po
     third = postgres_store.add_task(NewTask("ping", {"message": "3"}, dependant_on=second, priority=9))
     bad_head = postgres_store.add_task(NewTask("ping", {"sleep_seconds": -1}))
     bad_child = postgres_store.add_task(NewTask("ping", {}, dependant_on=bad_head))
-    workers = [start_worker(postgres_schema_url, out, "--once", "--worker", f"d{i}") for i in range(2)]
-    try:
-        for proc in workers:
-            assert proc.wait(timeout=60) == 0
-    finally:
-        _stop(workers)
+    run_workers_once(postgres_schema_url, out, 2, "d", timeout=60)
     started = [postgres_store.get_task(i).generation_started_at for i in (first, second, third)]
     assert started == sorted(started)
     assert all(postgres_store.get_task(i).status is TaskStatus.COMPLETE for i in (first, second, third))

@@ -10,8 +10,8 @@ from pathlib import Path
 import click
 import structlog
 
-from source.cli_options import with_store_config
-from source.db import DbType, StoreConfig, StoreConfigError, open_store
+from source.cli_options import run_migrations, store_failure, with_store_config
+from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
 from source.generation import queue_stats, resident_affinity
 from source.logging_utils import configure_logging
@@ -35,7 +35,11 @@ log = structlog.get_logger("worker")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
               help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--delete-db", is_flag=True, help="Delete the SQLite db file (and its WAL) before starting.")
-@click.option("--migrate-only", is_flag=True, help="Apply pending schema migrations, then exit.")
+@click.option("--migrate-only", is_flag=True,
+              help="Apply pending schema migrations, print what was applied, then exit (the only way a shared "
+                   "database is migrated; SQLite files are migrated on every start).")
+@click.option("--dry-run", is_flag=True, help="With --migrate-only: print the SQL of the pending migrations, "
+                                              "apply nothing.")
 @click.option("--queue-workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Generation threads in the in-process HeadlessTaskQueue.")
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
@@ -70,15 +74,20 @@ def main(config: StoreConfig, **opts: object) -> None:
             Path(config.db_file + suffix).unlink(missing_ok=True)
         log.info("db_deleted", db_file=config.db_file)
 
+    if opts["dry_run"] and not opts["migrate_only"]:
+        raise click.UsageError("--dry-run goes with --migrate-only")
+    # Only --migrate-only changes a shared database's schema; a worker checks it and stops when it is behind.
     try:
         store = open_store(config)
-        applied = store.migrate()
+        if opts["migrate_only"]:
+            try:
+                run_migrations(store, config, dry_run=bool(opts["dry_run"]))
+            finally:
+                store.close()
+            return
+        prepare_schema(store, config)
     except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    if opts["migrate_only"]:
-        click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
-        store.close()
-        return
+        raise store_failure(exc) from None
 
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit
 
 import click
 
-from source.db import DbType, StoreConfig
+from source.db import DbType, StoreConfig, TaskStore
+from source.db.config import StoreUnavailable
 from source.logging_utils import register_secret
 
 
@@ -74,3 +75,27 @@ def with_store_config(func: Callable[..., Any]) -> Callable[..., Any]:
         return func(*args, config=config, **kwargs)
 
     return store_options(wrapper)
+
+
+def store_failure(exc: StoreUnavailable) -> click.ClickException:
+    """A store that is unreachable or not migrated, as one line on stderr and the store's exit code
+    (README "Exit codes": 4 schema behind the code, 5 no tasks table, 1 anything else)."""
+    failure = click.ClickException(str(exc))
+    failure.exit_code = exc.exit_code
+    return failure
+
+
+def run_migrations(store: TaskStore, config: StoreConfig, *, dry_run: bool) -> None:
+    """``worker.py --migrate-only`` and ``tasks migrate``: the only commands that change a schema. Prints
+    what was applied, or with ``dry_run`` the SQL of each pending migration (nothing applied)."""
+    if not dry_run:
+        applied = store.migrate()
+        click.echo(f"migrations applied: {', '.join(applied) if applied else 'none (schema up to date)'}")
+        return
+    if config.db_type is DbType.SQLITE or not config.db_url:
+        raise click.UsageError("--dry-run needs a direct Postgres URL (--db-url / SUPABASE_DB_URL)")
+    pending = store.pending_migrations()  # type: ignore[attr-defined]  (PostgresTaskStore)
+    for migration in pending:
+        click.echo(f"-- migration {migration.label}\n{migration.sql.rstrip()}\n")
+    names = ", ".join(m.label for m in pending) or "none (schema up to date)"
+    click.echo(f"-- dry run, nothing applied; pending: {names}")

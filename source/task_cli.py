@@ -8,23 +8,33 @@ from typing import Any
 
 import click
 
-from source.cli_options import with_store_config
-from source.db import NewTask, StoreConfig, StoreConfigError, TaskStatus, TaskStore, open_store
+from source.cli_options import run_migrations, store_failure, with_store_config
+from source.db import (
+    NewTask,
+    StoreConfig,
+    StoreConfigError,
+    TaskStatus,
+    TaskStore,
+    open_store,
+    prepare_schema,
+)
 from source.db.config import StoreUnavailable
 from source.db.models import Task
 from source.logging_utils import configure_logging
 from source.routing import known_task_types
 
 
-def _open(config: StoreConfig) -> TaskStore:
+def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
+    """The store, its schema checked (never changed: only ``tasks migrate`` migrates a shared database)."""
     try:
         store = open_store(config)
     except StoreConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    try:
-        store.migrate()
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    if check_schema:
+        try:
+            prepare_schema(store, config)
+        except StoreUnavailable as exc:
+            raise store_failure(exc) from None
     return store
 
 
@@ -154,6 +164,20 @@ def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
         click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
                    f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
                    f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
+
+
+@cli.command()
+@with_store_config
+@click.option("--dry-run", is_flag=True, help="Print the SQL of the pending migrations; apply nothing.")
+def migrate(config: StoreConfig, dry_run: bool) -> None:
+    """Apply the pending schema migrations and print what was applied (the same as worker.py --migrate-only)."""
+    store = _open(config, check_schema=False)
+    try:
+        run_migrations(store, config, dry_run=dry_run)
+    except StoreUnavailable as exc:
+        raise store_failure(exc) from None
+    finally:
+        store.close()
 
 
 def _queue_summary(stats: dict[str, Any] | None) -> str:

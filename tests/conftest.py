@@ -10,6 +10,8 @@ from source.db.sqlite import SqliteTaskStore
 from source.logging_utils import configure_logging
 from tests.pg_fixtures import (  # noqa: F401  (fixtures)
     fake_supabase,
+    legacy_schema_url,
+    postgres_adopted_store,
     postgres_schema_url,
     postgres_store,
     postgres_url,
@@ -18,7 +20,8 @@ from tests.pg_fixtures import (  # noqa: F401  (fixtures)
 
 configure_logging("console")
 
-STORE_BACKENDS = ["sqlite", "postgres", "supabase_api"]
+# postgres_adopted: the older web app's uuid/enum tasks table after --migrate-only (tests/pg_fixtures.py)
+STORE_BACKENDS = ["sqlite", "postgres", "postgres_adopted", "supabase_api"]
 
 
 def _open_sqlite(tmp_path: Path) -> SqliteTaskStore:

@@ -126,6 +126,50 @@ def postgres_schema_url(postgres_url: str) -> Iterator[str]:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+# The tables as the older web app and the Supabase variant of Headless-Wan2GP made them: uuid ids, a status
+# enum without 'Cancelled', jsonb params, timestamptz, the worker's worker_id/claimed_at. Migrations adopt it.
+LEGACY_WEBAPP_SCHEMA = """
+CREATE TYPE task_status AS ENUM ('Queued', 'In Progress', 'Complete', 'Failed');
+CREATE TABLE projects (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL,
+    name text NOT NULL DEFAULT 'project'
+);
+CREATE TABLE tasks (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    task_type text NOT NULL,
+    params jsonb NOT NULL,
+    status task_status NOT NULL DEFAULT 'Queued',
+    dependant_on uuid NULL,
+    output_location text NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NULL DEFAULT now(),
+    generation_started_at timestamptz NULL,
+    generation_processed_at timestamptz NULL,
+    project_id uuid NULL REFERENCES projects (id),
+    worker_id text NULL,
+    claimed_at timestamptz NULL
+);
+"""
+
+
+@pytest.fixture
+def legacy_schema_url(postgres_schema_url: str) -> str:
+    """A fresh schema holding the older web app's tables (not migrated)."""
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        conn.execute(LEGACY_WEBAPP_SCHEMA)
+    return postgres_schema_url
+
+
+def migrate(url: str) -> list[str]:
+    """What an operator does once per release: ``--migrate-only`` (workers never migrate a shared database)."""
+    store = PostgresTaskStore(url)
+    try:
+        return store.migrate()
+    finally:
+        store.close()
+
+
 def corrupt_params(url: str, task_id: str, text: str) -> None:
     """jsonb cannot hold broken JSON; a producer can still store the text as a JSON string (the
     double-encoded params some clients send), which the worker reads as params text."""
@@ -151,8 +195,19 @@ class ContractSupabaseStore(SupabaseTaskStore):
 
 @pytest.fixture
 def postgres_store(postgres_schema_url: str) -> Iterator[ContractPostgresStore]:
+    migrate(postgres_schema_url)
     store = ContractPostgresStore(postgres_schema_url)
-    store.migrate()
+    store.check_schema()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def postgres_adopted_store(legacy_schema_url: str) -> Iterator[ContractPostgresStore]:
+    """The store on the older web app's uuid/enum table, adopted in place by the migrations."""
+    migrate(legacy_schema_url)
+    store = ContractPostgresStore(legacy_schema_url)
+    store.check_schema()
     yield store
     store.close()
 
@@ -163,9 +218,7 @@ SERVICE_KEY = "sb_secret_test-service-role-key-5f2c9a7e41"
 @pytest.fixture
 def fake_supabase(postgres_url: str, postgres_schema_url: str, tmp_path: Path) -> Iterator[FakeSupabase]:
     """PostgREST rpc + Storage stand-in over a migrated schema (see tests/postgres/fake_supabase.py)."""
-    migrator = PostgresTaskStore(postgres_schema_url)
-    migrator.migrate()
-    migrator.close()
+    migrate(postgres_schema_url)
     fake = FakeSupabase(postgres_url, schema_of(postgres_schema_url), SERVICE_KEY, tmp_path / "storage")
     yield fake
     fake.close()
@@ -174,7 +227,7 @@ def fake_supabase(postgres_url: str, postgres_schema_url: str, tmp_path: Path) -
 @pytest.fixture
 def supabase_api_store(fake_supabase: FakeSupabase, postgres_schema_url: str) -> Iterator[ContractSupabaseStore]:
     store = ContractSupabaseStore(fake_supabase.url, SERVICE_KEY, postgres_schema_url)
-    store.migrate()
+    store.check_schema()
     yield store
     store.close()
 

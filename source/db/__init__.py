@@ -6,7 +6,8 @@ from source.db.config import DbType, StoreConfig, StoreConfigError
 from source.db.models import NewTask, Task, TaskStatus
 from source.db.store import TaskStore
 
-__all__ = ["DbType", "NewTask", "StoreConfig", "StoreConfigError", "Task", "TaskStatus", "TaskStore", "open_store"]
+__all__ = ["DbType", "NewTask", "StoreConfig", "StoreConfigError", "Task", "TaskStatus", "TaskStore", "open_store",
+           "prepare_schema"]
 
 
 def open_store(config: StoreConfig) -> TaskStore:
@@ -24,3 +25,13 @@ def open_store(config: StoreConfig) -> TaskStore:
 
     assert config.supabase_url and config.supabase_key  # validate() said so
     return SupabaseTaskStore(config.supabase_url, config.supabase_key)
+
+
+def prepare_schema(store: TaskStore, config: StoreConfig) -> None:
+    """Before a worker or a command uses the store. SQLite is the embedded single-box queue: its file is
+    created and migrated here. A shared database (Postgres, the Supabase API) is only checked, never
+    changed: it raises SchemaOutdated / NoTasksTable, which say how to migrate (``--migrate-only``)."""
+    if config.db_type is DbType.SQLITE:
+        store.migrate()
+    else:
+        store.check_schema()  # type: ignore[attr-defined]  (RpcTaskStore)

@@ -18,6 +18,37 @@ class StoreConfigError(ValueError):
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached or its schema is not in place; the message says what to do."""
 
+    exit_code = 1
+
+
+# Exit codes of worker.py and the tasks CLI when a shared database is not ready (README "Exit codes").
+EXIT_SCHEMA_OUTDATED = 4
+EXIT_NO_TASKS_TABLE = 5
+# Workers and read-only commands never migrate a shared database; this is what they tell the operator.
+MIGRATE_COMMAND = "python worker.py --db-type supabase --migrate-only  (direct URL in SUPABASE_DB_URL or --db-url)"
+
+
+class SchemaOutdated(StoreUnavailable):
+    """The database answers, but its migrations are behind this code; nothing was changed."""
+
+    exit_code = EXIT_SCHEMA_OUTDATED
+
+    def __init__(self, where: str, present: int, needed: int, *, reason: str | None = None) -> None:
+        super().__init__(f"{reason + ': ' if reason else ''}the task schema at {where} is at version {present}, "
+                         f"this code needs version {needed}; migrate it with: {MIGRATE_COMMAND}")
+        self.present = present
+        self.needed = needed
+
+
+class NoTasksTable(StoreUnavailable):
+    """The database has no ``tasks`` table at all (a wrong database or schema?); nothing was created."""
+
+    exit_code = EXIT_NO_TASKS_TABLE
+
+    def __init__(self, where: str) -> None:
+        super().__init__(f"there is no tasks table at {where} (wrong database or schema?); nothing was created. "
+                         f"To create the schema there: {MIGRATE_COMMAND}")
+
 
 @dataclass(frozen=True)
 class StoreConfig:

@@ -15,12 +15,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from source.db.config import StoreUnavailable
+from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
 from source.db.pg_listener import ChangeListener
-from source.db.rpc_store import Row, RpcTaskStore
-from source.db.sql_files import list_migrations, load_queries
+from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
+from source.db.sql_files import Migration, list_migrations, load_queries
 
 log = structlog.get_logger(__name__)
 
@@ -93,26 +94,66 @@ class PostgresTaskStore(RpcTaskStore):
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
+        """Apply the pending migrations (only ``--migrate-only`` and ``tasks migrate`` call this)."""
+        return self._with_own_connection(self._migrate)
+
+    def pending_migrations(self) -> list[Migration]:
+        """What ``migrate`` would apply, without changing anything (``--dry-run``)."""
+        return self._with_own_connection(lambda conn: self._pending(conn, self._tables(conn)["has_migrations"]))
+
+    def check_schema(self) -> None:
+        """What workers and read-only commands do instead of migrating: raise NoTasksTable or SchemaOutdated
+        (whose messages name the versions and the command to migrate) unless every migration is applied."""
+        def check(conn: psycopg.Connection) -> None:
+            tables = self._tables(conn)
+            if not tables["has_tasks"]:
+                raise NoTasksTable(self._where_schema(conn))
+            pending = self._pending(conn, tables["has_migrations"])
+            if pending:
+                applied = set(self._applied(conn)) if tables["has_migrations"] else set()
+                raise SchemaOutdated(self._where_schema(conn), max(applied, default=0), expected_schema_version())
+
+        self._with_own_connection(check)
+
+    def _with_own_connection(self, action: Callable[[psycopg.Connection], T]) -> T:
+        # its own connection: an unreachable server is reported at once, not after the pool's timeout
         try:
-            return self._migrate()
+            with psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs) as conn:
+                _configure_connection(conn)
+                return action(conn)
         except RETRYABLE as exc:
             raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
 
-    def _migrate(self) -> list[str]:
-        applied_now: list[str] = []
+    def _tables(self, conn: psycopg.Connection) -> dict[str, bool]:
+        return conn.execute(self._queries["schema_tables"]).fetchone()
+
+    def _applied(self, conn: psycopg.Connection) -> list[int]:
+        return [row["version"] for row in conn.execute(self._queries["applied_migrations"])]
+
+    def _pending(self, conn: psycopg.Connection, has_migrations_table: bool) -> list[Migration]:
+        done = set(self._applied(conn)) if has_migrations_table else set()
+        return [m for m in list_migrations("postgres") if m.version not in done]
+
+    def _where_schema(self, conn: psycopg.Connection) -> str:
+        schema = conn.execute(self._queries["current_schema"]).fetchone()["schema"]
+        return f"{self._where} (schema {schema})"
+
+    def _migrate(self, conn: psycopg.Connection) -> list[str]:
         q = self._queries
-        # its own connection: an unreachable server is reported at once, not after the pool's timeout
-        with psycopg.connect(self._conninfo, **self._connect_kwargs) as conn, conn.transaction():
-            _configure_connection(conn)
-            conn.execute(q["lock_migrations"])
+        applied_now: list[str] = []
+        conn.execute(q["lock_migrations"])
+        try:
             conn.execute(q["create_migrations_table"])
-            done = {row["version"] for row in conn.execute(q["applied_migrations"])}
-            for migration in list_migrations("postgres"):
-                if migration.version in done:
-                    continue
-                conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
-                conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
-                applied_now.append(f"{migration.version:03d}_{migration.name}")
+            # One transaction per migration: a value that one adds to the user's status enum can only be
+            # used after it commits. A failed migration leaves the earlier ones applied and recorded.
+            for migration in self._pending(conn, True):
+                with conn.transaction():
+                    conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
+                    conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                applied_now.append(migration.label)
+        finally:
+            if not conn.broken:
+                conn.execute(q["unlock_migrations"])
         if applied_now:
             log.info("migrations_applied", migrations=applied_now)
         return applied_now
@@ -162,6 +203,8 @@ class PostgresTaskStore(RpcTaskStore):
 def _configure_connection(conn: psycopg.Connection) -> None:
     # One timestamp form across backends: timestamptz values arrive in UTC.
     conn.execute("SET TIME ZONE 'UTC'")
+    # An adopted table's uuid columns (id, dependant_on, project_id) arrive as text, like every other backend's.
+    conn.adapters.register_loader("uuid", TextLoader)
 
 
 def _adapt(params: dict[str, Any]) -> dict[str, Any]:

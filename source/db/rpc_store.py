@@ -43,6 +43,11 @@ class RpcTaskStore(ABC):
     def migrate(self) -> list[str]: ...
 
     @abstractmethod
+    def check_schema(self) -> None:
+        """Raise (SchemaOutdated, NoTasksTable, StoreUnavailable) unless the schema is what this code needs;
+        never changes the database."""
+
+    @abstractmethod
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool: ...
 
     @abstractmethod

@@ -18,6 +18,10 @@ class Migration:
     name: str
     sql: str
 
+    @property
+    def label(self) -> str:
+        return f"{self.version:03d}_{self.name}"
+
 
 @cache
 def load_queries(dialect: str) -> dict[str, str]:

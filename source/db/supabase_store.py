@@ -13,7 +13,7 @@ import structlog
 from postgrest.exceptions import APIError
 from supabase import Client
 
-from source.db.config import StoreUnavailable
+from source.db.config import MIGRATE_COMMAND, SchemaOutdated, StoreUnavailable
 from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
 from source.supabase_client import make_client
 
@@ -36,6 +36,9 @@ class _PollState:
 
 
 class SupabaseTaskStore(RpcTaskStore):
+    _schema_version_function = "tasks_schema_version"
+    _key_setting = "SUPABASE_SERVICE_ROLE_KEY (alias SUPABASE_SERVICE_KEY) / --supabase-access-token"
+
     def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None) -> None:
         self.url = url
         self.retry_seconds = retry_seconds
@@ -72,26 +75,23 @@ class SupabaseTaskStore(RpcTaskStore):
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
-        """The API cannot run DDL: check that the migrations were applied (``--migrate-only`` over a direct
-        URL, or ``supabase db push``) and say so clearly when they were not."""
+        raise StoreUnavailable("the Supabase API cannot change the schema; migrate over a direct Postgres URL: "
+                               f"{MIGRATE_COMMAND}")
+
+    def check_schema(self) -> None:
+        """The migrations must have been applied (``--migrate-only`` over a direct URL, or ``supabase db
+        push``); say so clearly when they were not."""
         expected = expected_schema_version()
         try:
-            version = self._call("tasks_schema_version", {}, STARTUP_RETRY_SECONDS)
+            version = self._call(self._schema_version_function, {}, STARTUP_RETRY_SECONDS)
         except APIError as exc:
             if exc.code in REJECTED_KEY_CODES:
                 raise StoreUnavailable(f"the Supabase API at {self.url} rejected the key ({_describe(exc)}); "
-                                       "check SUPABASE_SERVICE_ROLE_KEY / --supabase-access-token") from exc
-            raise StoreUnavailable(
-                f"the task functions are missing from the Supabase project at {self.url} ({_describe(exc)}); "
-                "apply source/db/sql/postgres/migrations first: `python worker.py --db-url <direct URL> "
-                "--migrate-only`, or `supabase db push` / the SQL editor"
-            ) from exc
+                                       f"check {self._key_setting}") from exc
+            raise SchemaOutdated(self.url, 0, expected,
+                                 reason=f"the task functions are missing ({_describe(exc)})") from exc
         if int(version) < expected:
-            raise StoreUnavailable(
-                f"the Supabase schema is at version {version}, this worker needs {expected}; apply the newer "
-                "files of source/db/sql/postgres/migrations (see README)"
-            )
-        return []
+            raise SchemaOutdated(self.url, int(version), expected)
 
     # -- wake-up -------------------------------------------------------------------------------------
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from uuid import uuid4
 
 from source.db.models import CascadeKind, NewTask, TaskStatus, child_task_id
 
@@ -37,7 +38,7 @@ def test_children_are_inserted_once_with_derived_ids_whatever_runs_again(store):
     parent = running_parent(store)
     ids = add_chain(store, parent)
     assert ids == [child_task_id(parent, k) for k in ("a", "b", "c")]
-    again = store.add_child_tasks(parent, [NewTask("ping", {"other": 1}, child_key="a", id="some-other-id"),
+    again = store.add_child_tasks(parent, [NewTask("ping", {"other": 1}, child_key="a", id=str(uuid4())),
                                            NewTask("ping", {}, child_key="d")])
     assert again == [ids[0], child_task_id(parent, "d")]
     rows = store.list_child_tasks(parent)

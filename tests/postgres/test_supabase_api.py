@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from source.db.config import StoreUnavailable
+from source.db.config import SchemaOutdated, StoreUnavailable
 from source.db.models import NewTask, TaskStatus
 from source.db.supabase_store import SupabaseTaskStore
 from source.publishing import SupabaseStoragePublisher
@@ -92,7 +92,9 @@ def test_api_mode_with_a_wrong_key_or_missing_functions_is_a_clear_error(fake_su
 
     bare = FakeSupabase(postgres_url, "public_without_functions", SERVICE_KEY, tmp_path / "s2")
     try:
-        with pytest.raises(StoreUnavailable, match="task functions are missing.*--migrate-only"):
+        with pytest.raises(SchemaOutdated, match="task functions are missing.*version 0.*--migrate-only"):
+            SupabaseTaskStore(bare.url, SERVICE_KEY).check_schema()
+        with pytest.raises(StoreUnavailable, match="cannot change the schema"):
             SupabaseTaskStore(bare.url, SERVICE_KEY).migrate()
     finally:
         bare.close()

@@ -9,8 +9,17 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 );
 
 -- name: lock_migrations
--- Many workers may start at once; one applies the migrations, the others wait and find them done.
-SELECT pg_advisory_xact_lock(hashtext('tasks_migrations:' || current_schema()));
+-- Two `--migrate-only` runs at once: one applies the migrations, the other waits and finds them done.
+-- A session lock: each migration commits on its own (an enum value added by one is usable by the next).
+SELECT pg_advisory_lock(hashtext('tasks_migrations:' || current_schema()));
+
+-- name: unlock_migrations
+SELECT pg_advisory_unlock(hashtext('tasks_migrations:' || current_schema()));
+
+-- name: schema_tables
+-- What a read-only command checks before it runs: never DDL, only whether the tables are there.
+SELECT to_regclass('tasks') IS NOT NULL AS has_tasks,
+       to_regclass('schema_migrations') IS NOT NULL AS has_migrations;
 
 -- name: applied_migrations
 SELECT version FROM schema_migrations;

@@ -1,6 +1,9 @@
 -- The task store's verbs as SQL functions: the direct (psycopg) store and the Supabase API store
 -- (supabase-py rpc → PostgREST) call the same functions. Each is one transaction; the writers are
 -- VOLATILE, every function pins its search_path (Supabase's advisor flags mutable ones).
+-- Arguments and results are text whatever the table's own types (uuid ids, a status enum: see 000): ids
+-- and statuses are cast to the column's domain (tasks_id_t, tasks_status_t, ...) where they meet a column
+-- and back to text where they leave.
 
 CREATE OR REPLACE FUNCTION add_task(
     p_task_type text, p_params jsonb DEFAULT '{}'::jsonb, p_id text DEFAULT NULL,
@@ -9,9 +12,10 @@ CREATE OR REPLACE FUNCTION add_task(
 RETURNS text LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
     INSERT INTO tasks (id, task_type, params, status, dependant_on, project_id, priority, max_attempts,
                        attempts, created_at, updated_at)
-    VALUES (COALESCE(p_id, gen_random_uuid()::text), p_task_type, COALESCE(p_params, '{}'::jsonb), 'Queued',
-            p_dependant_on, p_project_id, p_priority, p_max_attempts, 0, clock_timestamp(), clock_timestamp())
-    RETURNING id;
+    VALUES (COALESCE(p_id, gen_random_uuid()::text)::tasks_id_t, p_task_type, COALESCE(p_params, '{}'::jsonb),
+            'Queued', p_dependant_on::tasks_dependant_on_t, p_project_id::tasks_project_id_t, p_priority,
+            p_max_attempts, 0, clock_timestamp(), clock_timestamp())
+    RETURNING id::text;
 $$;
 
 -- Within the head row's priority, rows for the resident model (by params.model, or by task type when
@@ -99,7 +103,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         SET lease_expires_at = now() + make_interval(secs => p_lease_seconds),
             heartbeat_at = now(),
             progress = COALESCE(p_progress, progress)
-        WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -114,7 +118,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         UPDATE tasks
         SET status = 'Complete', output_location = p_output_location, result = p_result, progress = 1.0,
             error_message = NULL, lease_expires_at = NULL, generation_processed_at = now(), updated_at = now()
-        WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -127,7 +131,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         UPDATE tasks
         SET status = 'Failed', error_message = p_error_message, result = COALESCE(p_result, result),
             lease_expires_at = NULL, generation_processed_at = now(), updated_at = now()
-        WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -139,7 +143,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         UPDATE tasks
         SET status = 'Queued', worker_id = NULL, attempts = greatest(attempts - 1, 0), lease_expires_at = NULL,
             heartbeat_at = NULL, progress = NULL, generation_started_at = NULL, updated_at = now()
-        WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -156,14 +160,15 @@ BEGIN
     FOR child IN SELECT value FROM jsonb_array_elements(p_children -> 'children') LOOP
         INSERT INTO tasks (id, task_type, params, status, dependant_on, project_id, priority, max_attempts,
                            attempts, parent_task_id, child_key, created_at, updated_at)
-        VALUES (child ->> 'id', child ->> 'task_type', COALESCE(child -> 'params', '{}'::jsonb), 'Queued',
-                child ->> 'dependant_on', child ->> 'project_id', COALESCE((child ->> 'priority')::integer, 0),
+        VALUES ((child ->> 'id')::tasks_id_t, child ->> 'task_type', COALESCE(child -> 'params', '{}'::jsonb),
+                'Queued', (child ->> 'dependant_on')::tasks_dependant_on_t,
+                (child ->> 'project_id')::tasks_project_id_t, COALESCE((child ->> 'priority')::integer, 0),
                 COALESCE((child ->> 'max_attempts')::integer, 3), 0, p_parent_task_id, child ->> 'child_key',
                 clock_timestamp(), clock_timestamp())
         ON CONFLICT DO NOTHING;
     END LOOP;
     RETURN QUERY
-    SELECT t.id, t.child_key
+    SELECT t.id::text, t.child_key
     FROM jsonb_array_elements(p_children -> 'children') WITH ORDINALITY AS c(child, n)
     JOIN tasks AS t ON t.parent_task_id = p_parent_task_id AND t.child_key = c.child ->> 'child_key'
     ORDER BY c.n;
@@ -181,7 +186,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         UPDATE tasks
         SET awaiting_children = true, result = p_result, lease_expires_at = NULL, heartbeat_at = now(),
             updated_at = now()
-        WHERE id = p_task_id AND worker_id = p_worker_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -198,7 +203,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
                      || COALESCE(p_result, '{}'::jsonb),
             progress = 1.0, error_message = NULL, lease_expires_at = NULL, awaiting_children = false,
             generation_processed_at = now(), updated_at = now()
-        WHERE id = p_task_id AND status = 'In Progress'
+        WHERE id = p_task_id::tasks_id_t AND status = 'In Progress'
         RETURNING 1
     )
     SELECT count(*) > 0 FROM changed;
@@ -215,7 +220,7 @@ RETURNS TABLE (id text, cause_id text) LANGUAGE sql VOLATILE SET search_path FRO
         FROM tasks AS p
         CROSS JOIN LATERAL (
             SELECT c.* FROM tasks AS c
-            WHERE c.parent_task_id = p.id AND c.status IN ('Failed', 'Cancelled')
+            WHERE c.parent_task_id = p.id::text AND c.status IN ('Failed', 'Cancelled')
             ORDER BY c.updated_at, c.id LIMIT 1) AS c
         WHERE p.status = 'In Progress'
     )
@@ -224,7 +229,7 @@ RETURNS TABLE (id text, cause_id text) LANGUAGE sql VOLATILE SET search_path FRO
         generation_processed_at = now(), updated_at = now()
     FROM causes
     WHERE t.id = causes.parent_id
-    RETURNING t.id, causes.child_id;
+    RETURNING t.id::text, causes.child_id::text;
 $$;
 
 -- One round: unfinished children of a Failed/Cancelled parent are cancelled (a running one stops at its
@@ -236,8 +241,9 @@ RETURNS TABLE (id text, parent_task_id text) LANGUAGE sql VOLATILE SET search_pa
         error_message = 'parent ' || p.id || ' ended ' || p.status || COALESCE(': ' || left(p.error_message, 500), ''),
         updated_at = now()
     FROM tasks AS p
-    WHERE t.parent_task_id = p.id AND t.status IN ('Queued', 'In Progress') AND p.status IN ('Failed', 'Cancelled')
-    RETURNING t.id, t.parent_task_id;
+    WHERE t.parent_task_id = p.id::text AND t.status IN ('Queued', 'In Progress')
+      AND p.status IN ('Failed', 'Cancelled')
+    RETURNING t.id::text, t.parent_task_id;
 $$;
 
 -- Cancelling a parent cancels its unfinished children (and theirs) in the same transaction.
@@ -249,7 +255,7 @@ BEGIN
     UPDATE tasks
     SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = false,
         error_message = COALESCE(error_message, 'cancelled by request'), updated_at = now()
-    WHERE id = p_task_id AND status IN ('Queued', 'In Progress');
+    WHERE id = p_task_id::tasks_id_t AND status IN ('Queued', 'In Progress');
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -273,7 +279,7 @@ BEGIN
     SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
         progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
         awaiting_children = false, updated_at = now()
-    WHERE id = p_task_id AND status IN ('Failed', 'Cancelled');
+    WHERE id = p_task_id::tasks_id_t AND status IN ('Failed', 'Cancelled');
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -287,7 +293,7 @@ BEGIN
             WHERE parent_task_id = ANY (parents) AND status IN ('Failed', 'Cancelled')
             RETURNING id
         )
-        SELECT COALESCE(array_agg(retried.id), '{}') INTO parents FROM retried;
+        SELECT COALESCE(array_agg(retried.id::text), '{}') INTO parents FROM retried;
     END LOOP;
     RETURN true;
 END
@@ -305,7 +311,7 @@ LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         FOR UPDATE SKIP LOCKED
     )
     UPDATE tasks AS t
-    SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'Failed' ELSE 'Queued' END,
+    SET status = CASE WHEN t.attempts >= t.max_attempts THEN 'Failed' ELSE 'Queued' END::tasks_status_t,
         error_message = CASE WHEN t.attempts >= t.max_attempts
             THEN 'lease expired after ' || t.attempts || ' attempts (last worker: '
                  || COALESCE(t.worker_id, 'unknown') || ')'
@@ -315,7 +321,7 @@ LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
         updated_at = now()
     FROM expired
     WHERE t.id = expired.id
-    RETURNING t.id, t.status, t.attempts;
+    RETURNING t.id::text, t.status::text, t.attempts;
 $$;
 
 -- Fails Queued rows whose dependency ended Failed/Cancelled (or never appeared within a minute), link
@@ -356,7 +362,7 @@ BEGIN
             updated_at = now()
         FROM orphans
         WHERE t.id = orphans.id
-        RETURNING t.id, t.dependant_on, 'dependency'::text;
+        RETURNING t.id::text, t.dependant_on::text, 'dependency'::text;
         changed := changed OR FOUND;
         RETURN QUERY SELECT f.id, f.cause_id, 'child'::text FROM fail_parents_of_ended_children() AS f;
         changed := changed OR FOUND;
@@ -371,31 +377,31 @@ $$;
 
 CREATE OR REPLACE FUNCTION get_task(p_task_id text)
 RETURNS SETOF tasks LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    SELECT * FROM tasks WHERE id = p_task_id;
+    SELECT * FROM tasks WHERE id = p_task_id::tasks_id_t;
 $$;
 
 CREATE OR REPLACE FUNCTION task_status(p_task_id text)
 RETURNS TABLE (status text, worker_id text) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    SELECT t.status, t.worker_id FROM tasks AS t WHERE t.id = p_task_id;
+    SELECT t.status::text, t.worker_id FROM tasks AS t WHERE t.id = p_task_id::tasks_id_t;
 $$;
 
 CREATE OR REPLACE FUNCTION list_tasks(
     p_status text DEFAULT NULL, p_task_type text DEFAULT NULL, p_limit integer DEFAULT 100)
 RETURNS SETOF tasks LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT * FROM tasks
-    WHERE (p_status IS NULL OR status = p_status) AND (p_task_type IS NULL OR task_type = p_task_type)
+    WHERE (p_status IS NULL OR status::text = p_status) AND (p_task_type IS NULL OR task_type = p_task_type)
     ORDER BY created_at DESC, id DESC
     LIMIT p_limit;
 $$;
 
 CREATE OR REPLACE FUNCTION count_tasks_by_status()
 RETURNS TABLE (status text, n bigint) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    SELECT t.status, count(*) FROM tasks AS t GROUP BY t.status;
+    SELECT t.status::text, count(*) FROM tasks AS t GROUP BY t.status;
 $$;
 
 CREATE OR REPLACE FUNCTION count_tasks_by_worker()
 RETURNS TABLE (worker_id text, status text, n bigint) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
-    SELECT t.worker_id, t.status, count(*) FROM tasks AS t WHERE t.worker_id IS NOT NULL
+    SELECT t.worker_id, t.status::text, count(*) FROM tasks AS t WHERE t.worker_id IS NOT NULL
     GROUP BY t.worker_id, t.status;
 $$;
 

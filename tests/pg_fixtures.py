@@ -161,6 +161,52 @@ def legacy_schema_url(postgres_schema_url: str) -> str:
     return postgres_schema_url
 
 
+# Supabase's roles and auth.uid() on a plain Postgres (cluster-wide roles, made once; NOTES.md "Test data").
+SUPABASE_ROLES_SQL = """
+SELECT pg_advisory_xact_lock(hashtext('tests:supabase_roles'));
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN CREATE ROLE anon NOLOGIN; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+        CREATE ROLE authenticated NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+        CREATE ROLE service_role NOLOGIN BYPASSRLS;
+    END IF;
+END
+$$;
+CREATE SCHEMA IF NOT EXISTS auth;
+GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
+CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
+    SELECT NULLIF(current_setting('request.jwt.claims', true)::jsonb ->> 'sub', '')::uuid
+$$;
+"""
+# What a Supabase project grants on public: every new table and function to anon, authenticated, service_role.
+SUPABASE_DEFAULT_PRIVILEGES_SQL = """
+GRANT USAGE ON SCHEMA {schema} TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON TABLES TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO anon, authenticated, service_role;
+"""
+
+
+@pytest.fixture(scope="session")
+def supabase_roles(postgres_url: str) -> str:
+    with psycopg.connect(postgres_url) as conn, conn.transaction():
+        conn.execute(SUPABASE_ROLES_SQL)
+    return postgres_url
+
+
+def supabase_like_schema(url: str, *, legacy: bool) -> str:
+    """Make the (empty) schema of ``url`` behave like Supabase's public schema, then add the older web app's
+    tables when ``legacy``; not migrated."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SUPABASE_DEFAULT_PRIVILEGES_SQL.format(schema=f'"{schema_of(url)}"'))
+        if legacy:
+            conn.execute(LEGACY_WEBAPP_SCHEMA)
+    return url
+
+
 def migrate(url: str) -> list[str]:
     """What an operator does once per release: ``--migrate-only`` (workers never migrate a shared database)."""
     store = PostgresTaskStore(url)

@@ -151,6 +151,8 @@ class PostgresTaskStore(RpcTaskStore):
                     conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
                     conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
                 applied_now.append(migration.label)
+            if applied_now:
+                conn.execute(q["apply_security"])
         finally:
             if not conn.broken:
                 conn.execute(q["unlock_migrations"])

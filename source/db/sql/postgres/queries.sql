@@ -13,6 +13,16 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 -- A session lock: each migration commits on its own (an enum value added by one is usable by the next).
 SELECT pg_advisory_lock(hashtext('tasks_migrations:' || current_schema()));
 
+-- name: apply_security
+-- After every migration run: grants and row-level security cover whatever the migrations added (006).
+DO $$
+BEGIN
+    IF to_regprocedure('tasks_apply_security()') IS NOT NULL THEN
+        PERFORM tasks_apply_security();
+    END IF;
+END
+$$;
+
 -- name: unlock_migrations
 SELECT pg_advisory_unlock(hashtext('tasks_migrations:' || current_schema()));
 

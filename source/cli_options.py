@@ -30,8 +30,14 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Direct Postgres URL for --db-type supabase [env SUPABASE_DB_URL]."),
         click.option("--supabase-url", envvar="SUPABASE_URL", default=None,
                      help="Supabase project URL [env SUPABASE_URL]."),
-        click.option("--supabase-access-token", envvar="SUPABASE_SERVICE_ROLE_KEY", default=None,
-                     help="Service-role key or access token; prefer the env var SUPABASE_SERVICE_ROLE_KEY."),
+        click.option("--supabase-service-key", envvar=["SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_SERVICE_KEY"],
+                     default=None, help="Service-role key for the Supabase API and Storage; prefer the env var "
+                                        "SUPABASE_SERVICE_ROLE_KEY (or its alias SUPABASE_SERVICE_KEY)."),
+        click.option("--supabase-access-token", envvar="SUPABASE_ACCESS_TOKEN", default=None,
+                     help="A user's personal access token (user_api_tokens): with the anon key, the worker claims "
+                          "only that user's projects' tasks (bring your own GPU). Without an anon key or a "
+                          "service key it is taken as the service-role key, as the older worker did "
+                          "[env SUPABASE_ACCESS_TOKEN]."),
         click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
                      help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
         click.option("--supabase-bucket", envvar="SUPABASE_VIDEO_BUCKET", default="image_uploads", show_default=True,
@@ -45,7 +51,8 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     """Pop the store flags from a click kwargs dict into a StoreConfig (registering secrets first)."""
     db_url = kwargs.get("db_url")
-    for secret in (kwargs.get("supabase_access_token"), kwargs.get("supabase_anon_key"), db_url):
+    for secret in (kwargs.get("supabase_service_key"), kwargs.get("supabase_access_token"),
+                   kwargs.get("supabase_anon_key"), db_url):
         register_secret(secret)
     if db_url:
         # The password alone shows up too (driver errors, DSN dumps).
@@ -54,14 +61,27 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     db_type = kwargs.pop("db_type")
     if db_type is None:
         db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE
+    service_key, access_token = kwargs.pop("supabase_service_key"), kwargs.pop("supabase_access_token")
+    anon_key = kwargs.pop("supabase_anon_key")
+    db_url = kwargs.pop("db_url")
+    personal_token = None
+    if access_token and service_key:
+        raise click.UsageError("give either a service key (SUPABASE_SERVICE_ROLE_KEY) or a personal access token "
+                               "(--supabase-access-token), not both")
+    if access_token and (anon_key or db_url):
+        personal_token = access_token  # bring-your-own-GPU: the token decides which rows this worker sees
+    elif access_token:
+        service_key = access_token  # the older worker's way to pass the service-role key
     return StoreConfig(
         db_type=DbType(db_type),
         db_file=kwargs.pop("db_file"),
         busy_timeout_seconds=kwargs.pop("db_busy_timeout"),
-        db_url=kwargs.pop("db_url"),
+        db_url=db_url,
         supabase_url=kwargs.pop("supabase_url"),
-        supabase_key=kwargs.pop("supabase_access_token"),
-        supabase_anon_key=kwargs.pop("supabase_anon_key"),
+        # the API key: the service key, or in token mode the anon key (the token itself travels as an argument)
+        supabase_key=service_key or (anon_key if personal_token else None),
+        supabase_anon_key=anon_key,
+        access_token=personal_token,
         storage_bucket=kwargs.pop("supabase_bucket"),
     )
 

@@ -20,11 +20,11 @@ def open_store(config: StoreConfig) -> TaskStore:
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
 
-        return PostgresTaskStore(config.db_url)
+        return PostgresTaskStore(config.db_url, access_token=config.access_token)
     from source.db.supabase_store import SupabaseTaskStore
 
     assert config.supabase_url and config.supabase_key  # validate() said so
-    return SupabaseTaskStore(config.supabase_url, config.supabase_key)
+    return SupabaseTaskStore(config.supabase_url, config.supabase_key, access_token=config.access_token)
 
 
 def prepare_schema(store: TaskStore, config: StoreConfig) -> None:

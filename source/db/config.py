@@ -60,6 +60,8 @@ class StoreConfig:
     supabase_url: str | None = None
     supabase_key: str | None = None
     supabase_anon_key: str | None = None
+    # A user's personal access token (user_api_tokens): the store reaches only that user's projects' rows.
+    access_token: str | None = None
     storage_bucket: str = "image_uploads"
 
     @property
@@ -71,7 +73,8 @@ class StoreConfig:
         return (
             f"StoreConfig(db_type={self.db_type.value!r}, db_file={self.db_file!r}, "
             f"db_url={'set' if self.db_url else None}, supabase_url={self.supabase_url!r}, "
-            f"supabase_key={'set' if self.supabase_key else None})"
+            f"supabase_key={'set' if self.supabase_key else None}, "
+            f"access_token={'set' if self.access_token else None})"
         )
 
     def validate(self) -> None:
@@ -80,7 +83,8 @@ class StoreConfig:
             if not self.supabase_url:
                 missing.append("--supabase-url / SUPABASE_URL")
             if not self.supabase_key:
-                missing.append("--supabase-access-token / SUPABASE_SERVICE_ROLE_KEY")
+                missing.append("SUPABASE_SERVICE_ROLE_KEY (or SUPABASE_SERVICE_KEY), or --supabase-access-token "
+                               "with --supabase-anon-key")
             raise StoreConfigError(
                 "--db-type supabase needs either a direct Postgres URL (--db-url / SUPABASE_DB_URL) or "
                 f"the Supabase API settings; missing: {', '.join(missing)}. Refusing to fall back to SQLite."

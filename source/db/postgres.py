@@ -43,8 +43,10 @@ class PostgresTaskStore(RpcTaskStore):
         max_connections: int = 4,
         retry_seconds: float = 120.0,
         application_name: str = "wangp-worker",
+        access_token: str | None = None,
     ) -> None:
         self.retry_seconds = retry_seconds
+        self.access_token = access_token
         self._queries = load_queries("postgres")
         settings = conninfo_to_dict(url)
         self._through_transaction_pooler = str(settings.get("port", "")) == TRANSACTION_POOLER_PORT
@@ -71,9 +73,11 @@ class PostgresTaskStore(RpcTaskStore):
 
     # -- calling the SQL functions -------------------------------------------------------------------
     def _rows(self, function: str, **params: Any) -> list[Row]:
+        function, params = self._route(function, params)
         return self._run(_rows_query(function, tuple(params)), _adapt(params), lambda cur: cur.fetchall())
 
     def _value(self, function: str, **params: Any) -> Any:
+        function, params = self._route(function, params)
         return self._run(_value_query(function, tuple(params)), _adapt(params), lambda cur: cur.fetchone()["value"])
 
     def _run(self, query: Any, params: dict[str, Any], fetch: Callable[[psycopg.Cursor], T]) -> T:
@@ -86,7 +90,7 @@ class PostgresTaskStore(RpcTaskStore):
                 with self._pool.connection() as conn:
                     return fetch(conn.execute(query, params))
             except RETRYABLE as exc:
-                if self._closed or time.monotonic() + backoff > deadline:
+                if self._closed or time.monotonic() + backoff > deadline or _refused(exc):
                     raise
                 log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
                 time.sleep(backoff)
@@ -104,6 +108,10 @@ class PostgresTaskStore(RpcTaskStore):
     def check_schema(self) -> None:
         """What workers and read-only commands do instead of migrating: raise NoTasksTable or SchemaOutdated
         (whose messages name the versions and the command to migrate) unless every migration is applied."""
+        if self.access_token is not None:
+            self._check_token_schema()
+            return
+
         def check(conn: psycopg.Connection) -> None:
             tables = self._tables(conn)
             if not tables["has_tasks"]:
@@ -114,6 +122,22 @@ class PostgresTaskStore(RpcTaskStore):
                 raise SchemaOutdated(self._where_schema(conn), max(applied, default=0), expected_schema_version())
 
         self._with_own_connection(check)
+
+    def _check_token_schema(self) -> None:
+        """A token worker's role may read nothing but the user_* functions: ask them for the version (which
+        also checks the token)."""
+        expected = expected_schema_version()
+        try:
+            version = int(self._value("tasks_schema_version"))
+        except psycopg.errors.UndefinedFunction as exc:
+            raise SchemaOutdated(self._where, 0, expected, reason="the access-token functions are missing") from exc
+        except psycopg.errors.InvalidAuthorizationSpecification as exc:
+            raise StoreUnavailable(f"Postgres at {self._where} refused the access token: "
+                                   f"{exc.diag.message_primary}") from exc
+        except RETRYABLE as exc:
+            raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
+        if version < expected:
+            raise SchemaOutdated(self._where, version, expected)
 
     def _with_own_connection(self, action: Callable[[psycopg.Connection], T]) -> T:
         # its own connection: an unreachable server is reported at once, not after the pool's timeout
@@ -207,6 +231,11 @@ def _configure_connection(conn: psycopg.Connection) -> None:
     conn.execute("SET TIME ZONE 'UTC'")
     # An adopted table's uuid columns (id, dependant_on, project_id) arrive as text, like every other backend's.
     conn.adapters.register_loader("uuid", TextLoader)
+
+
+def _refused(exc: Exception) -> bool:
+    """Class 28 (invalid authorization: a bad password, an unknown access token) is an answer, not an outage."""
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("28")
 
 
 def _adapt(params: dict[str, Any]) -> dict[str, Any]:

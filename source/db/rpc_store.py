@@ -26,12 +26,37 @@ from source.db.sql_files import list_migrations
 Row = dict[str, Any]
 
 
+# The verbs a worker holding a personal access token may use: each has a user_<verb> SQL function (007)
+# that checks the token and keeps to that user's projects.
+TOKEN_FUNCTIONS = frozenset({
+    "tasks_schema_version", "claim_next_task", "has_claimable_task", "tasks_change_marker", "heartbeat_task",
+    "complete_task", "fail_task", "requeue_task", "task_status", "get_task", "reclaim_expired_leases",
+    "fail_orphaned_dependants", "add_child_tasks", "list_child_tasks", "park_awaiting_children", "complete_parent",
+    "register_worker", "touch_worker",
+})
+
+
 def expected_schema_version() -> int:
     return max(m.version for m in list_migrations("postgres"))
 
 
+class NotAllowedWithToken(PermissionError):
+    """An operator verb (listing every task, cancelling, stats) asked of a store opened with a user's token."""
+
+
 class RpcTaskStore(ABC):
-    """Subclasses provide ``_rows`` (a set-returning function → rows) and ``_value`` (a scalar function)."""
+    """Subclasses provide ``_rows`` (a set-returning function → rows) and ``_value`` (a scalar function), each
+    calling ``_route`` first: with a personal access token every verb becomes its ``user_*`` function."""
+
+    access_token: str | None = None
+
+    def _route(self, function: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if self.access_token is None:
+            return function, params
+        if function not in TOKEN_FUNCTIONS:
+            raise NotAllowedWithToken(f"{function} is not available to a worker using a personal access token "
+                                      "(use the service-role key or a direct URL)")
+        return f"user_{function}", {"p_token": self.access_token, **params}
 
     @abstractmethod
     def _rows(self, function: str, **params: Any) -> list[Row]: ...

@@ -21,7 +21,8 @@ log = structlog.get_logger(__name__)
 
 # PostgREST codes for "the database is not reachable right now", and Postgres connection-loss states.
 TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "08000", "08003", "08006"}
-REJECTED_KEY_CODES = {"PGRST301", "PGRST302", "PGRST303", "42501"}
+# ... and 28000: the personal access token is unknown or revoked (user_* functions, migration 007)
+REJECTED_KEY_CODES = {"PGRST301", "PGRST302", "PGRST303", "42501", "28000"}
 POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
 MAX_BACKOFF_SECONDS = 5.0
@@ -36,11 +37,12 @@ class _PollState:
 
 
 class SupabaseTaskStore(RpcTaskStore):
-    _schema_version_function = "tasks_schema_version"
     _key_setting = "SUPABASE_SERVICE_ROLE_KEY (alias SUPABASE_SERVICE_KEY) / --supabase-access-token"
 
-    def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None) -> None:
+    def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None,
+                 access_token: str | None = None) -> None:
         self.url = url
+        self.access_token = access_token
         self.retry_seconds = retry_seconds
         self.client = client or make_client(url, key)
         self._postgrest = self.client.postgrest  # built once here, not lazily from several threads
@@ -51,11 +53,11 @@ class SupabaseTaskStore(RpcTaskStore):
 
     # -- calling the SQL functions -------------------------------------------------------------------
     def _rows(self, function: str, **params: Any) -> list[Row]:
-        data = self._call(function, params, self.retry_seconds)
+        data = self._call(*self._route(function, params), self.retry_seconds)
         return [_normalize(row) for row in data or []]
 
     def _value(self, function: str, **params: Any) -> Any:
-        return self._call(function, params, self.retry_seconds)
+        return self._call(*self._route(function, params), self.retry_seconds)
 
     def _call(self, function: str, params: dict[str, Any], retry_seconds: float) -> Any:
         deadline = time.monotonic() + retry_seconds
@@ -83,11 +85,13 @@ class SupabaseTaskStore(RpcTaskStore):
         push``); say so clearly when they were not."""
         expected = expected_schema_version()
         try:
-            version = self._call(self._schema_version_function, {}, STARTUP_RETRY_SECONDS)
+            version = self._call(*self._route("tasks_schema_version", {}), STARTUP_RETRY_SECONDS)
         except APIError as exc:
             if exc.code in REJECTED_KEY_CODES:
+                setting = ("--supabase-access-token (a token from user_api_tokens) and --supabase-anon-key"
+                           if self.access_token else self._key_setting)
                 raise StoreUnavailable(f"the Supabase API at {self.url} rejected the key ({_describe(exc)}); "
-                                       f"check {self._key_setting}") from exc
+                                       f"check {setting}") from exc
             raise SchemaOutdated(self.url, 0, expected,
                                  reason=f"the task functions are missing ({_describe(exc)})") from exc
         if int(version) < expected:
@@ -105,7 +109,7 @@ class SupabaseTaskStore(RpcTaskStore):
             now = time.monotonic()
             if now >= state.next_poll:
                 try:
-                    marker = str(self._call("tasks_change_marker", {}, 0))
+                    marker = str(self._call(*self._route("tasks_change_marker", {}), 0))
                 except (StoreUnavailable, APIError) as exc:
                     log.warning("change_poll_failed", error=str(exc))
                     marker = None

@@ -32,12 +32,14 @@ WHERE n.nspname = %s AND p.proname = %s
 
 
 class FakeSupabase:
-    """``url`` is what ``create_client`` takes; ``key`` is the only key it accepts."""
+    """``url`` is what ``create_client`` takes; ``key`` is the service key, run as the connecting (owner) role;
+    ``role_keys`` maps further keys to the role PostgREST would switch to for them (``{anon_key: "anon"}``)."""
 
     def __init__(self, admin_url: str, schema: str, key: str, storage_root: Path,
-                 buckets: tuple[str, ...] = ("image_uploads",)) -> None:
+                 buckets: tuple[str, ...] = ("image_uploads",), role_keys: dict[str, str] | None = None) -> None:
         self.schema = schema
         self.key = key
+        self.role_keys = dict(role_keys or {})
         self.storage_root = storage_root
         self.buckets = set(buckets)
         self.failing_uploads = 0  # the next N uploads answer 500
@@ -63,7 +65,7 @@ class FakeSupabase:
         self.pool.close()
 
     # -- PostgREST -----------------------------------------------------------------------------------
-    def call_function(self, name: str, args: dict[str, Any]) -> tuple[int, Any]:
+    def call_function(self, name: str, args: dict[str, Any], role: str | None = None) -> tuple[int, Any]:
         with self.pool.connection() as conn:
             found = self._signatures.get(name)
             if found is None:
@@ -94,8 +96,13 @@ class FakeSupabase:
                      if args else sql.SQL("")) + body
             try:
                 with conn.transaction():
+                    if role is not None:  # PostgREST: SET LOCAL ROLE to the key's role for this request
+                        conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
                     row = conn.execute(query, (json.dumps(args),) if args else ()).fetchone()
             except psycopg.OperationalError as exc:
+                if exc.sqlstate and exc.sqlstate.startswith("28"):  # refused credentials: the function's answer
+                    return 403, {"code": exc.sqlstate, "message": exc.diag.message_primary, "details": None,
+                                 "hint": None}
                 return 503, {"code": "PGRST001", "message": str(exc), "details": None, "hint": None}
             except psycopg.Error as exc:
                 return 400, {"code": exc.sqlstate or "XX000", "message": str(exc), "details": None, "hint": None}
@@ -141,8 +148,8 @@ def _handler_for(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
             return
 
         def _authorized(self) -> bool:
-            return (self.headers.get("apikey") == fake.key
-                    and self.headers.get("Authorization") == f"Bearer {fake.key}")
+            key = self.headers.get("apikey")
+            return key in (fake.key, *fake.role_keys) and self.headers.get("Authorization") == f"Bearer {key}"
 
         def _reply(self, status: int, body: Any, content_type: str = "application/json") -> None:
             data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -171,7 +178,8 @@ def _handler_for(fake: FakeSupabase) -> type[BaseHTTPRequestHandler]:
                                       "connection.", "details": "injected", "hint": None})
                     return
                 args = json.loads(body or b"{}")
-                status, payload = fake.call_function(path.removeprefix("/rest/v1/rpc/"), args)
+                status, payload = fake.call_function(path.removeprefix("/rest/v1/rpc/"), args,
+                                                     fake.role_keys.get(self.headers.get("apikey", "")))
                 self._reply(status, payload)
             elif path.startswith("/storage/v1/object/"):
                 bucket, _, object_path = path.removeprefix("/storage/v1/object/").partition("/")

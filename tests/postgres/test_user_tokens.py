@@ -1,0 +1,161 @@
+"""Bring-your-own-GPU: a worker holding a user's personal access token (user_api_tokens, stored hashed) and
+no service key reaches only the user_* functions, which keep it to that user's projects: over the Supabase
+API with the anon key (supabase-py rpc against the local PostgREST stand-in, which switches to the anon role
+the way PostgREST does) and over a direct connection with a role that has no rights on any table."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pytest
+from postgrest.exceptions import APIError
+from psycopg import errors
+from psycopg.conninfo import make_conninfo
+
+from source.db.models import TaskStatus
+from source.db.postgres import PostgresTaskStore
+from source.supabase_client import make_client
+from tests.helpers import run_worker
+from tests.pg_fixtures import SERVICE_KEY, migrate, schema_of, supabase_like_schema, supabase_roles  # noqa: F401
+from tests.postgres.fake_supabase import FakeSupabase
+
+pytestmark = pytest.mark.postgres
+
+ANON_KEY = "sb_publishable_test-anon-key-0c1d2e"
+ALICE_TOKEN = "pat_alice_0f9e8d7c6b5a"
+BOB_TOKEN = "pat_bob_1a2b3c4d5e6f"
+
+
+@pytest.fixture
+def token_db(supabase_roles, postgres_schema_url) -> dict[str, str]:  # noqa: F811
+    """A Supabase-like project with the older web app's tables and the old worker's user_api_tokens holding
+    plain tokens, migrated; one project and one queued task each for Alice and Bob."""
+    url = supabase_like_schema(postgres_schema_url, legacy=True)
+    alice, bob = str(uuid4()), str(uuid4())
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE user_api_tokens (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+                     "user_id uuid NOT NULL, token text NOT NULL, label text)")
+        conn.execute("INSERT INTO user_api_tokens (user_id, token, label) VALUES (%s, %s, 'laptop'), (%s, %s, 'pc')",
+                     (alice, ALICE_TOKEN, bob, BOB_TOKEN))
+    migrate(url)
+    ids = {"url": url, "alice": alice, "bob": bob}
+    with psycopg.connect(url, autocommit=True) as conn:
+        for who in ("alice", "bob"):
+            project = conn.execute("INSERT INTO projects (user_id) VALUES (%s) RETURNING id", (ids[who],)).fetchone()[0]
+            ids[f"{who}_task"] = str(conn.execute(
+                "INSERT INTO tasks (task_type, params, status, project_id) VALUES ('ping', '{}', 'Queued', %s) "
+                "RETURNING id", (project,)).fetchone()[0])
+    return ids
+
+
+@pytest.fixture
+def low_privilege_url(token_db) -> Iterator[str]:
+    """A login role with no rights on any table, only USAGE on the schema (as a BYO-GPU box would get)."""
+    url = token_db["url"]
+    role = f"byo_{uuid4().hex[:10]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN')
+        conn.execute(f'GRANT USAGE ON SCHEMA "{schema_of(url)}" TO "{role}"')
+    yield make_conninfo(url, user=role)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
+
+
+@pytest.fixture
+def anon_api(token_db, postgres_url, tmp_path) -> Iterator[FakeSupabase]:
+    fake = FakeSupabase(postgres_url, schema_of(token_db["url"]), SERVICE_KEY, tmp_path / "storage",
+                        role_keys={ANON_KEY: "anon"})
+    yield fake
+    fake.close()
+
+
+def test_existing_plain_tokens_are_hashed_in_place_and_new_ones_on_the_way_in(token_db):
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        rows = conn.execute("SELECT user_id::text, token, token_hash, label FROM user_api_tokens ORDER BY label"
+                            ).fetchall()
+        assert rows == [(token_db["alice"], None, hashlib.sha256(ALICE_TOKEN.encode()).hexdigest(), "laptop"),
+                        (token_db["bob"], None, hashlib.sha256(BOB_TOKEN.encode()).hexdigest(), "pc")]
+        conn.execute("INSERT INTO user_api_tokens (user_id, token) VALUES (%s, 'pat_new')", (token_db["alice"],))
+        assert conn.execute("SELECT token, token_hash FROM user_api_tokens WHERE label IS NULL").fetchone() == \
+            (None, hashlib.sha256(b"pat_new").hexdigest())
+
+
+def test_token_worker_over_the_api_completes_only_its_users_rows(token_db, anon_api, tmp_path):
+    log_file = tmp_path / "worker.log"
+    result = run_worker(tmp_path / "unused.db", tmp_path / "out", "--db-type", "supabase", "--once",
+                        "--worker", "alice-gpu", "--save-logging", str(log_file),
+                        env={"SUPABASE_URL": anon_api.url, "SUPABASE_ANON_KEY": ANON_KEY,
+                             "SUPABASE_ACCESS_TOKEN": ALICE_TOKEN}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        rows = dict(conn.execute("SELECT id::text, status::text || '/' || coalesce(worker_id, '-') FROM tasks"))
+    assert rows == {token_db["alice_task"]: "Complete/alice-gpu", token_db["bob_task"]: "Queued/-"}
+    assert any(r.startswith("POST /rest/v1/rpc/user_claim_next_task") for r in anon_api.requests)
+    called = {r.removeprefix("POST /rest/v1/rpc/") for r in anon_api.requests if "/rpc/" in r}
+    assert all(name.startswith("user_") for name in called), called
+    for output in (result.stdout, result.stderr, log_file.read_text()):
+        assert ALICE_TOKEN not in output
+
+
+def test_with_the_anon_key_only_token_functions_answer_and_only_for_a_valid_token(token_db, anon_api):
+    client = make_client(anon_api.url, ANON_KEY)
+    with pytest.raises(APIError) as refused:
+        client.rpc("claim_next_task", {"p_worker_id": "sneaky"}).execute()
+    assert refused.value.code == "42501"
+    with pytest.raises(APIError) as bad_token:
+        client.rpc("user_claim_next_task", {"p_token": "pat_guessed", "p_worker_id": "sneaky"}).execute()
+    assert bad_token.value.code == "28000" and "invalid or revoked access token" in bad_token.value.message
+    claimed = client.rpc("user_claim_next_task", {"p_token": BOB_TOKEN, "p_worker_id": "bob-gpu"}).execute().data
+    assert [row["id"] for row in claimed] == [token_db["bob_task"]]
+    # Bob cannot touch Alice's row, even knowing its id
+    for function, extra in [("user_complete_task", {}), ("user_fail_task", {"p_error_message": "x"}),
+                            ("user_heartbeat_task", {"p_lease_seconds": 60})]:
+        args = {"p_token": BOB_TOKEN, "p_task_id": token_db["alice_task"], "p_worker_id": "bob-gpu", **extra}
+        assert client.rpc(function, args).execute().data is False
+    assert client.rpc("user_get_task", {"p_token": BOB_TOKEN, "p_task_id": token_db["alice_task"]}).execute().data == []
+
+
+def test_token_store_over_a_direct_connection_with_a_low_privilege_role(token_db, low_privilege_url):
+    with psycopg.connect(low_privilege_url, autocommit=True) as conn:
+        for statement in ("SELECT * FROM tasks", "SELECT * FROM user_api_tokens", "SELECT * FROM projects",
+                          "SELECT * FROM claim_next_task('w')", "SELECT tasks_token_user('x')"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+    store = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        store.check_schema()
+        task = store.claim_next_task("alice-box", lease_seconds=30)
+        assert task.id == token_db["alice_task"] and task.project_id
+        assert store.claim_next_task("alice-box", lease_seconds=30) is None  # Bob's row is not hers
+        assert store.heartbeat(task.id, "alice-box", lease_seconds=30, progress=0.5)
+        assert store.task_status(token_db["bob_task"]) is None
+        assert not store.fail_task(token_db["bob_task"], "alice-box", error_message="no")
+        assert store.complete_task(task.id, "alice-box", output_location="/out/a.json", result={"ok": True})
+        assert store.get_task(task.id).status is TaskStatus.COMPLETE
+        with pytest.raises(PermissionError, match="personal access token"):
+            store.stats()
+    finally:
+        store.close()
+
+    wrong = PostgresTaskStore(low_privilege_url, access_token="pat_revoked")
+    try:
+        with pytest.raises(Exception, match="refused the access token"):
+            wrong.check_schema()
+    finally:
+        wrong.close()
+
+
+def test_revoked_token_is_refused(token_db, low_privilege_url, tmp_path: Path):
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        conn.execute("UPDATE user_api_tokens SET revoked_at = now() WHERE user_id = %s", (token_db["alice"],))
+    result = run_worker(low_privilege_url, tmp_path / "out", "--once", "--supabase-access-token", ALICE_TOKEN)
+    assert result.returncode == 1
+    assert "refused the access token: invalid or revoked access token" in result.stderr
+    assert ALICE_TOKEN not in result.stderr

@@ -73,11 +73,17 @@ class InputPolicy:
             raise InvalidParams(f"params.{name}: URL has no host")
         if self.allow_private_urls:
             return
-        for address in resolve_host(host, parts.port or (443 if scheme == "https" else 80), name):
-            if not is_public_address(address):
+        port = parts.port or (443 if scheme == "https" else 80)
+        for address in resolve_host(host, port, name):
+            if not self.allows_address(address, port):
                 raise InvalidParams(f"params.{name}: host {host!r} resolves to the non-public address {address}; "
                                     "private, loopback and link-local addresses are refused "
                                     "(the worker's --allow-private-urls allows them)")
+
+
+    def allows_address(self, address: str, port: int) -> bool:
+        """Whether a URL input may connect to ``address`` (checked again on the socket once connected)."""
+        return self.allow_private_urls or is_public_address(address)
 
 
 def resolve_host(host: str, port: int, name: str) -> list[str]:

@@ -19,7 +19,7 @@ import httpx
 import structlog
 
 from source.errors import InputUnavailable, InvalidParams
-from source.input_policy import InputKind, InputPolicy, TaskInputs, is_public_address, sniff
+from source.input_policy import InputKind, InputPolicy, TaskInputs, sniff
 from source.logging_utils import redact_url
 from source.paths import safe_filename, task_work_dir
 
@@ -66,8 +66,8 @@ class _GuardedBackend(httpcore.SyncBackend):
         stream = super().connect_tcp(host, port, timeout=timeout, local_address=local_address,
                                      socket_options=socket_options)
         sock = stream.get_extra_info("socket")
-        peer = sock.getpeername()[0]
-        if not self.policy.allow_private_urls and not is_public_address(peer):
+        peer, peer_port = sock.getpeername()[:2]
+        if not self.policy.allows_address(peer, peer_port):
             stream.close()
             raise InvalidParams(f"params.{self.name}: host {host!r} connected to the non-public address {peer}; "
                                 "private, loopback and link-local addresses are refused")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
+from source.engine.outputs import write_image, write_video
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
 from tests.hardening.boundary import snapshot, touched_outside
@@ -65,3 +65,36 @@ def test_utility_outputs_of_same_named_ids_in_an_output_dir_stay_apart(sqlite_st
     assert a.status is TaskStatus.COMPLETE and b.status is TaskStatus.COMPLETE, (a.error_message, b.error_message)
     assert a.output_location != b.output_location
     assert Path(a.output_location).parent == Path(b.output_location).parent == (out / "frames").resolve()
+
+
+def test_storage_objects_of_ids_that_escape_alike_stay_apart(sqlite_store, tmp_path):
+    from source.publishing import SupabaseStoragePublisher
+
+    publisher = object.__new__(SupabaseStoragePublisher)  # object_path needs no client
+    ids = ["teamA/job1", "teamA_job1", "teamA job1", "../job1"]
+    for task_id in ids:
+        sqlite_store.add_task(NewTask("ping", {}, id=task_id, project_id="p1"))
+    paths = [publisher.object_path(sqlite_store.get_task(i), tmp_path / "x_ping.json") for i in ids]
+    assert len(set(paths)) == len(ids)
+    assert all(p.startswith("p1/") and ".." not in p.split("/") for p in paths)
+
+
+def test_a_row_cannot_write_into_the_work_folders(sqlite_store, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    clip = write_video(np.ones((3, 16, 16, 3)) * 0.3, out / "clip.mp4", 8)
+    victim = out / "_work" / "victim"
+    victim.mkdir(parents=True)
+    (victim / "download.mp4").write_bytes(b"the victim's input")
+    image = str(write_image(np.full((16, 16, 3), 0.5), out / "still.png"))
+    rows = [("extract_frame", {"input_video_path": str(clip), "output_dir": "_work/victim"}),
+            ("rife_interpolate_images", {"input_image_path1": image, "input_image_path2": image, "frames": 2,
+                                         "resolution": "16x16", "output_path": "_work/victim/download.mp4"})]
+    ids = [sqlite_store.add_task(NewTask(task_type, params)) for task_type, params in rows]
+    before = snapshot(out)
+    Worker(sqlite_store, WorkerSettings(worker_id="ids", main_output_dir=out), exit_when_idle=True).run()
+    for task_id, name in zip(ids, ("output_dir", "output_path"), strict=True):
+        row = sqlite_store.get_task(task_id)
+        assert row.status is TaskStatus.FAILED
+        assert row.error_message == f"params.{name} may not point into the _work folder", row.error_message
+    assert touched_outside(before, snapshot(out), *(out / "_work" / i for i in ids)) == []

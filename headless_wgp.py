@@ -18,7 +18,7 @@ import structlog
 import wgp
 from source.engine.core import GenerationResult, resolve_with_sources
 from source.errors import InvalidParams
-from source.inputs import resolve_input
+from source.inputs import engine_inputs, resolve_input
 from source.lora_utils import process_all_loras
 from source.task_conversion import GenerationTask
 
@@ -129,7 +129,7 @@ class WanOrchestrator:
                  work_dir: Path | None = None) -> GenerationResult:
         task = process_all_loras(task, wgp.get_lora_dir(task.model))
         params = dict(task.parameters)
-        work = work_dir or self.output_dir / "_work" / task.id
+        work = work_dir or engine_inputs(self.output_dir, task.id)
         for name in FILE_PARAMS:
             if params.get(name):
                 params[name] = str(resolve_input(params[name], name, work))

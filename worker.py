@@ -28,6 +28,11 @@ log = structlog.get_logger("worker")
               help="Seconds between fallback polls; new rows wake an idle worker sooner (data_version / LISTEN).")
 @click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
               show_default=True, help="Where outputs are written.")
+@click.option("--input-roots", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A folder local input files (and local LoRAs) may come from; repeat for several. The output dir "
+                   "is always one. [default: the output dir and the working directory]")
+@click.option("--allow-private-urls", is_flag=True,
+              help="Let URL inputs reach private, loopback and link-local addresses (refused by default).")
 @click.option("--worker", "worker_id", default=None, help="Worker id written to claimed rows [default: hostname-pid].")
 @click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...).")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
@@ -101,6 +106,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         apply_reward_lora=bool(opts["apply_reward_lora"]),
         colour_match_videos=bool(opts["colour_match_videos"]),
         mask_active_frames=bool(opts["mask_active_frames"]),
+        input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
+        allow_private_urls=bool(opts["allow_private_urls"]),
     )
     observer = None
     if opts["metrics_port"]:

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from source.errors import TaskCancelled
+from source.input_policy import TaskInputs
+from source.inputs import resolve_generation_files
 from source.progress_bar import StepBar
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
-from source.task_conversion import db_task_to_generation_task, task_types_for_model
+from source.task_conversion import GenerationTask, db_task_to_generation_task, task_types_for_model
 
 if TYPE_CHECKING:
     from source.engine.core import GenerationResult
@@ -52,10 +56,10 @@ def queue_stats() -> dict | None:
 def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
     """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
     with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
-    task = db_task_to_generation_task(
+    task = prepare_inputs(db_task_to_generation_task(
         ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,
-    )
+    ), ctx.inputs)
     queue = generation_queue(ctx.settings)
     bar = StepBar(f"{task.model} {ctx.task.id[:8]}")
 
@@ -73,6 +77,16 @@ def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> Gen
         bar.close()
     ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
     return output
+
+
+def prepare_inputs(task: GenerationTask, inputs: TaskInputs) -> GenerationTask:
+    """Every file and LoRA the task names, checked under the worker's input policy and made local before
+    the task is queued: a bad input fails the row before any model is loaded."""
+    from source.engine.loras import model_lora_dir
+    from source.lora_utils import prepare_additional_loras
+
+    task = replace(task, parameters=MappingProxyType(resolve_generation_files(task.parameters, inputs)))
+    return prepare_additional_loras(task, model_lora_dir(task.model), inputs)
 
 
 def outcome_of(output: GenerationResult) -> TaskOutcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from pathlib import Path
@@ -22,17 +23,33 @@ def register_secret(value: str | None) -> None:
             _secrets.add(value)
 
 
+# scheme://[userinfo@]host-and-path[?query][#fragment]; userinfo and query are where URLs carry credentials.
+_URL = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]*@)?(?P<rest>[^\s?#'\"<>]*)"
+                  r"(?P<query>\?[^\s#'\"<>]*)?(?P<fragment>#[^\s'\"<>]*)?")
+
+
+def _redact_url_match(match: re.Match[str]) -> str:
+    userinfo = f"{REDACTED}@" if match["userinfo"] else ""
+    query = f"?{REDACTED}" if match["query"] and match["query"] != "?" else (match["query"] or "")
+    fragment = f"#{REDACTED}" if match["fragment"] and match["fragment"] != "#" else (match["fragment"] or "")
+    return f"{match['head']}{userinfo}{match['rest']}{query}{fragment}"
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the userinfo, query string and fragment of every URL in it replaced."""
+    return _URL.sub(_redact_url_match, text) if "://" in text else text
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+    return redact_url(text)
 
 
 def redact_value(value: Any) -> Any:
-    """``value`` with every registered secret replaced in its strings, however deeply nested."""
-    if not _secrets:
-        return value
+    """``value`` with every registered secret and URL credential replaced in its strings, however deeply
+    nested."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
@@ -43,8 +60,6 @@ def redact_value(value: Any) -> Any:
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    if not _secrets:
-        return event_dict
     return {key: redact_value(value) for key, value in event_dict.items()}
 
 

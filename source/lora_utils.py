@@ -5,7 +5,10 @@
 
 1. ``activated_loras`` + ``loras_multipliers``: names already in ``loras/<family>/``;
 2. ``additional_loras`` ``{url_or_path: multiplier}``: Hugging Face URLs through huggingface_hub's
-   cache, other https URLs through the size-capped downloader, local files copied in;
+   cache, other https URLs through the input policy's downloader, local files under the input roots.
+   Each is copied into the content-addressed LoRA cache (``<sha256>.safetensors``, checked to be a LoRA
+   of the family first) and activated as ``sha256:<digest>``: a row never writes, replaces or links a
+   file under a name that ``activated_loras`` or an acceleration flag resolves;
 3. the acceleration/reward LoRAs switched on by ``use_causvid_lora``, ``use_lighti2x_lora`` and
    ``apply_reward_lora`` (table below), with their recommended step/guidance settings applied where the
    task did not set those itself.
@@ -15,8 +18,11 @@ Names are deduplicated (first mention wins). The engine loads the result for one
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
-import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,15 +31,18 @@ from typing import Any
 
 import structlog
 
-from source.engine.loras import LORA_SUFFIXES
-from source.errors import InvalidParams, ModelUnavailable
+from source.engine.loras import CACHED_LORA, LORA_SUFFIXES, cached_lora_name, check_lora_file
+from source.engine.paths import lora_cache_dir
+from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
 from source.hub import fetch_hub_file
+from source.input_policy import TaskInputs
 from source.inputs import download, is_url
 from source.task_conversion import GenerationTask
 
 log = structlog.get_logger(__name__)
 
 MAX_LORA_BYTES = 4 * 2**30
+DEFAULT_CACHE_BUDGET_BYTES = 20 * 2**30  # WGP_LORA_CACHE_BYTES overrides; least recently used go first
 _HUB_URL = re.compile(r"^https://(?:www\.)?huggingface\.co/(?P<repo>[^/]+/[^/]+)/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<file>.+)$")
 
 
@@ -80,13 +89,27 @@ class _Selection:
 
 
 def lora_key(name: str) -> str:
-    """``style`` and ``style.safetensors`` name the same file."""
+    """``style``, ``style.safetensors`` and a cached copy of a ``style.safetensors`` name the same LoRA."""
+    cached = CACHED_LORA.fullmatch(name)
+    if cached:
+        name = name.split(":", 2)[2] if name.count(":") >= 2 else name
     path = Path(name)
     return path.stem if path.suffix.lower() in LORA_SUFFIXES else name
 
 
-def process_all_loras(task: GenerationTask, lora_dir: Path) -> GenerationTask:
-    """The task with every requested LoRA present in ``lora_dir`` and named in its parameters."""
+def prepare_additional_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs) -> GenerationTask:
+    """The task with every ``additional_loras`` source fetched under ``inputs``' policy into the LoRA cache
+    and named by its content (before the queue, so a bad LoRA fails the task before any model loads)."""
+    if not task.additional_loras:
+        return task
+    cached = {fetch_lora(source, lora_dir, inputs): multiplier for source, multiplier in task.additional_loras.items()}
+    return replace(task, additional_loras=MappingProxyType(cached))
+
+
+def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs | None = None) -> GenerationTask:
+    """The task with every requested LoRA present (in ``lora_dir`` or the LoRA cache) and named in its
+    parameters. ``inputs``: the policy raw ``additional_loras`` sources are fetched under (the default
+    one, public URLs and files under the working directory, when the caller gives none)."""
     params = dict(task.parameters)
     names = list(params.get("activated_loras") or [])
     multipliers = [str(m) for m in params.get("loras_multipliers") or []]
@@ -97,7 +120,7 @@ def process_all_loras(task: GenerationTask, lora_dir: Path) -> GenerationTask:
         selection.add(name, multiplier, "activated_loras")
 
     for source, multiplier in task.additional_loras.items():
-        selection.add(fetch_lora(source, lora_dir).name, f"{multiplier:g}", "additional_loras")
+        selection.add(fetch_lora(source, lora_dir, inputs), f"{multiplier:g}", "additional_loras")
 
     for key in task.acceleration_loras:
         spec = ACCELERATION_LORAS[key]
@@ -114,47 +137,126 @@ def process_all_loras(task: GenerationTask, lora_dir: Path) -> GenerationTask:
     return replace(task, parameters=MappingProxyType(params))
 
 
-def fetch_lora(source: str, lora_dir: Path) -> Path:
-    """A LoRA named by URL or path, as a file inside ``lora_dir``."""
+def fetch_lora(source: str, lora_dir: Path, inputs: TaskInputs | None = None) -> str:
+    """The name (``sha256:<digest>:<file>``) of the LoRA that ``source`` (a URL, a path or an already
+    cached name) holds, copied into the LoRA cache after checking it is a LoRA of ``lora_dir``'s family."""
     if not isinstance(source, str) or not source.strip():
         raise InvalidParams(f"params.additional_loras: {source!r} is not a URL or a path")
     source = source.strip()
+    cached = CACHED_LORA.fullmatch(source)
+    if cached:
+        path = lora_cache_dir() / f"{cached['digest']}.safetensors"
+        if not path.is_file():
+            raise ModelUnavailable(f"params.additional_loras: {source} is not in the LoRA cache")
+        return source
+    inputs = inputs or TaskInputs(Path(tempfile.gettempdir()) / "wgp-lora-downloads")
+    label = _label(source)
     hub = _HUB_URL.match(source)
     if hub:
-        return _from_hub(hub["repo"], hub["file"], lora_dir, revision=hub["rev"], what=f"LoRA {source}:")
+        fetched = fetch_hub_file(hub["repo"], hub["file"], what=f"LoRA {source}:", revision=hub["rev"])
+        log.info("lora_fetched", repo=hub["repo"], file=hub["file"])
+        return cached_lora_name(_cache(fetched, lora_dir.name, source), label)
     if is_url(source):
-        return download(source, "additional_loras", lora_dir, max_bytes=MAX_LORA_BYTES)
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise ModelUnavailable(f"params.additional_loras: LoRA file not found: {path}")
-    if path.suffix.lower() not in LORA_SUFFIXES:
-        raise InvalidParams(f"params.additional_loras: {path.name} is not a .safetensors LoRA")
-    return _place(path, lora_dir / path.name)
+        downloaded = download(source, "additional_loras", inputs, max_bytes=MAX_LORA_BYTES)
+        try:
+            return cached_lora_name(_cache(downloaded, lora_dir.name, source), label)
+        finally:
+            downloaded.unlink(missing_ok=True)
+    if Path(source).suffix.lower() not in LORA_SUFFIXES:
+        raise InvalidParams(f"params.additional_loras: {Path(source).name} is not a .safetensors LoRA")
+    try:
+        path = inputs.policy.check_local(source, "additional_loras")
+    except InputUnavailable as exc:
+        raise ModelUnavailable(f"params.additional_loras: LoRA file not found: {Path(source).expanduser()}") from exc
+    return cached_lora_name(_cache(path, lora_dir.name, source), label)
+
+
+def _label(source: str) -> str:
+    name = Path(source.split("?", 1)[0].rstrip("/")).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80]
+
+
+def _cache(path: Path, folder: str, source: str) -> str:
+    """The sha256 of ``path``'s content, stored as ``<cache>/<sha256>.safetensors`` once it passed the LoRA
+    checks. The bytes are copied first and the copy is what gets checked and kept, so a file changed
+    while this runs cannot slip past the checks."""
+    size = path.stat().st_size
+    if size > MAX_LORA_BYTES:
+        raise InputUnavailable(f"params.additional_loras: {_label(source)} is {size} bytes; the limit is "
+                               f"{MAX_LORA_BYTES}")
+    cache = lora_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, temp_name = tempfile.mkstemp(dir=cache, prefix=".incoming-", suffix=".safetensors")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, open(path, "rb") as handle:
+            copied = 0
+            while chunk := handle.read(2**20):
+                copied += len(chunk)
+                if copied > MAX_LORA_BYTES:
+                    raise InputUnavailable(f"params.additional_loras: {_label(source)} grew past the "
+                                           f"{MAX_LORA_BYTES}-byte limit while being read")
+                digest.update(chunk)
+                out.write(chunk)
+        check_lora_file(temp, folder, f"params.additional_loras: {_label(source) or 'the LoRA'}")
+        target = cache / f"{digest.hexdigest()}.safetensors"
+        if target.is_file():
+            os.utime(target)  # most recently used: the last one the budget evicts
+        else:
+            os.replace(temp, target)
+        log.info("lora_cached", sha256=digest.hexdigest(), bytes=copied)
+    finally:
+        temp.unlink(missing_ok=True)
+    _evict(cache, keep=target)
+    return digest.hexdigest()
+
+
+def cache_budget_bytes() -> int:
+    return int(os.environ.get("WGP_LORA_CACHE_BYTES", DEFAULT_CACHE_BUDGET_BYTES))
+
+
+def _evict(cache: Path, keep: Path) -> None:
+    """Least recently used cached LoRAs removed until the cache fits its budget (``keep`` never)."""
+    files = sorted((p for p in cache.glob("*.safetensors") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    total = sum(p.stat().st_size for p in files)
+    budget = cache_budget_bytes()
+    for old in files:
+        if total <= budget:
+            break
+        if old != keep:
+            total -= old.stat().st_size
+            old.unlink(missing_ok=True)
+            log.info("lora_cache_evicted", file=old.name)
 
 
 def fetch_known_lora(spec: AccelerationLora, lora_dir: Path) -> Path:
+    """An acceleration LoRA under its shared name: the operator's copy, or the one its table entry names,
+    fetched from the hub (never from a row)."""
     local = lora_dir / spec.filename
     if local.is_file():
         return local
-    return _from_hub(spec.repo_id, spec.filename, lora_dir, what=f"{spec.flag} needs {local}, which is missing; its")
-
-
-def _from_hub(repo_id: str, filename: str, lora_dir: Path, *, what: str, revision: str | None = None) -> Path:
-    target = lora_dir / Path(filename).name
-    if target.is_file():
-        return target
-    cached = fetch_hub_file(repo_id, filename, what=what, revision=revision)
-    log.info("lora_fetched", repo=repo_id, file=filename)
-    return _place(cached, target)
-
-
-def _place(source: Path, target: Path) -> Path:
-    """Put ``source`` at ``target`` (hard link when possible, else a copy); the engine reads only ``lora_dir``."""
-    if source.resolve() == target.resolve():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    cached = fetch_hub_file(spec.repo_id, spec.filename, what=f"{spec.flag} needs {local}, which is missing; its")
+    log.info("lora_fetched", repo=spec.repo_id, file=spec.filename)
+    local.parent.mkdir(parents=True, exist_ok=True)
     try:
-        target.hardlink_to(source.resolve())
+        local.hardlink_to(cached.resolve())
+    except FileExistsError:
+        pass  # another worker placed it meanwhile; never replaced
     except OSError:
-        shutil.copyfile(source, target)
-    return target
+        _copy_new(cached, local)
+    return local
+
+
+def _copy_new(source: Path, target: Path) -> None:
+    """``source`` copied to ``target`` unless ``target`` exists: written beside it, then linked into place
+    (``link`` never replaces a file, and nobody sees a half-written one)."""
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=".incoming-")
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as handle:
+            while chunk := handle.read(2**20):
+                out.write(chunk)
+        with contextlib.suppress(FileExistsError):
+            os.link(temp_name, target)
+    finally:
+        Path(temp_name).unlink(missing_ok=True)

@@ -1,13 +1,17 @@
-"""Paths built from task params stay inside the configured output root."""
+"""Paths built from task params stay inside the configured output root; every file and folder named
+after a task comes from its full id through ``task_stem``."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
 from source.errors import InvalidParams
 
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+WORK_FOLDER = "_work"
 
 
 def safe_filename(name: str) -> str:
@@ -23,3 +27,28 @@ def inside_root(root: Path, *parts: str) -> Path:
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise InvalidParams(f"path {'/'.join(parts)!r} leaves the output directory {root_resolved}")
     return candidate
+
+
+def task_stem(task_id: str) -> str:
+    """The one name a task's files and folders start with, distinct for distinct ids.
+
+    A plain id (letters, digits, ``._-``, at most 100 characters) is used as it is; any other id is
+    escaped, cut to 60 characters and followed by ``+`` and a hash of the full id (``+`` never occurs in
+    a plain id, so an escaped name never equals a plain one: ``teamA/job1`` and ``teamB/job1`` differ,
+    and a 300-character id stays under the file system's name limit)."""
+    if _PLAIN_ID.fullmatch(task_id):
+        return task_id
+    readable = _UNSAFE_NAME_CHARS.sub("_", task_id).strip("._")[:60]
+    return f"{readable}+{hashlib.sha256(task_id.encode()).hexdigest()[:20]}"
+
+
+def task_output_name(task_id: str, suffix: str) -> str:
+    """``<task stem>_<suffix>``: the file name of a task's output."""
+    return f"{task_stem(task_id)}_{safe_filename(suffix)}"
+
+
+def task_work_dir(output_root: Path, task_id: str) -> Path:
+    """The task's own scratch folder (downloads, intermediate frames), created, inside the output root."""
+    path = inside_root(output_root, WORK_FOLDER, task_stem(task_id))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -14,6 +14,7 @@ import structlog
 from source.db.config import StoreConfig
 from source.db.models import Task
 from source.errors import TaskError
+from source.paths import task_stem
 
 if TYPE_CHECKING:
     from supabase import Client
@@ -57,7 +58,7 @@ class SupabaseStoragePublisher:
             except TaskError:
                 owner = None
         folder = _UNSAFE_SEGMENT.sub("_", str(owner or "unassigned")).strip("._") or "unassigned"
-        return f"{folder}/{_UNSAFE_SEGMENT.sub('_', task.id)}/{Path(local_path).name}"
+        return f"{folder}/{task_stem(task.id)}/{Path(local_path).name}"
 
     def publish(self, task: Task, local_path: Path) -> str:
         local_path = Path(local_path).resolve()

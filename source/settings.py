@@ -7,6 +7,8 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from source.input_policy import InputPolicy, default_roots
+
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -25,6 +27,15 @@ class WorkerSettings:
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True
+    input_roots: tuple[Path, ...] = ()
+    allow_private_urls: bool = False
+
+    @property
+    def input_policy(self) -> InputPolicy:
+        """Local inputs under the output root plus ``input_roots`` (the working directory when empty);
+        URLs to public addresses only unless ``allow_private_urls``."""
+        roots = default_roots(self.main_output_dir, tuple(Path(p) for p in self.input_roots))
+        return InputPolicy(roots=roots, allow_private_urls=self.allow_private_urls)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -13,7 +13,8 @@ import structlog
 from source.db.models import Task
 from source.db.store import TaskStore
 from source.errors import TaskCancelled
-from source.paths import inside_root, safe_filename
+from source.input_policy import TaskInputs
+from source.paths import inside_root, safe_filename, task_output_name, task_work_dir
 from source.settings import WorkerSettings
 
 
@@ -110,15 +111,18 @@ class TaskContext:
         return path
 
     def output_path(self, suffix: str, *, subdir: str | None = None) -> Path:
-        """A unique output file for this task: ``<output_dir>[/subdir]/<task_id>_<suffix>``."""
+        """A unique output file for this task: ``<output_dir>[/subdir]/<task stem>_<suffix>``."""
         parts = [safe_filename(subdir)] if subdir else []
-        path = inside_root(self.output_dir, *parts, f"{safe_filename(self.task.id)}_{safe_filename(suffix)}")
+        path = inside_root(self.output_dir, *parts, task_output_name(self.task.id, suffix))
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     @property
     def work_dir(self) -> Path:
         """Scratch space for this task (downloads, intermediate frames) inside the output root."""
-        path = inside_root(self.output_dir, "_work", safe_filename(self.task.id))
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return task_work_dir(self.output_dir, self.task.id)
+
+    @property
+    def inputs(self) -> TaskInputs:
+        """What this task may read (the worker's input policy) and where its downloads go."""
+        return TaskInputs(self.work_dir, self.settings.input_policy)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,16 +14,42 @@ import structlog
 import torch
 
 from source.engine.params import LoraWeight
-from source.engine.paths import loras_dir
-from source.errors import InvalidParams
+from source.engine.paths import lora_cache_dir, loras_dir
+from source.errors import InputUnavailable, InvalidParams
 
 log = structlog.get_logger(__name__)
 
 LORA_SUFFIXES = (".safetensors", ".sft")
+CACHED_LORA = re.compile(r"sha256:(?P<digest>[0-9a-f]{64})(?::.*)?")
+MAX_HEADER_BYTES = 100 * 2**20
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+# The prefixes a LoRA's tensor names start with in the formats diffusers converts for each family folder
+# (diffusers/peft, the original checkpoints' names, kohya).
+_COMMON_PREFIXES = ("transformer.", "diffusion_model.", "model.diffusion_model.", "base_model.model.", "lora_unet_")
+FAMILY_LORA_PREFIXES = {
+    "wan": (*_COMMON_PREFIXES, "transformer_2.", "blocks.", "lora_transformer_"),
+    "flux": (*_COMMON_PREFIXES, "text_encoder.", "lora_te", "double_blocks.", "single_blocks.", "lora_transformer_"),
+    "ltxv": (*_COMMON_PREFIXES, "transformer_blocks."),
+    "hunyuan": (*_COMMON_PREFIXES, "transformer_blocks.", "single_transformer_blocks.", "double_blocks.",
+                "single_blocks."),
+}
+_LORA_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", "lora_mid", "alpha", ".diff",
+                 "diff_b", "dora_scale")
 
 
 def lora_folder(folder: str) -> Path:
     return loras_dir() / folder
+
+
+def model_lora_dir(model_type: str) -> Path:
+    """The folder holding ``model_type``'s LoRAs (``loras/<family>/`` unless the definition names one)."""
+    from source.engine.families import family_for
+    from source.engine.model_defs import load_model_def
+
+    definition = load_model_def(model_type)
+    return lora_folder(definition.lora_folder or family_for(definition.architecture).lora_folder)
 
 
 def list_loras(folder: str) -> list[Path]:
@@ -29,13 +59,68 @@ def list_loras(folder: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in LORA_SUFFIXES)
 
 
+def cached_lora_name(digest: str, label: str = "") -> str:
+    """The name a content-addressed LoRA is activated by (``label``: the file it came from, for people)."""
+    return f"sha256:{digest}:{label}" if label else f"sha256:{digest}"
+
+
 def resolve_lora(folder: str, name: str) -> Path:
-    """A LoRA named by file name (with or without suffix) inside the family folder, never outside it."""
+    """A LoRA named by file name (with or without suffix) inside the family folder, never outside it, or a
+    content-addressed one (``sha256:<digest>``) from the LoRA cache."""
+    cached = CACHED_LORA.fullmatch(name)
+    if cached:
+        path = lora_cache_dir() / f"{cached['digest']}.safetensors"
+        if not path.is_file():
+            raise InvalidParams(f"LoRA {name!r} is not in the LoRA cache (it may have been evicted); submit it again")
+        return path
     available = {p.name: p for p in list_loras(folder)} | {p.stem: p for p in list_loras(folder)}
     if name not in available:
         known = ", ".join(sorted(p.name for p in list_loras(folder))) or "none"
         raise InvalidParams(f"LoRA {name!r} not found in {lora_folder(folder)}; available: {known}")
     return available[name]
+
+
+def check_lora_file(path: Path, folder: str, what: str) -> int:
+    """The number of tensors in ``path``; InputUnavailable unless it is a well-formed safetensors file
+    whose every tensor name is a LoRA tensor in a format the ``folder`` family loads. Reads the header
+    only: a file that is not a LoRA never reaches torch."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise InputUnavailable(f"{what} is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(MAX_HEADER_BYTES, size - 8):
+            raise InputUnavailable(f"{what} is not a safetensors file (header length {length} for {size} bytes)")
+        try:
+            header = json.loads(handle.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputUnavailable(f"{what} is not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise InputUnavailable(f"{what} is not a safetensors file (header is not an object)")
+    data_bytes = size - 8 - length
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if not tensors:
+        raise InputUnavailable(f"{what} holds no tensors")
+    prefixes = FAMILY_LORA_PREFIXES.get(folder, _COMMON_PREFIXES)
+    for key, info in tensors.items():
+        _check_tensor_entry(key, info, data_bytes, what)
+        if not key.startswith(prefixes) or not any(marker in key for marker in _LORA_MARKERS):
+            raise InputUnavailable(f"{what}: tensor {key[:120]!r} is not a LoRA tensor of a {folder} model")
+    return len(tensors)
+
+
+def _check_tensor_entry(key: str, info: object, data_bytes: int, what: str) -> None:
+    bad = f"{what} is not a safetensors file (tensor {key[:120]!r}"
+    if not isinstance(info, dict) or info.get("dtype") not in _DTYPE_BYTES:
+        raise InputUnavailable(f"{bad} has no known dtype)")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise InputUnavailable(f"{bad} has a bad shape)")
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_bytes
+            or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[info["dtype"]]):
+        raise InputUnavailable(f"{bad} points outside the file)")
 
 
 def expert_components(pipe) -> tuple[str, ...]:

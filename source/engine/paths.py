@@ -18,3 +18,9 @@ def loras_dir() -> Path:
 
 def tiny_cache_dir() -> Path:
     return Path(os.environ.get("WGP_TINY_CACHE", REPO_ROOT / ".cache" / "tiny-models"))
+
+
+def lora_cache_dir() -> Path:
+    """Content-addressed LoRAs that rows brought (``<sha256>.safetensors``): outside every family folder,
+    so no LoRA name a row gives resolves there."""
+    return Path(os.environ.get("WGP_LORA_CACHE", loras_dir() / ".cache" / "sha256"))

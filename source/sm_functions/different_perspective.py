@@ -48,7 +48,7 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     check_model("params.t2i_model_name", p.t2i_model_name, ("wan_t2v",), "the intermediate text-to-image view")
     width, height = check_resolution("params.resolution", p.resolution)
     check_frames("params.output_video_frames", p.output_video_frames)
-    resolve_input(p.input_image_path, "input_image_path", ctx.work_dir)
+    resolve_input(p.input_image_path, "input_image_path", ctx.inputs, kind="image")
     perspective = PERSPECTIVE_TASK_TYPES[p.perspective_type]
     resolution = f"{width}x{height}"
     estimator = {"model": p.depth_model} if p.perspective_type == "depth" and p.depth_model else {}
@@ -95,7 +95,7 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     for name, task_id in (("input perspective", p.input_perspective_task_id),
                           ("view perspective", p.view_perspective_task_id)):
         location = dependency_output(ctx, task_id, name)
-        maps.append(read_image(resolve_input(location, name, work), name, size).astype(np.float32))
+        maps.append(read_image(resolve_input(location, name, ctx.inputs, kind="image"), name, size).astype(np.float32))
     # The guide morphs the input's pose/depth map into the generated view's, frame by frame.
     t = np.linspace(0.0, 1.0, p.output_video_frames)[:, None, None, None]
     guide = np.clip(((1 - t) * maps[0] + t * maps[1]).round(), 0, 255).astype(np.uint8)

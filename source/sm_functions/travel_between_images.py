@@ -31,7 +31,7 @@ GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only
 
 # -- orchestrator ----------------------------------------------------------------------------------------
 def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
-    plan = plan_travel(ctx.params, task_id=ctx.task.id, work_dir=ctx.work_dir)
+    plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs)
     specs = [ChildSpec(f"segment_{s.index:03d}", "travel_segment", _segment_payload(ctx, plan, s))
              for s in plan.segments]
     specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))
@@ -126,16 +126,16 @@ def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     size = (width, height)
     work = ctx.work_dir
-    start = read_image(resolve_input(p.start_image_path, "start_image_path", work), "start_image_path", size) \
+    start = read_image(resolve_input(p.start_image_path, "start_image_path", ctx.inputs, kind="image"), "start_image_path", size) \
         if p.start_image_path else None
-    end = read_image(resolve_input(p.end_image_path, "end_image_path", work), "end_image_path", size)
+    end = read_image(resolve_input(p.end_image_path, "end_image_path", ctx.inputs, kind="image"), "end_image_path", size)
     tail = None
     if p.frame_overlap_from_previous:
         source = (p.continue_from_video_resolved_path if p.is_first_segment
                   else dependency_output(ctx, ctx.task.dependant_on, "previous segment"))
         if not source:
             raise TaskError("segment has an overlap from previous but no previous video to take it from")
-        previous = read_video(resolve_input(source, "previous segment video", work), "previous segment video", size)
+        previous = read_video(resolve_input(source, "previous segment video", ctx.inputs, kind="video"), "previous segment video", size)
         if len(previous) < p.frame_overlap_from_previous:
             raise TaskError(f"the previous video has {len(previous)} frames, fewer than the overlap "
                             f"{p.frame_overlap_from_previous}")
@@ -196,12 +196,12 @@ def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
         raise TaskError(f"frame_overlaps has {len(p.frame_overlaps)} entries for {p.num_segments} segments")
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     segments = _segments_of_run(ctx, p)
-    clips = [read_video(resolve_input(row.output_location, f"segment {i}", ctx.work_dir), f"segment {i}",
+    clips = [read_video(resolve_input(row.output_location, f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
                         (width, height)) for i, row in enumerate(segments)]
     overlaps = list(p.frame_overlaps)
     if p.continue_from_video_resolved_path:
         continued = resolve_input(p.continue_from_video_resolved_path, "continue_from_video_resolved_path",
-                                  ctx.work_dir)
+                                  ctx.inputs, kind="video")
         clips.insert(0, read_video(continued, "continued video", (width, height)))
         overlaps.insert(0, 0)
     else:

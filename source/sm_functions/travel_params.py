@@ -10,6 +10,7 @@ import cv2
 from pydantic import Field
 
 from source.errors import InputUnavailable, InvalidParams
+from source.input_policy import TaskInputs
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
 from source.sm_functions.checks import check_frames, check_model, check_resolution
@@ -81,7 +82,7 @@ class TravelPlan:
         return sum(s.frames for s in self.segments) - sum(s.overlap_from_previous for s in self.segments[1:])
 
 
-def plan_travel(params: dict[str, Any], *, task_id: str, work_dir) -> TravelPlan:
+def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs) -> TravelPlan:
     if not isinstance(params.get("orchestrator_details"), dict):
         raise InvalidParams(f"{WHERE} is required and must be an object")
     details = parse_params(TravelOrchestratorParams, params).orchestrator_details
@@ -121,9 +122,9 @@ def plan_travel(params: dict[str, Any], *, task_id: str, work_dir) -> TravelPlan
     Fade.parse(f"{WHERE}.fade_in_params_json_str", details.fade_in_params_json_str)
     Fade.parse(f"{WHERE}.fade_out_params_json_str", details.fade_out_params_json_str)
     for i, image in enumerate(images):
-        resolve_input(image, f"orchestrator_details.input_image_paths_resolved[{i}]", work_dir)
+        resolve_input(image, f"orchestrator_details.input_image_paths_resolved[{i}]", inputs, kind="image")
     if continuing:
-        _check_continued_video(details.continue_from_video_resolved_path, overlaps_in[0], work_dir)
+        _check_continued_video(details.continue_from_video_resolved_path, overlaps_in[0], inputs)
     starts: list[str | None] = [None, *images[:-1]] if continuing else images[:-1]
     ends = images if continuing else images[1:]
     segments = tuple(
@@ -152,8 +153,8 @@ def _overlaps_into_segments(values: list[int], count: int, continuing: bool) -> 
     return [0, *values[: count - 1]]
 
 
-def _check_continued_video(value: str | None, overlap: int, work_dir) -> None:
-    path = resolve_input(value, "orchestrator_details.continue_from_video_resolved_path", work_dir)
+def _check_continued_video(value: str | None, overlap: int, inputs: TaskInputs) -> None:
+    path = resolve_input(value, "orchestrator_details.continue_from_video_resolved_path", inputs, kind="video")
     capture = cv2.VideoCapture(str(path))
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     capture.release()

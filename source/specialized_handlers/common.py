@@ -13,12 +13,11 @@ from pydantic import Field
 
 from source.db.models import TaskStatus
 from source.errors import InputUnavailable, InvalidParams
+from source.input_policy import MAX_IMAGE_PIXELS, InputKind
 from source.inputs import resolve_input
 from source.params import TaskParams
-from source.paths import inside_root, safe_filename
+from source.paths import WORK_FOLDER, inside_root, task_output_name
 from source.task_context import TaskContext
-
-MAX_IMAGE_PIXELS = 64 * 2**20
 
 
 class Timings:
@@ -52,12 +51,12 @@ def dependency_output(ctx: TaskContext, task_id: str, name: str) -> str:
 
 
 def resolve_task_input(ctx: TaskContext, *, path: str | None, path_name: str,
-                       task_id: str | None, task_id_name: str) -> Path:
-    """A local file from either a path/URL param or another task's output (the path wins if both)."""
+                       task_id: str | None, task_id_name: str, kind: InputKind) -> Path:
+    """A local file of ``kind`` from either a path/URL param or another task's output (the path wins if both)."""
     if path:
-        return resolve_input(path, path_name, ctx.work_dir)
+        return resolve_input(path, path_name, ctx.inputs, kind=kind)
     if task_id:
-        return resolve_input(dependency_output(ctx, task_id, task_id_name), task_id_name, ctx.work_dir)
+        return resolve_input(dependency_output(ctx, task_id, task_id_name), task_id_name, ctx.inputs, kind=kind)
     raise InvalidParams(f"params: give {path_name} or {task_id_name}")
 
 
@@ -91,18 +90,25 @@ def output_file(ctx: TaskContext, suffix: str, *, output_dir: str | None = None,
     ``suffix``), else ``<output root>[/output_dir]/<task_id>_<suffix>``."""
     if output_path:
         wanted = Path(suffix).suffix
-        path = inside_root(ctx.output_dir, output_path)
+        path = _outside_work_folders(ctx, inside_root(ctx.output_dir, output_path), "output_path")
         if path.suffix.lower() != wanted:
             raise InvalidParams(f"params.output_path must end in {wanted}, got {output_path!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     if output_dir:
         # A relative sub-folder, or an absolute one that already lies inside the output root.
-        folder = inside_root(ctx.output_dir, output_dir)
-        path = folder / f"{safe_filename(ctx.task.id)}_{safe_filename(suffix)}"
+        folder = _outside_work_folders(ctx, inside_root(ctx.output_dir, output_dir), "output_dir")
+        path = folder / task_output_name(ctx.task.id, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
     return ctx.output_path(suffix)
+
+
+def _outside_work_folders(ctx: TaskContext, path: Path, name: str) -> Path:
+    """``path`` unless it lies in the tasks' scratch folders (another task's downloads and frames)."""
+    if path.relative_to(ctx.output_dir).parts[:1] == (WORK_FOLDER,):
+        raise InvalidParams(f"params.{name} may not point into the {WORK_FOLDER} folder")
+    return path
 
 
 class ImageTaskParams(TaskParams):
@@ -115,5 +121,5 @@ class ImageTaskParams(TaskParams):
 
 def load_task_image(ctx: TaskContext, params: ImageTaskParams) -> tuple[Path, np.ndarray]:
     path = resolve_task_input(ctx, path=params.input_image_path, path_name="input_image_path",
-                              task_id=params.input_image_task_id, task_id_name="input_image_task_id")
+                              task_id=params.input_image_task_id, task_id_name="input_image_task_id", kind="image")
     return path, read_image_rgb(path, "input_image_path" if params.input_image_path else "input_image_task_id")

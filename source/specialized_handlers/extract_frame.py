@@ -74,7 +74,7 @@ def handle_extract_frame(ctx: TaskContext) -> TaskOutcome:
     timings = Timings()
     with timings.stage("resolve_input"):
         video = resolve_task_input(ctx, path=params.input_video_path, path_name="input_video_path",
-                                   task_id=params.input_video_task_id, task_id_name="input_video_task_id")
+                                   task_id=params.input_video_task_id, task_id_name="input_video_task_id", kind="video")
     ctx.check_cancelled()
     with timings.stage("decode"):
         frame, absolute_index = read_frame(video, params.frame_index)

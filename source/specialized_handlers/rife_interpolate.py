@@ -50,7 +50,7 @@ class RifeParams(TaskParams):
 
 
 def _load_input(ctx: TaskContext, value: str, name: str, size: tuple[int, int]) -> np.ndarray:
-    image = read_image_rgb(resolve_input(value, name, ctx.work_dir), name)
+    image = read_image_rgb(resolve_input(value, name, ctx.inputs, kind="image"), name)
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA) if image.shape[1::-1] != size else image
 
 

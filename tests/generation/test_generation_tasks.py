@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -29,6 +32,8 @@ def inputs(tmp_path_factory):
 
 
 def run_worker_in_process(store, out, **settings):
+    """Inputs live in pytest's temp folders and test servers on 127.0.0.1: allowed unless ``settings`` say."""
+    settings = {"input_roots": (Path(tempfile.gettempdir()),), "allow_private_urls": True, **settings}
     worker = Worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), exit_when_idle=True,
                     affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
     assert worker.run() == 0

@@ -117,7 +117,10 @@ def test_additional_loras_by_path_and_url_match_the_same_lora_activated_by_name(
     np.testing.assert_array_equal(by_url, by_name)
     np.testing.assert_array_equal(deduplicated, by_name)
     assert deduplicated.shape and rows[3].result["loras"] == {"style": [0.8]}
-    assert any(p.name.endswith("remote.safetensors") for p in (lora_dir / "wan").iterdir())
+    # Rows' LoRAs went to the content-addressed cache, not into the shared family folder.
+    assert sorted(p.name for p in (lora_dir / "wan").iterdir()) == sorted(p.name for p in lora_files.values())
+    digests = [name.split(":")[1] for row in rows[1:3] for name in row.result["loras"]]
+    assert len(digests) == 2 and digests[0] == digests[1]  # the path and the URL held the same bytes
 
 
 def test_acceleration_lora_applies_its_recommended_settings_and_fails_clearly_when_missing(

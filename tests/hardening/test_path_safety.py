@@ -54,7 +54,7 @@ def test_worker_rows_with_escaping_output_dirs_fail_and_write_nothing_outside(sq
                                                               "output_dir": d})) for d in escaping}
     inside = sqlite_store.add_task(NewTask("extract_frame", {"input_video_path": str(video), "frame_index": 0,
                                                              "output_dir": "shots/day1"}))
-    Worker(sqlite_store, WorkerSettings(worker_id="p", main_output_dir=root), exit_when_idle=True).run()
+    Worker(sqlite_store, WorkerSettings(worker_id="p", main_output_dir=root, input_roots=(tmp_path,)), exit_when_idle=True).run()
     for output_dir, task_id in ids.items():
         row = sqlite_store.get_task(task_id)
         assert row.status is TaskStatus.FAILED, output_dir

@@ -31,7 +31,7 @@ def test_secrets_stay_out_of_debug_logs_saved_logs_and_stored_rows(sqlite_store,
         "debug": sqlite_store.add_task(NewTask("t2v", {"prompt": f"a cat {SERVICE_KEY}", "model": "tiny_t2v"})),
     }
     saved = tmp_path / "saved.log"
-    result = run_worker(sqlite_store.path, tmp_path / "out", "--db-type", "sqlite", "--once", "--debug",
+    result = run_worker(sqlite_store.path, tmp_path / "out", "--db-type", "sqlite", "--once", "--debug", "--allow-private-urls",
                         "--save-logging", str(saved), timeout=180, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def travel_params(images: list[str], **overrides: Any) -> dict[str, Any]:
 
 
 def run_in_process(store, out: Path, *, max_tasks: int | None = None, **settings: Any) -> None:
+    """Keyframes live in pytest's temp folders: the worker allows them unless ``settings`` say otherwise."""
+    settings = {"input_roots": (Path(tempfile.gettempdir()),), **settings}
     worker = Worker(store, WorkerSettings(worker_id="in-proc", main_output_dir=out, lease_seconds=5, **settings),
                     exit_when_idle=True, max_tasks=max_tasks, affinity=generation.resident_affinity)
     assert worker.run() == 0

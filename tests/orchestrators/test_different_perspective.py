@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -101,7 +102,9 @@ def test_different_perspective_pose_runs_real_detection_and_fails_on_a_view_with
     view has nobody in it, so the chain stops there with that cause and nothing is left Queued."""
     portrait = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     parent = sqlite_store.add_task(NewTask("different_perspective_orchestrator", dp_params(str(portrait))))
-    run_in_process(sqlite_store, tmp_path / "out")
+    # The portrait lives in matplotlib's folder; generated views in pytest's temp folders (the process-wide
+    # generation queue keeps the output root of the first test that started it).
+    run_in_process(sqlite_store, tmp_path / "out", input_roots=(portrait.parent, Path(tempfile.gettempdir())))
     children = _children(sqlite_store, parent)
     statuses = {k: r.status for k, r in children.items()}
     assert statuses["input_perspective"] is TaskStatus.COMPLETE, children["input_perspective"].error_message

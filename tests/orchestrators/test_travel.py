@@ -25,7 +25,7 @@ def test_travel_run_on_two_workers_survives_a_killed_worker_and_crossfades_the_o
 ):
     out = tmp_path / "out"
     orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", travel_params(keyframes)))
-    args = ("--lease-seconds", "2", "--poll-interval", "1", "--colour-match-videos")
+    args = ("--lease-seconds", "2", "--poll-interval", "1", "--colour-match-videos", "--input-roots", str(tmp_path))
     workers = {name: start_worker(sqlite_store.path, out, "--worker", name, *args, log_path=tmp_path / f"{name}.log")
                for name in ("wA", "wB")}
     try:
@@ -77,7 +77,7 @@ def test_travel_run_on_two_workers_survives_a_killed_worker_and_crossfades_the_o
     # Running the orchestrator row again (as after a crash) inserts no duplicate children and finishes at once.
     with sqlite_store._write() as conn:
         conn.execute("UPDATE tasks SET status = 'Queued', awaiting_children = 0 WHERE id = ?", (orchestrator,))
-    assert run_worker(sqlite_store.path, out, "--once", "--worker", "again").returncode == 0
+    assert run_worker(sqlite_store.path, out, "--once", "--worker", "again", "--input-roots", str(tmp_path)).returncode == 0
     assert len(sqlite_store.list_child_tasks(orchestrator)) == 3
     assert len(sqlite_store.list_tasks(limit=100)) == 4
     again = sqlite_store.get_task(orchestrator)

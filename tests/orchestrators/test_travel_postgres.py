@@ -18,7 +18,7 @@ pytestmark = pytest.mark.postgres
 def test_travel_run_completes_on_postgres_with_two_workers(postgres_store, postgres_schema_url, tmp_path, keyframes):
     out = tmp_path / "out"
     orchestrator = postgres_store.add_task(NewTask("travel_orchestrator", travel_params(keyframes)))
-    workers = [start_worker(postgres_schema_url, out, "--worker", name, "--lease-seconds", "5",
+    workers = [start_worker(postgres_schema_url, out, "--worker", name, "--lease-seconds", "5", "--input-roots", str(tmp_path),
                             log_path=tmp_path / f"{name}.log") for name in ("pgA", "pgB")]
     try:
         wait_for(lambda: postgres_store.get_task(orchestrator).status.is_final, timeout=240, interval=0.2)

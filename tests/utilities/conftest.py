@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,8 +16,12 @@ from source.worker_loop import Worker
 GREY_LEVELS = [10, 60, 110, 160, 210]
 
 
-def run_worker_until_idle(store, output_dir: Path) -> None:
-    worker = Worker(store, WorkerSettings(worker_id="util-w", main_output_dir=output_dir, poll_interval=0.2),
+def run_worker_until_idle(store, output_dir: Path, *, input_roots: tuple[Path, ...] = ()) -> None:
+    """The media fixtures live in pytest's temp folders and are served on 127.0.0.1: the worker allows
+    both (``input_roots`` overrides the folders, for tests of the policy itself)."""
+    roots = input_roots or (Path(tempfile.gettempdir()),)
+    worker = Worker(store, WorkerSettings(worker_id="util-w", main_output_dir=output_dir, poll_interval=0.2,
+                                          input_roots=roots, allow_private_urls=not input_roots),
                     exit_when_idle=True)
     assert worker.run() == 0
 

@@ -71,7 +71,7 @@ def test_every_bad_utility_row_fails_with_a_specific_message_and_the_worker_goes
            for task_type, params, _ in BAD_ROWS]
     good = sqlite_store.add_task(NewTask("extract_frame", {"input_video_path": str(media["video"])}))
 
-    result = run_worker(sqlite_store.path, tmp_path / "out", "--once")
+    result = run_worker(sqlite_store.path, tmp_path / "out", "--once", "--input-roots", str(media["video"].parent))
 
     assert result.returncode == 0, result.stderr[-3000:]
     for task_id, (task_type, _, fragment) in zip(ids, BAD_ROWS, strict=True):

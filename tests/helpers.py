@@ -79,7 +79,9 @@ def log_events(text: str) -> list[dict[str, Any]]:
 
 
 def ping_executions(output_dir: Path, task_id: str) -> list[dict[str, Any]]:
-    path = output_dir / f"{task_id}_ping.json"
+    from source.paths import task_output_name
+
+    path = output_dir / task_output_name(task_id, "ping.json")
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -165,3 +165,19 @@ def test_generation_rows_check_their_file_inputs_before_any_model_loads(sqlite_s
     Worker(sqlite_store, WorkerSettings(worker_id="gen", main_output_dir=layout["out"]), exit_when_idle=True).run()
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
+
+
+def test_the_address_actually_connected_is_checked_too(tmp_path, internal_site):
+    """A DNS answer can change between the policy's look-up and the connect (rebinding): the socket's peer
+    address is checked again before any request byte is sent."""
+    from source.input_policy import InputPolicy, TaskInputs
+    from source.inputs import download
+
+    @dataclass(frozen=True)
+    class StaleLookup(InputPolicy):
+        def check_url(self, url: str, name: str) -> None:  # the look-up said "public"
+            pass
+
+    with pytest.raises(InvalidParams, match="connected to the non-public address 127.0.0.1"):
+        download(f"{internal_site}/clip.mp4", "video_guide", TaskInputs(tmp_path / "work", StaleLookup(roots=())))
+    assert not (tmp_path / "work").exists() or list((tmp_path / "work").iterdir()) == []

@@ -116,10 +116,14 @@ class PostgresTaskStore(RpcTaskStore):
             tables = self._tables(conn)
             if not tables["has_tasks"]:
                 raise NoTasksTable(self._where_schema(conn))
-            pending = self._pending(conn, tables["has_migrations"])
-            if pending:
-                applied = set(self._applied(conn)) if tables["has_migrations"] else set()
-                raise SchemaOutdated(self._where_schema(conn), max(applied, default=0), expected_schema_version())
+            if not self._pending(conn, tables["has_migrations"]):
+                return
+            needed = expected_schema_version()
+            present = max(self._applied(conn), default=0) if tables["has_migrations"] else 0
+            if tables["has_version_function"]:
+                present = max(present, conn.execute(self._queries["function_schema_version"]).fetchone()["version"])
+            if present < needed:
+                raise SchemaOutdated(self._where_schema(conn), present, needed)
 
         self._with_own_connection(check)
 

@@ -5,6 +5,7 @@ never change a schema."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from source.db.config import EXIT_NO_TASKS_TABLE, EXIT_SCHEMA_OUTDATED
 from source.db.rpc_store import expected_schema_version
+from source.db.sql_files import list_migrations
 from tests.helpers import REPO_ROOT, ping_executions, run_worker
 from tests.pg_fixtures import schema_of
 
@@ -147,14 +149,29 @@ def test_worker_on_a_database_without_a_tasks_table_creates_nothing_and_exits_5(
 
 def test_worker_on_a_schema_behind_the_code_names_both_versions_and_changes_nothing(postgres_store,
                                                                                       postgres_schema_url, tmp_path):
-    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 5")  # as if only 000-004 were applied
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:  # as if only 000-005 were applied
+        conn.execute("DELETE FROM schema_migrations WHERE version > 5")
+        conn.execute("CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer LANGUAGE sql AS 'SELECT 5'")
     before = _schema_snapshot(postgres_schema_url)
     worker = _supabase_worker(postgres_schema_url, tmp_path, "--once")
     assert worker.returncode == EXIT_SCHEMA_OUTDATED == 4
-    assert f"is at version 4, this code needs version {expected_schema_version()}; migrate it with: " \
+    assert f"is at version 5, this code needs version {expected_schema_version()}; migrate it with: " \
            "python worker.py --db-type supabase --migrate-only" in worker.stderr
     assert _schema_snapshot(postgres_schema_url) == before
+
+
+def test_migrations_applied_by_hand_without_schema_migrations_are_recognised(legacy_schema_url, tmp_path):
+    """`supabase db push` or the SQL editor, one file at a time: no schema_migrations rows, the functions'
+    own version number counts."""
+    with psycopg.connect(legacy_schema_url, autocommit=True) as conn:
+        for migration in list_migrations("postgres"):
+            with conn.transaction():
+                conn.execute(migration.sql)
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+        conn.execute("INSERT INTO tasks (task_type, params) VALUES ('ping', '{}')")
+    worker = _supabase_worker(legacy_schema_url, tmp_path, "--once")
+    assert worker.returncode == 0, worker.stderr
+    assert json.loads(_tasks_cli(legacy_schema_url, "stats", "--json").stdout)["by_status"] == {"Complete": 1}
 
 
 def test_dry_run_prints_the_sql_and_applies_nothing_then_tasks_migrate_applies_it(legacy_schema_url, tmp_path):

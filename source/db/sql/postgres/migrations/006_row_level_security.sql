@@ -45,6 +45,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
     END LOOP;
     FOREACH tbl IN ARRAY ARRAY['tasks', 'workers', 'schema_migrations'] LOOP
+        CONTINUE WHEN to_regclass(tbl) IS NULL;  -- migrations applied by hand keep no schema_migrations
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
         EXECUTE format('REVOKE ALL ON TABLE %I FROM PUBLIC, anon, authenticated', tbl);
         EXECUTE format('GRANT ALL ON TABLE %I TO service_role', tbl);

@@ -189,3 +189,20 @@ def test_dry_run_prints_the_sql_and_applies_nothing_then_tasks_migrate_applies_i
     assert _tasks_cli(legacy_schema_url, "migrate", "--dry-run").stdout.strip() == \
         "-- dry run, nothing applied; pending: none (schema up to date)"
     assert _tasks_cli(legacy_schema_url, "list").returncode == 0
+
+
+def test_json_params_and_timestamps_without_time_zone_are_adopted_too(postgres_schema_url, tmp_path):
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TYPE task_status AS ENUM ('Queued', 'In Progress', 'Complete', 'Failed');
+            CREATE TABLE tasks (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), task_type text NOT NULL,
+                params json NOT NULL, status task_status NOT NULL DEFAULT 'Queued', dependant_on uuid,
+                output_location text, created_at timestamp NOT NULL DEFAULT now(), updated_at timestamp DEFAULT now(),
+                generation_started_at timestamp, generation_processed_at timestamp, project_id uuid)""")
+        conn.execute("INSERT INTO tasks (task_type, params) VALUES ('ping', '{\"message\": \"json\"}')")
+    assert _supabase_worker(postgres_schema_url, tmp_path, "--migrate-only").returncode == 0
+    result = _supabase_worker(postgres_schema_url, tmp_path, "--once")
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        row = conn.execute("SELECT status::text, pg_typeof(params)::text, result IS NOT NULL FROM tasks").fetchone()
+    assert row == ("Complete", "json", True)

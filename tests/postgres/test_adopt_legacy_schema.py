@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 from source.db.config import EXIT_NO_TASKS_TABLE, EXIT_SCHEMA_OUTDATED
+from source.db.models import TaskStatus
 from source.db.rpc_store import expected_schema_version
 from source.db.sql_files import list_migrations
-from tests.helpers import REPO_ROOT, ping_executions, run_worker
+from tests.helpers import REPO_ROOT, ping_executions, run_worker, run_workers_once
 from tests.pg_fixtures import schema_of
 
 pytestmark = pytest.mark.postgres
@@ -206,3 +207,16 @@ def test_json_params_and_timestamps_without_time_zone_are_adopted_too(postgres_s
     with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
         row = conn.execute("SELECT status::text, pg_typeof(params)::text, result IS NOT NULL FROM tasks").fetchone()
     assert row == ("Complete", "json", True)
+
+
+def test_three_workers_share_the_adopted_table_and_run_each_row_exactly_once(postgres_adopted_store,
+                                                                             legacy_schema_url, tmp_path):
+    with psycopg.connect(legacy_schema_url, autocommit=True) as conn:
+        ids = [str(r[0]) for r in conn.execute(
+            "INSERT INTO tasks (task_type, params, status) SELECT 'ping', jsonb_build_object('n', g), 'Queued' "
+            "FROM generate_series(1, 200) AS g RETURNING id")]
+    run_workers_once(legacy_schema_url, tmp_path / "out", 3, "adopted-")
+    rows = {t.id: t for t in postgres_adopted_store.list_tasks(limit=500)}
+    assert set(rows) == set(ids) and {r.status for r in rows.values()} == {TaskStatus.COMPLETE}
+    assert all(len(ping_executions(tmp_path / "out", task_id)) == 1 for task_id in ids)
+    assert all(rows[i].attempts == 1 for i in ids)

@@ -175,9 +175,17 @@ class PostgresTaskStore(RpcTaskStore):
             # One transaction per migration: a value that one adds to the user's status enum can only be
             # used after it commits. A failed migration leaves the earlier ones applied and recorded.
             for migration in self._pending(conn, True):
-                with conn.transaction():
-                    conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
-                    conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
+                        conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                except psycopg.Error as exc:
+                    if isinstance(exc, RETRYABLE) and not exc.sqlstate:
+                        raise  # the connection itself: "cannot reach" (see _with_own_connection)
+                    done = ", ".join(applied_now) or "none"
+                    raise StoreUnavailable(
+                        f"migration {migration.label} failed and was rolled back ({exc.sqlstate}: "
+                        f"{exc.diag.message_primary}); applied before it in this run: {done}") from exc
                 applied_now.append(migration.label)
             if applied_now:
                 conn.execute(q["apply_security"])

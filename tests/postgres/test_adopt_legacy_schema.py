@@ -220,3 +220,17 @@ def test_three_workers_share_the_adopted_table_and_run_each_row_exactly_once(pos
     assert set(rows) == set(ids) and {r.status for r in rows.values()} == {TaskStatus.COMPLETE}
     assert all(len(ping_executions(tmp_path / "out", task_id)) == 1 for task_id in ids)
     assert all(rows[i].attempts == 1 for i in ids)
+
+
+def test_a_failing_migration_is_one_line_and_leaves_the_earlier_ones_applied(postgres_schema_url, tmp_path):
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:  # a table in our way, of another kind
+        conn.execute("CREATE VIEW workers AS SELECT 1 AS id")
+    result = _supabase_worker(postgres_schema_url, tmp_path, "--migrate-only")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("Error: migration 003_workers failed and was rolled back (42703: column \"host\" ")
+    assert lines[0].endswith("applied before it in this run: 000_adopt_existing_tasks, 001_tasks_legacy_shape, "
+                             "002_reliability_columns")
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")] == [0, 1, 2]

@@ -149,7 +149,10 @@ class PostgresTaskStore(RpcTaskStore):
             with psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs) as conn:
                 _configure_connection(conn)
                 return action(conn)
-        except RETRYABLE as exc:
+        except psycopg.Error as exc:
+            if exc.sqlstate:  # the server answered (no schema to create in, a refused password): say what it said
+                raise StoreUnavailable(f"Postgres at {self._where}: {exc.sqlstate}: {exc.diag.message_primary}"
+                                       ) from exc
             raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
 
     def _tables(self, conn: psycopg.Connection) -> dict[str, bool]:

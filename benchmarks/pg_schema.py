@@ -14,17 +14,22 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from source.db.postgres import PostgresTaskStore  # noqa: E402
-from tests.pg_fixtures import terminate_backends, url_with_schema  # noqa: E402
+from tests.pg_fixtures import LEGACY_WEBAPP_SCHEMA, terminate_backends, url_with_schema  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# ours: the table the migrations create; adopted: the older web app's uuid/enum table, migrated in place
+SHAPES = ("ours", "adopted")
 
 
 @contextmanager
-def fresh_schema(admin_url: str) -> Iterator[str]:
+def fresh_schema(admin_url: str, shape: str = "ours") -> Iterator[str]:
     schema = f"bench_{uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     url = url_with_schema(admin_url, schema)
+    if shape == "adopted":
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(LEGACY_WEBAPP_SCHEMA)
     store = PostgresTaskStore(url)
     store.migrate()
     store.close()

@@ -4,10 +4,12 @@ double-claim count (must be 0).
 Each process claims through PostgresTaskStore (the worker's own verb: claim_next_task, FOR UPDATE SKIP
 LOCKED) until the queue is empty, recording the ids it got; any id claimed twice is a double claim.
 Two modes: claim only, and claim + complete (the complete waits for its WAL flush; the claim does not).
+Two table shapes in the same run (--shapes): ours, and the older web app's uuid/enum table adopted in place
+(its functions cast ids and statuses at the edges), so any cost of the casts shows as a ratio.
 When pgbench is installed, the same claims are also driven by pgbench clients (C, no Python in the loop),
 which shows what the SQL function itself sustains on this server.
 
-    python benchmarks/postgres_claim_throughput.py [--rows 10000] [--url postgresql://...]
+    python benchmarks/postgres_claim_throughput.py [--rows 10000] [--shapes ours,adopted] [--url postgresql://...]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.claim_race import race_claimers  # noqa: E402
-from benchmarks.pg_schema import DEFAULT_URL, fresh_schema, insert_pings  # noqa: E402
+from benchmarks.pg_schema import DEFAULT_URL, SHAPES, fresh_schema, insert_pings  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
 
 
@@ -44,8 +46,8 @@ def _claimer(url: str, name: str, complete: bool, start: mp.Event, out: mp.Queue
     store.close()
 
 
-def _run(admin_url: str, rows: int, processes: int, complete: bool) -> tuple[float, int, int]:
-    with fresh_schema(admin_url) as url:
+def _run(admin_url: str, rows: int, processes: int, complete: bool, shape: str) -> tuple[float, int, int]:
+    with fresh_schema(admin_url, shape) as url:
         insert_pings(url, rows)
         return race_claimers(_claimer, lambda i: (url, f"p{i}", complete), processes, rows, settle_seconds=1.0)
 
@@ -70,18 +72,28 @@ def _pgbench_rate(admin_url: str, rows: int, clients: int) -> tuple[float, int, 
 
 @click.command()
 @click.option("--rows", default=10_000, show_default=True)
+@click.option("--shapes", default=",".join(SHAPES), show_default=True,
+              help="Table shapes to measure side by side: ours, adopted (the web app's uuid/enum table).")
 @click.option("--url", default=DEFAULT_URL, show_default=True, help="Admin URL; a fresh schema is made per run.")
-def main(rows: int, url: str) -> None:
+def main(rows: int, shapes: str, url: str) -> None:
+    chosen = [shape for shape in shapes.split(",") if shape]
+    if not set(chosen) <= set(SHAPES):
+        raise click.BadParameter(f"shapes are {', '.join(SHAPES)}", param_hint="--shapes")
     for complete in (False, True):
         label = "claim + complete" if complete else "claim only"
-        rates = {}
+        rates: dict[tuple[str, int], float] = {}
         for processes in (1, 4, 8):
-            rate, doubles, missing = _run(url, rows, processes, complete)
-            rates[processes] = rate
-            print(f"{label:<16} {processes} process(es): {rate:,.0f} rows/s, double claims={doubles}, "
-                  f"rows never claimed={missing}")
-        print(f"{label:<16} ratio 8 / 1 process: {rates[8] / rates[1]:.2f}x; "
-              f"target >= 1,000/s at 8: {'met' if rates[8] >= 1000 else 'NOT met'}")
+            for shape in chosen:  # interleaved, so drift on a shared machine hits both shapes alike
+                rate, doubles, missing = _run(url, rows, processes, complete, shape)
+                rates[shape, processes] = rate
+                print(f"{label:<16} {shape:<7} {processes} process(es): {rate:,.0f} rows/s, "
+                      f"double claims={doubles}, rows never claimed={missing}")
+        for shape in chosen:
+            print(f"{label:<16} {shape:<7} ratio 8 / 1 process: {rates[shape, 8] / rates[shape, 1]:.2f}x; "
+                  f"target >= 1,000/s at 8: {'met' if rates[shape, 8] >= 1000 else 'NOT met'}")
+        if set(SHAPES) <= set(chosen):
+            print(f"{label:<16} adopted / ours: " + ", ".join(
+                f"{p} proc {rates['adopted', p] / rates['ours', p]:.2f}x" for p in (1, 4, 8)))
     pgbench = {clients: _pgbench_rate(url, rows, clients) for clients in (1, 8)}
     if pgbench[1] and pgbench[8]:
         for clients, (rate, doubles, missing) in pgbench.items():

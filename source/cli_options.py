@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,10 +36,9 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=None, help="Service-role key for the Supabase API and Storage; prefer the env var "
                                         "SUPABASE_SERVICE_ROLE_KEY (or its alias SUPABASE_SERVICE_KEY)."),
         click.option("--supabase-access-token", envvar="SUPABASE_ACCESS_TOKEN", default=None,
-                     help="A user's personal access token (user_api_tokens): with the anon key, the worker claims "
-                          "only that user's projects' tasks (bring your own GPU). Without an anon key or a "
-                          "service key it is taken as the service-role key, as the older worker did "
-                          "[env SUPABASE_ACCESS_TOKEN]."),
+                     help="A user's personal access token (user_api_tokens), with the anon key: the worker "
+                          "claims only that user's projects' tasks (bring your own GPU). A service-role key "
+                          "given here is used as one, as the older worker did [env SUPABASE_ACCESS_TOKEN]."),
         click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
                      help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
         click.option("--supabase-bucket", envvar="SUPABASE_VIDEO_BUCKET", default="image_uploads", show_default=True,
@@ -65,13 +66,16 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     anon_key = kwargs.pop("supabase_anon_key")
     db_url = kwargs.pop("db_url")
     personal_token = None
-    if access_token and service_key:
-        raise click.UsageError("give either a service key (SUPABASE_SERVICE_ROLE_KEY) or a personal access token "
-                               "(--supabase-access-token), not both")
-    if access_token and (anon_key or db_url):
-        personal_token = access_token  # bring-your-own-GPU: the token decides which rows this worker sees
+    if access_token and is_service_key(access_token):
+        service_key = service_key or access_token  # the older worker's way to pass the service-role key
     elif access_token:
-        service_key = access_token  # the older worker's way to pass the service-role key
+        if service_key:
+            raise click.UsageError("give either a service key (SUPABASE_SERVICE_ROLE_KEY) or a personal access "
+                                   "token (--supabase-access-token), not both")
+        if not (anon_key or db_url):
+            raise click.UsageError("a personal access token goes with the project's anon key "
+                                   "(--supabase-anon-key / SUPABASE_ANON_KEY) or a direct --db-url")
+        personal_token = access_token  # bring-your-own-GPU: the token decides which rows this worker sees
     return StoreConfig(
         db_type=DbType(db_type),
         db_file=kwargs.pop("db_file"),
@@ -84,6 +88,21 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         access_token=personal_token,
         storage_bucket=kwargs.pop("supabase_bucket"),
     )
+
+
+def is_service_key(value: str) -> bool:
+    """Supabase's service keys: the new ``sb_secret_...`` form, or a JWT whose role claim is service_role
+    (not verified here: the server does). Anything else passed as an access token is a personal token."""
+    if value.startswith("sb_secret_"):
+        return True
+    parts = value.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(claims, dict) and claims.get("role") == "service_role"
 
 
 def with_store_config(func: Callable[..., Any]) -> Callable[..., Any]:

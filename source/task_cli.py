@@ -26,6 +26,9 @@ from source.routing import known_task_types
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
     """The store, its schema checked (never changed: only ``tasks migrate`` migrates a shared database)."""
+    if config.access_token:
+        raise click.UsageError("a personal access token is for a worker on the user's own GPU; the tasks CLI needs "
+                               "the service-role key (SUPABASE_SERVICE_ROLE_KEY) or a direct --db-url")
     try:
         store = open_store(config)
     except StoreConfigError as exc:

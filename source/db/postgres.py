@@ -116,10 +116,14 @@ class PostgresTaskStore(RpcTaskStore):
             tables = self._tables(conn)
             if not tables["has_tasks"]:
                 raise NoTasksTable(self._where_schema(conn))
-            pending = self._pending(conn, tables["has_migrations"])
-            if pending:
-                applied = set(self._applied(conn)) if tables["has_migrations"] else set()
-                raise SchemaOutdated(self._where_schema(conn), max(applied, default=0), expected_schema_version())
+            if not self._pending(conn, tables["has_migrations"]):
+                return
+            needed = expected_schema_version()
+            present = max(self._applied(conn), default=0) if tables["has_migrations"] else 0
+            if tables["has_version_function"]:
+                present = max(present, conn.execute(self._queries["function_schema_version"]).fetchone()["version"])
+            if present < needed:
+                raise SchemaOutdated(self._where_schema(conn), present, needed)
 
         self._with_own_connection(check)
 
@@ -145,7 +149,10 @@ class PostgresTaskStore(RpcTaskStore):
             with psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs) as conn:
                 _configure_connection(conn)
                 return action(conn)
-        except RETRYABLE as exc:
+        except psycopg.Error as exc:
+            if exc.sqlstate:  # the server answered (no schema to create in, a refused password): say what it said
+                raise StoreUnavailable(f"Postgres at {self._where}: {exc.sqlstate}: {exc.diag.message_primary}"
+                                       ) from exc
             raise StoreUnavailable(f"cannot reach Postgres at {self._where}: {str(exc).strip()}") from exc
 
     def _tables(self, conn: psycopg.Connection) -> dict[str, bool]:
@@ -171,9 +178,17 @@ class PostgresTaskStore(RpcTaskStore):
             # One transaction per migration: a value that one adds to the user's status enum can only be
             # used after it commits. A failed migration leaves the earlier ones applied and recorded.
             for migration in self._pending(conn, True):
-                with conn.transaction():
-                    conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
-                    conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql)  # no parameters: sent as one multi-statement query
+                        conn.execute(q["record_migration"], {"version": migration.version, "name": migration.name})
+                except psycopg.Error as exc:
+                    if isinstance(exc, RETRYABLE) and not exc.sqlstate:
+                        raise  # the connection itself: "cannot reach" (see _with_own_connection)
+                    done = ", ".join(applied_now) or "none"
+                    raise StoreUnavailable(
+                        f"migration {migration.label} failed and was rolled back ({exc.sqlstate}: "
+                        f"{exc.diag.message_primary}); applied before it in this run: {done}") from exc
                 applied_now.append(migration.label)
             if applied_now:
                 conn.execute(q["apply_security"])

@@ -5,6 +5,7 @@ never change a schema."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,10 @@ import psycopg
 import pytest
 
 from source.db.config import EXIT_NO_TASKS_TABLE, EXIT_SCHEMA_OUTDATED
+from source.db.models import TaskStatus
 from source.db.rpc_store import expected_schema_version
-from tests.helpers import REPO_ROOT, ping_executions, run_worker
+from source.db.sql_files import list_migrations
+from tests.helpers import REPO_ROOT, ping_executions, run_worker, run_workers_once
 from tests.pg_fixtures import schema_of
 
 pytestmark = pytest.mark.postgres
@@ -147,14 +150,29 @@ def test_worker_on_a_database_without_a_tasks_table_creates_nothing_and_exits_5(
 
 def test_worker_on_a_schema_behind_the_code_names_both_versions_and_changes_nothing(postgres_store,
                                                                                       postgres_schema_url, tmp_path):
-    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM schema_migrations WHERE version >= 5")  # as if only 000-004 were applied
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:  # as if only 000-005 were applied
+        conn.execute("DELETE FROM schema_migrations WHERE version > 5")
+        conn.execute("CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer LANGUAGE sql AS 'SELECT 5'")
     before = _schema_snapshot(postgres_schema_url)
     worker = _supabase_worker(postgres_schema_url, tmp_path, "--once")
     assert worker.returncode == EXIT_SCHEMA_OUTDATED == 4
-    assert f"is at version 4, this code needs version {expected_schema_version()}; migrate it with: " \
+    assert f"is at version 5, this code needs version {expected_schema_version()}; migrate it with: " \
            "python worker.py --db-type supabase --migrate-only" in worker.stderr
     assert _schema_snapshot(postgres_schema_url) == before
+
+
+def test_migrations_applied_by_hand_without_schema_migrations_are_recognised(legacy_schema_url, tmp_path):
+    """`supabase db push` or the SQL editor, one file at a time: no schema_migrations rows, the functions'
+    own version number counts."""
+    with psycopg.connect(legacy_schema_url, autocommit=True) as conn:
+        for migration in list_migrations("postgres"):
+            with conn.transaction():
+                conn.execute(migration.sql)
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
+        conn.execute("INSERT INTO tasks (task_type, params) VALUES ('ping', '{}')")
+    worker = _supabase_worker(legacy_schema_url, tmp_path, "--once")
+    assert worker.returncode == 0, worker.stderr
+    assert json.loads(_tasks_cli(legacy_schema_url, "stats", "--json").stdout)["by_status"] == {"Complete": 1}
 
 
 def test_dry_run_prints_the_sql_and_applies_nothing_then_tasks_migrate_applies_it(legacy_schema_url, tmp_path):
@@ -172,3 +190,47 @@ def test_dry_run_prints_the_sql_and_applies_nothing_then_tasks_migrate_applies_i
     assert _tasks_cli(legacy_schema_url, "migrate", "--dry-run").stdout.strip() == \
         "-- dry run, nothing applied; pending: none (schema up to date)"
     assert _tasks_cli(legacy_schema_url, "list").returncode == 0
+
+
+def test_json_params_and_timestamps_without_time_zone_are_adopted_too(postgres_schema_url, tmp_path):
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        conn.execute("""
+            CREATE TYPE task_status AS ENUM ('Queued', 'In Progress', 'Complete', 'Failed');
+            CREATE TABLE tasks (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), task_type text NOT NULL,
+                params json NOT NULL, status task_status NOT NULL DEFAULT 'Queued', dependant_on uuid,
+                output_location text, created_at timestamp NOT NULL DEFAULT now(), updated_at timestamp DEFAULT now(),
+                generation_started_at timestamp, generation_processed_at timestamp, project_id uuid)""")
+        conn.execute("INSERT INTO tasks (task_type, params) VALUES ('ping', '{\"message\": \"json\"}')")
+    assert _supabase_worker(postgres_schema_url, tmp_path, "--migrate-only").returncode == 0
+    result = _supabase_worker(postgres_schema_url, tmp_path, "--once")
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        row = conn.execute("SELECT status::text, pg_typeof(params)::text, result IS NOT NULL FROM tasks").fetchone()
+    assert row == ("Complete", "json", True)
+
+
+def test_three_workers_share_the_adopted_table_and_run_each_row_exactly_once(postgres_adopted_store,
+                                                                             legacy_schema_url, tmp_path):
+    with psycopg.connect(legacy_schema_url, autocommit=True) as conn:
+        ids = [str(r[0]) for r in conn.execute(
+            "INSERT INTO tasks (task_type, params, status) SELECT 'ping', jsonb_build_object('n', g), 'Queued' "
+            "FROM generate_series(1, 200) AS g RETURNING id")]
+    run_workers_once(legacy_schema_url, tmp_path / "out", 3, "adopted-")
+    rows = {t.id: t for t in postgres_adopted_store.list_tasks(limit=500)}
+    assert set(rows) == set(ids) and {r.status for r in rows.values()} == {TaskStatus.COMPLETE}
+    assert all(len(ping_executions(tmp_path / "out", task_id)) == 1 for task_id in ids)
+    assert all(rows[i].attempts == 1 for i in ids)
+
+
+def test_a_failing_migration_is_one_line_and_leaves_the_earlier_ones_applied(postgres_schema_url, tmp_path):
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:  # a table in our way, of another kind
+        conn.execute("CREATE VIEW workers AS SELECT 1 AS id")
+    result = _supabase_worker(postgres_schema_url, tmp_path, "--migrate-only")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith("Error: migration 003_workers failed and was rolled back (42703: column \"host\" ")
+    assert lines[0].endswith("applied before it in this run: 000_adopt_existing_tasks, 001_tasks_legacy_shape, "
+                             "002_reliability_columns")
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")] == [0, 1, 2]

@@ -105,3 +105,12 @@ def test_supabase_mode_without_any_settings_refuses_to_fall_back_to_sqlite(tmp_p
     assert result.returncode == 2
     assert "Refusing to fall back to SQLite" in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_supabase_service_key_is_an_alias_of_the_service_role_key(fake_supabase, supabase_api_store, tmp_path):
+    """The older worker's environment name for the same key."""
+    task_id = supabase_api_store.add_task(NewTask("ping", {}))
+    result = run_worker(tmp_path / "unused.db", tmp_path / "out", "--db-type", "supabase", "--once",
+                        env={"SUPABASE_URL": fake_supabase.url, "SUPABASE_SERVICE_KEY": SERVICE_KEY}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert supabase_api_store.get_task(task_id).status is TaskStatus.COMPLETE

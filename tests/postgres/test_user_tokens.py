@@ -159,3 +159,14 @@ def test_revoked_token_is_refused(token_db, low_privilege_url, tmp_path: Path):
     assert result.returncode == 1
     assert "refused the access token: invalid or revoked access token" in result.stderr
     assert ALICE_TOKEN not in result.stderr
+
+
+def test_a_service_key_passed_as_access_token_still_serves_every_project(token_db, anon_api, tmp_path):
+    """The older worker's command line: --supabase-access-token <service key> with the anon key."""
+    result = run_worker(tmp_path / "unused.db", tmp_path / "out", "--db-type", "supabase", "--once",
+                        "--supabase-url", anon_api.url, "--supabase-access-token", SERVICE_KEY,
+                        "--supabase-anon-key", ANON_KEY, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        assert conn.execute("SELECT array_agg(DISTINCT status::text) FROM tasks").fetchone()[0] == ["Complete"]
+    assert "POST /rest/v1/rpc/claim_next_task" in anon_api.requests

@@ -29,7 +29,13 @@ SELECT pg_advisory_unlock(hashtext('tasks_migrations:' || current_schema()));
 -- name: schema_tables
 -- What a read-only command checks before it runs: never DDL, only whether the tables are there.
 SELECT to_regclass('tasks') IS NOT NULL AS has_tasks,
-       to_regclass('schema_migrations') IS NOT NULL AS has_migrations;
+       to_regclass('schema_migrations') IS NOT NULL AS has_migrations,
+       to_regprocedure('tasks_schema_version()') IS NOT NULL AS has_version_function;
+
+-- name: function_schema_version
+-- Migrations applied by hand or with `supabase db push` leave no schema_migrations rows; the version the
+-- functions report (each migration bumps it) stands for them.
+SELECT tasks_schema_version() AS version;
 
 -- name: applied_migrations
 SELECT version FROM schema_migrations;

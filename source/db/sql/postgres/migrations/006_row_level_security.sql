@@ -28,11 +28,11 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT count(*) = 3 FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role');
 $$;
 
+-- Functions only: run after every migration run, it must not undo grants a project made on its tables.
 CREATE OR REPLACE FUNCTION tasks_apply_security() RETURNS void
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     fn regprocedure;
-    tbl text;
 BEGIN
     IF NOT tasks_supabase_roles_exist() THEN
         RETURN;
@@ -44,7 +44,19 @@ BEGIN
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC, anon, authenticated', fn);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', fn);
     END LOOP;
+END
+$$;
+
+-- Tables, once: row-level security on, Supabase's default grants to anon/authenticated taken back.
+DO $$
+DECLARE
+    tbl text;
+BEGIN
+    IF NOT tasks_supabase_roles_exist() THEN
+        RETURN;
+    END IF;
     FOREACH tbl IN ARRAY ARRAY['tasks', 'workers', 'schema_migrations'] LOOP
+        CONTINUE WHEN to_regclass(tbl) IS NULL;  -- migrations applied by hand keep no schema_migrations
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
         EXECUTE format('REVOKE ALL ON TABLE %I FROM PUBLIC, anon, authenticated', tbl);
         EXECUTE format('GRANT ALL ON TABLE %I TO service_role', tbl);

@@ -1,7 +1,9 @@
-"""Weights → pipeline: hub snapshot, local folder or tiny build, always ending in ``from_pretrained``."""
+"""Weights → pipeline: hub snapshot, local folder or tiny build, always ending in ``from_pretrained``; components
+named in ``weights.files`` are built first from single-file checkpoints (source/engine/single_file.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import structlog
@@ -9,8 +11,9 @@ import torch
 
 from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.single_file import file_refs, load_component
 from source.errors import ModelUnavailable
-from source.hub import hub_offline
+from source.hub import fetch_hub_file, fetch_hub_snapshot, hub_offline
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +54,18 @@ def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
         raise _unavailable(definition, why) from exc
 
 
+def _config_snapshot(definition: ModelDefinition) -> Path:
+    """The hub folder without the weights of the components that come from single files (their configs stay)."""
+    source = definition.weights
+    what = f"model_type {definition.model_type!r} configs"
+    index = json.loads(fetch_hub_file(source.repo, "model_index.json", what=what, revision=source.revision)
+                       .read_text())
+    from_folder = [name for name, entry in index.items()
+                   if isinstance(entry, list) and entry[0] is not None and name not in source.files]
+    patterns = ["model_index.json", "*config.json", "scheduler/*", "tokenizer*/*", *(f"{name}/*" for name in from_folder)]
+    return fetch_hub_snapshot(source.repo, what=what, allow_patterns=patterns, revision=source.revision)
+
+
 def weights_path(definition: ModelDefinition) -> Path:
     source = definition.weights
     if source.tiny:
@@ -60,7 +75,21 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
+    if source.files:
+        return _config_snapshot(definition)
     return _hub_snapshot(definition, local_only=hub_offline())
+
+
+def single_file_components(definition: ModelDefinition, folder: Path, dtype: torch.dtype) -> dict:
+    """The components named in ``weights.files``, built from their checkpoints with ``folder``'s configs."""
+    vae_dtype = definition.engine.vae_dtype
+    components = {}
+    for component, entry in definition.weights.files.items():
+        what = f"model_type {definition.model_type!r} {component}"
+        paths = [ref.resolve(what) for ref in file_refs(entry)]
+        component_dtype = torch_dtype(vae_dtype) if component == "vae" and vae_dtype else dtype
+        components[component] = load_component(folder, component, paths, component_dtype)
+    return components
 
 
 def load_pipeline(definition: ModelDefinition, pipeline_class: type):
@@ -71,7 +100,10 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     dtypes = {"default": dtype, "vae": torch_dtype(vae_dtype)} if vae_dtype else dtype
     log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype),
              vae_dtype=vae_dtype or str(dtype))
-    pipe = pipeline_class.from_pretrained(path, dtype=dtypes)
+    extra = single_file_components(definition, path, dtype)
+    if definition.weights.boundary_ratio is not None:
+        extra["boundary_ratio"] = definition.weights.boundary_ratio
+    pipe = pipeline_class.from_pretrained(path, dtype=dtypes, **extra)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -79,7 +111,10 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
 def download(model_type: str) -> Path:
     """Prefetch a model's weights into the Hugging Face cache (run on a connected machine)."""
     definition = load_model_def(model_type)
-    if not definition.weights.repo:
+    for component, entry in definition.weights.files.items():
+        for ref in file_refs(entry):
+            ref.resolve(f"model_type {model_type!r} {component}")
+    if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
     path = _hub_snapshot(definition, local_only=False)
     log.info("weights_downloaded", model_type=model_type, repo=definition.weights.repo, path=str(path))

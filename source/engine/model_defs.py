@@ -21,18 +21,50 @@ _MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs")
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a pipeline's weights live: exactly one of a hub repo, a local folder or a tiny builder."""
+    """Where a pipeline's weights live: exactly one diffusers folder (hub repo, local folder or tiny builder),
+    and optionally single-file checkpoints that replace some of its components (source/engine/single_file.py).
+
+    files: component → file or list of files merged (``hf://owner/repo/path`` or a path under the checkpoint
+    folder); the folder then only gives those components' configs. boundary_ratio: the Wan 2.2 expert switch,
+    for a two-expert model whose config folder has one expert. size_gb: the whole download; largest_gb: the
+    largest single component (what model offload must fit on the accelerator).
+    """
 
     repo: str | None = None
     revision: str | None = None
     local: str | None = None
     tiny: str | None = None
+    files: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    boundary_ratio: float | None = None
     size_gb: float | None = None
+    largest_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        files = {}
+        for component, entry in dict(self.files).items():
+            entries = (entry,) if isinstance(entry, str) else tuple(entry)
+            if not entries or not all(isinstance(e, str) and e for e in entries):
+                raise InvalidParams(f"weights.files.{component} must be a file name or a list of them")
+            files[component] = entries[0] if len(entries) == 1 else entries
+        object.__setattr__(self, "files", MappingProxyType(files))
+
+    @property
+    def kind(self) -> str:
+        """Where the weights come from: ``hub``, ``local``, ``tiny``, or ``single-file`` when files replace them."""
+        if self.files:
+            return "single-file"
+        return "hub" if self.repo else ("local" if self.local else "tiny")
 
     def describe(self) -> str:
         if self.repo:
-            return f"{self.repo}@{self.revision}" if self.revision else self.repo
-        return f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
+            folder = f"{self.repo}@{self.revision}" if self.revision else self.repo
+        else:
+            folder = f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
+        if not self.files:
+            return folder
+        names = sorted({name for entry in self.files.values()
+                        for name in ((entry,) if isinstance(entry, str) else entry)})
+        return f"{', '.join(names)} (configs from {folder})"
 
 
 def _attention_backends() -> list[str]:

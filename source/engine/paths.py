@@ -18,3 +18,8 @@ def loras_dir() -> Path:
 
 def tiny_cache_dir() -> Path:
     return Path(os.environ.get("WGP_TINY_CACHE", REPO_ROOT / ".cache" / "tiny-models"))
+
+
+def ckpts_dir() -> Path:
+    """Single-file checkpoints, e.g. WanGP's ``ckpts/`` folder (``--ckpts-dir`` on worker.py sets the env var)."""
+    return Path(os.environ.get("WGP_CKPTS_DIR", REPO_ROOT / "ckpts")).expanduser()

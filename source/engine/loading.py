@@ -11,7 +11,13 @@ import torch
 
 from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
-from source.engine.single_file import file_refs, load_component
+from source.engine.single_file import (
+    FileRef,
+    effective_files,
+    file_refs,
+    load_component,
+    refuse_quantised_name,
+)
 from source.errors import ModelUnavailable
 from source.hub import fetch_hub_file, fetch_hub_snapshot, hub_offline
 
@@ -60,8 +66,9 @@ def _config_snapshot(definition: ModelDefinition) -> Path:
     what = f"model_type {definition.model_type!r} configs"
     index = json.loads(fetch_hub_file(source.repo, "model_index.json", what=what, revision=source.revision)
                        .read_text())
+    files = effective_files(source)
     from_folder = [name for name, entry in index.items()
-                   if isinstance(entry, list) and entry[0] is not None and name not in source.files]
+                   if isinstance(entry, list) and entry[0] is not None and name not in files]
     patterns = ["model_index.json", "*config.json", "scheduler/*", "tokenizer*/*", *(f"{name}/*" for name in from_folder)]
     return fetch_hub_snapshot(source.repo, what=what, allow_patterns=patterns, revision=source.revision)
 
@@ -75,7 +82,7 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
-    if source.files:
+    if effective_files(source):
         return _config_snapshot(definition)
     return _hub_snapshot(definition, local_only=hub_offline())
 
@@ -84,7 +91,7 @@ def single_file_components(definition: ModelDefinition, folder: Path, dtype: tor
     """The components named in ``weights.files``, built from their checkpoints with ``folder``'s configs."""
     vae_dtype = definition.engine.vae_dtype
     components = {}
-    for component, entry in definition.weights.files.items():
+    for component, entry in effective_files(definition.weights).items():
         what = f"model_type {definition.model_type!r} {component}"
         paths = [ref.resolve(what) for ref in file_refs(entry)]
         component_dtype = torch_dtype(vae_dtype) if component == "vae" and vae_dtype else dtype
@@ -105,7 +112,38 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
         extra["boundary_ratio"] = definition.weights.boundary_ratio
     pipe = pipeline_class.from_pretrained(path, dtype=dtypes, **extra)
     pipe.set_progress_bar_config(disable=True)
+    fuse_builtin_loras(pipe, definition)
     return pipe
+
+
+def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
+    """Fuse the definition's own LoRAs into every expert once, at load (WanGP's model ``loras``, e.g. the
+    accelerators of a "cocktail"): they are part of the model, so a task's LoRAs apply on top of them."""
+    if not definition.weights.loras:
+        return
+    from source.engine.families import family_for
+    from source.engine.loras import expert_components
+    from source.engine.paths import loras_dir
+
+    components = list(expert_components(pipe))
+    # WanGP keeps a model's LoRAs in its LoRA folder, not with the checkpoints: look there too.
+    lora_folder = definition.lora_folder or family_for(definition.architecture).lora_folder
+    adapters, weights = [], []
+    for i, (file, multiplier) in enumerate(definition.weights.loras):
+        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA",
+                                     also=[loras_dir() / lora_folder])
+        refuse_quantised_name(path, f"model_type {definition.model_type!r} built-in LoRA")
+        adapter = f"builtin_{i}"
+        for component in components:
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
+                                   **({"load_into_transformer_2": True} if component == "transformer_2" else {}))
+        adapters.append(adapter)
+        weights.append(multiplier)
+    pipe.set_adapters(adapters, adapter_weights=weights)
+    pipe.fuse_lora(components=components, adapter_names=adapters)
+    pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+    log.info("builtin_loras_fused", model_type=definition.model_type,
+             loras=[Path(FileRef(f).relative).name for f, _ in definition.weights.loras], multipliers=weights)
 
 
 def download(model_type: str) -> Path:
@@ -114,6 +152,8 @@ def download(model_type: str) -> Path:
     for component, entry in definition.weights.files.items():
         for ref in file_refs(entry):
             ref.resolve(f"model_type {model_type!r} {component}")
+    for file, _ in definition.weights.loras:
+        FileRef(file).resolve(f"model_type {model_type!r} built-in LoRA")
     if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
     path = _hub_snapshot(definition, local_only=False)

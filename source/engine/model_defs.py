@@ -25,9 +25,12 @@ class WeightsSource:
     and optionally single-file checkpoints that replace some of its components (source/engine/single_file.py).
 
     files: component → file or list of files merged (``hf://owner/repo/path`` or a path under the checkpoint
-    folder); the folder then only gives those components' configs. boundary_ratio: the Wan 2.2 expert switch,
-    for a two-expert model whose config folder has one expert. size_gb: the whole download; largest_gb: the
-    largest single component (what model offload must fit on the accelerator).
+    folder); the folder then only gives those components' configs. ckpts: the same shape, used instead of the
+    folder's weights only when every file is already on this box (a WanGP ``ckpts/`` folder), never downloaded.
+    loras: LoRAs fused into the experts at load, each ``{"file": ..., "multiplier": ...}`` (WanGP's built-in
+    model LoRAs). boundary_ratio: the Wan 2.2 expert switch, for a two-expert model whose config folder has one
+    expert. size_gb: the whole download; largest_gb: the largest single component (what model offload must fit
+    on the accelerator).
     """
 
     repo: str | None = None
@@ -35,18 +38,24 @@ class WeightsSource:
     local: str | None = None
     tiny: str | None = None
     files: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    ckpts: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    loras: tuple[tuple[str, float], ...] = ()
     boundary_ratio: float | None = None
     size_gb: float | None = None
     largest_gb: float | None = None
 
     def __post_init__(self) -> None:
-        files = {}
-        for component, entry in dict(self.files).items():
-            entries = (entry,) if isinstance(entry, str) else tuple(entry)
-            if not entries or not all(isinstance(e, str) and e for e in entries):
-                raise InvalidParams(f"weights.files.{component} must be a file name or a list of them")
-            files[component] = entries[0] if len(entries) == 1 else entries
-        object.__setattr__(self, "files", MappingProxyType(files))
+        for name in ("files", "ckpts"):
+            object.__setattr__(self, name, MappingProxyType(_file_map(name, getattr(self, name))))
+        loras = []
+        for lora in self.loras:
+            if isinstance(lora, tuple):
+                loras.append(lora)
+            elif isinstance(lora, Mapping) and isinstance(lora.get("file"), str) and set(lora) <= {"file", "multiplier"}:
+                loras.append((lora["file"], float(lora.get("multiplier", 1.0))))
+            else:
+                raise InvalidParams(f"weights.loras entries must be {{\"file\": ..., \"multiplier\": ...}}, got {lora!r}")
+        object.__setattr__(self, "loras", tuple(loras))
 
     @property
     def kind(self) -> str:
@@ -65,6 +74,16 @@ class WeightsSource:
         names = sorted({name for entry in self.files.values()
                         for name in ((entry,) if isinstance(entry, str) else entry)})
         return f"{', '.join(names)} (configs from {folder})"
+
+
+def _file_map(name: str, value: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
+    files = {}
+    for component, entry in dict(value).items():
+        entries = (entry,) if isinstance(entry, str) else tuple(entry)
+        if not entries or not all(isinstance(e, str) and e for e in entries):
+            raise InvalidParams(f"weights.{name}.{component} must be a file name or a list of them")
+        files[component] = entries[0] if len(entries) == 1 else entries
+    return files
 
 
 def _attention_backends() -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +53,17 @@ class FileRef:
         hub = self.hub
         return hub[1] if hub else self.text
 
-    def local_path(self, root: Path | None = None) -> Path | None:
-        """The file on this box without any download (checkpoint folder, then HF cache), or None."""
+    def local_path(self, also: Sequence[Path] = ()) -> Path | None:
+        """The file on this box without any download (checkpoint folder, then ``also`` folders by file name,
+        then the HF cache), or None."""
         path = Path(self.relative).expanduser()
         if not path.is_absolute():
-            path = (root or ckpts_dir()) / path
+            path = ckpts_dir() / path
         if path.is_file():
             return path
+        for folder in also:
+            if (folder / path.name).is_file():
+                return folder / path.name
         hub = self.hub
         if hub:
             from huggingface_hub import try_to_load_from_cache
@@ -69,8 +73,8 @@ class FileRef:
                 return Path(cached)
         return None
 
-    def resolve(self, what: str) -> Path:
-        path = self.local_path()
+    def resolve(self, what: str, also: Sequence[Path] = ()) -> Path:
+        path = self.local_path(also)
         if path is not None:
             return path
         hub = self.hub
@@ -82,8 +86,22 @@ class FileRef:
         return fetch_hub_file(hub[0], hub[1], what=what)
 
 
-def file_refs(entry: str | list[str]) -> list[FileRef]:
+def file_refs(entry: str | Sequence[str]) -> list[FileRef]:
     return [FileRef(text) for text in ([entry] if isinstance(entry, str) else entry)]
+
+
+def ckpts_present(ckpts: Mapping[str, str | Sequence[str]]) -> bool:
+    """Whether every file of a definition's ``weights.ckpts`` is on this box (checkpoint folder or HF cache)."""
+    return bool(ckpts) and all(ref.local_path() is not None for entry in ckpts.values() for ref in file_refs(entry))
+
+
+def effective_files(weights) -> dict[str, str | Sequence[str]]:
+    """The components a definition loads from single files here: its ``files``, plus its ``ckpts`` when they are
+    all present (a WanGP checkpoint folder); otherwise those components come from the diffusers folder."""
+    files = dict(weights.files)
+    if ckpts_present(weights.ckpts):
+        files.update(weights.ckpts)
+    return files
 
 
 def refuse_quantised_name(path: Path | str, what: str) -> None:
@@ -141,7 +159,9 @@ _T5_RULES = [
 
 def convert_wan_t5_to_transformers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     if any(key.startswith("encoder.block.") for key in state_dict):
-        return dict(state_dict)  # already in transformers' layout
+        converted = dict(state_dict)  # already in transformers' layout (some WanGP files are)
+        converted.setdefault("shared.weight", converted.get("encoder.embed_tokens.weight"))
+        return converted
     converted = {}
     for key, tensor in state_dict.items():
         for pattern, target in _T5_RULES:

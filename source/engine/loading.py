@@ -121,17 +121,14 @@ def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
     accelerators of a "cocktail"): they are part of the model, so a task's LoRAs apply on top of them."""
     if not definition.weights.loras:
         return
-    from source.engine.families import family_for
+    from source.engine.inventory import builtin_lora_folders
     from source.engine.loras import expert_components
-    from source.engine.paths import loras_dir
 
     components = list(expert_components(pipe))
-    # WanGP keeps a model's LoRAs in its LoRA folder, not with the checkpoints: look there too.
-    lora_folder = definition.lora_folder or family_for(definition.architecture).lora_folder
+    also = builtin_lora_folders(definition)
     adapters, weights = [], []
     for i, (file, multiplier) in enumerate(definition.weights.loras):
-        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA",
-                                     also=[loras_dir() / lora_folder])
+        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA", also=also)
         refuse_quantised_name(path, f"model_type {definition.model_type!r} built-in LoRA")
         adapter = f"builtin_{i}"
         for component in components:

@@ -29,8 +29,8 @@ class WeightsSource:
     folder's weights only when every file is already on this box (a WanGP ``ckpts/`` folder), never downloaded.
     loras: LoRAs fused into the experts at load, each ``{"file": ..., "multiplier": ...}`` (WanGP's built-in
     model LoRAs). boundary_ratio: the Wan 2.2 expert switch, for a two-expert model whose config folder has one
-    expert. size_gb: the whole download; largest_gb: the largest single component (what model offload must fit
-    on the accelerator).
+    expert. size_gb: the download; memory_gb: every component in memory at the definition's dtype (what profile 1
+    keeps on the accelerator); largest_gb: the largest component at that dtype (what model offload must fit).
     """
 
     repo: str | None = None
@@ -42,6 +42,7 @@ class WeightsSource:
     loras: tuple[tuple[str, float], ...] = ()
     boundary_ratio: float | None = None
     size_gb: float | None = None
+    memory_gb: float | None = None
     largest_gb: float | None = None
 
     def __post_init__(self) -> None:

@@ -146,3 +146,30 @@ def test_wangp_ckpts_replace_the_hub_folder_only_when_every_file_is_present(tmp_
         if i < len(paths) - 1:
             assert effective_files(weights) == {}, f"{i + 1} of {len(paths)} files must not replace the hub weights"
     assert effective_files(weights) == dict(weights.ckpts)
+
+
+def test_builtin_loras_are_fused_into_both_experts_like_the_same_lora_asked_for_by_a_task(
+        sqlite_store, tmp_path, ckpts, row):
+    from tests.generation.tiny_lora import make_tiny_wan_lora
+
+    lora = make_tiny_wan_lora(tmp_path / "lora-src", "tiny_accel", kind="wan_vace_2_2", seed=3)
+    folder = tmp_path / "ckpts"
+    shutil.copytree(ckpts, folder)
+    shutil.copy(lora, folder / lora.name)
+    (tmp_path / "loras" / "wan").mkdir(parents=True)
+    shutil.copy(lora, tmp_path / "loras" / "wan" / lora.name)
+    defaults = _defaults_with(tmp_path, "tiny_cocktail", {
+        "parent": "tiny_vace_2_2_ckpts", "name": "tiny cocktail",
+        "weights": {"loras": [{"file": lora.name, "multiplier": 0.5}]},
+    })
+    rows = run_rows(sqlite_store, tmp_path, [
+        ("vace_22", {"model": "tiny_cocktail", **row}),
+        ("vace_22", {"model": "tiny_vace_2_2_ckpts", **row, "activated_loras": ["tiny_accel"],
+                     "loras_multipliers": "0.5"}),
+        ("vace_22", {"model": "tiny_vace_2_2_ckpts", **row}),
+    ], "--ckpts-dir", str(folder), env={"WGP_DEFAULTS_DIR": str(defaults), "WGP_LORA_DIR": str(tmp_path / "loras")})
+    for done in rows:
+        assert done.status is TaskStatus.COMPLETE, done.error_message
+    fused, per_task, plain = (frames(done.output_location).astype(int) for done in rows)
+    assert np.abs(fused - plain).mean() > 1, "the built-in LoRA must change the output"
+    assert np.abs(fused - per_task).max() <= 2, "fused at load = the same LoRA applied per call"

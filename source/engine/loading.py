@@ -83,7 +83,11 @@ def weights_path(definition: ModelDefinition) -> Path:
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
     if effective_files(source):
-        return _config_snapshot(definition)
+        try:
+            return _config_snapshot(definition)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"{exc} `{prefetch_command(definition)}` fetches everything model_type "
+                                   f"{definition.model_type!r} needs (configs, tokenizer and single files).") from exc
     return _hub_snapshot(definition, local_only=hub_offline())
 
 

@@ -126,6 +126,31 @@ def umt5_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
+def ltx_transformer_to_original(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers' LTX-Video transformer → the names in Lightricks' single files (``model.diffusion_model.``...)."""
+    renames = [("proj_in", "patchify_proj"), ("time_embed", "adaln_single"), ("norm_q", "q_norm"),
+               ("norm_k", "k_norm")]
+    out = {}
+    for key, tensor in state_dict.items():
+        for old, new in renames:
+            key = key.replace(old, new)
+        out[f"model.diffusion_model.{key}"] = tensor.contiguous()
+    return out
+
+
+def write_ltxv(path: Path) -> Path:
+    """The tiny LTX-Video transformer as one Lightricks-style file (which also carries ``vae.`` tensors)."""
+    from diffusers import LTXVideoTransformer3DModel
+    from safetensors.torch import save_file
+
+    transformer = LTXVideoTransformer3DModel.from_pretrained(tiny.materialise("ltxv") / "transformer")
+    tensors = ltx_transformer_to_original(transformer.state_dict())
+    tensors["vae.per_channel_statistics.mean-of-means"] = torch.zeros(8)  # ignored by the transformer loader
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
 # File names as WanGP spells them, with a tiny_ prefix so they can never be mistaken for real weights.
 WAN_VACE_2_2_FILES = {
     "high": "tiny_wan2.2_text2video_high_mbf16.safetensors",

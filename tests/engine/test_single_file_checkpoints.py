@@ -173,3 +173,52 @@ def test_builtin_loras_are_fused_into_both_experts_like_the_same_lora_asked_for_
     fused, per_task, plain = (frames(done.output_location).astype(int) for done in rows)
     assert np.abs(fused - plain).mean() > 1, "the built-in LoRA must change the output"
     assert np.abs(fused - per_task).max() <= 2, "fused at load = the same LoRA applied per call"
+
+
+def test_ltx_transformer_from_a_lightricks_style_file_with_configs_from_a_condition_pipeline_folder(
+        tmp_path, monkeypatch):
+    """The ltxv_13B shape: the transformer from one original-layout file, the rest from a diffusers folder
+    published for LTXConditionPipeline, run by our LTXPipeline."""
+    import wgp
+    from source.engine.tiny import materialise
+
+    folder = tmp_path / "ltx-condition-folder"
+    shutil.copytree(materialise("ltxv"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXConditionPipeline"}))
+    for weights in (folder / "transformer").glob("*.safetensors"):
+        weights.unlink()  # the folder gives the transformer's config only
+    tiny_checkpoints.write_ltxv(tmp_path / "ckpts" / "tiny-ltxv-13b-dev.safetensors")
+    defaults = _defaults_with(tmp_path, "tiny_ltxv_file", {
+        "parent": "tiny_ltxv", "weights": {"local": str(folder), "files": {"transformer": "tiny-ltxv-13b-dev.safetensors"}},
+    })
+    monkeypatch.setenv("WGP_CKPTS_DIR", str(tmp_path / "ckpts"))
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(defaults))
+    videos = []
+    for model_type in ("tiny_ltxv", "tiny_ltxv_file"):
+        result = wgp.generate_video({"gen": {"file_list": []}}, model_type, output_dir=tmp_path / model_type,
+                                    prompt="a lighthouse at dusk", seed=3)
+        videos.append(frames(result.paths[0]))
+    assert videos[0].shape == (9, 32, 32, 3)
+    np.testing.assert_array_equal(videos[1], videos[0])
+
+
+def test_two_expert_files_over_a_one_expert_config_folder_make_a_two_expert_pipeline(tmp_path, ckpts, monkeypatch):
+    """The vace_14B_2_2 shape: Wan 2.1 VACE configs (one transformer), Wan 2.2 experts from files."""
+    from diffusers import WanVACEPipeline
+
+    from source.engine.loading import load_pipeline
+
+    files = tiny_checkpoints.WAN_VACE_2_2_FILES
+    defaults = _defaults_with(tmp_path, "tiny_vace_experts", {
+        "parent": "tiny_vace", "weights": {"tiny": "wan_vace", "boundary_ratio": 0.875, "files": {
+            "transformer": [files["high"], files["vace"]], "transformer_2": [files["low"], files["vace"]]}},
+    })
+    monkeypatch.setenv("WGP_CKPTS_DIR", str(ckpts))
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(defaults))
+    experts = load_pipeline(load_model_def("tiny_vace_experts"), WanVACEPipeline)
+    reference = load_pipeline(load_model_def("tiny_vace_2_2"), WanVACEPipeline)
+    assert experts.config.boundary_ratio == 0.875
+    for component in ("transformer", "transformer_2"):
+        expected, loaded = getattr(reference, component).state_dict(), getattr(experts, component).state_dict()
+        assert all(torch.equal(loaded[k], expected[k]) for k in expected), component

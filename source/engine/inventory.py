@@ -9,7 +9,7 @@ from pathlib import Path
 
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
 from source.engine.paths import loras_dir
-from source.engine.single_file import FileRef, ckpts_present, effective_files, file_refs
+from source.engine.single_file import FileRef, ckpts_notes, ckpts_present, effective_files, file_refs
 from source.errors import InvalidParams
 
 # Room for activations and the CUDA context on top of the weights (a 14B Wan model at 832x480x81 peaked at
@@ -103,9 +103,11 @@ def _presence(definition: ModelDefinition, cache: dict[str, float]) -> tuple[str
         missing.insert(0, folder_missing)
     source = ("ckpts" if ckpts_present(weights.ckpts) else "single-file") if files else weights.kind
     if folder == "yes" and not missing:
-        return source, "yes", []
-    nothing = folder == "no" and len(missing) == len(wanted) + 1
-    return source, "no" if nothing else "partial", missing
+        present = "yes"
+    else:
+        present = "no" if folder == "no" and len(missing) == len(wanted) + 1 else "partial"
+    # Informational: WanGP files that are here but not used (one missing, or only quantised variants).
+    return source, present, missing + [f"WanGP checkpoints not used: {note}" for note in ckpts_notes(weights)]
 
 
 def model_inventory(gpu_gb: float | None) -> list[ModelAvailability]:

@@ -13,6 +13,7 @@ from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.single_file import (
     FileRef,
+    ckpts_notes,
     effective_files,
     file_refs,
     load_component,
@@ -82,6 +83,10 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
+    notes = ckpts_notes(source)
+    if notes:
+        log.warning("wangp_checkpoints_not_used", model_type=definition.model_type, why=notes,
+                    using=source.describe())
     if effective_files(source):
         try:
             return _config_snapshot(definition)

@@ -95,6 +95,39 @@ def ckpts_present(ckpts: Mapping[str, str | Sequence[str]]) -> bool:
     return bool(ckpts) and all(ref.local_path() is not None for entry in ckpts.values() for ref in file_refs(entry))
 
 
+def quantised_alternatives(ref: FileRef) -> list[Path]:
+    """WanGP's quantised variants of ``ref`` in the checkpoint folder (``x_quanto_mbf16_int8`` for ``x_mbf16``):
+    a WanGP user may have only those, which diffusers cannot load."""
+    path = Path(ref.relative).expanduser()
+    folder = (path if path.is_absolute() else ckpts_dir() / path).parent
+    stem = re.sub(r"[_-]m?(bf16|fp16)$", "", path.stem)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{glob_escape(stem)}*") if _QUANTISED_NAME.search(p.name))
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def ckpts_notes(weights) -> list[str]:
+    """Why a definition's WanGP checkpoints are not used although some are here (shown by ``tasks models`` and
+    logged at load): missing files, or only quantised variants of them."""
+    if not weights.ckpts or ckpts_present(weights.ckpts):
+        return []
+    refs = [ref for entry in weights.ckpts.values() for ref in file_refs(entry)]
+    if not any(ref.local_path() or quantised_alternatives(ref) for ref in refs):
+        return []
+    notes = []
+    for ref in refs:
+        if ref.local_path() is not None:
+            continue
+        quantised = quantised_alternatives(ref)
+        notes.append(f"{ref.relative}: only the quantised {quantised[0].name} is here (diffusers cannot load it)"
+                     if quantised else f"{ref.relative}: not in {ckpts_dir()}")
+    return notes
+
+
 def effective_files(weights) -> dict[str, str | Sequence[str]]:
     """The components a definition loads from single files here: its ``files``, plus its ``ckpts`` when they are
     all present (a WanGP checkpoint folder); otherwise those components come from the diffusers folder."""

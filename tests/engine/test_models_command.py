@@ -74,3 +74,13 @@ def test_wangp_checkpoints_and_cached_configs_show_a_model_as_present(tmp_path):
     # Without the checkpoints the same few cached bytes are not the 126 GB repo.
     cache_repo(hub_cache, "Wan-AI/Wan2.1-T2V-14B-Diffusers", {"model_index.json": b"{}"})
     assert run_models(tmp_path, hub_cache=hub_cache)["t2v"]["present"] == "partial"
+
+
+def test_only_quantised_wangp_files_are_named_and_the_hub_weights_used(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    (ckpts / "wan2.1_text2video_14B_quanto_mbf16_int8.safetensors").write_bytes(b"x")
+    t2v = run_models(tmp_path, ckpts=ckpts)["t2v"]
+    assert t2v["source"] == "hub" and t2v["present"] == "no"
+    assert ("WanGP checkpoints not used: wan2.1_text2video_14B_mbf16.safetensors: only the quantised "
+            "wan2.1_text2video_14B_quanto_mbf16_int8.safetensors is here (diffusers cannot load it)") in t2v["missing"]

@@ -52,7 +52,9 @@ class WeightsSource:
         for lora in self.loras:
             if isinstance(lora, tuple):
                 loras.append(lora)
-            elif isinstance(lora, Mapping) and isinstance(lora.get("file"), str) and set(lora) <= {"file", "multiplier"}:
+            elif (isinstance(lora, Mapping) and isinstance(lora.get("file"), str) and set(lora) <= {"file", "multiplier"}
+                  and isinstance(lora.get("multiplier", 1.0), int | float)):
+                _check_file("weights.loras", lora["file"])
                 loras.append((lora["file"], float(lora.get("multiplier", 1.0))))
             else:
                 raise InvalidParams(f"weights.loras entries must be {{\"file\": ..., \"multiplier\": ...}}, got {lora!r}")
@@ -77,12 +79,24 @@ class WeightsSource:
         return f"{', '.join(names)} (configs from {folder})"
 
 
+_HUB_FILE_RE = re.compile(r"^hf://[^/]+/[^/]+/.+")
+
+
+def _check_file(where: str, text: object) -> None:
+    if not isinstance(text, str) or not text:
+        raise InvalidParams(f"{where} must be a file name or a list of them, got {text!r}")
+    if text.startswith("hf://") and not _HUB_FILE_RE.match(text):
+        raise InvalidParams(f"{where}: {text!r} is not hf://owner/repo/path/to/file")
+
+
 def _file_map(name: str, value: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
     files = {}
     for component, entry in dict(value).items():
-        entries = (entry,) if isinstance(entry, str) else tuple(entry)
-        if not entries or not all(isinstance(e, str) and e for e in entries):
+        entries = tuple(entry) if isinstance(entry, list | tuple) else (entry,)
+        if not entries:
             raise InvalidParams(f"weights.{name}.{component} must be a file name or a list of them")
+        for text in entries:
+            _check_file(f"weights.{name}.{component}", text)
         files[component] = entries[0] if len(entries) == 1 else entries
     return files
 

@@ -222,3 +222,18 @@ def test_two_expert_files_over_a_one_expert_config_folder_make_a_two_expert_pipe
     for component in ("transformer", "transformer_2"):
         expected, loaded = getattr(reference, component).state_dict(), getattr(experts, component).state_dict()
         assert all(torch.equal(loaded[k], expected[k]) for k in expected), component
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"files": {"transformer": "hf://DeepBeepMeep/file.safetensors"}}, "is not hf://owner/repo/path/to/file"),
+    ({"files": {"vae": 3}}, "weights.files.vae must be a file name"),
+    ({"loras": [{"file": "a.safetensors", "multiplier": "high"}]}, "weights.loras entries must be"),
+])
+def test_malformed_single_file_weights_name_the_definition_and_the_field(tmp_path, monkeypatch, weights, message):
+    from source.errors import InvalidParams
+
+    defaults = _defaults_with(tmp_path, "tiny_broken", {"parent": "tiny_vace_2_2", "weights": weights})
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(defaults))
+    with pytest.raises(InvalidParams, match="model definition 'tiny_broken' is malformed") as info:
+        load_model_def("tiny_broken")
+    assert message in str(info.value)

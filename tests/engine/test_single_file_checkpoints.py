@@ -167,12 +167,16 @@ def test_builtin_loras_are_fused_into_both_experts_like_the_same_lora_asked_for_
         ("vace_22", {"model": "tiny_vace_2_2_ckpts", **row, "activated_loras": ["tiny_accel"],
                      "loras_multipliers": "0.5"}),
         ("vace_22", {"model": "tiny_vace_2_2_ckpts", **row}),
+        ("vace_22", {"model": "tiny_cocktail", **row, "activated_loras": ["tiny_accel"], "loras_multipliers": "0.5"}),
+        ("vace_22", {"model": "tiny_cocktail", **row}),
     ], "--ckpts-dir", str(folder), env={"WGP_DEFAULTS_DIR": str(defaults), "WGP_LORA_DIR": str(tmp_path / "loras")})
     for done in rows:
         assert done.status is TaskStatus.COMPLETE, done.error_message
-    fused, per_task, plain = (frames(done.output_location).astype(int) for done in rows)
+    fused, per_task, plain, fused_and_task, fused_again = (frames(done.output_location).astype(int) for done in rows)
     assert np.abs(fused - plain).mean() > 1, "the built-in LoRA must change the output"
     assert np.abs(fused - per_task).max() <= 2, "fused at load = the same LoRA applied per call"
+    assert np.abs(fused_and_task - fused).mean() > 1, "a task's LoRA applies on top of the built-in one"
+    np.testing.assert_array_equal(fused_again, fused)  # and unloading it leaves the built-in LoRA fused
 
 
 def test_ltx_transformer_from_a_lightricks_style_file_with_configs_from_a_condition_pipeline_folder(

@@ -64,9 +64,15 @@ log = structlog.get_logger("worker")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
               help="Serve Prometheus metrics at /metrics and a health check at /health on this port (0 = off).")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
+@click.option("--ckpts-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WGP_CKPTS_DIR", default=None,
+              help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
+                   "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
+    if opts["ckpts_dir"]:
+        # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
+        os.environ["WGP_CKPTS_DIR"] = str(Path(opts["ckpts_dir"]).expanduser().resolve())  # type: ignore[arg-type]
     try:
         config.validate()
     except StoreConfigError as exc:

@@ -25,12 +25,12 @@ def fetch_hub_file(repo: str, filename: str, *, what: str, revision: str | None 
         repo, filename, revision=revision, local_files_only=local_only))
 
 
-def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str]) -> Path:
+def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str], revision: str | None = None) -> Path:
     """The cached local folder of ``repo`` (only the files matching ``allow_patterns``)."""
     from huggingface_hub import snapshot_download
 
     return _fetch(repo, "", what, lambda local_only: snapshot_download(
-        repo, allow_patterns=allow_patterns, local_files_only=local_only))
+        repo, allow_patterns=allow_patterns, revision=revision, local_files_only=local_only))
 
 
 def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str]) -> Path:

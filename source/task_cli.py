@@ -183,6 +183,36 @@ def migrate(config: StoreConfig, dry_run: bool) -> None:
         store.close()
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per definition, one per line.")
+@click.option("--gpu-memory", type=click.FloatRange(min=0), default=None, metavar="GB",
+              help="Judge memory profiles for an accelerator of this size [default: this box's GPU].")
+def models(as_json: bool, gpu_memory: float | None) -> None:
+    """Every model definition: family, where its weights come from, whether they are on this box, size, and the
+    memory profile it needs here."""
+    from source.engine.inventory import model_inventory
+    from source.engine.paths import ckpts_dir
+    from source.gpu_info import detect_gpu
+
+    gpu_name, detected = detect_gpu()
+    gpu_gb = gpu_memory if gpu_memory is not None else detected
+    rows = model_inventory(gpu_gb)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_dict()))
+        return
+    gpu = f"{gpu_gb:g} GB" + (f" ({gpu_name})" if gpu_name and gpu_memory is None else "") if gpu_gb else "none"
+    click.echo(f"checkpoint folder: {ckpts_dir()}   GPU: {gpu}")
+    click.echo(f"{'MODEL':<24} {'FAMILY':<13} {'SOURCE':<11} {'HERE':<8} {'SIZE':>7} {'PROFILE':>7}  WEIGHTS")
+    for row in rows:
+        size = f"{row.size_gb:g} GB" if row.size_gb else "-"
+        profile = str(row.profile) if row.profile else "-"
+        click.echo(f"{row.model_type:<24} {row.family:<13} {row.source:<11} {row.present:<8} {size:>7} {profile:>7}  "
+                   f"{row.weights}")
+        if row.missing:
+            click.echo(f"{'':<24} missing: {', '.join(row.missing)}")
+
+
 def _queue_summary(stats: dict[str, Any] | None) -> str:
     if not stats:
         return ""

@@ -1,7 +1,9 @@
-"""Weights → pipeline: hub snapshot, local folder or tiny build, always ending in ``from_pretrained``."""
+"""Weights → pipeline: hub snapshot, local folder or tiny build, always ending in ``from_pretrained``; components
+named in ``weights.files`` are built first from single-file checkpoints (source/engine/single_file.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import structlog
@@ -9,8 +11,16 @@ import torch
 
 from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.single_file import (
+    FileRef,
+    ckpts_notes,
+    effective_files,
+    file_refs,
+    load_component,
+    refuse_quantised_name,
+)
 from source.errors import ModelUnavailable
-from source.hub import hub_offline
+from source.hub import fetch_hub_file, fetch_hub_snapshot, hub_offline
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +61,19 @@ def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
         raise _unavailable(definition, why) from exc
 
 
+def _config_snapshot(definition: ModelDefinition) -> Path:
+    """The hub folder without the weights of the components that come from single files (their configs stay)."""
+    source = definition.weights
+    what = f"model_type {definition.model_type!r} configs"
+    index = json.loads(fetch_hub_file(source.repo, "model_index.json", what=what, revision=source.revision)
+                       .read_text())
+    files = effective_files(source)
+    from_folder = [name for name, entry in index.items()
+                   if isinstance(entry, list) and entry[0] is not None and name not in files]
+    patterns = ["model_index.json", "*config.json", "scheduler/*", "tokenizer*/*", *(f"{name}/*" for name in from_folder)]
+    return fetch_hub_snapshot(source.repo, what=what, allow_patterns=patterns, revision=source.revision)
+
+
 def weights_path(definition: ModelDefinition) -> Path:
     source = definition.weights
     if source.tiny:
@@ -60,7 +83,29 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
+    notes = ckpts_notes(source)
+    if notes:
+        log.warning("wangp_checkpoints_not_used", model_type=definition.model_type, why=notes,
+                    using=source.describe())
+    if effective_files(source):
+        try:
+            return _config_snapshot(definition)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"{exc} `{prefetch_command(definition)}` fetches everything model_type "
+                                   f"{definition.model_type!r} needs (configs, tokenizer and single files).") from exc
     return _hub_snapshot(definition, local_only=hub_offline())
+
+
+def single_file_components(definition: ModelDefinition, folder: Path, dtype: torch.dtype) -> dict:
+    """The components named in ``weights.files``, built from their checkpoints with ``folder``'s configs."""
+    vae_dtype = definition.engine.vae_dtype
+    components = {}
+    for component, entry in effective_files(definition.weights).items():
+        what = f"model_type {definition.model_type!r} {component}"
+        paths = [ref.resolve(what) for ref in file_refs(entry)]
+        component_dtype = torch_dtype(vae_dtype) if component == "vae" and vae_dtype else dtype
+        components[component] = load_component(folder, component, paths, component_dtype)
+    return components
 
 
 def load_pipeline(definition: ModelDefinition, pipeline_class: type):
@@ -71,15 +116,51 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     dtypes = {"default": dtype, "vae": torch_dtype(vae_dtype)} if vae_dtype else dtype
     log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype),
              vae_dtype=vae_dtype or str(dtype))
-    pipe = pipeline_class.from_pretrained(path, dtype=dtypes)
+    extra = single_file_components(definition, path, dtype)
+    if definition.weights.boundary_ratio is not None:
+        extra["boundary_ratio"] = definition.weights.boundary_ratio
+    pipe = pipeline_class.from_pretrained(path, dtype=dtypes, **extra)
     pipe.set_progress_bar_config(disable=True)
+    fuse_builtin_loras(pipe, definition)
     return pipe
+
+
+def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
+    """Fuse the definition's own LoRAs into every expert once, at load (WanGP's model ``loras``, e.g. the
+    accelerators of a "cocktail"): they are part of the model, so a task's LoRAs apply on top of them."""
+    if not definition.weights.loras:
+        return
+    from source.engine.inventory import builtin_lora_folders
+    from source.engine.loras import expert_components
+
+    components = list(expert_components(pipe))
+    also = builtin_lora_folders(definition)
+    adapters, weights = [], []
+    for i, (file, multiplier) in enumerate(definition.weights.loras):
+        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA", also=also)
+        refuse_quantised_name(path, f"model_type {definition.model_type!r} built-in LoRA")
+        adapter = f"builtin_{i}"
+        for component in components:
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=adapter,
+                                   **({"load_into_transformer_2": True} if component == "transformer_2" else {}))
+        adapters.append(adapter)
+        weights.append(multiplier)
+    pipe.set_adapters(adapters, adapter_weights=weights)
+    pipe.fuse_lora(components=components, adapter_names=adapters)
+    pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+    log.info("builtin_loras_fused", model_type=definition.model_type,
+             loras=[Path(FileRef(f).relative).name for f, _ in definition.weights.loras], multipliers=weights)
 
 
 def download(model_type: str) -> Path:
     """Prefetch a model's weights into the Hugging Face cache (run on a connected machine)."""
     definition = load_model_def(model_type)
-    if not definition.weights.repo:
+    for component, entry in definition.weights.files.items():
+        for ref in file_refs(entry):
+            ref.resolve(f"model_type {model_type!r} {component}")
+    for file, _ in definition.weights.loras:
+        FileRef(file).resolve(f"model_type {model_type!r} built-in LoRA")
+    if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
     path = _hub_snapshot(definition, local_only=False)
     log.info("weights_downloaded", model_type=model_type, repo=definition.weights.repo, path=str(path))

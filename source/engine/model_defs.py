@@ -21,18 +21,84 @@ _MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs")
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a pipeline's weights live: exactly one of a hub repo, a local folder or a tiny builder."""
+    """Where a pipeline's weights live: exactly one diffusers folder (hub repo, local folder or tiny builder),
+    and optionally single-file checkpoints that replace some of its components (source/engine/single_file.py).
+
+    files: component → file or list of files merged (``hf://owner/repo/path`` or a path under the checkpoint
+    folder); the folder then only gives those components' configs. ckpts: the same shape, used instead of the
+    folder's weights only when every file is already on this box (a WanGP ``ckpts/`` folder), never downloaded.
+    loras: LoRAs fused into the experts at load, each ``{"file": ..., "multiplier": ...}`` (WanGP's built-in
+    model LoRAs). boundary_ratio: the Wan 2.2 expert switch, for a two-expert model whose config folder has one
+    expert. size_gb: the download; memory_gb: every component in memory at the definition's dtype (what profile 1
+    keeps on the accelerator); largest_gb: the largest component at that dtype (what model offload must fit).
+    """
 
     repo: str | None = None
     revision: str | None = None
     local: str | None = None
     tiny: str | None = None
+    files: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    ckpts: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    loras: tuple[tuple[str, float], ...] = ()
+    boundary_ratio: float | None = None
     size_gb: float | None = None
+    memory_gb: float | None = None
+    largest_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("files", "ckpts"):
+            object.__setattr__(self, name, MappingProxyType(_file_map(name, getattr(self, name))))
+        loras = []
+        for lora in self.loras:
+            if isinstance(lora, tuple):
+                loras.append(lora)
+            elif (isinstance(lora, Mapping) and isinstance(lora.get("file"), str) and set(lora) <= {"file", "multiplier"}
+                  and isinstance(lora.get("multiplier", 1.0), int | float)):
+                _check_file("weights.loras", lora["file"])
+                loras.append((lora["file"], float(lora.get("multiplier", 1.0))))
+            else:
+                raise InvalidParams(f"weights.loras entries must be {{\"file\": ..., \"multiplier\": ...}}, got {lora!r}")
+        object.__setattr__(self, "loras", tuple(loras))
+
+    @property
+    def kind(self) -> str:
+        """Where the weights come from: ``hub``, ``local``, ``tiny``, or ``single-file`` when files replace them."""
+        if self.files:
+            return "single-file"
+        return "hub" if self.repo else ("local" if self.local else "tiny")
 
     def describe(self) -> str:
         if self.repo:
-            return f"{self.repo}@{self.revision}" if self.revision else self.repo
-        return f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
+            folder = f"{self.repo}@{self.revision}" if self.revision else self.repo
+        else:
+            folder = f"local folder {self.local}" if self.local else f"tiny:{self.tiny}"
+        if not self.files:
+            return folder
+        names = sorted({name for entry in self.files.values()
+                        for name in ((entry,) if isinstance(entry, str) else entry)})
+        return f"{', '.join(names)} (configs from {folder})"
+
+
+_HUB_FILE_RE = re.compile(r"^hf://[^/]+/[^/]+/.+")
+
+
+def _check_file(where: str, text: object) -> None:
+    if not isinstance(text, str) or not text:
+        raise InvalidParams(f"{where} must be a file name or a list of them, got {text!r}")
+    if text.startswith("hf://") and not _HUB_FILE_RE.match(text):
+        raise InvalidParams(f"{where}: {text!r} is not hf://owner/repo/path/to/file")
+
+
+def _file_map(name: str, value: Mapping[str, Any]) -> dict[str, str | tuple[str, ...]]:
+    files = {}
+    for component, entry in dict(value).items():
+        entries = tuple(entry) if isinstance(entry, list | tuple) else (entry,)
+        if not entries:
+            raise InvalidParams(f"weights.{name}.{component} must be a file name or a list of them")
+        for text in entries:
+            _check_file(f"weights.{name}.{component}", text)
+        files[component] = entries[0] if len(entries) == 1 else entries
+    return files
 
 
 def _attention_backends() -> list[str]:

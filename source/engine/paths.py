@@ -24,3 +24,8 @@ def lora_cache_dir() -> Path:
     """Content-addressed LoRAs that rows brought (``<sha256>.safetensors``): outside every family folder,
     so no LoRA name a row gives resolves there."""
     return Path(os.environ.get("WGP_LORA_CACHE", loras_dir() / ".cache" / "sha256"))
+
+
+def ckpts_dir() -> Path:
+    """Single-file checkpoints, e.g. WanGP's ``ckpts/`` folder (``--ckpts-dir`` on worker.py sets the env var)."""
+    return Path(os.environ.get("WGP_CKPTS_DIR", REPO_ROOT / "ckpts")).expanduser()

@@ -82,12 +82,14 @@ def _clip_text(hidden_size: int):
     return CLIPTextModel(config)
 
 
-def _wan_vae():
+def _wan_vae(*, real_layout: bool = False):
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
+    # real_layout: the real Wan 2.1 VAE's block structure (3 resnets per decoder stage, channel multipliers
+    # 1,2,4,4), which diffusers' single-file converter assumes; the default is smaller still.
+    shape = dict(base_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2) if real_layout else dict(
+        base_dim=3, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    vae = AutoencoderKLWan(z_dim=16, temperal_downsample=[False, True, True], **shape)
     # Random init decodes every latent to nearly the same grey (a spread of ~0.1); a steeper, centred
     # output layer gives pixels the full range, so tests can see what a seed, a guide or a LoRA changes.
     with torch.no_grad():
@@ -108,11 +110,11 @@ def _wan_transformer(cls_name: str = "WanTransformer3DModel", *, heads: int = 2,
     )
 
 
-def _wan_common() -> dict:
+def _wan_common(*, real_vae_layout: bool = False) -> dict:
     from diffusers import UniPCMultistepScheduler
 
     torch.manual_seed(0)
-    vae = _wan_vae()
+    vae = _wan_vae(real_layout=real_vae_layout)
     torch.manual_seed(0)
     text_encoder = _umt5()
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
@@ -178,6 +180,21 @@ def build_wan_vace():
         "WanVACETransformer3DModel", layers=3, vace_layers=[0, 2], vace_in_channels=96
     )
     return WanVACEPipeline(transformer=_seeded(0, vace), **_wan_common())
+
+
+def build_wan_vace_2_2():
+    """Wan 2.2 two experts sharing one VACE module, as WanGP builds its VACE 2.2 models (and the cocktail).
+    Its VAE has the real block layout so the same weights can be written as original single files."""
+    from diffusers import WanVACEPipeline
+
+    vace = lambda: _wan_transformer(  # noqa: E731
+        "WanVACETransformer3DModel", layers=3, vace_layers=[0, 2], vace_in_channels=96
+    )
+    high, low = _seeded(0, vace), _seeded(1, vace)
+    shared = {k: v for k, v in high.state_dict().items() if k.startswith("vace_")}
+    low.load_state_dict(shared, strict=False)
+    return WanVACEPipeline(transformer=high, transformer_2=low, boundary_ratio=0.875,
+                           **_wan_common(real_vae_layout=True))
 
 
 def _flux_components() -> dict:
@@ -302,6 +319,7 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "wan_i2v": build_wan_i2v,
     "wan_i2v_2_2": build_wan_i2v_2_2,
     "wan_vace": build_wan_vace,
+    "wan_vace_2_2": build_wan_vace_2_2,
     "flux": build_flux,
     "flux_kontext": build_flux_kontext,
     "hunyuan": build_hunyuan,

@@ -176,7 +176,7 @@ def test_missing_real_weights_offline_name_the_repo_and_how_to_fetch(tmp_path, m
     with pytest.raises(ModelUnavailable) as info:
         generate(tmp_path, "t2v_1.3B")
     message = str(info.value)
-    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "~17 GB" in message
+    assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "~29 GB" in message
     assert "python -m source.engine.download t2v_1.3B" in message
 
 

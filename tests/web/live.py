@@ -41,13 +41,14 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def serve_process(db: Path, output_dir: Path, *extra: str, log_path: Path) -> Iterator[str]:
+def serve_process(db: Path, output_dir: Path, *extra: str, log_path: Path,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
     """``tasks serve`` as an operator runs it; yields its base URL once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "source.task_cli", "--log-format", "json", "serve", "--db-file", str(db),
                "--main-output-dir", str(output_dir), "--port", str(port), *extra]
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=_worker_env(None), stdout=log, stderr=log)
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=_worker_env(env), stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:

@@ -5,7 +5,9 @@
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, Cookie, Depends, Header, HTTPException, Query
@@ -17,7 +19,7 @@ from source.db import NewTask, TaskStatus, TaskStore
 from source.submission import SubmissionRefused, check_submission
 from source.web.auth import COOKIE, Scope, Tokens, bearer_token
 from source.web.changes import ChangeHub
-from source.web.files import OutputRoot, is_remote
+from source.web.files import IMAGE_SUFFIXES, OutputRoot, is_remote
 from source.web.overview import ALIVE_WITHIN_SECONDS, read_overview, task_json
 
 log = structlog.get_logger(__name__)
@@ -168,7 +170,9 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         """A JPEG of the output's first frame, rendered on first request and cached under the output root."""
         location = output_of(task_id)
         if is_remote(location):
-            return RedirectResponse(location, status_code=307)
+            if Path(urlsplit(location).path).suffix.lower() in IMAGE_SUFFIXES:
+                return RedirectResponse(location, status_code=307)  # a Storage picture is its own thumbnail
+            raise HTTPException(404, "no thumbnail for a Storage video (the page shows the video's first frame)")
         path = outputs.local_file(location)
         picture = outputs.thumbnail(path) if path is not None else None
         if picture is None:

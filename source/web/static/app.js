@@ -4,6 +4,8 @@
 
 const Tasks = (() => {
   const STATUSES = ["Queued", "In Progress", "Complete", "Failed", "Cancelled"];
+  const VIDEO = /\.(mp4|webm|mov|mkv)$/i;
+  const MEDIA = /\.(mp4|webm|mov|mkv|png|jpe?g|webp|gif)$/i;
   const canWrite = () => document.body.dataset.canWrite === "true";
 
   function el(tag, attrs = {}, ...children) {
@@ -32,7 +34,7 @@ const Tasks = (() => {
     return el("div", { class: "progress", role: "progressbar", "aria-valuenow": Math.round(value * 100),
                        dataset: { progress: value.toFixed(3) } },
               el("div", { class: "bar", style: `width:${(value * 100).toFixed(1)}%` }),
-              el("span", {}, `${Math.round(value * 100)}%`));
+              el("span", {}, `${(value * 100).toFixed(value > 0 && value < 0.1 ? 1 : 0)}%`));
   }
 
   async function act(taskId, verb) {
@@ -55,7 +57,7 @@ const Tasks = (() => {
   function media(task, { thumbnail }) {
     const id = encodeURIComponent(task.id);
     const output = task.output_location || "";
-    const isVideo = /\.(mp4|webm|mov|mkv)$/i.test(output);
+    const isVideo = VIDEO.test(output);
     if (!thumbnail) {
       return isVideo
         ? el("video", { src: `/api/tasks/${id}/output`, controls: true, loop: true, class: "output" })
@@ -64,6 +66,9 @@ const Tasks = (() => {
     const img = el("img", { src: `/api/tasks/${id}/thumbnail`, class: "thumb", alt: task.task_type,
                             loading: "lazy", dataset: { taskId: task.id } });
     if (!isVideo) return img;
+    // No thumbnail (a Storage video is not rendered here): the paused video shows its own first frame.
+    img.addEventListener("error", () => img.replaceWith(
+      el("video", { src: `/api/tasks/${id}/output`, preload: "metadata", muted: true, class: "thumb" })));
     // Videos play on hover or tap: the <video> loads only then.
     const frame = el("div", { class: "player" }, img);
     const play = () => {
@@ -121,11 +126,18 @@ const Tasks = (() => {
     document.getElementById("workers").replaceChildren(
       ...(workers.length ? workers : [el("p", { class: "muted" }, "No worker has registered.")]));
 
-    const outputs = data.tasks.filter((t) => t.status === "Complete" && t.output_location).slice(0, 12);
-    document.getElementById("gallery").replaceChildren(...(outputs.length ? outputs.map((t) =>
-      el("figure", { dataset: { taskId: t.id } }, media(t, { thumbnail: true }),
-         el("figcaption", {}, el("a", { href: `/tasks/${encodeURIComponent(t.id)}` }, t.task_type),
-            " ", (t.params && t.params.prompt) || ""))) : [el("p", { class: "muted" }, "No outputs yet.")]));
+    const outputs = data.tasks.filter((t) => t.status === "Complete" && MEDIA.test(t.output_location || ""))
+      .slice(0, 12);
+    const gallery = document.getElementById("gallery");
+    const galleryKey = outputs.map((t) => `${t.id}:${t.output_location}`).join("|");
+    // Rebuilt only when the set of outputs changes, so a video playing on hover keeps playing.
+    if (gallery.dataset.key !== galleryKey) {
+      gallery.dataset.key = galleryKey;
+      gallery.replaceChildren(...(outputs.length ? outputs.map((t) =>
+        el("figure", { dataset: { taskId: t.id } }, media(t, { thumbnail: true }),
+           el("figcaption", {}, el("a", { href: `/tasks/${encodeURIComponent(t.id)}` }, t.task_type),
+              " ", (t.params && t.params.prompt) || ""))) : [el("p", { class: "muted" }, "No outputs yet.")]));
+    }
 
     document.querySelector("#tasks tbody").replaceChildren(...data.tasks.map((t) =>
       el("tr", { dataset: { taskId: t.id, status: t.status } },

@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: FastAPI reads the closures' Depends() annotations at runtime.
 
-import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -193,7 +192,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         async def stream() -> AsyncIterator[dict[str, str]]:
             last = None
             async for snapshot in hub.snapshots():
-                data = json.dumps(snapshot.overview, default=str)
+                data = snapshot.overview_json
                 if data != last:
                     last = data
                     yield {"event": "overview", "data": data}
@@ -205,9 +204,9 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         async def stream() -> AsyncIterator[dict[str, str]]:
             last = None
             async for snapshot in hub.snapshots(task_id):
-                if task_id not in snapshot.tasks:
+                data = snapshot.tasks_json.get(task_id)
+                if data is None:
                     continue  # read before this client started following the row
-                data = json.dumps(snapshot.tasks[task_id], default=str)
                 if data != last:
                     last = data
                     yield {"event": "task", "data": data}

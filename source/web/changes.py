@@ -9,11 +9,11 @@ while anyone watches, the thread also re-reads every ``refresh_seconds`` — sti
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
 
@@ -25,10 +25,12 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Snapshot:
+    """Encoded once, in the listener thread: a hundred clients send the same text."""
+
     version: int
-    overview: dict[str, Any]
-    # Rows that some client follows (a task page), with their children.
-    tasks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    overview_json: str = "{}"
+    # Rows that some client follows (a task page), with their children; "null" for a missing row.
+    tasks_json: dict[str, str] = field(default_factory=dict)
 
 
 class ChangeHub:
@@ -38,7 +40,7 @@ class ChangeHub:
         # Bursts of commits (a busy fleet) coalesce into one read per interval.
         self.min_interval_seconds = min_interval_seconds
         self.reads = 0  # snapshots read from the store (the load benchmark reports it)
-        self._snapshot = Snapshot(0, {})
+        self._snapshot = Snapshot(0)
         self._watched: Counter[str] = Counter()
         self._subscribers = 0
         self._lock = threading.Lock()
@@ -116,17 +118,16 @@ class ChangeHub:
         with self._lock:
             watched = list(self._watched)
         overview = read_overview(self.store)
-        tasks: dict[str, dict[str, Any] | None] = {}
+        tasks: dict[str, str] = {}
         for task_id in watched:
             task = self.store.get_task(task_id)
-            if task is None:
-                tasks[task_id] = None
-                continue
-            row = task_json(task)
-            row["children"] = [task_json(c) for c in self.store.list_child_tasks(task_id)]
-            tasks[task_id] = row
+            row = None
+            if task is not None:
+                row = task_json(task)
+                row["children"] = [task_json(c) for c in self.store.list_child_tasks(task_id)]
+            tasks[task_id] = json.dumps(row, default=str)
         self.reads += 1
-        return Snapshot(self.reads, overview, tasks)
+        return Snapshot(self.reads, json.dumps(overview, default=str), tasks)
 
     def _publish(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot

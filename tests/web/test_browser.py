@@ -1,6 +1,7 @@
 """The status page in a real browser (Debian's headless Chromium driven by Playwright) while a real worker
 process runs tiny tasks: a task submitted over HTTP appears, its progress moves, its output's first-frame
-thumbnail shows and its video plays, and a cancel clicked on the page stops a running generation.
+thumbnail shows and its video plays, a cancel clicked on the page stops a running generation, and the page
+fits a phone's width.
 
 Screenshots of the page are kept in ``$TEST_ARTIFACTS_DIR`` (default ``test-artifacts/``);
 ``UPDATE_DOCS_SCREENSHOT=1`` also writes the README's ``docs/status-page.png``.
@@ -96,6 +97,11 @@ def test_status_page_follows_a_real_worker_shows_thumbnails_and_cancels_from_the
             page.goto(f"{url}/tasks/{short}")
             page.locator("#task-body video.output").wait_for(timeout=10_000)
             assert "a red ball bounces" in page.locator("#task-body pre.json").first.inner_text()
+
+            page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+            page.goto(url)
+            page.locator(f'#tasks tr[data-task-id="{long}"]').wait_for(timeout=10_000)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
             page.close()
     finally:
         worker.terminate()

@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from source.db.models import NewTask
 from source.db.sqlite import SqliteTaskStore
@@ -89,3 +90,33 @@ def test_sse_clients_share_one_change_listener_and_add_no_database_reads(tmp_pat
     print("store reads with 1 and 40 clients:", one, many)
     assert many <= one * 1.5 + 6, (one, many)
     assert store.calls["wait_for_change"] > 0
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_new_row_reaches_the_stream_through_listen(postgres_store, tmp_path):
+    app = create_app(postgres_store, output_root=tmp_path, refresh_seconds=60)  # no tick within the test
+    new_ids: list[str] = []
+    # A 10 s read timeout (under the 15 s SSE ping): a missed wake-up fails the test instead of hanging it.
+    with serve_in_thread(app) as url, httpx.Client(timeout=10) as client:
+        started = time.monotonic()
+        wait_for_event(client, f"{url}/api/events",
+                       lambda name, data: bool(new_ids) and any(t["id"] == new_ids[0] for t in data["tasks"]),
+                       on_open=lambda: new_ids.append(postgres_store.add_task(NewTask("ping", {}))))
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.postgres
+def test_on_postgres_claims_and_progress_reach_the_task_stream_on_the_refresh_tick(postgres_store, tmp_path):
+    app = create_app(postgres_store, output_root=tmp_path, refresh_seconds=0.5)
+    task_id = postgres_store.add_task(NewTask("ping", {}))
+    with serve_in_thread(app) as url, httpx.Client(timeout=30) as client:
+        def claim_and_report() -> None:
+            claimed = postgres_store.claim_next_task("web-w", lease_seconds=60)
+            assert claimed is not None and claimed.id == task_id
+            # Claims and heartbeats send no NOTIFY: the hub's refresh tick carries them.
+            postgres_store.heartbeat(task_id, "web-w", lease_seconds=60, progress=0.5)
+
+        row = wait_for_event(client, f"{url}/api/tasks/{task_id}/events",
+                             lambda name, data: name == "task" and data["progress"] == 0.5,
+                             on_open=claim_and_report)
+        assert row["status"] == "In Progress" and row["worker_id"] == "web-w" and row["children"] == []

@@ -181,8 +181,8 @@ def serve(config: StoreConfig, host: str, port: int, main_output_dir: Path, read
     from source.web.app import create_app
     from source.web.auth import AuthConfigError, Tokens, check_bind, is_loopback
 
-    tokens = Tokens.from_values(read_tokens, write_tokens)
     try:
+        tokens = Tokens.from_values(read_tokens, write_tokens)
         check_bind(host, tokens)
     except AuthConfigError as exc:
         raise click.UsageError(str(exc)) from None

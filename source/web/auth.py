@@ -11,6 +11,7 @@ from enum import IntEnum
 from source.logging_utils import register_secret
 
 COOKIE = "tasks_token"
+MIN_TOKEN_CHARS = 12
 
 
 class Scope(IntEnum):
@@ -38,6 +39,9 @@ class Tokens:
     def from_values(cls, read: tuple[str, ...] | list[str] = (), write: tuple[str, ...] | list[str] = ()) -> Tokens:
         for token in (*read, *write):
             register_secret(token)
+            if len(token) < MIN_TOKEN_CHARS:
+                raise AuthConfigError(f"a token of {len(token)} characters is too easy to guess; "
+                                      f"use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 24`)")
         return cls(tuple(_digest(t) for t in read if t), tuple(_digest(t) for t in write if t))
 
     @property

@@ -9,10 +9,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from source.db import Task, TaskStatus, TaskStore
+from source.errors import InvalidParams
 from source.task_cli import _row as task_row
 
 RECENT_ROWS = 500  # rows read per refresh for the hour's metrics; the page lists the newest of them
+ACTIVE_ROWS = 1000  # Queued and In Progress rows counted by task type (a deeper queue shows as 1000+)
 SHOWN_ROWS = 50
+PROMPT_CHARS = 200
 ALIVE_WITHIN_SECONDS = 120.0
 
 
@@ -21,21 +24,40 @@ def task_json(task: Task) -> dict[str, Any]:
     return task_row(task)
 
 
+def task_summary(task: Task) -> dict[str, Any]:
+    """A row as the live page lists it: no params or result (they can be large), the prompt shortened."""
+    try:
+        prompt = task.params().get("prompt")
+    except InvalidParams:
+        prompt = None
+    return {
+        "id": task.id, "task_type": task.task_type, "status": task.status.value, "priority": task.priority,
+        "progress": task.progress, "worker_id": task.worker_id, "created_at": task.created_at,
+        "generation_started_at": task.generation_started_at,
+        "generation_processed_at": task.generation_processed_at, "output_location": task.output_location,
+        "error_message": task.error_message, "parent_task_id": task.parent_task_id,
+        "prompt": prompt[:PROMPT_CHARS] if isinstance(prompt, str) else None,
+    }
+
+
 def read_overview(store: TaskStore, *, now: datetime | None = None) -> dict[str, Any]:
     """Everything the page's summary needs, in a fixed number of store calls (whatever the number of viewers)."""
     now = now or datetime.now(timezone.utc)
     stats = store.stats()
     recent = store.list_tasks(limit=RECENT_ROWS)
-    active = [t for t in recent if not t.status.is_final]
-    by_type: dict[str, dict[str, int]] = {}
-    for task in active:
+    queued = store.list_tasks(status=TaskStatus.QUEUED, limit=ACTIVE_ROWS)
+    running = store.list_tasks(status=TaskStatus.IN_PROGRESS, limit=ACTIVE_ROWS)
+    by_type: dict[str, Counter[str]] = {}
+    for task in (*queued, *running):
         by_type.setdefault(task.task_type, Counter())[task.status.value] += 1
     return {
         "by_status": {s.value: stats.by_status.get(s.value, 0) for s in TaskStatus},
         "active_by_type": {k: dict(v) for k, v in sorted(by_type.items())},
         "last_hour": hour_metrics(recent, now),
         "workers": [asdict(w) for w in store.list_workers(alive_within_seconds=ALIVE_WITHIN_SECONDS)],
-        "tasks": [task_json(t) for t in recent[:SHOWN_ROWS]],
+        # The rows workers run now (their progress bars), whatever their age.
+        "running": [task_summary(t) for t in running[:SHOWN_ROWS]],
+        "tasks": [task_summary(t) for t in recent[:SHOWN_ROWS]],
     }
 
 

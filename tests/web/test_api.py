@@ -124,6 +124,8 @@ def test_no_tokens_is_allowed_only_on_loopback():
     check_bind("0.0.0.0", Tokens.from_values(["reader-secret-2"]))
     refused = CliRunner().invoke(task_cli.cli, ["serve", "--host", "0.0.0.0"])
     assert refused.exit_code == 2 and "--read-token" in refused.output
+    short = CliRunner().invoke(task_cli.cli, ["serve", "--write-token", "abc123"])
+    assert short.exit_code == 2 and "too easy to guess" in short.output
 
 
 def test_outputs_are_served_from_the_output_root_only(client, sqlite_store, out, tmp_path):
@@ -170,3 +172,14 @@ def test_thumbnail_is_the_first_frame_rendered_once_and_cached_under_the_output_
     os.utime(video, (1, 1))  # older than the thumbnail: not rendered again
     client.get(f"/api/tasks/{task_id}/thumbnail")
     assert cached[0].stat().st_mtime_ns == stamp
+
+
+def test_a_task_reads_back_with_its_children_and_their_states(client, sqlite_store):
+    parent = sqlite_store.add_task(NewTask("travel_orchestrator", {}))
+    sqlite_store.claim_next_task("w", lease_seconds=60)
+    first, second = sqlite_store.add_child_tasks(parent, [NewTask("travel_segment", {}, child_key="seg0"),
+                                                          NewTask("travel_stitch", {}, child_key="stitch")])
+    sqlite_store.cancel_task(second)
+    row = client.get(f"/api/tasks/{parent}").json()
+    assert [(c["id"], c["child_key"], c["status"]) for c in row["children"]] == [
+        (first, "seg0", "Queued"), (second, "stitch", "Cancelled")]

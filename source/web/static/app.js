@@ -105,7 +105,7 @@ const Tasks = (() => {
       `${type}: ${Object.entries(byStatus).map(([s, n]) => `${n} ${s}`).join(", ")}`);
     document.getElementById("by-type").textContent = types.length ? `Active by type — ${types.join(" · ")}` : "";
 
-    const byId = Object.fromEntries(data.tasks.map((t) => [t.id, t]));
+    const byId = Object.fromEntries([...data.tasks, ...data.running].map((t) => [t.id, t]));
     const workers = data.workers.map((w) => {
       const task = w.current_task_id ? byId[w.current_task_id] : null;
       const stats = w.stats || {};
@@ -136,7 +136,7 @@ const Tasks = (() => {
       gallery.replaceChildren(...(outputs.length ? outputs.map((t) =>
         el("figure", { dataset: { taskId: t.id } }, media(t, { thumbnail: true }),
            el("figcaption", {}, el("a", { href: `/tasks/${encodeURIComponent(t.id)}` }, t.task_type),
-              " ", (t.params && t.params.prompt) || ""))) : [el("p", { class: "muted" }, "No outputs yet.")]));
+              " ", t.prompt || ""))) : [el("p", { class: "muted" }, "No outputs yet.")]));
     }
 
     document.querySelector("#tasks tbody").replaceChildren(...data.tasks.map((t) =>

@@ -26,6 +26,8 @@ log = structlog.get_logger(__name__)
 MAX_PAGE = 500
 MAX_OFFSET = 5000  # the store lists newest first with a limit: deep pages read offset + limit rows
 SSE_PING_SECONDS = 15
+# An output opened directly in a tab renders inert: no scripts, no guessing an HTML type from the bytes.
+FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
 
 class SubmitTask(BaseModel):
@@ -162,7 +164,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         path = outputs.local_file(location)
         if path is None:
             raise HTTPException(404, "the output is not a file under the output root")
-        return FileResponse(path)
+        return FileResponse(path, headers=FILE_HEADERS)
 
     @router.get("/tasks/{task_id}/thumbnail", dependencies=read, response_class=FileResponse)
     def thumbnail(task_id: str) -> Any:
@@ -176,7 +178,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         picture = outputs.thumbnail(path) if path is not None else None
         if picture is None:
             raise HTTPException(404, "no thumbnail for this output")
-        return FileResponse(picture, media_type="image/jpeg")
+        return FileResponse(picture, media_type="image/jpeg", headers=FILE_HEADERS)
 
     @router.get("/files/{path:path}", dependencies=read, response_class=FileResponse)
     def files(path: str) -> Any:
@@ -184,7 +186,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         found = outputs.local_file(path) if not path.startswith("/") else None
         if found is None:
             raise HTTPException(404, "no such file under the output root")
-        return FileResponse(found)
+        return FileResponse(found, headers=FILE_HEADERS)
 
     @router.get("/events", dependencies=read, response_class=EventSourceResponse)
     async def events() -> EventSourceResponse:

@@ -97,16 +97,16 @@ class ChangeHub:
     # -- the one listener ----------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self.store.wait_for_change(self.refresh_seconds, self._poke)
-            self._poke.clear()
-            if self._stopping.is_set():
-                break
-            if not self._subscribers:
-                continue  # nobody watching: read nothing (the next subscriber pokes a fresh read)
-            # Read on a change, a new subscriber, or the refresh tick (Postgres does not notify progress).
             try:
+                self.store.wait_for_change(self.refresh_seconds, self._poke)
+                self._poke.clear()
+                if self._stopping.is_set():
+                    break
+                if not self._subscribers:
+                    continue  # nobody watching: read nothing (the next subscriber pokes a fresh read)
+                # Read on a change, a new subscriber, or the refresh tick (Postgres does not notify progress).
                 snapshot = self._read()
-            except Exception as exc:  # a database outage: keep the last snapshot, try again
+            except Exception as exc:  # a database outage: clients keep the last snapshot; try again
                 log.warning("snapshot_failed", error=str(exc))
                 self._stopping.wait(self.refresh_seconds)
                 continue

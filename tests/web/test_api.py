@@ -143,6 +143,7 @@ def test_outputs_are_served_from_the_output_root_only(client, sqlite_store, out,
 
     served = client.get(f"/api/tasks/{finished(str(video))}/output")
     assert served.status_code == 200 and served.content == video.read_bytes()
+    assert served.headers["content-security-policy"] == "sandbox"
     for location in (str(outside), str(out / ".." / "secret.txt"), str(out / "link.txt"), "/etc/passwd"):
         assert client.get(f"/api/tasks/{finished(location)}/output").status_code == 404, location
     assert client.get("/api/files/clip.mp4").content == video.read_bytes()

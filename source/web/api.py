@@ -113,23 +113,22 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         """The whole row (params, result, timings, error) and its children, oldest first."""
         return existing(task_id)
 
+    def transition(task_id: str, verb: Callable[[str], bool], event: str, refusal: str) -> dict[str, Any]:
+        existing(task_id)
+        if not verb(task_id):
+            raise HTTPException(409, f"task {task_id} is not {refusal}")
+        log.info(event, task_id=task_id)
+        return existing(task_id)
+
     @router.post("/tasks/{task_id}/cancel", dependencies=write)
     def cancel(task_id: str) -> dict[str, Any]:
         """Queued/In Progress → Cancelled (a running generation stops at its next step)."""
-        existing(task_id)
-        if not store.cancel_task(task_id):
-            raise HTTPException(409, f"task {task_id} is not Queued or In Progress")
-        log.info("task_cancelled_over_http", task_id=task_id)
-        return existing(task_id)
+        return transition(task_id, store.cancel_task, "task_cancelled_over_http", "Queued or In Progress")
 
     @router.post("/tasks/{task_id}/retry", dependencies=write)
     def retry(task_id: str) -> dict[str, Any]:
         """Failed/Cancelled → Queued, attempts reset."""
-        existing(task_id)
-        if not store.retry_task(task_id):
-            raise HTTPException(409, f"task {task_id} is not Failed or Cancelled")
-        log.info("task_retried_over_http", task_id=task_id)
-        return existing(task_id)
+        return transition(task_id, store.retry_task, "task_retried_over_http", "Failed or Cancelled")
 
     @router.get("/stats", dependencies=read)
     def stats() -> dict[str, Any]:

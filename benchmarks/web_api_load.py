@@ -162,8 +162,6 @@ async def follow_events(url: str, clients: int, seconds: float, db: Path, store:
 @click.option("--sse-clients", type=int, default=100, show_default=True)
 @click.option("--seconds", type=float, default=5.0, show_default=True)
 def main(requests: int, clients: int, sse_clients: int, seconds: float) -> None:
-    configure_logging("json")
-    logging.getLogger().setLevel(logging.WARNING)  # request lines would dominate the run
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "tasks.db"
         raw = SqliteTaskStore(db)
@@ -182,4 +180,6 @@ def main(requests: int, clients: int, sse_clients: int, seconds: float) -> None:
 
 
 if __name__ == "__main__":
+    configure_logging("json")
+    logging.getLogger().setLevel(logging.WARNING)  # request lines would dominate the run
     main()

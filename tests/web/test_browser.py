@@ -41,11 +41,15 @@ def browser():
         launched.close()
 
 
+def _artifacts() -> Path:
+    folder = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _keep_screenshot(page, name: str, *, for_docs: bool = False) -> None:
-    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO_ROOT / "test-artifacts"))
-    artifacts.mkdir(parents=True, exist_ok=True)
     page.mouse.move(0, 0)
-    page.screenshot(path=str(artifacts / name))
+    page.screenshot(path=str(_artifacts() / name))
     if for_docs and os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
         page.screenshot(path=str(REPO_ROOT / "docs" / name), clip={"x": 0, "y": 0, "width": 1000, "height": 640})
 
@@ -58,52 +62,63 @@ def test_status_page_follows_a_real_worker_shows_thumbnails_and_cancels_from_the
     try:
         with serve_process(db, out, log_path=tmp_path / "serve.log") as url, httpx.Client(base_url=url) as api:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
-            page.goto(url)
-            page.locator("#live.on").wait_for(timeout=15_000)
-
-            short = api.post("/api/tasks", json={"task_type": "t2v", "params": SHORT, "priority": 1}).json()["id"]
-            long = api.post("/api/tasks", json={"task_type": "t2v", "params": LONG}).json()["id"]
-            short_row, long_row = (page.locator(f'#tasks tr[data-task-id="{i}"]') for i in (short, long))
-            short_row.wait_for(timeout=10_000)  # appears without a reload: the SSE stream brought it
-
-            page.locator(f'#tasks tr[data-task-id="{short}"][data-status="Complete"]').wait_for(timeout=90_000)
-            thumb = page.locator(f'#gallery figure[data-task-id="{short}"] img.thumb')
-            thumb.wait_for(timeout=10_000)
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(),
-                                   timeout=10_000)
-            page.locator(f'#gallery figure[data-task-id="{short}"] .player').hover()  # a video plays on hover
-            page.wait_for_function(
-                f"""() => {{ const v = document.querySelector('#gallery figure[data-task-id="{short}"] video');
-                          return v && v.readyState >= 2 && v.videoWidth > 0; }}""", timeout=10_000)
-
-            # The table is re-rendered on every change: read the bar by selector each time, not by handle.
-            progress = (f"() => Number(document.querySelector('#tasks tr[data-task-id=\"{long}\"] .progress')"
-                        "?.dataset.progress || 0)")
-            page.wait_for_function(f"({progress})() > 0", timeout=60_000)
-            first = page.evaluate(progress)
-            page.wait_for_function(f"({progress})() > {first}", timeout=30_000)
-
-            _keep_screenshot(page, "status-page.png", for_docs=True)  # a generation running, an output shown
-            long_row.locator("button.cancel").click()
-            page.locator(f'#tasks tr[data-task-id="{long}"][data-status="Cancelled"]').wait_for(timeout=10_000)
-            cancelled = store.get_task(long)
-            assert cancelled.status is TaskStatus.CANCELLED and cancelled.output_location is None
-            # The worker is free again only if the generation really stopped (it had minutes of steps left).
-            ping = api.post("/api/tasks", json={"task_type": "ping", "params": {}}).json()["id"]
-            wait_for(lambda: store.get_task(ping).status is TaskStatus.COMPLETE, timeout=30)
-            page.locator(f'#tasks tr[data-task-id="{ping}"][data-status="Complete"]').wait_for(timeout=10_000)
-            _keep_screenshot(page, "status-page-after-cancel.png")
-
-            page.goto(f"{url}/tasks/{short}")
-            page.locator("#task-body video.output").wait_for(timeout=10_000)
-            assert "a red ball bounces" in page.locator("#task-body pre.json").first.inner_text()
-
-            page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
-            page.goto(url)
-            page.locator(f'#tasks tr[data-task-id="{long}"]').wait_for(timeout=10_000)
-            assert page.evaluate("document.documentElement.scrollWidth") <= 390
-            page.close()
+            try:
+                _follow_tasks_on_the_page(page, url, api, store)
+            except BaseException:
+                page.screenshot(path=str(_artifacts() / "status-page-failure.png"))
+                for log in ("worker.log", "serve.log"):
+                    shutil.copy(tmp_path / log, _artifacts() / f"browser-test-{log}")
+                raise
+            finally:
+                page.close()
     finally:
         worker.terminate()
         worker.wait(timeout=30)
         store.close()
+
+
+def _follow_tasks_on_the_page(page, url: str, api: httpx.Client, store: SqliteTaskStore) -> None:
+    page.goto(url)
+    page.locator("#live.on").wait_for(timeout=15_000)
+
+    short = api.post("/api/tasks", json={"task_type": "t2v", "params": SHORT, "priority": 1}).json()["id"]
+    long = api.post("/api/tasks", json={"task_type": "t2v", "params": LONG}).json()["id"]
+    short_row, long_row = (page.locator(f'#tasks tr[data-task-id="{i}"]') for i in (short, long))
+    short_row.wait_for(timeout=10_000)  # appears without a reload: the SSE stream brought it
+
+    page.locator(f'#tasks tr[data-task-id="{short}"][data-status="Complete"]').wait_for(timeout=90_000)
+    thumb = page.locator(f'#gallery figure[data-task-id="{short}"] img.thumb')
+    thumb.wait_for(timeout=10_000)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle(),
+                           timeout=10_000)
+    page.locator(f'#gallery figure[data-task-id="{short}"] .player').hover()  # a video plays on hover
+    page.wait_for_function(
+        f"""() => {{ const v = document.querySelector('#gallery figure[data-task-id="{short}"] video');
+                  return v && v.readyState >= 2 && v.videoWidth > 0; }}""", timeout=10_000)
+
+    # The table is re-rendered on every change: read the bar by selector each time, not by handle.
+    progress = (f"() => Number(document.querySelector('#tasks tr[data-task-id=\"{long}\"] .progress')"
+                "?.dataset.progress || 0)")
+    page.wait_for_function(f"({progress})() > 0", timeout=60_000)
+    first = page.evaluate(progress)
+    page.wait_for_function(f"({progress})() > {first}", timeout=30_000)
+
+    _keep_screenshot(page, "status-page.png", for_docs=True)  # a generation running, an output shown
+    long_row.locator("button.cancel").click()
+    page.locator(f'#tasks tr[data-task-id="{long}"][data-status="Cancelled"]').wait_for(timeout=10_000)
+    cancelled = store.get_task(long)
+    assert cancelled.status is TaskStatus.CANCELLED and cancelled.output_location is None
+    # The worker is free again only if the generation really stopped (it had minutes of steps left).
+    ping = api.post("/api/tasks", json={"task_type": "ping", "params": {}}).json()["id"]
+    wait_for(lambda: store.get_task(ping).status is TaskStatus.COMPLETE, timeout=30)
+    page.locator(f'#tasks tr[data-task-id="{ping}"][data-status="Complete"]').wait_for(timeout=10_000)
+    _keep_screenshot(page, "status-page-after-cancel.png")
+
+    page.goto(f"{url}/tasks/{short}")
+    page.locator("#task-body video.output").wait_for(timeout=10_000)
+    assert "a red ball bounces" in page.locator("#task-body pre.json").first.inner_text()
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+    page.goto(url)
+    page.locator(f'#tasks tr[data-task-id="{long}"]').wait_for(timeout=10_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

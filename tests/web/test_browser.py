@@ -23,8 +23,10 @@ from tests.web.live import serve_process
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = next((found for name in ("/usr/bin/chromium", "chromium", "chromium-browser")
-                 if (found := shutil.which(name))), None)
+# CHROMIUM_PATH names another Chromium build (another distribution, a local one).
+CANDIDATES = (os.environ["CHROMIUM_PATH"],) if os.environ.get("CHROMIUM_PATH") else (
+    "/usr/bin/chromium", "chromium", "chromium-browser")
+CHROMIUM = next((found for name in CANDIDATES if (found := shutil.which(name))), None)
 SHORT = {"prompt": "a red ball bounces", "model": "tiny_t2v", "seed": 7, "steps": 3}
 # ~50 tiny steps a second on CPU: minutes of work, so only a cancel ends it within the test.
 LONG = {"prompt": "a very long dance", "model": "tiny_t2v", "seed": 8, "steps": 8000}
@@ -33,7 +35,8 @@ LONG = {"prompt": "a very long dance", "model": "tiny_t2v", "seed": 8, "steps": 
 @pytest.fixture(scope="module")
 def browser():
     if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (scripts/test.sh installs Debian's chromium with apt-get)")
+        pytest.skip(f"no Chromium on this machine (looked for {', '.join(CANDIDATES)}; scripts/test.sh installs "
+                    "Debian's chromium with apt-get where it can)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

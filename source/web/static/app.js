@@ -139,11 +139,31 @@ const Tasks = (() => {
               " ", t.prompt || ""))) : [el("p", { class: "muted" }, "No outputs yet.")]));
     }
 
-    document.querySelector("#tasks tbody").replaceChildren(...data.tasks.map((t) =>
-      el("tr", { dataset: { taskId: t.id, status: t.status } },
-         el("td", {}, el("a", { href: `/tasks/${encodeURIComponent(t.id)}`, title: t.id }, shortId(t.id))),
-         el("td", {}, t.task_type), el("td", {}, badge(t.status)), el("td", {}, progressBar(t)),
-         el("td", { class: "muted" }, when(t.created_at)), el("td", {}, actions(t)))));
+    renderRows(document.querySelector("#tasks tbody"), data.tasks);
+  }
+
+  // Rows keep their elements across updates (only the cells that changed are rebuilt), so a Cancel
+  // button is never swapped out under a pointer between press and release.
+  function renderRows(tbody, tasks) {
+    const existing = new Map([...tbody.children].map((tr) => [tr.dataset.taskId, tr]));
+    tbody.replaceChildren(...tasks.map((t) => {
+      let tr = existing.get(t.id);
+      if (!tr) {
+        tr = el("tr", { dataset: { taskId: t.id } },
+                el("td", {}, el("a", { href: `/tasks/${encodeURIComponent(t.id)}`, title: t.id }, shortId(t.id))),
+                el("td", {}, t.task_type), el("td"), el("td"), el("td", { class: "muted" }, when(t.created_at)),
+                el("td"));
+      }
+      const [, , statusCell, progressCell, , actionCell] = tr.children;
+      if (tr.dataset.status !== t.status) {
+        tr.dataset.status = t.status;
+        statusCell.replaceChildren(badge(t.status));
+        actionCell.replaceChildren(...actions(t));
+      }
+      const bar = progressBar(t);
+      if (progressCell.firstChild?.dataset.progress !== bar.dataset.progress) progressCell.replaceChildren(bar);
+      return tr;
+    }));
   }
 
   function field(label, value) {

@@ -179,15 +179,14 @@ def serve(config: StoreConfig, host: str, port: int, main_output_dir: Path, read
     import uvicorn
 
     from source.web.app import create_app
-    from source.web.auth import AuthConfigError, Tokens, check_bind, is_loopback
+    from source.web.auth import AuthConfigError, Tokens, check_bind
 
     try:
         tokens = Tokens.from_values(read_tokens, write_tokens)
         check_bind(host, tokens)
     except AuthConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    app = create_app(_open(config), output_root=main_output_dir, tokens=tokens, refresh_seconds=refresh_seconds,
-                     secure_cookie=not is_loopback(host))
+    app = create_app(_open(config), output_root=main_output_dir, tokens=tokens, refresh_seconds=refresh_seconds)
     # log_config=None: uvicorn's lines go through this process's logging (JSON or console, secrets redacted).
     uvicorn.run(app, host=host, port=port, log_config=None)
 

@@ -20,7 +20,7 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(store: TaskStore, *, output_root: Path, tokens: Tokens | None = None,
-               refresh_seconds: float = 1.0, secure_cookie: bool = False) -> FastAPI:
+               refresh_seconds: float = 1.0) -> FastAPI:
     tokens = tokens or Tokens()
     hub = ChangeHub(store, refresh_seconds=refresh_seconds)
 
@@ -36,6 +36,6 @@ def create_app(store: TaskStore, *, output_root: Path, tokens: Tokens | None = N
                   description="Submit, follow and fetch the worker queue's tasks. Bearer tokens: read or write scope.")
     app.state.hub = hub
     app.include_router(build_router(store, hub, OutputRoot(output_root), tokens))
-    app.include_router(build_pages(tokens, secure_cookie=secure_cookie))
+    app.include_router(build_pages(tokens))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -16,7 +16,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
-def build_pages(tokens: Tokens, *, secure_cookie: bool) -> APIRouter:
+def build_pages(tokens: Tokens) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     def page(request: Request, name: str, scope: Scope, **context: object) -> Response:
@@ -46,9 +46,10 @@ def build_pages(tokens: Tokens, *, secure_cookie: bool) -> APIRouter:
                                                                       "auth_required": tokens.required},
                                               status_code=401)
         response = RedirectResponse("/", status_code=303)
-        # HttpOnly: page scripts never see the token; SameSite=Strict: other sites cannot post with it.
+        # HttpOnly: page scripts never see the token; SameSite=Strict: other sites cannot post with it;
+        # Secure whenever the page came over https (uvicorn reads X-Forwarded-Proto from a local proxy).
         response.set_cookie(COOKIE, token, max_age=COOKIE_MAX_AGE, httponly=True, samesite="strict",
-                            secure=secure_cookie)
+                            secure=request.url.scheme == "https")
         return response
 
     @router.post("/logout")

@@ -120,6 +120,8 @@ def _follow_tasks_on_the_page(page, url: str, api: httpx.Client, store: SqliteTa
     page.goto(f"{url}/tasks/{short}")
     page.locator("#task-body video.output").wait_for(timeout=10_000)
     assert "a red ball bounces" in page.locator("#task-body pre.json").first.inner_text()
+    assert page.evaluate("[...document.querySelector('#task-body').childNodes].every(n => n.nodeType === 1)"), \
+        "only blocks in the task page (no stray text such as 'null')"
 
     page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
     page.goto(url)

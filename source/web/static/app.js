@@ -176,7 +176,7 @@ const Tasks = (() => {
     document.getElementById("task-missing").hidden = task !== null;
     if (task === null) return body.replaceChildren();
     const result = task.result || {};
-    body.replaceChildren(
+    body.replaceChildren(...sections(
       el("div", { class: "row" }, badge(task.status), el("b", {}, task.task_type), progressBar(task), actions(task)),
       task.error_message ? el("pre", { class: "error" }, task.error_message) : null,
       task.status === "Complete" && task.output_location ? media(task, { thumbnail: false }) : null,
@@ -192,8 +192,11 @@ const Tasks = (() => {
       task.children && task.children.length ? [el("h2", {}, "Children"), el("ul", { class: "tree" },
         task.children.map((c) => el("li", { dataset: { taskId: c.id, status: c.status } }, badge(c.status), " ",
           el("a", { href: `/tasks/${encodeURIComponent(c.id)}` }, c.child_key || shortId(c.id)),
-          ` ${c.task_type} `, progressBar(c))))] : null);
+          ` ${c.task_type} `, progressBar(c))))] : null));
   }
+
+  // The page's blocks in order, the absent (null) ones left out.
+  const sections = (...blocks) => blocks.flat().filter((block) => block !== null && block !== undefined);
 
   function follow(url, event, render) {
     const live = document.getElementById("live");

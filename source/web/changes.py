@@ -65,7 +65,7 @@ class ChangeHub:
 
     # -- clients ------------------------------------------------------------------------------------
     async def snapshots(self, task_id: str | None = None) -> AsyncIterator[Snapshot]:
-        """Every new snapshot from now on (the current one first, once fresh)."""
+        """Every snapshot read from now on; subscribing pokes the listener, so the first comes at once."""
         assert self._published is not None, "hub not started"
         with self._lock:
             self._subscribers += 1

@@ -160,6 +160,33 @@ def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
                    f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
 
 
+def _queue_summary(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
+            f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
+            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
+
+
+def _row(task: Task) -> dict[str, Any]:
+    try:
+        params: Any = task.params()
+    except Exception:
+        params = task.params_json
+    return {
+        "id": task.id, "task_type": task.task_type, "status": task.status.value, "params": params,
+        "dependant_on": task.dependant_on, "project_id": task.project_id, "priority": task.priority,
+        "attempts": task.attempts, "max_attempts": task.max_attempts, "worker_id": task.worker_id,
+        "created_at": task.created_at, "updated_at": task.updated_at,
+        "generation_started_at": task.generation_started_at,
+        "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
+        "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
+        "error_message": task.error_message, "result": task.result,
+        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
+        "awaiting_children": task.awaiting_children,
+    }
+
+
 @cli.command()
 @with_store_config
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -194,33 +221,6 @@ def serve(config: StoreConfig, host: str, port: int, main_output_dir: Path, read
 def serve_main() -> None:
     """The ``tasks-serve`` console script: ``tasks serve`` with its flags."""
     cli(["serve", *sys.argv[1:]])
-
-
-def _queue_summary(stats: dict[str, Any] | None) -> str:
-    if not stats:
-        return ""
-    return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
-            f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
-            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
-
-
-def _row(task: Task) -> dict[str, Any]:
-    try:
-        params: Any = task.params()
-    except Exception:
-        params = task.params_json
-    return {
-        "id": task.id, "task_type": task.task_type, "status": task.status.value, "params": params,
-        "dependant_on": task.dependant_on, "project_id": task.project_id, "priority": task.priority,
-        "attempts": task.attempts, "max_attempts": task.max_attempts, "worker_id": task.worker_id,
-        "created_at": task.created_at, "updated_at": task.updated_at,
-        "generation_started_at": task.generation_started_at,
-        "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
-        "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
-        "error_message": task.error_message, "result": task.result,
-        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
-        "awaiting_children": task.awaiting_children,
-    }
 
 
 if __name__ == "__main__":

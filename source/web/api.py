@@ -33,7 +33,8 @@ FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": 
 class SubmitTask(BaseModel):
     task_type: str = Field(min_length=1, max_length=200, examples=["t2v"])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"prompt": "a cat dances", "model": "tiny_t2v"}])
-    priority: int = Field(0, description="Higher runs first.")
+    # The priority column is a 32-bit integer on both backends.
+    priority: int = Field(0, ge=-(2**31), le=2**31 - 1, description="Higher runs first.")
     dependant_on: str | None = Field(None, description="Run only after this task is Complete.")
     project_id: str | None = None
     max_attempts: int = Field(3, ge=1)
@@ -49,8 +50,8 @@ class TaskList(BaseModel):
 
 def refused(field: str, message: str) -> JSONResponse:
     """The same 422 shape FastAPI gives for a malformed body, so clients read one error format."""
-    return JSONResponse(status_code=422, content={"detail": [
-        {"loc": ["body", *field.split(".")], "msg": message, "type": "value_error"}]})
+    loc = ["body", *field.split(".")] if field else ["body"]
+    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": message, "type": "value_error"}]})
 
 
 def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens) -> APIRouter:
@@ -91,9 +92,12 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             return refused("dependant_on", f"no task {body.dependant_on}")
         if body.id and store.get_task(body.id) is not None:
             raise HTTPException(409, f"task {body.id} exists already")
-        task_id = store.add_task(NewTask(task_type=body.task_type, params=body.params, id=body.id,
-                                         dependant_on=body.dependant_on, priority=body.priority,
-                                         project_id=body.project_id, max_attempts=body.max_attempts))
+        try:
+            task_id = store.add_task(NewTask(task_type=body.task_type, params=body.params, id=body.id,
+                                             dependant_on=body.dependant_on, priority=body.priority,
+                                             project_id=body.project_id, max_attempts=body.max_attempts))
+        except ValueError as exc:  # the store's own refusal of a row (a value past a column's limits)
+            return refused("", str(exc))
         log.info("task_submitted", task_id=task_id, task_type=body.task_type)
         return existing(task_id)
 

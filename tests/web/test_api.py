@@ -50,6 +50,7 @@ def test_submitted_task_answers_201_with_its_row_and_reads_back_by_id(client, sq
      "WIDTHxHEIGHT"),
     ({"task_type": "ping", "params": [1, 2]}, ["body", "params"], "dictionary"),
     ({"task_type": "ping", "dependant_on": "missing-row"}, ["body", "dependant_on"], "no task missing-row"),
+    ({"task_type": "ping", "priority": 2**40}, ["body", "priority"], "less than or equal to 2147483647"),
 ])
 def test_bad_submission_is_refused_422_naming_the_field_and_no_row_is_written(client, sqlite_store, body, field,
                                                                              words):

@@ -9,14 +9,15 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import APIRouter, Cookie, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Cookie, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from source.db import NewTask, TaskStatus, TaskStore
 from source.submission import SubmissionRefused, check_submission
-from source.web.auth import COOKIE, Scope, Tokens, bearer_token
+from source.web.auth import COOKIE, Scope, Tokens
 from source.web.changes import ChangeHub
 from source.web.files import IMAGE_SUFFIXES, OutputRoot, is_remote
 from source.web.overview import ALIVE_WITHIN_SECONDS, read_overview, task_json
@@ -55,9 +56,12 @@ def refused(field: str, message: str) -> JSONResponse:
 
 
 def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens) -> APIRouter:
-    def scope_of(authorization: Annotated[str | None, Header()] = None,
+    bearer = HTTPBearer(auto_error=False, description="A read or write token (`tasks serve --read-token ...`).")
+
+    def scope_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
                  cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Scope:
-        return tokens.scope_of(bearer_token(authorization, cookie))
+        # The cookie is what the login page set: a browser's EventSource, <img> and <video> send no header.
+        return tokens.scope_of(credentials.credentials if credentials else cookie)
 
     def needs(required: Scope) -> Callable[..., Scope]:
         def check(scope: Annotated[Scope, Depends(scope_of)]) -> Scope:

@@ -77,13 +77,3 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def bearer_token(authorization: str | None, cookie: str | None) -> str | None:
-    """The token of a request: the Authorization header, else the cookie the login page set (a browser's
-    EventSource, <img> and <video> cannot send headers)."""
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    return cookie or None

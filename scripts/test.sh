@@ -9,5 +9,11 @@ if python -m pip show -q opencv-python opencv-python-headless opencv-contrib-pyt
   python -m pip uninstall -q -y --root-user-action=ignore opencv-python opencv-python-headless opencv-contrib-python-headless
   python -m pip install -q --disable-pip-version-check --root-user-action=ignore --force-reinstall --no-deps opencv-contrib-python
 fi
+# tests/web/test_browser.py drives Debian's Chromium (Playwright cannot download its own browsers here):
+# install it when missing, quietly and best effort (the test skips, saying why, when there is none).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "chromium could not be installed: the browser test will skip" >&2
+fi
 python -m ruff check .
 python -m pytest -q "$@"

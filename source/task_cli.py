@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from source.db import (
 from source.db.config import StoreUnavailable
 from source.db.models import Task
 from source.logging_utils import configure_logging
-from source.routing import known_task_types
+from source.submission import SubmissionRefused, check_submission
 
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
@@ -76,10 +77,13 @@ def cli(log_format: str) -> None:
 def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, dependant_on: str | None,
         priority: int, project_id: str | None, max_attempts: int) -> None:
     """Queue a task. PARAMS is a JSON object or @file.json."""
-    if task_type not in known_task_types():
-        click.echo(f"warning: {task_type!r} is not a known task type; a worker will fail it", err=True)
+    loaded = _load_params(params)
+    try:
+        check_submission(task_type, loaded)
+    except SubmissionRefused as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from None
     store = _open(config)
-    new_id = store.add_task(NewTask(task_type=task_type, params=_load_params(params), id=task_id,
+    new_id = store.add_task(NewTask(task_type=task_type, params=loaded, id=task_id,
                                     dependant_on=dependant_on, priority=priority, project_id=project_id,
                                     max_attempts=max_attempts))
     click.echo(new_id)
@@ -238,6 +242,42 @@ def _row(task: Task) -> dict[str, Any]:
         "parent_task_id": task.parent_task_id, "child_key": task.child_key,
         "awaiting_children": task.awaiting_children,
     }
+
+
+@cli.command()
+@with_store_config
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; any other than loopback needs tokens.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
+              show_default=True, help="The workers' output root: the only folder files are served from.")
+@click.option("--read-token", "read_tokens", multiple=True, envvar="TASKS_READ_TOKENS",
+              help="Bearer token that may read (repeatable; env TASKS_READ_TOKENS, space-separated).")
+@click.option("--write-token", "write_tokens", multiple=True, envvar="TASKS_WRITE_TOKENS",
+              help="Bearer token that may also submit, cancel and retry (env TASKS_WRITE_TOKENS).")
+@click.option("--refresh-seconds", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Live pages re-read the queue at least this often (Postgres does not notify progress).")
+def serve(config: StoreConfig, host: str, port: int, main_output_dir: Path, read_tokens: tuple[str, ...],
+          write_tokens: tuple[str, ...], refresh_seconds: float) -> None:
+    """Web status page and HTTP API (/api, /openapi.json) over the same store."""
+    import uvicorn
+
+    from source.web.app import create_app
+    from source.web.auth import AuthConfigError, Tokens, check_bind
+
+    try:
+        tokens = Tokens.from_values(read_tokens, write_tokens)
+        check_bind(host, tokens)
+    except AuthConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    app = create_app(_open(config), output_root=main_output_dir, tokens=tokens, refresh_seconds=refresh_seconds)
+    # log_config=None: uvicorn's lines go through this process's logging (JSON or console, secrets redacted).
+    uvicorn.run(app, host=host, port=port, log_config=None)
+
+
+def serve_main() -> None:
+    """The ``tasks-serve`` console script: ``tasks serve`` with its flags."""
+    cli(["serve", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class WorkerSettings:
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True
+    # A row given back on shutdown this many times without counting the attempt; after that it counts.
+    free_shutdown_requeues: int = 3
 
     @property
     def heartbeat_interval(self) -> float:

@@ -189,7 +189,7 @@ def _not_in_state(store: TaskStore, task_id: str, verb: str, states: str) -> str
     task = store.get_task(task_id)
     if task is None:
         return f"no task {task_id}"
-    return f"task {task_id} is {task.status.value}, not {states}: it cannot be {verb}"
+    return f"task {task_id} is {task.status.value}: it is not {states}, so it cannot be {verb}"
 
 
 def _queue_summary(stats: dict[str, Any] | None) -> str:

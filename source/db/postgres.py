@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from source.db.config import StoreUnavailable
+from source.db.models import NewTask, TaskRejected
 from source.db.pg_listener import ChangeListener
 from source.db.rpc_store import Row, RpcTaskStore
 from source.db.sql_files import list_migrations, load_queries
@@ -92,6 +93,14 @@ class PostgresTaskStore(RpcTaskStore):
                 log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def add_task(self, task: NewTask) -> str:
+        try:
+            return super().add_task(task)
+        except psycopg.errors.UniqueViolation:
+            raise TaskRejected(f"task id {task.id} already exists") from None
+        except psycopg.errors.IntegrityError as exc:  # a check such as the id length limit
+            raise TaskRejected(str(exc).strip().splitlines()[0]) from None
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

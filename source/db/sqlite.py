@@ -21,6 +21,7 @@ from source.db.models import (
     NewTask,
     QueueStats,
     Task,
+    TaskRejected,
     TaskStatus,
     UnrunnableTask,
     WorkerInfo,
@@ -117,7 +118,7 @@ class SqliteTaskStore:
     # -- producer verbs ------------------------------------------------------------------------------
     def add_task(self, task: NewTask) -> str:
         task_id = task.id or str(uuid4())
-        with self._write() as conn:
+        with _rejected_as(task_id), self._write() as conn:
             conn.execute(
                 self._q("insert_task"),
                 {
@@ -366,6 +367,17 @@ class SqliteTaskStore:
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:
             return conn.execute(self._q(query), params).fetchone() is not None
+
+
+@contextmanager
+def _rejected_as(task_id: str) -> Iterator[None]:
+    """The database refusing a row (a duplicate id, the id length trigger) as a TaskRejected with one line."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE constraint failed: tasks.id" in str(exc):
+            raise TaskRejected(f"task id {task_id} already exists") from None
+        raise TaskRejected(str(exc)) from None
 
 
 def _as_text(value: Any) -> str:

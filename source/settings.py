@@ -19,7 +19,10 @@ class WorkerSettings:
     poll_interval: float = 10.0
     lease_seconds: float = 60.0
     shutdown_grace: float = 30.0
+    # Seconds a task may run: None = scaled by the task's model (source/task_limits.py), 0 = no limit.
     task_timeout: float | None = None
+    # Child rows one orchestrator may create (a travel of N images creates N rows).
+    max_children_per_task: int = 200
     affinity_window: float = 120.0
     queue_workers: int = 1
     apply_reward_lora: bool = False

@@ -25,6 +25,7 @@ from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
+from source.task_limits import task_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -278,6 +279,7 @@ class Worker:
         self.observer.task_claimed(task)
         try:
             params = task.params()
+            timeout = task_timeout(task.task_type, params, self.settings.task_timeout)
         except InvalidParams as exc:
             self._fail(task, str(exc), tlog)
             return
@@ -295,7 +297,7 @@ class Worker:
         heartbeat.start()
         run.start()
         try:
-            finished = self._supervise(run)
+            finished = self._supervise(run, timeout)
         finally:
             heartbeat.stop()
         elapsed = round(time.monotonic() - run.started, 3)
@@ -307,13 +309,12 @@ class Worker:
             assert run.outcome is not None
             self._complete(task, run.outcome, elapsed, tlog)
 
-    def _supervise(self, run: _HandlerRun) -> bool:
+    def _supervise(self, run: _HandlerRun, timeout: float | None) -> bool:
         """Wait for the handler; on shutdown give it the grace period, on timeout stop it. Returns
         False when the handler ignored a stop request past the checkpoint grace."""
         cancel = run.ctx.cancel
         stop_seen_at: float | None = None
         cancelled_at: float | None = None
-        timeout = self.settings.task_timeout
         self._touch(run.ctx.task)
         next_touch = time.monotonic() + self.settings.heartbeat_interval
         while not run.wait(0.05):

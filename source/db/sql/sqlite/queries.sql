@@ -35,8 +35,9 @@ SET status = 'In Progress',
     progress = 0,
     error_message = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE id = (
-    SELECT t.id FROM tasks AS t
+WHERE rowid = (
+    -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed
+    SELECT t.rowid FROM tasks AS t
     WHERE t.status = 'Queued'
       AND (t.dependant_on IS NULL
            OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
@@ -171,7 +172,9 @@ WHERE status = 'Queued' AND dependant_on IS NOT NULL
   AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled'))
        -- a producer may insert a child a moment before its parent: give the parent a minute to appear
        OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
-           AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')))
+           AND (created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')
+                -- a created_at that is not a timestamp gives no grace (it would compare as never old)
+                OR typeof(created_at) <> 'text' OR created_at NOT LIKE '____-__-__T__:__:__.___Z')))
 RETURNING id, dependant_on;
 
 -- name: fail_unknown_status

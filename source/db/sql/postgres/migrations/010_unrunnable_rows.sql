@@ -8,6 +8,10 @@
 ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_id_length;
 ALTER TABLE tasks ADD CONSTRAINT tasks_id_length CHECK (char_length(id::text) <= 200) NOT VALID;
 
+-- The claim adds one to attempts: at the integer limit it would raise, and fail every claim behind it.
+ALTER TABLE tasks DROP CONSTRAINT IF EXISTS tasks_attempts_range;
+ALTER TABLE tasks ADD CONSTRAINT tasks_attempts_range CHECK (attempts < 2147483647) NOT VALID;
+
 -- How often a worker shutting down gave the row back (requeue_task_on_shutdown).
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS shutdown_requeues integer NOT NULL DEFAULT 0;
 
@@ -59,6 +63,14 @@ BEGIN
                         || ' is not one of Queued, In Progress, Complete, Failed, Cancelled',
         lease_expires_at = NULL, generation_processed_at = now(), updated_at = now()
     WHERE t.status::text NOT IN ('Queued', 'In Progress', 'Complete', 'Failed', 'Cancelled')
+    RETURNING t.id::text, t.error_message::text;
+
+    -- attempts at the integer limit (a legacy row from before tasks_attempts_range): a claim would overflow.
+    RETURN QUERY
+    UPDATE tasks AS t
+    SET status = 'Failed', error_message = 'attempts is ' || t.attempts || ', the integer limit: it cannot be claimed',
+        generation_processed_at = now(), updated_at = now()
+    WHERE t.status = 'Queued' AND t.attempts >= 2147483647
     RETURNING t.id::text, t.error_message::text;
 
     -- Waiting for children it does not have: nothing would ever finish it (and the lease sweep skips it).

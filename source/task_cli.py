@@ -216,6 +216,8 @@ def _row(task: Task) -> dict[str, Any]:
         "error_message": task.error_message, "result": task.result,
         "parent_task_id": task.parent_task_id, "child_key": task.child_key,
         "awaiting_children": task.awaiting_children,
+        # what is wrong with the row as stored (undecodable text, wrong column types), if anything
+        "row_problems": list(task.problems),
     }
 
 

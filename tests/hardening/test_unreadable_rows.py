@@ -3,11 +3,16 @@ names the column and shows the bytes escaped, and the good row behind it runs in
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from source.db.models import NewTask, TaskStatus
+from source.db.sqlite import SqliteTaskStore
 from tests.hardening.raw_rows import POLL_INTERVAL, assert_good_row_completed, drain
-from tests.helpers import run_worker
+from tests.helpers import REPO_ROOT, run_worker
 
 NESTED_5000 = '{"a": ' * 5000 + "1" + "}" * 5000
 LONG_ID = "x" * 300
@@ -106,8 +111,6 @@ def test_many_unreadable_rows_in_a_row_do_not_hold_up_the_good_one(raw_backend, 
 
 
 def test_once_worker_process_exits_after_an_undecodable_sqlite_row(tmp_path):
-    from source.db.sqlite import SqliteTaskStore
-
     db = tmp_path / "tasks.db"
     store = SqliteTaskStore(db)
     store.migrate()
@@ -121,4 +124,27 @@ def test_once_worker_process_exits_after_an_undecodable_sqlite_row(tmp_path):
     assert broken.status is TaskStatus.FAILED
     assert "params is not valid UTF-8 text" in broken.error_message
     assert "Could not decode" not in result.stderr
+    store.close()
+
+
+def test_tasks_list_and_show_read_an_undecodable_row_without_a_traceback(tmp_path):
+    db = tmp_path / "tasks.db"
+    store = SqliteTaskStore(db)
+    store.migrate()
+    bad = store.add_task(NewTask("ping", {}, id="bad"))
+    store._conn().execute("UPDATE tasks SET params = CAST(x'7b226d223a2280ff227d' AS TEXT), status = 'queued' "
+                          "WHERE id = ?", (bad,))
+
+    def tasks(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "source.task_cli", args[0], "--db-file", str(db), *args[1:]],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    listed = tasks("list")
+    assert listed.returncode == 0 and "bad" in listed.stdout, listed.stderr
+    shown = tasks("show", "bad")
+    assert shown.returncode == 0, shown.stderr
+    row = json.loads(shown.stdout)
+    assert row["params"] == "b'{\"m\":\"\\x80\\xff\"}'"
+    assert row["row_problems"] == ["params is not valid UTF-8 text: b'{\"m\":\"\\x80\\xff\"}'",
+                                   "status 'queued' is not one of Queued, In Progress, Complete, Failed, Cancelled"]
     store.close()

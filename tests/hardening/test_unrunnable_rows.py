@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from source.db.models import NewTask, TaskStatus
-from tests.hardening.raw_rows import POLL_INTERVAL, assert_good_row_completed, drain
+from source.db.sqlite import SqliteTaskStore
+from tests.hardening.raw_rows import POLL_INTERVAL, RawBackend, assert_good_row_completed, drain
 from tests.helpers import REPO_ROOT
 
 
@@ -111,9 +112,6 @@ def test_tasks_add_refuses_a_missing_dependency(raw_backend):
 
 
 def test_sqlite_blob_dependency_fails_with_the_bytes_shown(tmp_path):
-    from source.db.sqlite import SqliteTaskStore
-    from tests.hardening.raw_rows import RawBackend
-
     store = SqliteTaskStore(tmp_path / "tasks.db")
     store.migrate()
     backend = RawBackend("sqlite", store, path=tmp_path / "tasks.db")

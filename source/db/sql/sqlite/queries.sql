@@ -215,7 +215,8 @@ blocked(id, dependant_on) AS MATERIALIZED (
 runnable(id) AS (
     SELECT b.id FROM blocked AS b WHERE b.dependant_on NOT IN (SELECT x.id FROM blocked AS x)
     UNION
-    SELECT b.id FROM blocked AS b JOIN runnable AS r ON b.dependant_on = r.id
+    -- down the chains through the dependant_on index, not the CTE (one probe per link)
+    SELECT b.id FROM runnable AS r JOIN tasks AS b ON b.dependant_on = r.id WHERE b.status = 'Queued'
 ),
 stuck(id, dependant_on) AS MATERIALIZED (
     SELECT b.id, b.dependant_on FROM blocked AS b WHERE b.id NOT IN (SELECT r.id FROM runnable AS r)

@@ -212,14 +212,20 @@ blocked(id, dependant_on) AS MATERIALIZED (
     SELECT t.id, t.dependant_on FROM tasks AS t JOIN tasks AS d ON d.id = t.dependant_on
     WHERE t.status = 'Queued' AND d.status = 'Queued'
 ),
+-- the dependencies of blocked rows that are not blocked themselves: where the chains can start
+heads(id) AS MATERIALIZED (
+    SELECT b.dependant_on FROM blocked AS b
+    EXCEPT
+    SELECT b.id FROM blocked AS b
+),
 runnable(id) AS (
-    SELECT b.id FROM blocked AS b WHERE b.dependant_on NOT IN (SELECT x.id FROM blocked AS x)
+    SELECT b.id FROM heads AS h JOIN tasks AS b ON b.dependant_on = h.id WHERE b.status = 'Queued'
     UNION
-    -- down the chains through the dependant_on index, not the CTE (one probe per link)
+    -- down the chains through the dependant_on index (one probe per link)
     SELECT b.id FROM runnable AS r JOIN tasks AS b ON b.dependant_on = r.id WHERE b.status = 'Queued'
 ),
 stuck(id, dependant_on) AS MATERIALIZED (
-    SELECT b.id, b.dependant_on FROM blocked AS b WHERE b.id NOT IN (SELECT r.id FROM runnable AS r)
+    SELECT b.id, b.dependant_on FROM blocked AS b WHERE b.id IN (SELECT id FROM blocked EXCEPT SELECT id FROM runnable)
 ),
 walk(start, cur, path, steps) AS (
     SELECT s.id, s.dependant_on, s.id, 0 FROM stuck AS s

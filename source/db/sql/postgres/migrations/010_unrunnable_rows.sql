@@ -92,16 +92,28 @@ BEGIN
         SELECT b.id, b.dependant_on FROM tasks AS b JOIN tasks AS d ON d.id = b.dependant_on
         WHERE b.status = 'Queued' AND b.blocked_by_dependency AND d.status = 'Queued'
     ),
+    -- the dependencies of blocked rows that are not blocked themselves: where the chains can start
+    -- (set operations, not anti-joins: a fresh table without statistics must not turn them into nested loops)
+    heads AS MATERIALIZED (
+        SELECT b.dependant_on AS id FROM blocked AS b
+        EXCEPT
+        SELECT b.id FROM blocked AS b
+    ),
     runnable AS (
-        SELECT b.id FROM blocked AS b WHERE NOT EXISTS (SELECT 1 FROM blocked AS x WHERE x.id = b.dependant_on)
+        SELECT b.id FROM heads AS h JOIN tasks AS b ON b.dependant_on = h.id
+        WHERE b.status = 'Queued' AND b.blocked_by_dependency
         UNION
-        -- down the chains through the dependant_on index, not the CTE (one probe per link)
+        -- down the chains through the dependant_on index (one probe per link)
         SELECT b.id FROM runnable AS r JOIN tasks AS b ON b.dependant_on = r.id
         WHERE b.status = 'Queued' AND b.blocked_by_dependency
     ),
+    stuck_ids AS MATERIALIZED (
+        SELECT b.id FROM blocked AS b
+        EXCEPT
+        SELECT r.id FROM runnable AS r
+    ),
     stuck AS MATERIALIZED (
-        SELECT b.id, b.dependant_on FROM blocked AS b
-        WHERE NOT EXISTS (SELECT 1 FROM runnable AS r WHERE r.id = b.id)
+        SELECT b.id, b.dependant_on FROM blocked AS b JOIN stuck_ids AS s ON s.id = b.id
     ),
     walk AS (
         SELECT s.id AS start, s.dependant_on AS cur, s.id::text AS path, 0 AS steps FROM stuck AS s

@@ -21,6 +21,7 @@ from source.errors import InvalidParams
 from source.inputs import engine_inputs, resolve_input
 from source.lora_utils import process_all_loras
 from source.task_conversion import GenerationTask
+from source.task_limits import check_work_budget
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,7 @@ class WanOrchestrator:
         params = {**params, "prompt": prompt}
         self._validate(model_type, params)
         resolved = self._resolve_parameters(model_type, params)
+        check_work_budget(model_type, resolved)
         self.load_model(model_type)
         self.state["gen"] = {"file_list": [], "should_abort": should_abort or (lambda: False)}
         result = wgp.generate_video(self.state, model_type, output_dir=output_dir or self.output_dir,

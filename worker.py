@@ -57,8 +57,15 @@ log = structlog.get_logger("worker")
               help="Lease of a claimed row; a crashed worker's row is reclaimed after it expires.")
 @click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM/SIGINT, seconds the running task may finish before it is requeued.")
-@click.option("--task-timeout", type=click.FloatRange(min=0), default=0, show_default=True,
-              help="Fail a task that runs longer than this many seconds (0 = no limit).")
+@click.option("--task-timeout", type=click.FloatRange(min=0), default=None, show_default="scaled by the model",
+              help="Fail a task that runs longer than this many seconds (0 = no limit). Default: 300 s plus 60 s "
+                   "per GB of the task's model weights (1800 s for tasks without a model); a row's own "
+                   "params.timeout_seconds may only shorten it.")
+@click.option("--max-children-per-task", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Most child rows one orchestrator row may create (a travel of N images creates N rows).")
+@click.option("--free-shutdown-requeues", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Times a row interrupted by a worker shutdown is requeued without counting the attempt; "
+                   "after that each one counts, so a row that always hangs ends Failed.")
 @click.option("--affinity-window", type=click.FloatRange(min=0), default=120.0, show_default=True,
               help="Prefer rows for the resident model unless an older row has waited this many seconds.")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
@@ -106,7 +113,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         poll_interval=float(opts["poll_interval"]),  # type: ignore[arg-type]
         lease_seconds=float(opts["lease_seconds"]),  # type: ignore[arg-type]
         shutdown_grace=float(opts["shutdown_grace"]),  # type: ignore[arg-type]
-        task_timeout=float(opts["task_timeout"]) or None,  # type: ignore[arg-type]
+        task_timeout=None if opts["task_timeout"] is None else float(opts["task_timeout"]),  # type: ignore[arg-type]
+        max_children_per_task=int(opts["max_children_per_task"]),  # type: ignore[arg-type]
+        free_shutdown_requeues=int(opts["free_shutdown_requeues"]),  # type: ignore[arg-type]
         affinity_window=float(opts["affinity_window"]),  # type: ignore[arg-type]
         queue_workers=int(opts["queue_workers"]),  # type: ignore[arg-type]
         apply_reward_lora=bool(opts["apply_reward_lora"]),

@@ -21,7 +21,10 @@ class WorkerSettings:
     poll_interval: float = 10.0
     lease_seconds: float = 60.0
     shutdown_grace: float = 30.0
+    # Seconds a task may run: None = scaled by the task's model (source/task_limits.py), 0 = no limit.
     task_timeout: float | None = None
+    # Child rows one orchestrator may create (a travel of N images creates N rows).
+    max_children_per_task: int = 200
     affinity_window: float = 120.0
     queue_workers: int = 1
     apply_reward_lora: bool = False
@@ -29,6 +32,9 @@ class WorkerSettings:
     mask_active_frames: bool = True
     input_roots: tuple[Path, ...] = ()
     allow_private_urls: bool = False
+
+    # A row given back on shutdown this many times without counting the attempt; after that it counts.
+    free_shutdown_requeues: int = 3
 
     @property
     def input_policy(self) -> InputPolicy:

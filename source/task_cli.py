@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from source.cli_options import run_migrations, store_failure, with_store_config
 from source.db import (
@@ -20,9 +21,11 @@ from source.db import (
     prepare_schema,
 )
 from source.db.config import StoreUnavailable
-from source.db.models import Task
+from source.db.models import Task, TaskRejected
 from source.logging_utils import configure_logging
 from source.submission import SubmissionRefused, check_submission
+
+log = structlog.get_logger(__name__)
 
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
@@ -57,7 +60,23 @@ def _load_params(text: str) -> dict[str, Any]:
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _OneLineErrors(click.Group):
+    """Bad input ends with one line and exit status 1, never a traceback (the traceback goes to the debug log)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except TaskRejected as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            log.debug("command_failed", exc_info=exc)
+            first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+            raise click.ClickException(f"{type(exc).__name__}: {first_line}") from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
 def cli(log_format: str) -> None:
     """Submit and inspect worker tasks (same store flags as worker.py)."""
@@ -82,11 +101,14 @@ def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, d
         check_submission(task_type, loaded)
     except SubmissionRefused as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from None
+    task = NewTask(task_type=task_type, params=loaded, id=task_id, dependant_on=dependant_on,
+                   priority=priority, project_id=project_id, max_attempts=max_attempts)
     store = _open(config)
-    new_id = store.add_task(NewTask(task_type=task_type, params=loaded, id=task_id,
-                                    dependant_on=dependant_on, priority=priority, project_id=project_id,
-                                    max_attempts=max_attempts))
-    click.echo(new_id)
+    if dependant_on is not None and store.get_task(dependant_on) is None:
+        raise click.ClickException(f"dependency {dependant_on} does not exist")
+    if task_id is not None and store.get_task(task_id) is not None:
+        raise click.ClickException(f"task id {task_id} already exists")
+    click.echo(store.add_task(task))
 
 
 @cli.command(name="list")
@@ -123,8 +145,9 @@ def show(config: StoreConfig, task_id: str) -> None:
 @click.argument("task_id")
 def cancel(config: StoreConfig, task_id: str) -> None:
     """Cancel a queued or running task (a running one stops at its next step)."""
-    if not _open(config).cancel_task(task_id):
-        raise click.ClickException(f"task {task_id} is not Queued or In Progress")
+    store = _open(config)
+    if not store.cancel_task(task_id):
+        raise click.ClickException(_not_in_state(store, task_id, "cancelled", "Queued or In Progress"))
     click.echo(f"cancelled {task_id}")
 
 
@@ -133,8 +156,9 @@ def cancel(config: StoreConfig, task_id: str) -> None:
 @click.argument("task_id")
 def retry(config: StoreConfig, task_id: str) -> None:
     """Queue a Failed or Cancelled task again, attempts reset."""
-    if not _open(config).retry_task(task_id):
-        raise click.ClickException(f"task {task_id} is not Failed or Cancelled")
+    store = _open(config)
+    if not store.retry_task(task_id):
+        raise click.ClickException(_not_in_state(store, task_id, "retried", "Failed or Cancelled"))
     click.echo(f"requeued {task_id}")
 
 
@@ -144,12 +168,17 @@ def retry(config: StoreConfig, task_id: str) -> None:
 def stats(config: StoreConfig, as_json: bool) -> None:
     """Counts by status and by worker."""
     result = _open(config).stats()
+    # A status no worker looks for ('queued', ...) is shown, not hidden: such rows never run.
+    unknown = {status: n for status, n in result.by_status.items() if status not in {s.value for s in TaskStatus}}
     if as_json:
-        click.echo(json.dumps({"by_status": result.by_status, "by_worker": result.by_worker}))
+        click.echo(json.dumps({"by_status": result.by_status, "by_worker": result.by_worker,
+                               "unknown_statuses": unknown}))
         return
     click.echo("by status:")
     for status in TaskStatus:
         click.echo(f"  {status.value:<12} {result.by_status.get(status.value, 0)}")
+    for status, count in sorted(unknown.items()):
+        click.echo(f"  unknown status {status!r}: {count} (never claimed; the worker's sweep fails such rows)")
     click.echo("by worker:")
     for worker, counts in sorted(result.by_worker.items()):
         click.echo(f"  {worker}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
@@ -217,6 +246,13 @@ def models(as_json: bool, gpu_memory: float | None) -> None:
             click.echo(f"{'':<24} missing: {', '.join(row.missing)}")
 
 
+def _not_in_state(store: TaskStore, task_id: str, verb: str, states: str) -> str:
+    task = store.get_task(task_id)
+    if task is None:
+        return f"no task {task_id}"
+    return f"task {task_id} is {task.status.value}: it is not {states}, so it cannot be {verb}"
+
+
 def _queue_summary(stats: dict[str, Any] | None) -> str:
     if not stats:
         return ""
@@ -241,6 +277,8 @@ def _row(task: Task) -> dict[str, Any]:
         "error_message": task.error_message, "result": task.result,
         "parent_task_id": task.parent_task_id, "child_key": task.child_key,
         "awaiting_children": task.awaiting_children,
+        # what is wrong with the row as stored (undecodable text, wrong column types), if anything
+        "row_problems": list(task.problems),
     }
 
 

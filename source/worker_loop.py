@@ -25,6 +25,7 @@ from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
+from source.task_limits import task_timeout
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,9 @@ EXIT_OK = 0
 EXIT_FORCED = 130
 # A handler ignored cancellation: exit so a supervisor restarts a clean process.
 EXIT_HANDLER_STUCK = 3
+# How often a worker looks for rows that can never run (cycles, unknown statuses): they are rare, and
+# the look touches every blocked row.
+UNRUNNABLE_SWEEP_SECONDS = 30.0
 # Backoff between attempts to write a task's outcome while the database is away or locked.
 REPORT_RETRY_FIRST_SECONDS = 0.1
 REPORT_RETRY_MAX_SECONDS = 5.0
@@ -123,6 +127,7 @@ class Worker:
         self.exit_code = EXIT_OK
         self.processed = 0
         self._next_housekeeping = 0.0
+        self._next_unrunnable_sweep = 0.0
         self.log = log.bind(worker_id=settings.worker_id)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -244,6 +249,10 @@ class Worker:
             self.log.warning(
                 "lease_reclaimed", task_id=reclaim.task_id, new_status=reclaim.new_status.value, attempts=reclaim.attempts
             )
+        if now >= self._next_unrunnable_sweep:
+            self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
+            for unrunnable in self.store.fail_unrunnable_tasks():
+                self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
         self._cascade_dependency_failures()
 
     def _cascade_dependency_failures(self) -> None:
@@ -270,6 +279,7 @@ class Worker:
         self.observer.task_claimed(task)
         try:
             params = task.params()
+            timeout = task_timeout(task.task_type, params, self.settings.task_timeout)
         except InvalidParams as exc:
             self._fail(task, str(exc), tlog)
             return
@@ -287,7 +297,7 @@ class Worker:
         heartbeat.start()
         run.start()
         try:
-            finished = self._supervise(run)
+            finished = self._supervise(run, timeout)
         finally:
             heartbeat.stop()
         elapsed = round(time.monotonic() - run.started, 3)
@@ -299,13 +309,12 @@ class Worker:
             assert run.outcome is not None
             self._complete(task, run.outcome, elapsed, tlog)
 
-    def _supervise(self, run: _HandlerRun) -> bool:
+    def _supervise(self, run: _HandlerRun, timeout: float | None) -> bool:
         """Wait for the handler; on shutdown give it the grace period, on timeout stop it. Returns
         False when the handler ignored a stop request past the checkpoint grace."""
         cancel = run.ctx.cancel
         stop_seen_at: float | None = None
         cancelled_at: float | None = None
-        timeout = self.settings.task_timeout
         self._touch(run.ctx.task)
         next_touch = time.monotonic() + self.settings.heartbeat_interval
         while not run.wait(0.05):
@@ -385,12 +394,16 @@ class Worker:
             tlog.info("task_cancelled")
             self.observer.task_finished(task, "Cancelled", None)
         elif error.reason == "shutdown":
-            requeued = self._report("requeue_task", lambda: self.store.requeue_task(task.id, self.settings.worker_id), tlog)
+            requeued = self._requeue(task, tlog)
             tlog.info("task_requeued", requeued=requeued, reason="shutdown")
         elif error.reason == "timeout":
             self._fail(task, error.detail or "the task timed out", tlog)
         else:
             tlog.warning("lease_lost", detail=error.detail)
+
+    def _requeue(self, task: Task, tlog: Any) -> bool | None:
+        return self._report("requeue_task", lambda: self.store.requeue_task(
+            task.id, self.settings.worker_id, free_requeues=self.settings.free_shutdown_requeues), tlog)
 
     def _abandon(self, task: Task, ctx: TaskContext, tlog: Any) -> None:
         """The handler did not reach a checkpoint in time: record the outcome the stop asked for, then
@@ -398,7 +411,7 @@ class Worker:
         reason = ctx.cancel.reason
         tlog.error("handler_stuck", reason=reason)
         if reason == "shutdown":
-            self._report("requeue_task", lambda: self.store.requeue_task(task.id, self.settings.worker_id), tlog)
+            self._requeue(task, tlog)
             tlog.info("task_requeued", reason="shutdown")
         elif reason == "timeout":
             self._fail(task, ctx.cancel.detail, tlog)

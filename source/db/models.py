@@ -9,9 +9,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from source.db.row_check import MAX_TASK_ID_CHARS, RowReader, shown
 from source.errors import InvalidParams
 
 MAX_PARAMS_CHARS = 1_000_000
+# Both backends store priority and attempts as 32-bit integers (Postgres ``integer``).
+INT32 = (-(2**31), 2**31 - 1)
+
+
+class TaskRejected(ValueError):
+    """A submitted task the store will not insert; the message says which field and why."""
 
 
 class TaskStatus(str, Enum):
@@ -57,47 +64,76 @@ class Task:
     child_key: str | None = None
     awaiting_children: bool = False
 
+    # What is wrong with the row as stored (undecodable text, wrong column types): the claim fails it.
+    problems: tuple[str, ...] = ()
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
-        keys = set(row.keys())
-
-        def get(name: str, default: Any = None) -> Any:
-            return row[name] if name in keys else default
-
-        params = get("params")
-        if params is not None and not isinstance(params, str):
-            params = json.dumps(params)  # Postgres jsonb arrives decoded
-        result = get("result")
+        """Never raises on what a producer wrote: wrong values are read as harmless ones and listed in
+        ``problems`` (see ``unrunnable_reason``)."""
+        read = RowReader(row)
+        task_id = read.task_id()
+        task_type = read.text("task_type")
+        if task_type is None:
+            read.problems.append("task_type is NULL")
+        params = read.raw("params")
+        if params is None or isinstance(params, str):
+            pass
+        elif isinstance(params, dict | list | int | float | bool):
+            params = json.dumps(params)  # a driver that decodes jsonb
+        else:
+            params = read.text("params")
+        result = read.raw("result")
         if result is not None and not isinstance(result, str):
-            result = json.dumps(result)
+            result = json.dumps(result) if isinstance(result, dict | list) else read.text("result")
+        raw_status = read.text("status")
+        try:
+            status = TaskStatus(raw_status)
+        except ValueError:
+            read.problems.append(f"status {raw_status!r} is not one of {', '.join(s.value for s in TaskStatus)}")
+            status = TaskStatus.FAILED  # it can run no more than a Failed row can
         return cls(
-            id=str(row["id"]),
-            task_type=row["task_type"],
+            id=task_id,
+            task_type=task_type or "",
             params_json=params,
-            status=TaskStatus(row["status"]),
-            dependant_on=get("dependant_on"),
-            project_id=get("project_id"),
-            priority=int(get("priority") or 0),
-            attempts=int(get("attempts") or 0),
-            max_attempts=int(get("max_attempts") or 3),
-            worker_id=get("worker_id"),
-            created_at=_text(get("created_at")),
-            updated_at=_text(get("updated_at")),
-            generation_started_at=_text(get("generation_started_at")),
-            generation_processed_at=_text(get("generation_processed_at")),
-            lease_expires_at=_text(get("lease_expires_at")),
-            heartbeat_at=_text(get("heartbeat_at")),
-            progress=get("progress"),
-            output_location=get("output_location"),
-            error_message=get("error_message"),
+            status=status,
+            dependant_on=read.text("dependant_on"),
+            project_id=read.text("project_id"),
+            priority=read.integer("priority", 0),
+            attempts=read.integer("attempts", 0),
+            max_attempts=read.integer("max_attempts", 3),
+            worker_id=read.text("worker_id"),
+            created_at=_text(read.raw("created_at")),
+            updated_at=_text(read.raw("updated_at")),
+            generation_started_at=_text(read.raw("generation_started_at")),
+            generation_processed_at=_text(read.raw("generation_processed_at")),
+            lease_expires_at=_text(read.raw("lease_expires_at")),
+            heartbeat_at=_text(read.raw("heartbeat_at")),
+            progress=read.number("progress"),
+            output_location=read.text("output_location"),
+            error_message=read.text("error_message"),
             result_json=result,
-            parent_task_id=get("parent_task_id"),
-            child_key=get("child_key"),
-            awaiting_children=bool(get("awaiting_children") or False),
+            parent_task_id=read.text("parent_task_id"),
+            child_key=read.text("child_key"),
+            awaiting_children=bool(read.raw("awaiting_children") or False),
+            problems=tuple(read.problems),
         )
+
+    def unrunnable_reason(self) -> str | None:
+        """Why this claimed row cannot run at all (stored as its error_message), or None. Checked by the
+        claim itself, so a broken row is failed at once and never reaches a handler."""
+        if self.problems:
+            return "the row cannot be read: " + "; ".join(self.problems)
+        try:
+            self.params()
+        except InvalidParams as exc:
+            return str(exc)
+        return None
 
     def params(self) -> dict[str, Any]:
         """The params object, or InvalidParams saying precisely what is wrong with it."""
+        if self.problems:
+            raise InvalidParams("the row cannot be read: " + "; ".join(self.problems))
         if self.params_json is None or self.params_json.strip() == "":
             return {}
         if len(self.params_json) > MAX_PARAMS_CHARS:
@@ -141,6 +177,8 @@ def _text(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes):
+        return shown(value)
     # Postgres timestamptz arrives as datetime: keep one ISO-8601 UTC form across backends.
     return value.isoformat().replace("+00:00", "Z")
 
@@ -158,6 +196,14 @@ class NewTask:
     max_attempts: int = 3
     # Set on children an orchestrator creates (add_child_tasks): unique among the parent's children.
     child_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.id is not None and not (0 < len(self.id) <= MAX_TASK_ID_CHARS):
+            raise TaskRejected(f"task id must be 1 to {MAX_TASK_ID_CHARS} characters, got {len(self.id)}")
+        for name in ("priority", "max_attempts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not INT32[0] <= value <= INT32[1]:
+                raise TaskRejected(f"{name} must be an integer from {INT32[0]} to {INT32[1]}, got {value!r}")
 
     def params_text(self) -> str:
         return json.dumps(self.params, ensure_ascii=False, sort_keys=True)
@@ -191,6 +237,14 @@ class CascadeFailure:
     task_id: str
     dependency_id: str
     kind: CascadeKind = CascadeKind.DEPENDENCY
+
+
+@dataclass(frozen=True)
+class UnrunnableTask:
+    """A row the sweep failed because it could never run (a dependency cycle, an unknown status, ...)."""
+
+    task_id: str
+    reason: str
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ claims through the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 import structlog
 from psycopg import sql
+from psycopg.adapt import Loader
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -19,6 +21,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
+from source.db.models import NewTask, TaskRejected
 from source.db.pg_listener import ChangeListener
 from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
 from source.db.sql_files import Migration, list_migrations, load_queries
@@ -95,6 +98,14 @@ class PostgresTaskStore(RpcTaskStore):
                 log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
                 time.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def add_task(self, task: NewTask) -> str:
+        try:
+            return super().add_task(task)
+        except psycopg.errors.UniqueViolation:
+            raise TaskRejected(f"task id {task.id} already exists") from None
+        except psycopg.errors.IntegrityError as exc:  # a check such as the id length limit
+            raise TaskRejected(str(exc).strip().splitlines()[0]) from None
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -241,11 +252,25 @@ class PostgresTaskStore(RpcTaskStore):
         self._pool.close()
 
 
+class _JsonAsText(Loader):
+    """json/jsonb arrive as their text and are decoded by ``Task`` (its limits and messages apply). Decoded
+    by the driver, a value nested too deeply raised while fetching a claim that had already committed: the
+    row sat In Progress, unseen, until its leases ran out."""
+
+    def load(self, data: Any) -> str:
+        text = bytes(data).decode("utf-8")
+        # A JSON string holds the text itself: the double-encoded params some clients send are read as
+        # params text, as every other client of the table reads them.
+        return json.loads(text) if text.startswith('"') else text
+
+
 def _configure_connection(conn: psycopg.Connection) -> None:
     # One timestamp form across backends: timestamptz values arrive in UTC.
     conn.execute("SET TIME ZONE 'UTC'")
     # An adopted table's uuid columns (id, dependant_on, project_id) arrive as text, like every other backend's.
     conn.adapters.register_loader("uuid", TextLoader)
+    for name in ("json", "jsonb"):
+        conn.adapters.register_loader(name, _JsonAsText)
 
 
 def _refused(exc: Exception) -> bool:

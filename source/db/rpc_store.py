@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import uuid4
 
+import structlog
+
 from source.db.models import (
     CascadeFailure,
     CascadeKind,
@@ -17,11 +19,14 @@ from source.db.models import (
     QueueStats,
     Task,
     TaskStatus,
+    UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
     child_task_id,
 )
 from source.db.sql_files import list_migrations
+
+log = structlog.get_logger(__name__)
 
 Row = dict[str, Any]
 
@@ -32,7 +37,7 @@ TOKEN_FUNCTIONS = frozenset({
     "tasks_schema_version", "claim_next_task", "has_claimable_task", "tasks_change_marker", "heartbeat_task",
     "complete_task", "fail_task", "requeue_task", "task_status", "get_task", "reclaim_expired_leases",
     "fail_orphaned_dependants", "add_child_tasks", "list_child_tasks", "park_awaiting_children", "complete_parent",
-    "register_worker", "touch_worker",
+    "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks",
 })
 
 
@@ -129,12 +134,20 @@ class RpcTaskStore(ABC):
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
     ) -> Task | None:
-        rows = self._rows(
-            "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
-            p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
-            p_affinity_window_seconds=float(affinity_window_seconds),
-        )
-        return self._row_to_task(rows[0]) if rows else None
+        while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
+            rows = self._rows(
+                "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
+                p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
+                p_affinity_window_seconds=float(affinity_window_seconds),
+            )
+            if not rows:
+                return None
+            task = self._row_to_task(rows[0])
+            reason = task.unrunnable_reason()
+            if reason is None:
+                return task
+            self.fail_task(task.id, worker_id, error_message=reason)
+            log.warning("task_failed_at_claim", task_id=task.id, task_type=task.task_type, error=reason)
 
     def heartbeat(
         self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
@@ -159,8 +172,12 @@ class RpcTaskStore(ABC):
         return self._flag("fail_task", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
                           p_result=result)
 
-    def requeue_task(self, task_id: str, worker_id: str) -> bool:
-        return self._flag("requeue_task", p_task_id=task_id, p_worker_id=worker_id)
+    def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
+        return self._flag("requeue_task_on_shutdown", p_task_id=task_id, p_worker_id=worker_id,
+                          p_free_requeues=free_requeues)
+
+    def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
+        return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]:
         return [LeaseReclaim(row["id"], TaskStatus(row["status"]), int(row["attempts"]))

@@ -21,11 +21,14 @@ from source.db.models import (
     NewTask,
     QueueStats,
     Task,
+    TaskRejected,
     TaskStatus,
+    UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
     child_task_id,
 )
+from source.db.row_check import decode_text, shown
 from source.db.sql_files import list_migrations, load_queries
 
 log = structlog.get_logger(__name__)
@@ -53,6 +56,8 @@ class SqliteTaskStore:
                 self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False
             )
             conn.row_factory = sqlite3.Row
+            # A TEXT value that is not UTF-8 arrives as bytes, not as an error that aborts the statement.
+            conn.text_factory = decode_text
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_seconds * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
@@ -113,7 +118,7 @@ class SqliteTaskStore:
     # -- producer verbs ------------------------------------------------------------------------------
     def add_task(self, task: NewTask) -> str:
         task_id = task.id or str(uuid4())
-        with self._write() as conn:
+        with _rejected_as(task_id), self._write() as conn:
             conn.execute(
                 self._q("insert_task"),
                 {
@@ -190,7 +195,7 @@ class SqliteTaskStore:
 
     def stats(self) -> QueueStats:
         conn = self._conn()
-        by_status = {row["status"]: row["n"] for row in conn.execute(self._q("count_by_status"))}
+        by_status = {_as_text(row["status"]): row["n"] for row in conn.execute(self._q("count_by_status"))}
         by_worker: dict[str, dict[str, int]] = {}
         for row in conn.execute(self._q("count_by_worker")):
             by_worker.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
@@ -209,18 +214,26 @@ class SqliteTaskStore:
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
     ) -> Task | None:
-        with self._write() as conn:
-            row = conn.execute(
-                self._q("claim_next_task"),
-                {
-                    "worker_id": worker_id,
-                    "lease_modifier": _seconds_modifier(lease_seconds),
-                    "affinity_modifier": _seconds_modifier(-affinity_window_seconds),
-                    "resident_model": resident_model,
-                    "resident_task_types": json.dumps(list(resident_task_types)),
-                },
-            ).fetchone()
-        return Task.from_row(row) if row else None
+        params = {
+            "worker_id": worker_id,
+            "lease_modifier": _seconds_modifier(lease_seconds),
+            "affinity_modifier": _seconds_modifier(-affinity_window_seconds),
+            "resident_model": resident_model,
+            "resident_task_types": json.dumps(list(resident_task_types)),
+        }
+        while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
+            with self._write() as conn:
+                row = conn.execute(self._q("claim_next_task"), params).fetchone()
+                if row is None:
+                    return None
+                task = Task.from_row(row)
+                reason = task.unrunnable_reason()
+                if reason is None:
+                    return task
+                # by rowid: a BLOB or undecodable id cannot be matched by its text
+                conn.execute(self._q("fail_unrunnable_claim"), {"row_number": row["row_number"],
+                                                                 "error_message": reason})
+            log.warning("task_failed_at_claim", task_id=task.id, task_type=task.task_type, error=reason)
 
     def heartbeat(
         self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
@@ -255,8 +268,8 @@ class SqliteTaskStore:
             "fail_task", id=task_id, worker_id=worker_id, error_message=error_message, result=_json_or_none(result)
         )
 
-    def requeue_task(self, task_id: str, worker_id: str) -> bool:
-        return self._update_one("requeue_task", id=task_id, worker_id=worker_id)
+    def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
+        return self._update_one("requeue_task", id=task_id, worker_id=worker_id, free_requeues=free_requeues)
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]:
         with self._write() as conn:
@@ -277,6 +290,14 @@ class SqliteTaskStore:
                 )
                 if not (rows or parents or children):
                     break
+        return failed
+
+    def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
+        failed: list[UnrunnableTask] = []
+        with self._write() as conn:
+            for query in ("fail_unknown_status", "fail_childless_parents", "fail_dependency_cycles"):
+                failed.extend(UnrunnableTask(_as_text(row["id"]), row["reason"])
+                              for row in conn.execute(self._q(query)).fetchall())
         return failed
 
     # -- worker registry -----------------------------------------------------------------------------
@@ -346,6 +367,22 @@ class SqliteTaskStore:
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:
             return conn.execute(self._q(query), params).fetchone() is not None
+
+
+@contextmanager
+def _rejected_as(task_id: str) -> Iterator[None]:
+    """The database refusing a row (a duplicate id, the id length trigger) as a TaskRejected with one line."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        if "UNIQUE constraint failed: tasks.id" in str(exc):
+            raise TaskRejected(f"task id {task_id} already exists") from None
+        raise TaskRejected(str(exc)) from None
+
+
+def _as_text(value: Any) -> str:
+    """An id as text even when a producer stored bytes (shown escaped)."""
+    return value if isinstance(value, str) else shown(bytes(value)) if isinstance(value, bytes) else str(value)
 
 
 def _data_version(conn: sqlite3.Connection) -> int:

@@ -13,6 +13,7 @@ from source.db.models import (
     QueueStats,
     Task,
     TaskStatus,
+    UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
 )
@@ -64,8 +65,10 @@ class TaskStore(Protocol):
         self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
     ) -> bool: ...
 
-    def requeue_task(self, task_id: str, worker_id: str) -> bool:
-        """Give a row back (graceful shutdown): Queued again, the attempt not counted."""
+    def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
+        """Give a row back (graceful shutdown): Queued again, the attempt not counted for the row's first
+        ``free_requeues`` shutdowns; after that it counts, and a row whose attempts are used up ends Failed
+        (a row that always hangs until its worker is stopped cannot cycle forever)."""
 
     def cancel_task(self, task_id: str) -> bool:
         """Queued/In Progress → Cancelled; its unfinished children (transitively) are cancelled with it."""
@@ -80,6 +83,11 @@ class TaskStore(Protocol):
         """The failure cascade, repeated until nothing changes: Queued rows whose dependency ended
         Failed/Cancelled fail; an In Progress parent with a Failed/Cancelled child fails (naming the child
         that ended first); unfinished children of a Failed/Cancelled parent are cancelled."""
+
+    def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
+        """The periodic sweep of rows that can never run, each failed with its reason: a status no worker
+        looks for, a dependency cycle (``dependency cycle: a → b → a``), awaiting children it does not have,
+        a dependency that is not text. Rows behind them then fail by ``fail_orphaned_dependants``."""
 
     # -- orchestration: a parent row creates children, parks, and is finished by them ---------------
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:

@@ -51,6 +51,7 @@ MAX_SIDE = 4096
 MAX_VIDEO_LENGTH = 1025
 MAX_BATCH_SIZE = 16
 MAX_STEPS = 10_000
+MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes as a signed 64-bit value
 MAX_PIXELS_PER_CALL = 2**28
 
 ImageInput = str | Path | Image.Image
@@ -210,8 +211,8 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
     if solver not in SOLVERS:
         raise InvalidParams(f"unknown sample_solver {values['sample_solver']!r}; choose one of {', '.join(SOLVERS)}")
     seed = _int("seed", values["seed"])
-    if seed < -1:
-        raise InvalidParams(f"seed must be -1 (random) or a non-negative integer, got {seed}")
+    if not -1 <= seed <= MAX_SEED:
+        raise InvalidParams(f"seed must be -1 (random) or an integer from 0 to {MAX_SEED}, got {values['seed']!r}")
     prompt = values["prompt"]
     if not isinstance(prompt, str):
         raise InvalidParams(f"prompt must be a string, got {type(prompt).__name__}")

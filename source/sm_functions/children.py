@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from source.db.models import NewTask, TaskStatus, child_task_id
-from source.errors import TaskError
+from source.errors import InvalidParams, TaskError
 from source.task_context import TaskContext, TaskOutcome
 
 
@@ -28,6 +28,7 @@ def spawn_chain(ctx: TaskContext, specs: Sequence[ChildSpec], *, result: dict[st
     """Insert the children, each depending on the one before, and park the orchestrator. Running again
     (after a crash or a reset) inserts nothing new; if the chain already finished, so does the row."""
     parent = ctx.task
+    check_child_count(ctx, len(specs))
     children, previous = [], None
     for spec in specs:
         children.append(NewTask(spec.task_type, spec.params, dependant_on=previous, priority=parent.priority,
@@ -42,6 +43,14 @@ def spawn_chain(ctx: TaskContext, specs: Sequence[ChildSpec], *, result: dict[st
     elif final is not None and final.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise TaskError(f"child {final.task_type} {final.id} already ended {final.status.value}: {final.error_message}")
     return TaskOutcome(result=summary, awaiting_children=True)
+
+
+def check_child_count(ctx: TaskContext, count: int) -> None:
+    """One row must not fan out into thousands: refuse before anything is inserted (or downloaded)."""
+    limit = ctx.settings.max_children_per_task
+    if count > limit:
+        raise InvalidParams(f"this {ctx.task.task_type} would create {count} child tasks; one task may create at "
+                            f"most {limit} (worker option --max-children-per-task)")
 
 
 def dependency_output(ctx: TaskContext, task_id: str | None, what: str) -> str:

@@ -18,7 +18,7 @@ from source.generation import generate
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
 from source.paths import safe_filename
-from source.sm_functions.children import ChildSpec, dependency_output, spawn_chain
+from source.sm_functions.children import ChildSpec, check_child_count, dependency_output, spawn_chain
 from source.sm_functions.travel_params import SegmentPlan, TravelPlan, plan_travel
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import normalise_resolution
@@ -31,7 +31,8 @@ GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only
 
 # -- orchestrator ----------------------------------------------------------------------------------------
 def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
-    plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs)
+    plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs,
+                       check_children=lambda count: check_child_count(ctx, count))
     specs = [ChildSpec(f"segment_{s.index:03d}", "travel_segment", _segment_payload(ctx, plan, s))
              for s in plan.segments]
     specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))

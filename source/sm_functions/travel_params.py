@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,7 +83,9 @@ class TravelPlan:
         return sum(s.frames for s in self.segments) - sum(s.overlap_from_previous for s in self.segments[1:])
 
 
-def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs) -> TravelPlan:
+def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
+                check_children: Callable[[int], None] = lambda count: None) -> TravelPlan:
+    """``check_children`` sees the number of child rows (segments + stitch) before any input is resolved."""
     if not isinstance(params.get("orchestrator_details"), dict):
         raise InvalidParams(f"{WHERE} is required and must be an object")
     details = parse_params(TravelOrchestratorParams, params).orchestrator_details
@@ -92,6 +95,7 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs) -> 
     if count < 1:
         need = "at least 1 image when continuing from a video" if continuing else "at least 2 images"
         raise InvalidParams(f"{WHERE}.input_image_paths_resolved has {len(images)} entries; a travel needs {need}")
+    check_children(count + 1)
     if details.num_new_segments_to_generate is not None and details.num_new_segments_to_generate != count:
         raise InvalidParams(f"{WHERE}.num_new_segments_to_generate is {details.num_new_segments_to_generate} but "
                             f"{len(images)} images make {count} segments")

@@ -13,7 +13,8 @@ DOCUMENTED_FLAGS = [
     "--db-type", "--db-file", "--poll-interval", "--main-output-dir", "--worker", "--debug", "--save-logging",
     "--delete-db", "--migrate-only", "--queue-workers", "--apply-reward-lora", "--colour-match-videos",
     "--mask-active-frames / --no-mask-active-frames", "--supabase-url", "--supabase-access-token",
-    "--supabase-anon-key", "--log-format", "--once", "--max-tasks", "--db-url",
+    "--supabase-anon-key", "--log-format", "--once", "--max-tasks", "--db-url", "--task-timeout",
+    "--max-children-per-task", "--free-shutdown-requeues",
 ]
 
 

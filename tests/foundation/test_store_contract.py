@@ -154,20 +154,23 @@ def test_affinity_yields_to_rows_older_than_the_window(store):
     assert claim(store).id == mine
 
 
-def test_row_with_broken_params_json_is_still_claimable_and_reports_it(store):
+def test_row_with_broken_params_json_never_breaks_the_claim_and_is_failed_by_it(store):
     bad = store.add_task(NewTask("ping", {}))
     good = store.add_task(NewTask("t2v", {"model": "tiny_t2v"}))
     _corrupt_params(store, bad, "{not json")
     task = claim(store, resident_model="tiny_t2v", affinity_window_seconds=3600)
     assert task.id == good
-    broken = claim(store)
-    assert broken.id == bad
-    try:
-        broken.params()
-    except Exception as exc:
-        assert "params is not valid JSON" in str(exc)
-    else:
-        raise AssertionError("broken params parsed")
+    # the claim itself fails the broken row with the reason, and hands out nothing it cannot run
+    assert claim(store) is None
+    broken = store.get_task(bad)
+    assert broken.status is TaskStatus.FAILED
+    assert broken.error_message.startswith("params is not valid JSON")
+
+
+def test_double_encoded_params_are_read_as_params_text(store):
+    task_id = store.add_task(NewTask("ping", {}))
+    _corrupt_params(store, task_id, '{"message": "hi"}')
+    assert claim(store).params() == {"message": "hi"}
 
 
 def test_concurrent_claims_from_threads_never_double_claim(store):

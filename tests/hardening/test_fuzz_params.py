@@ -3,10 +3,13 @@ Failed with a message, and memory stays bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 
 import psutil
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,6 +19,7 @@ from source.db.models import NewTask, TaskStatus
 from source.routing import ROUTES, known_task_types
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
+from tests.hardening.raw_rows import POLL_INTERVAL, drain
 
 # Names producers really send, so the fuzzer reaches past "unknown key" into each handler's checks.
 PARAM_NAMES = [
@@ -140,3 +144,75 @@ def test_memory_stays_bounded_over_hostile_rows_of_every_task_type(sqlite_store,
     assert growth_mb < 100, f"RSS grew {growth_mb:.1f} MiB over {rows * 2 // 3} hostile rows"
     counts = sqlite_store.stats().by_status
     assert set(counts) <= {"Complete", "Failed"} and sum(counts.values()) == rows, counts
+
+
+# -- raw column values: what a producer with plain SQL can store, bytes and wrong types included -----------
+# (kind, value): "blob" binds bytes, "text_bytes" stores the same bytes as TEXT (not necessarily UTF-8),
+# "value" binds the Python value as it is (a wrong type for the column, NULL, ...).
+SQLITE_COLUMNS = ["id", "task_type", "params", "status", "dependant_on", "priority", "attempts", "max_attempts",
+                  "project_id", "awaiting_children", "parent_task_id", "child_key", "created_at"]
+sqlite_raw = (
+    st.tuples(st.just("blob"), st.binary(max_size=24))
+    | st.tuples(st.just("text_bytes"), st.binary(max_size=24) | st.just(b'{"m":"\x80\xff"}'))
+    | st.tuples(st.just("value"), st.none() | st.text(max_size=24) | st.integers(-(2**63), 2**63 - 1)
+                | st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["high", "Queued", "queued", "{}"]))
+)
+# Postgres columns are typed: the raw values are the right type with hostile content (or the wrong type,
+# which the database refuses at write).
+postgres_raw = {
+    "params": json_values | st.just(json.loads('{"a": ' * 900 + "1" + "}" * 900)) | st.text(max_size=20),
+    "task_type": st.text(max_size=30),
+    "priority": st.integers(-(2**31), 2**31 - 1),
+    "attempts": st.integers(-(2**31), 2**31 - 1),
+    "max_attempts": st.integers(-(2**31), 2**31 - 1),
+    "status": st.sampled_from(["queued", "Queued", "Complete", "In Progress", ""]),
+    "dependant_on": st.text(max_size=30),
+    "id": st.text(min_size=1, max_size=300),
+    "awaiting_children": st.booleans(),
+    "project_id": st.text(max_size=30),
+}
+ENDED = {"Complete", "Failed", "Cancelled"}
+
+
+def _mutate_sqlite(backend, rowid: int, column: str, kind: str, value) -> None:
+    placeholder = "CAST(? AS TEXT)" if kind == "text_bytes" else "?"
+    # refused by the database (NOT NULL, the id length limit, a duplicate): nothing stored
+    with contextlib.suppress(sqlite3.IntegrityError):
+        backend.sql(f"UPDATE tasks SET {column} = {placeholder} WHERE rowid = ?", value, rowid)
+
+
+def _mutate_postgres(backend, task_id: str, column: str, value) -> str:
+    cast = "::jsonb" if column == "params" else ""
+    try:
+        backend.sql(f"UPDATE tasks SET {column} = %s{cast} WHERE id = %s",
+                    json.dumps(value) if column == "params" else value, task_id)
+    except psycopg.Error:
+        return task_id  # refused by the database (a check, NUL in text, ...): nothing stored
+    return value if column == "id" else task_id
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_raw_column_values_never_hold_up_the_good_row_behind(raw_backend, tmp_path, data):
+    """Every hostile row ends (Complete, Failed or Cancelled), and the good row queued behind it completes
+    within one poll interval, on both backends."""
+    bad = raw_backend.add_old(params={"message": "bad"})
+    if raw_backend.name == "sqlite":
+        rowid = raw_backend.sql("SELECT rowid FROM tasks WHERE id = ?", bad)[0][0]
+        columns = data.draw(st.dictionaries(st.sampled_from(SQLITE_COLUMNS), sqlite_raw, min_size=1, max_size=3))
+        for column, (kind, value) in columns.items():
+            _mutate_sqlite(raw_backend, rowid, column, kind, value)
+        where, key = "rowid = ?", rowid
+    else:
+        columns = data.draw(st.fixed_dictionaries({}, optional=postgres_raw).filter(bool))
+        for column, value in columns.items():
+            bad = _mutate_postgres(raw_backend, bad, column, value)
+        where, key = "id = %s", bad
+    good = raw_backend.store.add_task(NewTask("ping", {"message": "good"}))
+
+    elapsed = drain(raw_backend.store, tmp_path / "out")
+
+    assert raw_backend.store.get_task(good).status is TaskStatus.COMPLETE
+    assert elapsed < POLL_INTERVAL
+    (status,) = raw_backend.sql(f"SELECT status FROM tasks WHERE {where}", key)[0]
+    assert (status.decode("utf-8", "replace") if isinstance(status, bytes) else status) in ENDED, (columns, status)

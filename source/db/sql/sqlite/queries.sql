@@ -35,8 +35,9 @@ SET status = 'In Progress',
     progress = 0,
     error_message = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE id = (
-    SELECT t.id FROM tasks AS t
+WHERE rowid = (
+    -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed
+    SELECT t.rowid FROM tasks AS t
     WHERE t.status = 'Queued'
       AND (t.dependant_on IS NULL
            OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
@@ -54,7 +55,16 @@ WHERE id = (
     LIMIT 1
 )
 AND status = 'Queued'
-RETURNING *;
+RETURNING rowid AS row_number, *;
+
+-- name: fail_unrunnable_claim
+-- The row just claimed cannot be read or run (see Task.unrunnable_reason): failed in the claim's own
+-- transaction, so no worker ever runs it and nobody waits for its lease.
+UPDATE tasks
+SET status = 'Failed', error_message = :error_message, lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE rowid = :row_number AND status = 'In Progress';
 
 -- name: heartbeat
 UPDATE tasks
@@ -83,12 +93,27 @@ WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
 RETURNING id;
 
 -- name: requeue_task
+-- Graceful shutdown gives the row back without counting the attempt, :free_requeues times; after that
+-- each one counts, and a row whose attempts are used up fails instead of cycling forever.
 UPDATE tasks
-SET status = 'Queued', worker_id = NULL, attempts = MAX(attempts - 1, 0), lease_expires_at = NULL,
-    heartbeat_at = NULL, progress = NULL, generation_started_at = NULL,
+SET status = CASE WHEN shutdown_requeues >= :free_requeues AND attempts >= max_attempts
+                  THEN 'Failed' ELSE 'Queued' END,
+    error_message = CASE WHEN shutdown_requeues >= :free_requeues AND attempts >= max_attempts
+        THEN 'interrupted by a worker shutdown ' || (shutdown_requeues + 1) || ' times; '
+             || attempts || ' of ' || max_attempts || ' attempts used'
+        ELSE error_message END,
+    generation_processed_at = CASE WHEN shutdown_requeues >= :free_requeues AND attempts >= max_attempts
+        THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') ELSE generation_processed_at END,
+    worker_id = CASE WHEN shutdown_requeues >= :free_requeues AND attempts >= max_attempts
+        THEN worker_id ELSE NULL END,
+    attempts = CASE WHEN shutdown_requeues >= :free_requeues THEN attempts ELSE MAX(attempts - 1, 0) END,
+    shutdown_requeues = shutdown_requeues + 1,
+    lease_expires_at = NULL, heartbeat_at = NULL, progress = NULL,
+    generation_started_at = CASE WHEN shutdown_requeues >= :free_requeues AND attempts >= max_attempts
+        THEN generation_started_at ELSE NULL END,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
-RETURNING id;
+RETURNING id, status;
 
 -- name: cancel_task
 UPDATE tasks
@@ -100,7 +125,7 @@ RETURNING id;
 
 -- name: retry_task
 UPDATE tasks
-SET status = 'Queued', attempts = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
+SET status = 'Queued', attempts = 0, shutdown_requeues = 0, worker_id = NULL, lease_expires_at = NULL, heartbeat_at = NULL,
     awaiting_children = 0,
     progress = NULL, error_message = NULL, generation_started_at = NULL, generation_processed_at = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -147,8 +172,77 @@ WHERE status = 'Queued' AND dependant_on IS NOT NULL
   AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled'))
        -- a producer may insert a child a moment before its parent: give the parent a minute to appear
        OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
-           AND created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')))
+           AND (created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')
+                -- a created_at that is not a timestamp gives no grace (it would compare as never old)
+                OR typeof(created_at) <> 'text' OR created_at NOT LIKE '____-__-__T__:__:__.___Z')))
 RETURNING id, dependant_on;
+
+-- name: fail_unknown_status
+-- Rows that can never run, found by the periodic sweep (fail_unrunnable_tasks), each with its reason.
+-- A status no worker looks for ('queued', 'pending', ...) or a dependency that is not text.
+UPDATE tasks
+SET status = 'Failed',
+    error_message = CASE WHEN status NOT IN ('Queued', 'In Progress', 'Complete', 'Failed', 'Cancelled')
+        THEN 'status ' || quote(status) || ' is not one of Queued, In Progress, Complete, Failed, Cancelled'
+        ELSE 'dependant_on is a BLOB, not text: ' || quote(dependant_on) END,
+    lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status NOT IN ('Queued', 'In Progress', 'Complete', 'Failed', 'Cancelled')
+   OR (status = 'Queued' AND typeof(dependant_on) NOT IN ('text', 'null'))
+RETURNING id, error_message AS reason;
+
+-- name: fail_childless_parents
+-- Waiting for children it does not have: nothing would ever finish it (and the lease sweep skips it).
+UPDATE tasks
+SET status = 'Failed', error_message = 'awaiting children but has none', awaiting_children = 0,
+    lease_expires_at = NULL,
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status IN ('Queued', 'In Progress') AND awaiting_children <> 0
+  AND NOT EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id)
+RETURNING id, error_message AS reason;
+
+-- name: fail_dependency_cycles
+-- Queued rows waiting on Queued rows that, followed link by link, never reach a row that can run: the
+-- members of a cycle fail with the cycle spelled out; the rows behind a cycle then fail by the cascade
+-- (their dependency ended Failed). Only rows blocked by a Queued row are walked.
+WITH RECURSIVE
+blocked(id, dependant_on) AS MATERIALIZED (
+    SELECT t.id, t.dependant_on FROM tasks AS t JOIN tasks AS d ON d.id = t.dependant_on
+    WHERE t.status = 'Queued' AND d.status = 'Queued'
+),
+-- the dependencies of blocked rows that are not blocked themselves: where the chains can start
+heads(id) AS MATERIALIZED (
+    SELECT b.dependant_on FROM blocked AS b
+    EXCEPT
+    SELECT b.id FROM blocked AS b
+),
+runnable(id) AS (
+    SELECT b.id FROM heads AS h JOIN tasks AS b ON b.dependant_on = h.id WHERE b.status = 'Queued'
+    UNION
+    -- down the chains through the dependant_on index (one probe per link)
+    SELECT b.id FROM runnable AS r JOIN tasks AS b ON b.dependant_on = r.id WHERE b.status = 'Queued'
+),
+stuck(id, dependant_on) AS MATERIALIZED (
+    SELECT b.id, b.dependant_on FROM blocked AS b WHERE b.id IN (SELECT id FROM blocked EXCEPT SELECT id FROM runnable)
+),
+walk(start, cur, path, steps) AS (
+    SELECT s.id, s.dependant_on, s.id, 0 FROM stuck AS s
+    UNION ALL
+    SELECT w.start, s.dependant_on, w.path || ' → ' || s.id, w.steps + 1
+    FROM walk AS w JOIN stuck AS s ON s.id = w.cur
+    WHERE w.cur <> w.start AND w.steps < (SELECT count(*) FROM stuck)
+),
+cycles(id, message) AS (
+    SELECT w.start, 'dependency cycle: ' || w.path || ' → ' || w.start FROM walk AS w WHERE w.cur = w.start
+)
+UPDATE tasks
+SET status = 'Failed', error_message = (SELECT c.message FROM cycles AS c WHERE c.id = tasks.id),
+    generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE status = 'Queued' AND id IN (SELECT c.id FROM cycles AS c)
+RETURNING id, error_message AS reason;
 
 -- name: insert_child_task
 -- Idempotent: a child that already exists (same parent and key, or same derived id) is left as it is.
@@ -222,7 +316,9 @@ ORDER BY created_at DESC, rowid DESC
 LIMIT :limit;
 
 -- name: count_by_status
-SELECT status, COUNT(*) AS n FROM tasks GROUP BY status;
+-- quote(): a status that is not text (a BLOB) still gets a readable name
+SELECT CASE WHEN typeof(status) = 'text' THEN status ELSE quote(status) END AS status, COUNT(*) AS n
+FROM tasks GROUP BY 1;
 
 -- name: count_by_worker
 SELECT worker_id, status, COUNT(*) AS n FROM tasks WHERE worker_id IS NOT NULL GROUP BY worker_id, status;

@@ -1,26 +1,33 @@
-"""WanOrchestrator: the programmatic wrapper around ``wgp.generate_video``.
+"""WanOrchestrator: from a typed ``GenerationRequest`` to files, in two stages.
 
-It knows the model definitions (capabilities without loading weights), resolves parameters in three
-tiers (system defaults < model JSON < task params), checks model-specific needs before any GPU work,
-and returns the files the engine appended to ``state["gen"]["file_list"]``.
+``prepare`` (no model switch, no GPU lock): check the request against the model's capabilities, translate
+``video_prompt_type``, fetch LoRAs, fetch inputs, and resolve the three tiers (system defaults < model JSON
+``settings`` < task) exactly once into typed engine parameters, each value recording its tier.
+``run``: make the model resident and generate from the prepared parameters.
+
+The engine (and so torch) is created on the first model load: a worker that only runs utility tasks
+never imports it.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-import wgp
-from source.engine.core import GenerationResult, resolve_with_sources
+from source.engine.model_defs import load_model_def
+from source.engine.params import ResolvedParameters, parse_values, resolve
 from source.errors import InvalidParams
 from source.inputs import resolve_input
-from source.lora_utils import process_all_loras
-from source.task_conversion import GenerationTask
+from source.task_conversion import GenerationRequest
+
+if TYPE_CHECKING:
+    from source.engine.core import Engine, GenerationResult
 
 log = structlog.get_logger(__name__)
 
@@ -34,33 +41,49 @@ class ModelCapabilities:
     image_to_video: bool
     two_experts: bool
     image_output: bool
+    # VACE here takes one control stream: a second guide overlays the first and shares its weight.
+    second_control_stream: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """A request whose inputs are local files and whose parameters are resolved: only the GPU is left."""
+
+    request: GenerationRequest
+    resolved: ResolvedParameters
+    ignored_params: tuple[str, ...]
 
 
 class WanOrchestrator:
-    def __init__(self, output_dir: Path | str) -> None:
+    def __init__(self, output_dir: Path | str, *, engine: Engine | None = None) -> None:
         self.output_dir = Path(output_dir)
-        self.state: dict[str, Any] = {"gen": {"file_list": [], "abort": False}}
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from source.engine.core import Engine
+
+            self._engine = Engine()
+        return self._engine
 
     # -- models --------------------------------------------------------------------------------------
     @property
     def current_model(self) -> str | None:
-        return wgp.engine.model_type
+        return self._engine.model_type if self._engine is not None else None
 
     def load_model(self, model_type: str) -> bool:
         """Make ``model_type`` resident; True when it switched (the previous model is freed first)."""
-        if self.current_model == model_type:
-            return False
-        if self.current_model is not None:
-            self.unload_model()
-        return wgp.load_models(model_type)
+        return self.engine.load(model_type)
 
     def unload_model(self) -> None:
-        wgp.unload_model_if_needed(self.state)
+        if self._engine is not None:
+            self._engine.unload()
         gc.collect()
 
     @staticmethod
     def capabilities(model_type: str) -> ModelCapabilities:
-        definition = wgp.get_model_def(model_type)
+        definition = load_model_def(model_type)
         architecture = definition.architecture
         return ModelCapabilities(
             vace=architecture == "wan_vace",
@@ -70,71 +93,122 @@ class WanOrchestrator:
             image_output=architecture.startswith("flux") or definition.settings.get("video_length") == 1,
         )
 
-    # -- parameters ----------------------------------------------------------------------------------
-    def _resolve_parameters(self, model_type: str, task_params: Mapping[str, Any]) -> dict[str, Any]:
-        """System defaults < model JSON settings < task params; task params are never overridden."""
-        values, sources = resolve_with_sources(wgp.get_model_def(model_type), task_params)
-        for key in sorted(values):
-            log.debug("parameter_tier", name=key, tier=sources[key], value=str(values[key])[:80])
+    # -- stage 1: prepare (before the model lock) ----------------------------------------------------
+    def prepare(self, request: GenerationRequest, *, work_dir: Path) -> PreparedGeneration:
+        definition = load_model_def(request.model)
+        given = {**{k: v for k, v in definition.settings.items() if v is not None}, **request.parameters}
+        self._check_capabilities(request.model, given, request.parameters)
+        values, ignored = self._video_prompt_type(request, given)
+        request = replace(request, parameters=MappingProxyType(values),
+                          acceleration_loras=self._acceleration_loras(request, definition.architecture))
+        from source.lora_utils import process_all_loras  # imports torch: not needed to start a worker
+
+        request = process_all_loras(request, self.lora_dir(request.model))
+        values = dict(request.parameters)
+        for name in FILE_PARAMS:
+            if values.get(name) is not None and isinstance(values[name], str | Path):
+                values[name] = str(resolve_input(values[name], name, work_dir))
+        if values.get("image_refs"):
+            values["image_refs"] = tuple(str(resolve_input(ref, "image_refs", work_dir)) if isinstance(ref, str)
+                                         else ref for ref in values["image_refs"])
+        values = self._control_video(values, given, work_dir, request.depth_model)
+        resolved = resolve(definition.settings, values, model_type=request.model)
+        log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
+        return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *ignored})))
+
+    def _check_capabilities(self, model_type: str, given: dict[str, Any], task: Any) -> None:
+        caps = self.capabilities(model_type)
+        if caps.vace and not given.get("video_guide"):
+            raise InvalidParams(f"model {model_type!r} is a VACE model: params.video_guide is required")
+        if caps.image_to_video and not given.get("image_start"):
+            raise InvalidParams(f"model {model_type!r} is image-to-video: params.image_start is required")
+        if not caps.vace:
+            for name in ("video_guide", "video_mask", "video_guide2", "video_mask2", "video_prompt_type"):
+                if task.get(name):
+                    raise InvalidParams(f"model {model_type!r} takes no {name} (not a VACE model)")
+        if "control_net_weight2" in task and not caps.second_control_stream:
+            raise InvalidParams(
+                f"params.control_net_weight2: model {model_type!r} has no second control stream (video_guide2 "
+                f"overlays the first guide and uses control_net_weight); leave control_net_weight2 out")
+
+    @staticmethod
+    def _acceleration_loras(request: GenerationRequest, architecture: str) -> tuple[str, ...]:
+        """The acceleration and reward LoRAs are Wan 2.1 14B LoRAs: a task asking for one on another family
+        is refused; the worker-wide --apply-reward-lora only applies where it can."""
+        if not architecture.startswith("wan_"):
+            if request.acceleration_loras:
+                from source.lora_utils import ACCELERATION_LORAS
+
+                flags = ", ".join(f"params.{ACCELERATION_LORAS[name].flag}" for name in request.acceleration_loras)
+                raise InvalidParams(f"{flags}: a Wan LoRA, not supported by model {request.model!r} ({architecture})")
+            if request.worker_reward_lora:
+                log.info("reward_lora_skipped", model=request.model, reason=f"not a Wan model ({architecture})")
+            return ()
+        if request.worker_reward_lora and "reward" not in request.acceleration_loras:
+            return (*request.acceleration_loras, "reward")
+        return request.acceleration_loras
+
+    @staticmethod
+    def _video_prompt_type(request: GenerationRequest, given: dict[str, Any]) -> tuple[dict, tuple[str, ...]]:
+        """WanGP's letters decide which VACE inputs are used. Without letters every input given is used
+        (older rows); with letters, an input whose letter is absent is ignored (and reported), and a
+        letter whose input is missing is an error."""
+        values = dict(request.parameters)
+        letters = given.get("video_prompt_type") or ""
+        if not letters:
+            return values, ()
+        ignored = []
+        for letter, name in (("M", "video_mask"), ("I", "image_refs")):
+            if letter in letters and not given.get(name):
+                raise InvalidParams(f"params.video_prompt_type {letters!r} has {letter} but params.{name} is missing")
+            if letter not in letters and values.get(name):
+                values.pop(name)
+                ignored.append(name)
+        if not {"V", "P", "D"} & set(letters):
+            raise InvalidParams(f"params.video_prompt_type {letters!r}: say how to use video_guide: V (as is), "
+                                f"P (pose) or D (depth)")
+        if ignored:
+            log.warning("params_ignored", keys=ignored, reason=f"video_prompt_type {letters!r} does not use them")
+        return values, tuple(ignored)
+
+    @staticmethod
+    def _control_video(values: dict[str, Any], given: dict[str, Any], work_dir: Path,
+                       depth_model: str | None) -> dict[str, Any]:
+        letters = given.get("video_prompt_type") or ""
+        guide = values.get("video_guide")
+        if not guide or not ({"P", "D"} & set(letters)):
+            return values
+        from source.control_video import depth_video, pose_video
+
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if "P" in letters:
+            values["video_guide"] = str(pose_video(Path(guide), work_dir / "control_pose.mp4"))
+        else:
+            from source.depth import DEFAULT_DEPTH_MODEL
+
+            model = depth_model or DEFAULT_DEPTH_MODEL
+            values["video_guide"] = str(depth_video(Path(guide), work_dir / "control_depth.mp4", model))
         return values
 
-    def _validate(self, model_type: str, params: Mapping[str, Any]) -> None:
-        caps = self.capabilities(model_type)
-        if caps.vace and not params.get("video_guide"):
-            raise InvalidParams(f"model {model_type!r} is a VACE model: params.video_guide is required")
-        if caps.image_to_video and not params.get("image_start"):
-            raise InvalidParams(f"model {model_type!r} is image-to-video: params.image_start is required")
-        if not caps.vace and (params.get("video_guide") or params.get("video_mask")):
-            raise InvalidParams(f"model {model_type!r} takes no video_guide/video_mask (not a VACE model)")
+    @staticmethod
+    def lora_dir(model_type: str) -> Path:
+        from source.engine.loras import lora_folder, model_lora_folder  # torch: only once generation starts
 
-    # -- generation ----------------------------------------------------------------------------------
-    def generate(
-        self,
-        model_type: str,
-        prompt: str,
-        *,
-        progress: Callable[[int, int, str], None] | None = None,
-        should_abort: Callable[[], bool] | None = None,
-        output_dir: Path | None = None,
-        **params: Any,
-    ) -> GenerationResult:
-        params = {**params, "prompt": prompt}
-        self._validate(model_type, params)
-        resolved = self._resolve_parameters(model_type, params)
-        self.load_model(model_type)
-        self.state["gen"] = {"file_list": [], "should_abort": should_abort or (lambda: False)}
-        result = wgp.generate_video(self.state, model_type, output_dir=output_dir or self.output_dir,
-                                    progress_callback=progress, **resolved)
-        if [str(p) for p in result.paths] != self.state["gen"]["file_list"]:
-            raise RuntimeError("engine outputs and state file_list disagree")
-        return result
+        return lora_folder(model_lora_folder(model_type))
 
-    def generate_t2v(self, model_type: str, prompt: str, **params: Any) -> GenerationResult:
-        if self.capabilities(model_type).vace or self.capabilities(model_type).flux:
-            raise InvalidParams(f"model {model_type!r} is not a text-to-video model")
-        return self.generate(model_type, prompt, **params)
+    # -- stage 2: run (under the model lock) ---------------------------------------------------------
+    def run(self, prepared: PreparedGeneration, *, progress: Callable[[int, int, str], None] | None = None,
+            should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None) -> GenerationResult:
+        result = self.engine.generate(prepared.request.model, prepared.resolved,
+                                      output_dir=output_dir or self.output_dir, progress=progress,
+                                      should_abort=should_abort)
+        return replace(result, ignored_params=prepared.ignored_params)
 
-    def generate_vace(self, model_type: str, prompt: str, *, video_guide: str, **params: Any) -> GenerationResult:
-        if not self.capabilities(model_type).vace:
-            raise InvalidParams(f"model {model_type!r} is not a VACE model")
-        return self.generate(model_type, prompt, video_guide=video_guide, **params)
-
-    def generate_flux(self, model_type: str, prompt: str, *, num_images: int = 1, **params: Any) -> GenerationResult:
-        if not self.capabilities(model_type).flux:
-            raise InvalidParams(f"model {model_type!r} is not a Flux model")
-        return self.generate(model_type, prompt, video_length=num_images, **params)
-
-    # -- the queue's entry point ---------------------------------------------------------------------
-    def run_task(self, task: GenerationTask, *, progress=None, should_abort=None,
-                 work_dir: Path | None = None) -> GenerationResult:
-        task = process_all_loras(task, wgp.get_lora_dir(task.model))
-        params = dict(task.parameters)
-        work = work_dir or self.output_dir / "_work" / task.id
-        for name in FILE_PARAMS:
-            if params.get(name):
-                params[name] = str(resolve_input(params[name], name, work))
-        if params.get("image_refs"):
-            refs = params["image_refs"] if isinstance(params["image_refs"], list) else [params["image_refs"]]
-            params["image_refs"] = [str(resolve_input(ref, "image_refs", work)) for ref in refs]
-        prompt = params.pop("prompt")
-        return self.generate(task.model, prompt, progress=progress, should_abort=should_abort, **params)
+    # -- programmatic use (WanGP-style keyword parameters) -------------------------------------------
+    def generate(self, model_type: str, prompt: str, *, progress: Callable[[int, int, str], None] | None = None,
+                 should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None,
+                 **params: Any) -> GenerationResult:
+        request = GenerationRequest(id="direct", task_type="generate_video", model=model_type,
+                                    parameters=MappingProxyType(parse_values({**params, "prompt": prompt})))
+        prepared = self.prepare(request, work_dir=(output_dir or self.output_dir) / "_work" / "direct")
+        return self.run(prepared, progress=progress, should_abort=should_abort, output_dir=output_dir)

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import structlog
 
 from source.db import DbType, StoreConfig
 from source.logging_utils import register_secret
@@ -31,8 +32,10 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Supabase project URL [env SUPABASE_URL]."),
         click.option("--supabase-access-token", envvar="SUPABASE_SERVICE_ROLE_KEY", default=None,
                      help="Service-role key or access token; prefer the env var SUPABASE_SERVICE_ROLE_KEY."),
-        click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
-                     help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
+        # Older command lines pass it; nothing needs it (public URLs come from the project URL), so it is
+        # accepted, never stored, and a warning says so.
+        click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None, hidden=True,
+                     help="Ignored (not needed): accepted so older command lines keep working."),
         click.option("--supabase-bucket", envvar="SUPABASE_VIDEO_BUCKET", default="image_uploads", show_default=True,
                      help="Supabase Storage bucket for outputs [env SUPABASE_VIDEO_BUCKET]."),
     ]
@@ -50,6 +53,9 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         # The password alone shows up too (driver errors, DSN dumps).
         with contextlib.suppress(ValueError):
             register_secret(urlsplit(db_url).password)
+    if kwargs.pop("supabase_anon_key", None):
+        structlog.get_logger(__name__).warning(
+            "supabase_anon_key_ignored", reason="the worker never needs the anon key; drop --supabase-anon-key")
     db_type = kwargs.pop("db_type")
     if db_type is None:
         db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE
@@ -60,7 +66,6 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         db_url=kwargs.pop("db_url"),
         supabase_url=kwargs.pop("supabase_url"),
         supabase_key=kwargs.pop("supabase_access_token"),
-        supabase_anon_key=kwargs.pop("supabase_anon_key"),
         storage_bucket=kwargs.pop("supabase_bucket"),
     )
 

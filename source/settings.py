@@ -21,7 +21,6 @@ class WorkerSettings:
     shutdown_grace: float = 30.0
     task_timeout: float | None = None
     affinity_window: float = 120.0
-    queue_workers: int = 1
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True

@@ -28,7 +28,6 @@ class StoreConfig:
     db_url: str | None = None
     supabase_url: str | None = None
     supabase_key: str | None = None
-    supabase_anon_key: str | None = None
     storage_bucket: str = "image_uploads"
 
     @property

@@ -22,6 +22,15 @@ def lora_folder(folder: str) -> Path:
     return loras_dir() / folder
 
 
+def model_lora_folder(model_type: str) -> str:
+    """The LoRA folder name of ``model_type``: its definition's, else its family's."""
+    from source.engine.families import family_for
+    from source.engine.model_defs import load_model_def
+
+    definition = load_model_def(model_type)
+    return definition.lora_folder or family_for(definition.architecture).lora_folder
+
+
 def list_loras(folder: str) -> list[Path]:
     root = lora_folder(folder)
     if not root.is_dir():

@@ -61,6 +61,7 @@ def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
 
 
 def _in_scene_lora(model: str) -> str | None:
-    import wgp
+    from source.engine.loras import list_loras, model_lora_folder
 
-    return next((name for name in wgp.setup_loras(model) if IN_SCENE_LORA_MARK in name.lower()), None)
+    return next((path.name for path in list_loras(model_lora_folder(model)) if IN_SCENE_LORA_MARK in path.name.lower()),
+                None)

@@ -116,13 +116,14 @@ def test_three_tiers_model_settings_override_system_defaults_and_params_override
 
 
 def test_wan_2_2_runs_both_experts(tmp_path):
-    wgp.load_models("tiny_t2v_2_2")
-    pipe = wgp.engine.resident.pipe
+    state = {"gen": {"file_list": []}}
+    wgp.load_models("tiny_t2v_2_2", state)
+    pipe = wgp.engine_of(state).resident.pipe
     calls = {"high": 0, "low": 0}
     hooks = [pipe.transformer.register_forward_hook(lambda *a: calls.__setitem__("high", calls["high"] + 1)),
              pipe.transformer_2.register_forward_hook(lambda *a: calls.__setitem__("low", calls["low"] + 1))]
     try:
-        generate(tmp_path, "tiny_t2v_2_2", num_inference_steps=4)
+        wgp.generate_video(state, "tiny_t2v_2_2", output_dir=tmp_path, prompt="x", num_inference_steps=4)
     finally:
         for hook in hooks:
             hook.remove()
@@ -140,12 +141,14 @@ def test_progress_is_reported_each_step_and_abort_stops_generation(tmp_path):
 
 
 def test_loading_a_model_keeps_it_resident_until_another_is_asked_for():
-    wgp.load_models("tiny_t2v")
-    assert wgp.load_models("tiny_t2v") is False
-    assert wgp.load_models("tiny_flux") is True
-    assert wgp.engine.model_type == "tiny_flux"
-    wgp.unload_model_if_needed({})
-    assert wgp.engine.model_type is None
+    state: dict = {}
+    wgp.load_models("tiny_t2v", state)
+    assert wgp.load_models("tiny_t2v", state) is False
+    assert wgp.load_models("tiny_flux", state) is True
+    assert wgp.engine_of(state).model_type == "tiny_flux"
+    assert wgp.engine_of({}).model_type is None  # another state, another engine: nothing shared
+    wgp.unload_model_if_needed(state)
+    assert wgp.engine_of(state).model_type is None
 
 
 @pytest.mark.parametrize(

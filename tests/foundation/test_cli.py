@@ -11,9 +11,9 @@ from tests.helpers import REPO_ROOT, WORKER, run_worker
 
 DOCUMENTED_FLAGS = [
     "--db-type", "--db-file", "--poll-interval", "--main-output-dir", "--worker", "--debug", "--save-logging",
-    "--delete-db", "--migrate-only", "--queue-workers", "--apply-reward-lora", "--colour-match-videos",
+    "--delete-db", "--migrate-only", "--apply-reward-lora", "--colour-match-videos",
     "--mask-active-frames / --no-mask-active-frames", "--supabase-url", "--supabase-access-token",
-    "--supabase-anon-key", "--log-format", "--once", "--max-tasks", "--db-url",
+    "--log-format", "--once", "--max-tasks", "--db-url",
 ]
 
 

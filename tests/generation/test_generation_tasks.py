@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from source import generation, task_cli
+from source import task_cli
 from source.db.models import NewTask, TaskStatus
 from source.settings import WorkerSettings
-from source.worker_loop import Worker
 from tests.engine.test_generate_video import read_video
+from tests.helpers import generation_queue, in_process_worker
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,9 @@ def inputs(tmp_path_factory):
     return {"image": str(image), "guide": str(guide), "mask": str(write_video(mask, folder / "mask.mp4", 16))}
 
 
-def run_worker_in_process(store, out, **settings):
-    worker = Worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), exit_when_idle=True,
-                    affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
+def run_worker_in_process(store, out, queue=None, **settings):
+    worker = in_process_worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), queue,
+                               exit_when_idle=True)
     assert worker.run() == 0
 
 
@@ -69,17 +69,16 @@ def test_every_direct_generation_type_completes_with_a_valid_file(sqlite_store, 
 
 
 def test_same_model_stays_resident_and_alternating_models_switch_each_time(sqlite_store, tmp_path):
-    queue = generation.generation_queue(WorkerSettings(main_output_dir=tmp_path / "out"))
-    queue.generator.unload_model()
+    queue = generation_queue(tmp_path / "out")
     before = dict(queue.stats.as_dict())
     for _ in range(2):
         sqlite_store.add_task(NewTask("t2v", {"prompt": "same", "model": "tiny_t2v"}))
-    run_worker_in_process(sqlite_store, tmp_path / "out")
+    run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     after_same = queue.stats.as_dict()
     assert after_same["model_loads"] - before["model_loads"] == 1
     for model in ("tiny_flux", "tiny_t2v", "tiny_flux"):
         sqlite_store.add_task(NewTask("flux", {"prompt": "alt", "model": model}))
-        run_worker_in_process(sqlite_store, tmp_path / "out")
+        run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     after_alternating = queue.stats.as_dict()
     assert after_alternating["model_switches"] - after_same["model_switches"] == 3
 
@@ -92,11 +91,11 @@ def test_same_model_stays_resident_and_alternating_models_switch_each_time(sqlit
 
 
 def test_claim_prefers_rows_for_the_resident_model(sqlite_store, tmp_path):
-    queue = generation.generation_queue(WorkerSettings(main_output_dir=tmp_path / "out"))
+    queue = generation_queue(tmp_path / "out")
     queue.generator.load_model("tiny_t2v")
     other = sqlite_store.add_task(NewTask("flux", {"prompt": "x", "model": "tiny_flux"}))
     mine = sqlite_store.add_task(NewTask("t2v", {"prompt": "y", "model": "tiny_t2v"}))
-    run_worker_in_process(sqlite_store, tmp_path / "out")
+    run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     started = {i: sqlite_store.get_task(i).generation_started_at for i in (other, mine)}
     assert started[mine] < started[other]
 

@@ -104,6 +104,7 @@ class WanOrchestrator:
         from source.lora_utils import process_all_loras  # imports torch: not needed to start a worker
 
         request = process_all_loras(request, self.lora_dir(request.model))
+        self._check_loras_present(request)
         values = dict(request.parameters)
         for name in FILE_PARAMS:
             if values.get(name) is not None and isinstance(values[name], str | Path):
@@ -189,6 +190,15 @@ class WanOrchestrator:
             model = depth_model or DEFAULT_DEPTH_MODEL
             values["video_guide"] = str(depth_video(Path(guide), work_dir / "control_depth.mp4", model))
         return values
+
+    @staticmethod
+    def _check_loras_present(request: GenerationRequest) -> None:
+        """A missing LoRA file fails the task here, not after a model switch."""
+        from source.engine.loras import model_lora_folder, resolve_lora
+
+        folder = model_lora_folder(request.model)
+        for name in request.parameters.get("activated_loras") or ():
+            resolve_lora(folder, name)
 
     @staticmethod
     def lora_dir(model_type: str) -> Path:

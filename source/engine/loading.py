@@ -10,7 +10,7 @@ import torch
 from source.engine import tiny
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.errors import ModelUnavailable
-from source.hub import hub_offline
+from source.hub import fetch_cached
 
 log = structlog.get_logger(__name__)
 
@@ -39,16 +39,17 @@ def _unavailable(definition: ModelDefinition, why: str) -> ModelUnavailable:
     )
 
 
-def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
+def _hub_snapshot(definition: ModelDefinition) -> Path:
     from diffusers import DiffusionPipeline
 
     source = definition.weights
-    try:
-        # DiffusionPipeline.download fetches only the files from_pretrained needs, not the whole repo.
-        return Path(DiffusionPipeline.download(source.repo, revision=source.revision, local_files_only=local_only))
-    except Exception as exc:  # hub errors are many types (offline, 404, network); all mean "not available"
-        why = "the hub is offline (HF_HUB_OFFLINE=1)" if local_only else f"the hub could not be reached ({exc})"
-        raise _unavailable(definition, why) from exc
+    # DiffusionPipeline.download fetches only the files from_pretrained needs, not the whole repo.
+    return fetch_cached(
+        ("pipeline", source.repo or "", source.revision or ""),
+        lambda local_only: DiffusionPipeline.download(source.repo, revision=source.revision,
+                                                      local_files_only=local_only),
+        lambda why: _unavailable(definition, why),
+    )
 
 
 def weights_path(definition: ModelDefinition) -> Path:
@@ -60,7 +61,7 @@ def weights_path(definition: ModelDefinition) -> Path:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(f"model_type {definition.model_type!r}: no diffusers folder at {path}")
         return path
-    return _hub_snapshot(definition, local_only=hub_offline())
+    return _hub_snapshot(definition)
 
 
 def load_pipeline(definition: ModelDefinition, pipeline_class: type):
@@ -81,6 +82,6 @@ def download(model_type: str) -> Path:
     definition = load_model_def(model_type)
     if not definition.weights.repo:
         return weights_path(definition)
-    path = _hub_snapshot(definition, local_only=False)
+    path = _hub_snapshot(definition)
     log.info("weights_downloaded", model_type=model_type, repo=definition.weights.repo, path=str(path))
     return path

@@ -249,3 +249,10 @@ def test_batched_guidance_with_per_token_timesteps_as_wan_2_2_ti2v_uses():
         pipe.register_to_config(expand_timesteps=True)
     assert np.abs(run(plain, "tiny_t2v") - run(batched, "tiny_t2v")).max() < 1e-4
     assert guidance_batching.hook_of(batched.transformer).batched_steps == CALL["num_inference_steps"] - 1
+
+
+def test_speed_options_report_batched_guidance_only_where_it_runs():
+    flux = load_pipeline(load_model_def("tiny_flux"), family_for("flux").pipeline_class())
+    wan = load_pipeline(load_model_def("tiny_t2v"), family_for("wan_t2v").pipeline_class())
+    assert apply_speed_options(flux, EngineOptions(batch_cfg=True))["batch_cfg"] is False  # no Wan denoiser
+    assert apply_speed_options(wan, EngineOptions(batch_cfg=True))["batch_cfg"] is True

@@ -123,3 +123,16 @@ def test_bad_generation_params_fail_with_a_clear_error(sqlite_store, tmp_path, t
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED
     assert message in row.error_message, row.error_message
+
+
+def test_reward_lora_applies_only_where_the_model_supports_it(sqlite_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Flux row must not even try to fetch the Wan LoRA
+    flux = sqlite_store.add_task(NewTask("flux", {"prompt": "a cat", "model": "tiny_flux"}))
+    asked = sqlite_store.add_task(NewTask("flux", {"prompt": "a cat", "model": "tiny_flux", "apply_reward_lora": True}))
+    run_worker_in_process(sqlite_store, tmp_path / "out", apply_reward_lora=True)
+    row = sqlite_store.get_task(flux)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert "loras" not in row.result
+    row = sqlite_store.get_task(asked)
+    assert row.status is TaskStatus.FAILED
+    assert "params.apply_reward_lora: a Wan LoRA, not supported by model 'tiny_flux'" in row.error_message

@@ -38,6 +38,8 @@ log = structlog.get_logger("worker")
               help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--delete-db", is_flag=True, help="Delete the SQLite db file (and its WAL) before starting.")
 @click.option("--migrate-only", is_flag=True, help="Apply pending schema migrations, then exit.")
+# Older command lines pass it; one handler runs at a time, so there is nothing for it to set (warned).
+@click.option("--queue-workers", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
@@ -80,6 +82,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         store.close()
         return
 
+    if opts["queue_workers"] is not None:
+        log.warning("queue_workers_ignored", reason="generation runs in the task's handler, one at a time; "
+                    "drop --queue-workers")
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),
         main_output_dir=Path(opts["main_output_dir"]),  # type: ignore[arg-type]

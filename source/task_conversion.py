@@ -44,6 +44,8 @@ CONVERSION_KEYS = frozenset({
     "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
     "apply_reward_lora", "timeout_seconds", "depth_model",
 })
+# The engine's parameters: each has one parser in source/engine/params.py.
+ENGINE_KEYS = frozenset(PARSERS)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def db_task_to_generation_task(
     ignored = []
     for key, value in merged.items():
         name = ALIASES.get(key, key)
-        if name in PARSERS:
+        if name in ENGINE_KEYS:
             if name in given and given[name] != value:
                 raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
             given[name] = value

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.model_defs import load_model_def
-from source.engine.params import ResolvedParameters, parse_values, resolve
+from source.engine.params import ResolvedParameters, parse_settings, parse_values, resolve
 from source.errors import InvalidParams
 from source.inputs import resolve_input
 from source.task_conversion import GenerationRequest
@@ -96,9 +97,10 @@ class WanOrchestrator:
     # -- stage 1: prepare (before the model lock) ----------------------------------------------------
     def prepare(self, request: GenerationRequest, *, work_dir: Path) -> PreparedGeneration:
         definition = load_model_def(request.model)
-        given = {**{k: v for k, v in definition.settings.items() if v is not None}, **request.parameters}
+        given = {**parse_settings(definition.settings, request.model), **request.parameters}
         self._check_capabilities(request.model, given, request.parameters)
-        values, ignored = self._video_prompt_type(request, given)
+        letters = given.get("video_prompt_type") or ""
+        values, ignored = select_vace_inputs(dict(request.parameters), letters, given)
         request = replace(request, parameters=MappingProxyType(values),
                           acceleration_loras=self._acceleration_loras(request, definition.architecture))
         from source.lora_utils import process_all_loras  # imports torch: not needed to start a worker
@@ -112,7 +114,7 @@ class WanOrchestrator:
         if values.get("image_refs"):
             values["image_refs"] = tuple(str(resolve_input(ref, "image_refs", work_dir)) if isinstance(ref, str)
                                          else ref for ref in values["image_refs"])
-        values = self._control_video(values, given, work_dir, request.depth_model)
+        values = build_control_guide(values, letters, work_dir, request.depth_model)
         resolved = resolve(definition.settings, values, model_type=request.model)
         log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
         return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *ignored})))
@@ -148,48 +150,6 @@ class WanOrchestrator:
         if request.worker_reward_lora and "reward" not in request.acceleration_loras:
             return (*request.acceleration_loras, "reward")
         return request.acceleration_loras
-
-    @staticmethod
-    def _video_prompt_type(request: GenerationRequest, given: dict[str, Any]) -> tuple[dict, tuple[str, ...]]:
-        """WanGP's letters decide which VACE inputs are used. Without letters every input given is used
-        (older rows); with letters, an input whose letter is absent is ignored (and reported), and a
-        letter whose input is missing is an error."""
-        values = dict(request.parameters)
-        letters = given.get("video_prompt_type") or ""
-        if not letters:
-            return values, ()
-        ignored = []
-        for letter, name in (("M", "video_mask"), ("I", "image_refs")):
-            if letter in letters and not given.get(name):
-                raise InvalidParams(f"params.video_prompt_type {letters!r} has {letter} but params.{name} is missing")
-            if letter not in letters and values.get(name):
-                values.pop(name)
-                ignored.append(name)
-        if not {"V", "P", "D"} & set(letters):
-            raise InvalidParams(f"params.video_prompt_type {letters!r}: say how to use video_guide: V (as is), "
-                                f"P (pose) or D (depth)")
-        if ignored:
-            log.warning("params_ignored", keys=ignored, reason=f"video_prompt_type {letters!r} does not use them")
-        return values, tuple(ignored)
-
-    @staticmethod
-    def _control_video(values: dict[str, Any], given: dict[str, Any], work_dir: Path,
-                       depth_model: str | None) -> dict[str, Any]:
-        letters = given.get("video_prompt_type") or ""
-        guide = values.get("video_guide")
-        if not guide or not ({"P", "D"} & set(letters)):
-            return values
-        from source.control_video import depth_video, pose_video
-
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if "P" in letters:
-            values["video_guide"] = str(pose_video(Path(guide), work_dir / "control_pose.mp4"))
-        else:
-            from source.depth import DEFAULT_DEPTH_MODEL
-
-            model = depth_model or DEFAULT_DEPTH_MODEL
-            values["video_guide"] = str(depth_video(Path(guide), work_dir / "control_depth.mp4", model))
-        return values
 
     @staticmethod
     def _check_loras_present(request: GenerationRequest) -> None:

@@ -13,15 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.core import Engine, GenerationResult, ProgressCallback, default_settings
 from source.engine.loras import list_loras, lora_folder, model_lora_folder
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
-from source.engine.params import parse_values, resolve
+from source.engine.params import PARSERS, parse_settings, parse_values, resolve
 
 __all__ = [
     "GenerationResult", "generate_video", "get_default_settings", "get_lora_dir", "get_model_def", "list_model_types",
     "load_models", "setup_loras", "unload_model_if_needed", "engine_of",
 ]
+
+
+log = structlog.get_logger(__name__)
 
 
 def engine_of(state: dict) -> Engine:
@@ -78,7 +84,16 @@ def generate_video(
     gen = state.setdefault("gen", {})
     gen.setdefault("file_list", [])
     should_abort: Callable[[], bool] = gen.get("should_abort") or (lambda: bool(gen.get("abort")))
-    resolved = resolve(load_model_def(model_type).settings, parse_values(params), model_type=model_type)
+    definition = load_model_def(model_type)
+    unknown = sorted(set(params) - set(PARSERS))
+    if unknown:
+        log.warning("params_ignored", keys=unknown, hint="not a generation parameter of this engine")
+    values = parse_values(params)
+    settings = parse_settings(definition.settings, model_type)
+    letters = values.get("video_prompt_type", settings.get("video_prompt_type", ""))
+    values, _ = select_vace_inputs(values, letters, {**settings, **values})
+    values = build_control_guide(values, letters, Path(output_dir) / "_work" / "control")
+    resolved = resolve(definition.settings, values, model_type=model_type)
     result = engine_of(state).generate(model_type, resolved, output_dir=Path(output_dir),
                                        progress=progress_callback, should_abort=should_abort)
     gen["file_list"].extend(str(path) for path in result.paths)

@@ -357,10 +357,7 @@ def resolve(model_settings: Mapping[str, Any], task: Mapping[str, Any], *, model
 
     A model definition whose settings do not parse is the operator's error (DefinitionError), not the
     submitter's."""
-    try:
-        model = parse_values(model_settings, prefix="settings.")
-    except InvalidParams as exc:
-        raise DefinitionError(f"model definition {model_type!r}: {exc}") from None
+    model = parse_settings(model_settings, model_type)
     merged: dict[str, Any] = {}
     sources: dict[str, Tier] = {}
     for tier, values in ((Tier.SYSTEM, _SYSTEM_PARSED), (Tier.MODEL, model), (Tier.TASK, task)):
@@ -372,6 +369,14 @@ def resolve(model_settings: Mapping[str, Any], task: Mapping[str, Any], *, model
         if key not in merged:  # a default of None (no flow shift, no guide): "not set", from the system
             merged[key], sources[key] = None, Tier.SYSTEM
     return ResolvedParameters(build_params(merged), MappingProxyType(sources))
+
+
+def parse_settings(settings: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """A model definition's ``settings`` through the same parsers; a bad value is a DefinitionError."""
+    try:
+        return parse_values(settings, prefix="settings.")
+    except InvalidParams as exc:
+        raise DefinitionError(f"model definition {model_type!r}: {exc}") from None
 
 
 def build_params(values: Mapping[str, Any]) -> GenerationParams:

@@ -25,7 +25,7 @@ from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.outputs import unique_path, write_image, write_video
-from source.engine.params import GenerationParams, ResolvedParameters, parse_values, resolve, value_of
+from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
 from source.errors import CancelReason, TaskCancelled
@@ -205,8 +205,3 @@ def _step_callback(params: GenerationParams, progress: ProgressCallback | None,
         return callback_kwargs
 
     return on_step_end
-
-
-def params_for(model_type: str, explicit: Mapping[str, Any]) -> ResolvedParameters:
-    """WanGP-style values for ``model_type``, parsed and resolved over its tiers (no weights loaded)."""
-    return resolve(load_model_def(model_type).settings, parse_values(explicit), model_type=model_type)

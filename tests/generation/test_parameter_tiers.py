@@ -106,3 +106,27 @@ def test_resolution_records_the_tier_of_every_value_and_blames_a_broken_definiti
     assert resolved.sources["sample_solver"] is Tier.SYSTEM
     with pytest.raises(DefinitionError, match="model definition 'broken': settings.resolution must look like"):
         resolve({"resolution": "huge"}, parse_values({"prompt": "x"}), model_type="broken")
+
+
+def test_a_broken_definition_fails_its_rows_as_the_operators_error(sqlite_store, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from source.engine.model_defs import load_model_def
+    from source.engine.paths import defaults_dir
+    from tests.generation.test_generation_tasks import run_worker_in_process
+
+    folder = tmp_path / "defaults"
+    shutil.copytree(defaults_dir(), folder)
+    tiny = json.loads((folder / "tiny_t2v.json").read_text())
+    (folder / "tiny_bad_settings.json").write_text(json.dumps({**tiny, "settings": {"resolution": "huge"}}))
+    (folder / "tiny_no_arch.json").write_text(json.dumps({"weights": {"tiny": "wan_t2v"}}))
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(folder))
+    with pytest.raises(DefinitionError, match="'tiny_no_arch' has no architecture"):
+        load_model_def("tiny_no_arch")
+    task_id = sqlite_store.add_task(NewTask("t2v", {"model": "tiny_bad_settings", "prompt": "x"}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task_id)
+    assert row.status is TaskStatus.FAILED
+    assert row.error_message == ("model definition 'tiny_bad_settings': settings.resolution must look like "
+                                 "'WIDTHxHEIGHT' (e.g. '832x480'), got 'huge'")

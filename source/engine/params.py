@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
@@ -390,33 +390,11 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
             f"{width * height * video_length * batch_size:,} pixels; one call may produce at most "
             f"{MAX_PIXELS_PER_CALL:,}"
         )
-    return GenerationParams(
-        prompt=values["prompt"],
-        negative_prompt=values["negative_prompt"],
-        width=width,
-        height=height,
-        video_length=video_length,
-        num_inference_steps=values["num_inference_steps"],
-        guidance_scale=values["guidance_scale"],
-        guidance2_scale=values["guidance2_scale"],
-        flow_shift=values["flow_shift"],
-        seed=values["seed"],
-        sample_solver=values["sample_solver"],
-        embedded_guidance_scale=values["embedded_guidance_scale"],
-        batch_size=batch_size,
-        image_start=values["image_start"],
-        image_end=values["image_end"],
-        image_refs=values["image_refs"] or (),
-        video_guide=values["video_guide"],
-        video_mask=values["video_mask"],
-        video_guide2=values["video_guide2"],
-        video_mask2=values["video_mask2"],
-        video_prompt_type=values["video_prompt_type"],
-        control_net_weight=values["control_net_weight"],
-        control_net_weight2=values["control_net_weight2"],
-        activated_loras=tuple(name for name, _ in loras),
-        loras_multipliers=tuple(weight for _, weight in loras),
-    )
+    same_name = {f.name: values[f.name] for f in fields(GenerationParams) if f.name in values}
+    return GenerationParams(**{
+        **same_name, "width": width, "height": height, "image_refs": values["image_refs"] or (),
+        "activated_loras": tuple(name for name, _ in loras), "loras_multipliers": tuple(w for _, w in loras),
+    })
 
 
 _SYSTEM_PARSED = parse_values(SYSTEM_DEFAULTS)

@@ -69,7 +69,10 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
             view_perspective_task_id=child_id(ctx, "view_perspective"),
         ))),
     ]
-    return spawn_chain(ctx, specs, result={"perspective_type": p.perspective_type})
+    result: dict[str, Any] = {"perspective_type": p.perspective_type}
+    if ignored := p.ignored_params():
+        result["ignored_params"] = ignored
+    return spawn_chain(ctx, specs, result=result)
 
 
 class FinalGenParams(TaskParams):

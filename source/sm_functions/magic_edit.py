@@ -56,8 +56,10 @@ def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
         request["activated_loras"] = [in_scene_lora]
         request["loras_multipliers"] = ["1.0"]
     outcome = outcome_of(generate(ctx, "flux", request))
-    return TaskOutcome(output_path=outcome.output_path,
-                       result={**outcome.result, "prompt": request["prompt"], "in_scene_lora": in_scene_lora})
+    result = {**outcome.result, "prompt": request["prompt"], "in_scene_lora": in_scene_lora}
+    if ignored := p.ignored_params():
+        result["ignored_params"] = ignored
+    return TaskOutcome(output_path=outcome.output_path, result=result)
 
 
 def _in_scene_lora(model: str) -> str | None:

@@ -36,8 +36,11 @@ def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
              for s in plan.segments]
     specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))
     ctx.log.info("travel_planned", run_id=plan.run_id, segments=len(plan.segments), final_frames=plan.final_frames)
-    return spawn_chain(ctx, specs, result={"run_id": plan.run_id, "segments": len(plan.segments),
-                                           "expected_frames": plan.final_frames})
+    result: dict[str, Any] = {"run_id": plan.run_id, "segments": len(plan.segments),
+                              "expected_frames": plan.final_frames}
+    if plan.ignored_params:
+        result["ignored_params"] = list(plan.ignored_params)
+    return spawn_chain(ctx, specs, result=result)
 
 
 def _segment_payload(ctx: TaskContext, plan: TravelPlan, segment: SegmentPlan) -> dict[str, Any]:

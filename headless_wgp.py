@@ -97,27 +97,44 @@ class WanOrchestrator:
     # -- stage 1: prepare (before the model lock) ----------------------------------------------------
     def prepare(self, request: GenerationRequest, *, work_dir: Path) -> PreparedGeneration:
         definition = load_model_def(request.model)
+        # 1. what the model takes (every tier counts: a model JSON may carry a guide or letters)
         given = {**parse_settings(definition.settings, request.model), **request.parameters}
         self._check_capabilities(request.model, given, request.parameters)
+        # 2. which VACE inputs the video_prompt_type letters use
         letters = given.get("video_prompt_type") or ""
-        values, ignored = select_vace_inputs(dict(request.parameters), letters, given)
-        request = replace(request, parameters=MappingProxyType(values),
-                          acceleration_loras=self._acceleration_loras(request, definition.architecture))
-        from source.lora_utils import process_all_loras  # imports torch: not needed to start a worker
+        values, unused = select_vace_inputs(dict(request.parameters), letters, given)
+        # 3. LoRAs fetched into the model's folder, every name checked present
+        request = self._with_loras(replace(
+            request, parameters=MappingProxyType(values),
+            acceleration_loras=self._acceleration_loras(request, definition.architecture)))
+        # 4. inputs as local files (URLs downloaded, capped), the control video built from the guide
+        values = self._local_inputs(dict(request.parameters), work_dir)
+        values = build_control_guide(values, letters, work_dir, request.depth_model)
+        # 5. the three tiers, once
+        resolved = resolve(definition.settings, values, model_type=request.model)
+        log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
+        return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})))
 
-        request = process_all_loras(request, self.lora_dir(request.model))
-        self._check_loras_present(request)
-        values = dict(request.parameters)
+    @staticmethod
+    def _with_loras(request: GenerationRequest) -> GenerationRequest:
+        from source.engine.loras import lora_folder, model_lora_folder, resolve_lora  # torch: once generating
+        from source.lora_utils import process_all_loras
+
+        folder = model_lora_folder(request.model)
+        request = process_all_loras(request, lora_folder(folder))
+        for name in request.parameters.get("activated_loras") or ():
+            resolve_lora(folder, name)  # a missing file fails here, not after a model switch
+        return request
+
+    @staticmethod
+    def _local_inputs(values: dict[str, Any], work_dir: Path) -> dict[str, Any]:
         for name in FILE_PARAMS:
-            if values.get(name) is not None and isinstance(values[name], str | Path):
+            if isinstance(values.get(name), str | Path):
                 values[name] = str(resolve_input(values[name], name, work_dir))
         if values.get("image_refs"):
             values["image_refs"] = tuple(str(resolve_input(ref, "image_refs", work_dir)) if isinstance(ref, str)
                                          else ref for ref in values["image_refs"])
-        values = build_control_guide(values, letters, work_dir, request.depth_model)
-        resolved = resolve(definition.settings, values, model_type=request.model)
-        log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
-        return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *ignored})))
+        return values
 
     def _check_capabilities(self, model_type: str, given: dict[str, Any], task: Any) -> None:
         caps = self.capabilities(model_type)
@@ -150,21 +167,6 @@ class WanOrchestrator:
         if request.worker_reward_lora and "reward" not in request.acceleration_loras:
             return (*request.acceleration_loras, "reward")
         return request.acceleration_loras
-
-    @staticmethod
-    def _check_loras_present(request: GenerationRequest) -> None:
-        """A missing LoRA file fails the task here, not after a model switch."""
-        from source.engine.loras import model_lora_folder, resolve_lora
-
-        folder = model_lora_folder(request.model)
-        for name in request.parameters.get("activated_loras") or ():
-            resolve_lora(folder, name)
-
-    @staticmethod
-    def lora_dir(model_type: str) -> Path:
-        from source.engine.loras import lora_folder, model_lora_folder  # torch: only once generation starts
-
-        return lora_folder(model_lora_folder(model_type))
 
     # -- stage 2: run (under the model lock) ---------------------------------------------------------
     def run(self, prepared: PreparedGeneration, *, progress: Callable[[int, int, str], None] | None = None,

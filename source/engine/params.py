@@ -107,7 +107,7 @@ def parse_resolution(value: Any, name: str = "resolution") -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise InvalidParams(f"{name} must be positive, got {width}x{height}")
     if max(width, height) > MAX_SIDE:
-        raise InvalidParams(f"{name} {width}x{height} is too large: each side must be at most {MAX_SIDE}")
+        raise InvalidParams(f"{name} must be at most {MAX_SIDE} on each side, got {width}x{height}")
     return width, height
 
 

@@ -146,7 +146,7 @@ class WanOrchestrator:
             for name in ("video_guide", "video_mask", "video_guide2", "video_mask2", "video_prompt_type"):
                 if task.get(name):
                     raise InvalidParams(f"model {model_type!r} takes no {name} (not a VACE model)")
-        if "control_net_weight2" in task and not caps.second_control_stream:
+        if "control_net_weight2" in given and not caps.second_control_stream:
             raise InvalidParams(
                 f"params.control_net_weight2: model {model_type!r} has no second control stream (video_guide2 "
                 f"overlays the first guide and uses control_net_weight); leave control_net_weight2 out")

@@ -38,8 +38,7 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "solver": "sample_solver",
 })
 
-# Keys the conversion layer itself consumes (not engine parameters). `task_id` and friends are the
-# row's bookkeeping that producers copy into params.
+# Keys the conversion layer itself consumes (not engine parameters).
 CONVERSION_KEYS = frozenset({
     "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
     "apply_reward_lora", "timeout_seconds", "depth_model",
@@ -60,21 +59,12 @@ class GenerationRequest:
     additional_loras: Mapping[str, float] = field(default_factory=dict)
     acceleration_loras: tuple[str, ...] = ()
     priority: int = 0
-    single_image: bool = False
     timeout_seconds: float | None = None
     ignored_params: tuple[str, ...] = ()
     # The depth estimator for video_prompt_type "D" (a name of source/depth.py's DEPTH_MODELS).
     depth_model: str | None = None
     # The worker's --apply-reward-lora: added where the model supports it (Wan), skipped elsewhere.
     worker_reward_lora: bool = False
-
-    @property
-    def prompt(self) -> str:
-        return str(self.parameters.get("prompt", ""))
-
-
-def model_for_task_type(task_type: str) -> str | None:
-    return TASK_TYPE_MODELS.get(canonical_task_type(task_type))
 
 
 def task_types_for_model(model: str) -> tuple[str, ...]:
@@ -116,8 +106,7 @@ def db_task_to_generation_task(
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
 
-    single_image = canonical in SINGLE_IMAGE_TASK_TYPES
-    if single_image:
+    if canonical in SINGLE_IMAGE_TASK_TYPES:
         parameters["video_length"] = 1
 
     acceleration = tuple(
@@ -137,7 +126,6 @@ def db_task_to_generation_task(
         additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
         acceleration_loras=acceleration,
         priority=priority,
-        single_image=single_image,
         timeout_seconds=float(timeout) if timeout is not None else None,
         ignored_params=tuple(sorted(ignored)),
         depth_model=_optional_name("depth_model", merged.get("depth_model")),

@@ -9,7 +9,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
-import structlog
 
 from source.db import DbType, StoreConfig
 from source.logging_utils import register_secret
@@ -54,8 +53,9 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         with contextlib.suppress(ValueError):
             register_secret(urlsplit(db_url).password)
     if kwargs.pop("supabase_anon_key", None):
-        structlog.get_logger(__name__).warning(
-            "supabase_anon_key_ignored", reason="the worker never needs the anon key; drop --supabase-anon-key")
+        # Logging is not configured yet (the flags decide how): say it on stderr directly.
+        click.echo("warning: --supabase-anon-key / SUPABASE_ANON_KEY is ignored (nothing here needs the anon "
+                   "key); drop it", err=True)
     db_type = kwargs.pop("db_type")
     if db_type is None:
         db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE

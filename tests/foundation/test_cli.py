@@ -104,3 +104,12 @@ def test_tasks_workers_shows_live_dead_and_stopped_workers(tmp_path):
     finally:
         if live.poll() is None:
             live.kill()
+
+
+def test_flags_older_command_lines_pass_are_accepted_but_warned_and_never_used(tmp_path):
+    result = run_worker(tmp_path / "tasks.db", tmp_path / "out", "--once", "--supabase-anon-key", "anon-canary-1",
+                        "--queue-workers", "4")
+    assert result.returncode == 0, result.stderr
+    assert "--supabase-anon-key / SUPABASE_ANON_KEY is ignored" in result.stderr
+    assert "queue_workers_ignored" in result.stderr
+    assert "anon-canary-1" not in result.stderr + result.stdout

@@ -22,10 +22,10 @@ import structlog
 
 from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.model_defs import load_model_def
-from source.engine.params import ResolvedParameters, parse_settings, parse_values, resolve
+from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
 from source.inputs import resolve_input
-from source.task_conversion import GenerationRequest
+from source.task_conversion import GenerationRequest, db_task_to_generation_task
 
 if TYPE_CHECKING:
     from source.engine.core import Engine, GenerationResult
@@ -180,7 +180,23 @@ class WanOrchestrator:
     def generate(self, model_type: str, prompt: str, *, progress: Callable[[int, int, str], None] | None = None,
                  should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None,
                  **params: Any) -> GenerationResult:
-        request = GenerationRequest(id="direct", task_type="generate_video", model=model_type,
-                                    parameters=MappingProxyType(parse_values({**params, "prompt": prompt})))
+        # The same edge as a db row: aliases mapped, values parsed, unknown keys reported (never dropped silently).
+        request = db_task_to_generation_task("direct", "generate_video", {**params, "prompt": prompt, "model": model_type})
         prepared = self.prepare(request, work_dir=(output_dir or self.output_dir) / "_work" / "direct")
         return self.run(prepared, progress=progress, should_abort=should_abort, output_dir=output_dir)
+
+    def generate_t2v(self, model_type: str, prompt: str, **params: Any) -> GenerationResult:
+        caps = self.capabilities(model_type)
+        if caps.vace or caps.flux:
+            raise InvalidParams(f"model {model_type!r} is not a text-to-video model")
+        return self.generate(model_type, prompt, **params)
+
+    def generate_vace(self, model_type: str, prompt: str, *, video_guide: str, **params: Any) -> GenerationResult:
+        if not self.capabilities(model_type).vace:
+            raise InvalidParams(f"model {model_type!r} is not a VACE model")
+        return self.generate(model_type, prompt, video_guide=video_guide, **params)
+
+    def generate_flux(self, model_type: str, prompt: str, *, num_images: int = 1, **params: Any) -> GenerationResult:
+        if not self.capabilities(model_type).flux:
+            raise InvalidParams(f"model {model_type!r} is not a Flux model")
+        return self.generate(model_type, prompt, video_length=num_images, **params)

@@ -191,3 +191,19 @@ def test_every_real_definition_loads_and_inherits():
     assert wgp.get_model_def("vace_1.3B").architecture == "wan_vace"  # inherited from vace_14B
     assert wgp.get_default_settings("vace_1.3B")["flow_shift"] == 3.0
     assert "tiny_t2v" in wgp.list_model_types()
+
+
+def test_the_orchestrator_generates_programmatically_with_the_model_tier_filling_in(tmp_path, guide_video):
+    from headless_wgp import WanOrchestrator
+
+    orchestrator = WanOrchestrator(tmp_path)
+    video = orchestrator.generate_t2v("tiny_t2v", "a cat", seed=2, steps=3, sharpen=True)
+    assert video.parameter_sources["negative_prompt"] == "model" and video.steps == 3
+    assert video.ignored_params == ("sharpen",)
+    assert video.paths[0].parent == tmp_path
+    images = orchestrator.generate_flux("tiny_flux", "a cat", num_images=2)
+    assert len(images.paths) == 2 and orchestrator.current_model == "tiny_flux"
+    guided = orchestrator.generate_vace("tiny_vace", "a cat", video_guide=str(guide_video), video_prompt_type="V")
+    assert guided.parameters["video_prompt_type"] == "V"
+    with pytest.raises(InvalidParams, match="not a VACE model"):
+        orchestrator.generate_vace("tiny_t2v", "a cat", video_guide=str(guide_video))

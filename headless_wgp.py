@@ -1,31 +1,39 @@
-"""WanOrchestrator: the programmatic wrapper around ``wgp.generate_video``.
+"""WanOrchestrator: from a typed ``GenerationRequest`` to files, in two stages.
 
-It knows the model definitions (capabilities without loading weights), resolves parameters in three
-tiers (system defaults < model JSON < task params), checks model-specific needs before any GPU work,
-and returns the files the engine appended to ``state["gen"]["file_list"]``.
+``prepare`` (no model switch, no GPU lock): check the request against the model's capabilities, translate
+``video_prompt_type``, fetch LoRAs, fetch inputs, and resolve the three tiers (system defaults < model JSON
+``settings`` < task) exactly once into typed engine parameters, each value recording its tier.
+``run``: make the model resident and generate from the prepared parameters.
+
+The engine (and so torch) is created on the first model load: a worker that only runs utility tasks
+never imports it.
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-import wgp
-from source.engine.core import GenerationResult, resolve_with_sources
+from source.control_video import build_control_guide, select_vace_inputs
+from source.engine.model_defs import load_model_def
+from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
-from source.inputs import engine_inputs, resolve_input
-from source.lora_utils import process_all_loras
-from source.task_conversion import GenerationTask
+from source.input_policy import TaskInputs
+from source.inputs import engine_inputs, resolve_generation_files
+from source.task_conversion import GenerationRequest, db_task_to_generation_task
 from source.task_limits import check_work_budget
+
+if TYPE_CHECKING:
+    from source.engine.core import Engine, GenerationResult
 
 log = structlog.get_logger(__name__)
 
-FILE_PARAMS = ("video_guide", "video_mask", "video_guide2", "video_mask2", "image_start", "image_end")
 
 
 @dataclass(frozen=True)
@@ -35,33 +43,49 @@ class ModelCapabilities:
     image_to_video: bool
     two_experts: bool
     image_output: bool
+    # VACE here takes one control stream: a second guide overlays the first and shares its weight.
+    second_control_stream: bool = False
+
+
+@dataclass(frozen=True)
+class PreparedGeneration:
+    """A request whose inputs are local files and whose parameters are resolved: only the GPU is left."""
+
+    request: GenerationRequest
+    resolved: ResolvedParameters
+    ignored_params: tuple[str, ...]
 
 
 class WanOrchestrator:
-    def __init__(self, output_dir: Path | str) -> None:
+    def __init__(self, output_dir: Path | str, *, engine: Engine | None = None) -> None:
         self.output_dir = Path(output_dir)
-        self.state: dict[str, Any] = {"gen": {"file_list": [], "abort": False}}
+        self._engine = engine
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from source.engine.core import Engine
+
+            self._engine = Engine()
+        return self._engine
 
     # -- models --------------------------------------------------------------------------------------
     @property
     def current_model(self) -> str | None:
-        return wgp.engine.model_type
+        return self._engine.model_type if self._engine is not None else None
 
     def load_model(self, model_type: str) -> bool:
         """Make ``model_type`` resident; True when it switched (the previous model is freed first)."""
-        if self.current_model == model_type:
-            return False
-        if self.current_model is not None:
-            self.unload_model()
-        return wgp.load_models(model_type)
+        return self.engine.load(model_type)
 
     def unload_model(self) -> None:
-        wgp.unload_model_if_needed(self.state)
+        if self._engine is not None:
+            self._engine.unload()
         gc.collect()
 
     @staticmethod
     def capabilities(model_type: str) -> ModelCapabilities:
-        definition = wgp.get_model_def(model_type)
+        definition = load_model_def(model_type)
         architecture = definition.architecture
         return ModelCapabilities(
             vace=architecture == "wan_vace",
@@ -71,48 +95,91 @@ class WanOrchestrator:
             image_output=architecture.startswith("flux") or definition.settings.get("video_length") == 1,
         )
 
-    # -- parameters ----------------------------------------------------------------------------------
-    def _resolve_parameters(self, model_type: str, task_params: Mapping[str, Any]) -> dict[str, Any]:
-        """System defaults < model JSON settings < task params; task params are never overridden."""
-        values, sources = resolve_with_sources(wgp.get_model_def(model_type), task_params)
-        for key in sorted(values):
-            log.debug("parameter_tier", name=key, tier=sources[key], value=str(values[key])[:80])
-        return values
+    # -- stage 1: prepare (before the model lock) ----------------------------------------------------
+    def prepare(self, request: GenerationRequest, *, inputs: TaskInputs) -> PreparedGeneration:
+        definition = load_model_def(request.model)
+        # 1. what the model takes (every tier counts: a model JSON may carry a guide or letters)
+        given = {**parse_settings(definition.settings, request.model), **request.parameters}
+        self._check_capabilities(request.model, given, request.parameters)
+        # 2. which VACE inputs the video_prompt_type letters use
+        letters = given.get("video_prompt_type") or ""
+        values, unused = select_vace_inputs(dict(request.parameters), letters, given)
+        # 3. LoRAs fetched into the model's folder, every name checked present
+        request = self._with_loras(replace(
+            request, parameters=MappingProxyType(values),
+            acceleration_loras=self._acceleration_loras(request, definition.architecture)), inputs)
+        # 4. inputs as local files (URLs downloaded, capped), the control video built from the guide
+        values = resolve_generation_files(request.parameters, inputs)
+        values = build_control_guide(values, letters, inputs.work_dir, request.depth_model)
+        # 5. the three tiers, once
+        resolved = resolve(definition.settings, values, model_type=request.model)
+        check_work_budget(request.model, resolved.params)
+        log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
+        return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})))
 
-    def _validate(self, model_type: str, params: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _with_loras(request: GenerationRequest, inputs: TaskInputs) -> GenerationRequest:
+        from source.engine.loras import lora_folder, model_lora_folder, resolve_lora  # torch: once generating
+        from source.lora_utils import process_all_loras
+
+        folder = model_lora_folder(request.model)
+        request = process_all_loras(request, lora_folder(folder), inputs)
+        for name in request.parameters.get("activated_loras") or ():
+            resolve_lora(folder, name)  # a missing file fails here, not after a model switch
+        return request
+
+    def _check_capabilities(self, model_type: str, given: dict[str, Any], task: Any) -> None:
         caps = self.capabilities(model_type)
-        if caps.vace and not params.get("video_guide"):
+        if caps.vace and not given.get("video_guide"):
             raise InvalidParams(f"model {model_type!r} is a VACE model: params.video_guide is required")
-        if caps.image_to_video and not params.get("image_start"):
+        if caps.image_to_video and not given.get("image_start"):
             raise InvalidParams(f"model {model_type!r} is image-to-video: params.image_start is required")
-        if not caps.vace and (params.get("video_guide") or params.get("video_mask")):
-            raise InvalidParams(f"model {model_type!r} takes no video_guide/video_mask (not a VACE model)")
+        if not caps.vace:
+            for name in ("video_guide", "video_mask", "video_guide2", "video_mask2", "video_prompt_type"):
+                if task.get(name):
+                    raise InvalidParams(f"model {model_type!r} takes no {name} (not a VACE model)")
+        if "control_net_weight2" in given and not caps.second_control_stream:
+            raise InvalidParams(
+                f"params.control_net_weight2: model {model_type!r} has no second control stream (video_guide2 "
+                f"overlays the first guide and uses control_net_weight); leave control_net_weight2 out")
 
-    # -- generation ----------------------------------------------------------------------------------
-    def generate(
-        self,
-        model_type: str,
-        prompt: str,
-        *,
-        progress: Callable[[int, int, str], None] | None = None,
-        should_abort: Callable[[], bool] | None = None,
-        output_dir: Path | None = None,
-        **params: Any,
-    ) -> GenerationResult:
-        params = {**params, "prompt": prompt}
-        self._validate(model_type, params)
-        resolved = self._resolve_parameters(model_type, params)
-        check_work_budget(model_type, resolved)
-        self.load_model(model_type)
-        self.state["gen"] = {"file_list": [], "should_abort": should_abort or (lambda: False)}
-        result = wgp.generate_video(self.state, model_type, output_dir=output_dir or self.output_dir,
-                                    progress_callback=progress, **resolved)
-        if [str(p) for p in result.paths] != self.state["gen"]["file_list"]:
-            raise RuntimeError("engine outputs and state file_list disagree")
-        return result
+    @staticmethod
+    def _acceleration_loras(request: GenerationRequest, architecture: str) -> tuple[str, ...]:
+        """The acceleration and reward LoRAs are Wan 2.1 14B LoRAs: a task asking for one on another family
+        is refused; the worker-wide --apply-reward-lora only applies where it can."""
+        if not architecture.startswith("wan_"):
+            if request.acceleration_loras:
+                from source.lora_utils import ACCELERATION_LORAS
+
+                flags = ", ".join(f"params.{ACCELERATION_LORAS[name].flag}" for name in request.acceleration_loras)
+                raise InvalidParams(f"{flags}: a Wan LoRA, not supported by model {request.model!r} ({architecture})")
+            if request.worker_reward_lora:
+                log.info("reward_lora_skipped", model=request.model, reason=f"not a Wan model ({architecture})")
+            return ()
+        if request.worker_reward_lora and "reward" not in request.acceleration_loras:
+            return (*request.acceleration_loras, "reward")
+        return request.acceleration_loras
+
+    # -- stage 2: run (under the model lock) ---------------------------------------------------------
+    def run(self, prepared: PreparedGeneration, *, progress: Callable[[int, int, str], None] | None = None,
+            should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None) -> GenerationResult:
+        result = self.engine.generate(prepared.request.model, prepared.resolved,
+                                      output_dir=output_dir or self.output_dir, progress=progress,
+                                      should_abort=should_abort)
+        return replace(result, ignored_params=prepared.ignored_params)
+
+    # -- programmatic use (WanGP-style keyword parameters) -------------------------------------------
+    def generate(self, model_type: str, prompt: str, *, progress: Callable[[int, int, str], None] | None = None,
+                 should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None,
+                 **params: Any) -> GenerationResult:
+        # The same edge as a db row: aliases mapped, values parsed, unknown keys reported (never dropped silently).
+        request = db_task_to_generation_task("direct", "generate_video", {**params, "prompt": prompt, "model": model_type})
+        prepared = self.prepare(request, inputs=engine_inputs(output_dir or self.output_dir, "direct"))
+        return self.run(prepared, progress=progress, should_abort=should_abort, output_dir=output_dir)
 
     def generate_t2v(self, model_type: str, prompt: str, **params: Any) -> GenerationResult:
-        if self.capabilities(model_type).vace or self.capabilities(model_type).flux:
+        caps = self.capabilities(model_type)
+        if caps.vace or caps.flux:
             raise InvalidParams(f"model {model_type!r} is not a text-to-video model")
         return self.generate(model_type, prompt, **params)
 
@@ -125,18 +192,3 @@ class WanOrchestrator:
         if not self.capabilities(model_type).flux:
             raise InvalidParams(f"model {model_type!r} is not a Flux model")
         return self.generate(model_type, prompt, video_length=num_images, **params)
-
-    # -- the queue's entry point ---------------------------------------------------------------------
-    def run_task(self, task: GenerationTask, *, progress=None, should_abort=None,
-                 work_dir: Path | None = None) -> GenerationResult:
-        task = process_all_loras(task, wgp.get_lora_dir(task.model))
-        params = dict(task.parameters)
-        work = work_dir or engine_inputs(self.output_dir, task.id)
-        for name in FILE_PARAMS:
-            if params.get(name):
-                params[name] = str(resolve_input(params[name], name, work))
-        if params.get("image_refs"):
-            refs = params["image_refs"] if isinstance(params["image_refs"], list) else [params["image_refs"]]
-            params["image_refs"] = [str(resolve_input(ref, "image_refs", work)) for ref in refs]
-        prompt = params.pop("prompt")
-        return self.generate(task.model, prompt, progress=progress, should_abort=should_abort, **params)

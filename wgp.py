@@ -2,6 +2,9 @@
 
     state = {"gen": {"file_list": [], "abort": False}}
     result = generate_video(state, "tiny_t2v", output_dir=Path("outputs"), prompt="a cat", seed=7)
+
+The resident model lives in ``state["engine"]`` (created on first use), not in this module: two states
+are two engines, and nothing here needs resetting between tests.
 """
 
 from __future__ import annotations
@@ -10,17 +13,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.core import Engine, GenerationResult, ProgressCallback, default_settings
-from source.engine.families import family_for
-from source.engine.loras import list_loras, lora_folder
+from source.engine.loras import list_loras, lora_folder, model_lora_folder
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
+from source.engine.params import PARSERS, parse_settings, parse_values, resolve
 
 __all__ = [
     "GenerationResult", "generate_video", "get_default_settings", "get_lora_dir", "get_model_def", "list_model_types",
-    "load_models", "setup_loras", "unload_model_if_needed", "engine",
+    "load_models", "setup_loras", "unload_model_if_needed", "engine_of",
 ]
 
-engine = Engine()
+
+log = structlog.get_logger(__name__)
+
+
+def engine_of(state: dict) -> Engine:
+    """The engine (and so the resident model) that belongs to ``state``."""
+    engine = state.get("engine")
+    if engine is None:
+        engine = state["engine"] = Engine()
+    return engine
 
 
 def get_model_def(model_type: str) -> ModelDefinition:
@@ -32,28 +47,24 @@ def get_default_settings(model_type: str) -> dict[str, Any]:
     return default_settings(load_model_def(model_type))
 
 
-def load_models(model_type: str) -> bool:
-    """Make ``model_type`` the resident pipeline; True when it had to be loaded."""
-    return engine.load(model_type)
+def load_models(model_type: str, state: dict) -> bool:
+    """Make ``model_type`` the resident pipeline of ``state``; True when it had to be loaded."""
+    return engine_of(state).load(model_type)
 
 
-def unload_model_if_needed(state: dict | None = None) -> None:
-    engine.unload()
+def unload_model_if_needed(state: dict) -> None:
+    if state.get("engine") is not None:
+        state["engine"].unload()
 
 
 def get_lora_dir(model_type: str) -> Path:
     """The folder holding ``model_type``'s LoRAs (``loras/<family>/`` unless the definition names one)."""
-    return lora_folder(lora_folder_name(model_type))
-
-
-def lora_folder_name(model_type: str) -> str:
-    definition = load_model_def(model_type)
-    return definition.lora_folder or family_for(definition.architecture).lora_folder
+    return lora_folder(model_lora_folder(model_type))
 
 
 def setup_loras(model_type: str) -> list[str]:
     """The LoRA files available to ``model_type`` (its family's ``loras/<folder>/``)."""
-    return [path.name for path in list_loras(lora_folder_name(model_type))]
+    return [path.name for path in list_loras(model_lora_folder(model_type))]
 
 
 def generate_video(
@@ -66,13 +77,24 @@ def generate_video(
 ) -> GenerationResult:
     """Run one generation; each written file is appended to ``state["gen"]["file_list"]``.
 
-    ``state["gen"]["abort"]`` (or a callable ``state["gen"]["should_abort"]``) stops it at the next
-    denoising step with TaskCancelled.
+    ``params`` are WanGP-style values (the task tier); system defaults and the model definition's settings
+    fill the rest. ``state["gen"]["abort"]`` (or a callable ``state["gen"]["should_abort"]``) stops it at
+    the next denoising step with TaskCancelled.
     """
     gen = state.setdefault("gen", {})
     gen.setdefault("file_list", [])
     should_abort: Callable[[], bool] = gen.get("should_abort") or (lambda: bool(gen.get("abort")))
-    result = engine.generate(model_type, params, output_dir=Path(output_dir), progress=progress_callback,
-                             should_abort=should_abort)
+    definition = load_model_def(model_type)
+    unknown = sorted(set(params) - set(PARSERS))
+    if unknown:
+        log.warning("params_ignored", keys=unknown, hint="not a generation parameter of this engine")
+    values = parse_values(params)
+    settings = parse_settings(definition.settings, model_type)
+    letters = values.get("video_prompt_type", settings.get("video_prompt_type", ""))
+    values, _ = select_vace_inputs(values, letters, {**settings, **values})
+    values = build_control_guide(values, letters, Path(output_dir) / "_work" / "control")
+    resolved = resolve(definition.settings, values, model_type=model_type)
+    result = engine_of(state).generate(model_type, resolved, output_dir=Path(output_dir),
+                                       progress=progress_callback, should_abort=should_abort)
     gen["file_list"].extend(str(path) for path in result.paths)
     return result

@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 import structlog
 
+from headless_model_management import HeadlessTaskQueue
+from headless_wgp import WanOrchestrator
 from source.cli_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
-from source.generation import queue_stats, resident_affinity
+from source.generation import resident_affinity
 from source.logging_utils import configure_logging
 from source.publishing import open_publisher
 from source.settings import WorkerSettings, default_worker_id
@@ -45,8 +47,8 @@ log = structlog.get_logger("worker")
                    "database is migrated; SQLite files are migrated on every start).")
 @click.option("--dry-run", is_flag=True, help="With --migrate-only: print the SQL of the pending migrations, "
                                               "apply nothing.")
-@click.option("--queue-workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Generation threads in the in-process HeadlessTaskQueue.")
+# Older command lines pass it; one handler runs at a time, so there is nothing for it to set (warned).
+@click.option("--queue-workers", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
@@ -107,6 +109,9 @@ def main(config: StoreConfig, **opts: object) -> None:
     except StoreUnavailable as exc:
         raise store_failure(exc) from None
 
+    if opts["queue_workers"] is not None:
+        log.warning("queue_workers_ignored", reason="generation runs in the task's handler, one at a time; "
+                    "drop --queue-workers")
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),
         main_output_dir=Path(opts["main_output_dir"]),  # type: ignore[arg-type]
@@ -117,25 +122,26 @@ def main(config: StoreConfig, **opts: object) -> None:
         max_children_per_task=int(opts["max_children_per_task"]),  # type: ignore[arg-type]
         free_shutdown_requeues=int(opts["free_shutdown_requeues"]),  # type: ignore[arg-type]
         affinity_window=float(opts["affinity_window"]),  # type: ignore[arg-type]
-        queue_workers=int(opts["queue_workers"]),  # type: ignore[arg-type]
         apply_reward_lora=bool(opts["apply_reward_lora"]),
         colour_match_videos=bool(opts["colour_match_videos"]),
         mask_active_frames=bool(opts["mask_active_frames"]),
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
     )
+    # One resident model per process: the queue is built here and reaches handlers through the task context.
+    generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))
     observer = None
     if opts["metrics_port"]:
         from source.metrics import WorkerMetrics, serve_metrics
 
         # A handler checkpoints at least once a step; a loop silent this long is stuck.
         observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval),
-                                 model_switches=lambda: int((queue_stats() or {}).get("model_switches", 0)))
+                                 model_switches=lambda: generation.stats.model_switches)
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
     worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
-                    exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
-                    queue_stats=queue_stats)
+                    exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
+                    affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict)
     worker.install_signal_handlers()
     try:
         code = worker.run()

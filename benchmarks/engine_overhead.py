@@ -36,8 +36,9 @@ MODEL = "tiny_t2v_bench"
 def main(runs: int) -> None:
     configure_logging("console")
     settings = wgp.get_default_settings(MODEL)
-    wgp.load_models(MODEL)
-    pipe = wgp.engine.resident.pipe
+    state: dict = {"gen": {"file_list": []}}
+    wgp.load_models(MODEL, state)
+    pipe = wgp.engine_of(state).resident.pipe
     width, height = (int(v) for v in settings["resolution"].split("x"))
     prompt = "a red cat dances on the beach at sunset"
     bare_kwargs = dict(
@@ -52,7 +53,7 @@ def main(runs: int) -> None:
         export_to_video(frames, str(out / "bare.mp4"), fps=16)
 
     def ours(out: Path) -> None:
-        wgp.generate_video({"gen": {"file_list": []}}, MODEL, output_dir=out, prompt=prompt, seed=3)
+        wgp.generate_video(state, MODEL, output_dir=out, prompt=prompt, seed=3)
 
     with tempfile.TemporaryDirectory() as tmp:
         ours(Path(tmp))  # warm-up: scheduler switch, first-call allocations

@@ -20,9 +20,11 @@ import click
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from source import generation  # noqa: E402
+from headless_model_management import HeadlessTaskQueue  # noqa: E402
+from headless_wgp import WanOrchestrator  # noqa: E402
 from source.db.models import NewTask, TaskStatus  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
+from source.generation import resident_affinity  # noqa: E402
 from source.logging_utils import configure_logging  # noqa: E402
 from source.settings import WorkerSettings  # noqa: E402
 from source.worker_loop import Worker  # noqa: E402
@@ -37,11 +39,11 @@ def drain(folder: Path, rows: list[str], **settings) -> tuple[dict, float]:
     ids = [store.add_task(NewTask("t2v" if model != "tiny_flux" else "flux",
                                   {"prompt": "persistence", "model": model, "seed": 1})) for model in rows]
     worker_settings = WorkerSettings(worker_id="bench", main_output_dir=folder / "out", **settings)
-    queue = generation.generation_queue(worker_settings)
-    queue.generator.unload_model()
+    queue = HeadlessTaskQueue(WanOrchestrator(worker_settings.main_output_dir))  # as worker.py builds it
     before = queue.stats.as_dict()
     started = time.perf_counter()
-    Worker(store, worker_settings, exit_when_idle=True, affinity=generation.resident_affinity).run()
+    Worker(store, worker_settings, exit_when_idle=True, generation=queue, affinity=lambda: resident_affinity(queue),
+           queue_stats=queue.stats.as_dict).run()
     seconds = time.perf_counter() - started
     after = queue.stats.as_dict()
     failed = [t for t in ids if store.get_task(t).status is not TaskStatus.COMPLETE]

@@ -2,7 +2,7 @@
 
 A real ``worker.py`` process runs on a temporary SQLite queue (the model stays resident after a warm-up
 task); each measured "ours" run is insert row -> claim -> conversion -> HeadlessTaskQueue ->
-WanOrchestrator -> wgp.generate_video -> mp4 -> row Complete, timed by this process as a client would
+WanOrchestrator -> engine -> mp4 -> row Complete, timed by this process as a client would
 see it. The bare run is the pipeline call plus diffusers' export_to_video, in this process, while the
 idle worker waits. The bare pipeline is loaded with plain ``from_pretrained`` (none of the engine's speed
 options), so the ratio also shows what those options win. Runs are interleaved; prints medians and their
@@ -136,7 +136,7 @@ def measure(runs: int, model: str, target: float) -> None:
     print(f"bare pipeline + export          : median {bare_median:.3f} s  runs={[round(t, 3) for t in times['bare']]}")
     print(f"row through the worker          : median {ours_median:.3f} s  runs={[round(t, 3) for t in times['ours']]}")
     inside_median = statistics.median(inside[1:])
-    print(f"  of which wgp.generate_video inside the worker: median {inside_median:.3f} s -> the worker's own "
+    print(f"  of which the engine call inside the worker: median {inside_median:.3f} s -> the worker's own "
           f"plumbing (claim, conversion, queue, publish, status writes) adds {ours_median - inside_median:.3f} s, "
           f"ratio {ours_median / inside_median:.3f}")
     paired = statistics.median(o / b for o, b in zip(times["ours"], times["bare"], strict=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from enum import Enum
 
 
 class TaskError(Exception):
@@ -12,6 +13,11 @@ class TaskError(Exception):
 
 class InvalidParams(TaskError):
     """The task's params are malformed, of the wrong type, or missing something required."""
+
+
+class DefinitionError(TaskError):
+    """The operator's configuration is wrong (a model definition's settings, a routing table entry), not
+    the submitter's params: every task using it fails the same way until the operator fixes it."""
 
 
 class UnknownTaskType(TaskError):
@@ -38,16 +44,21 @@ class OutOfMemory(TaskError):
     """Generation ran out of (GPU) memory; the model was unloaded and the worker goes on."""
 
 
+class CancelReason(str, Enum):
+    """Why a running task was asked to stop."""
+
+    CANCELLED = "cancelled"  # the row was set to Cancelled
+    SHUTDOWN = "shutdown"  # the worker is stopping and will requeue the row
+    TIMEOUT = "timeout"  # --task-timeout or params.timeout_seconds ran out
+    LEASE_LOST = "lease_lost"  # another worker may run the row now
+
+
 class TaskCancelled(Exception):
-    """Raised at a checkpoint when the running task must stop.
+    """Raised at a checkpoint when the running task must stop; ``reason`` says why."""
 
-    ``reason`` says why: ``"cancelled"`` (the row was set to Cancelled), ``"shutdown"`` (the worker is
-    stopping and will requeue the row), ``"timeout"`` or ``"lease_lost"``.
-    """
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(detail or reason)
-        self.reason = reason
+    def __init__(self, reason: CancelReason | str, detail: str = "") -> None:
+        self.reason = CancelReason(reason)
+        super().__init__(detail or self.reason.value)
         self.detail = detail
 
 

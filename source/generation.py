@@ -1,92 +1,73 @@
-"""The handler of every direct-generation task type: row → GenerationTask → HeadlessTaskQueue → file.
+"""The handler of every direct-generation task type: row → GenerationRequest → HeadlessTaskQueue → file.
 
-One queue (and so one resident model) per worker process, created on the first generation task so
-that workers running only utility tasks never import torch.
+The queue comes from the task context: worker.py builds one per process (one resident model) and hands
+it to every handler; nothing here holds a process-wide queue.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from source.errors import TaskCancelled
+from source.errors import TaskCancelled, TaskError
 from source.input_policy import TaskInputs
-from source.inputs import resolve_generation_files
 from source.progress_bar import StepBar
-from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
-from source.task_conversion import GenerationTask, db_task_to_generation_task, task_types_for_model
+from source.task_conversion import GenerationRequest, db_task_to_generation_task, task_types_for_model
 
 if TYPE_CHECKING:
     from source.engine.core import GenerationResult
 
-_queue_lock = threading.Lock()
-_queue = None
+
+class GenerationQueue(Protocol):
+    """What handlers need from HeadlessTaskQueue (headless_model_management.py)."""
+
+    @property
+    def resident_model(self) -> str | None: ...
+
+    stats: Any
+
+    def run(self, request: GenerationRequest, *, inputs: TaskInputs, output_dir: Path,
+            progress: Callable[[int, int, str], None] | None,
+            should_abort: Callable[[], bool], timeout: float | None) -> GenerationResult: ...
 
 
-def generation_queue(settings: WorkerSettings):
-    """The process-wide HeadlessTaskQueue, started on first use."""
-    global _queue
-    with _queue_lock:
-        if _queue is None:
-            from headless_model_management import HeadlessTaskQueue
-            from headless_wgp import WanOrchestrator
-
-            orchestrator = WanOrchestrator(settings.main_output_dir.resolve())
-            _queue = HeadlessTaskQueue(orchestrator, workers=settings.queue_workers).start()
-        return _queue
-
-
-def resident_affinity() -> tuple[str | None, tuple[str, ...]]:
+def resident_affinity(queue: GenerationQueue) -> tuple[str | None, tuple[str, ...]]:
     """For the claim: the resident model and the task types that default to it."""
-    queue = _queue
-    model = queue.resident_model if queue is not None else None
+    model = queue.resident_model
     return model, task_types_for_model(model) if model else ()
-
-
-def queue_stats() -> dict | None:
-    """The generation queue's counters for the workers table (None before the first generation task)."""
-    return _queue.stats.as_dict() if _queue is not None else None
 
 
 def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
     """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
     with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
-    task = prepare_inputs(db_task_to_generation_task(
+    queue = ctx.generation
+    if queue is None:
+        raise TaskError("this worker was started without a generation engine; it cannot run generation tasks")
+    request = db_task_to_generation_task(
         ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,
-    ), ctx.inputs)
-    queue = generation_queue(ctx.settings)
-    bar = StepBar(f"{task.model} {ctx.task.id[:8]}")
+    )
+    bar = StepBar(f"{request.model} {ctx.task.id[:8]}")
 
     def on_step(step: int, total: int, message: str = "") -> None:
         ctx.report_progress(step / max(total, 1), message)
         bar.update(step, total)
 
-    queue.submit(task, progress=on_step, should_abort=ctx.cancel.is_set)
     try:
-        output = queue.wait(task.id, timeout=task.timeout_seconds)
+        output = queue.run(request, inputs=ctx.inputs, output_dir=ctx.output_dir, progress=on_step,
+                           should_abort=ctx.cancel.is_set,
+                           timeout=request.timeout_seconds)
     except TaskCancelled:
         ctx.check_cancelled()  # re-raise with the worker's reason (cancelled / shutdown / timeout)
         raise
     finally:
         bar.close()
+    if output.ignored_params:
+        ctx.log.warning("params_ignored", keys=list(output.ignored_params))
     ctx.log.info("generation_queue_stats", **queue.stats.as_dict())
     return output
-
-
-def prepare_inputs(task: GenerationTask, inputs: TaskInputs) -> GenerationTask:
-    """Every file and LoRA the task names, checked under the worker's input policy and made local before
-    the task is queued: a bad input fails the row before any model is loaded."""
-    from source.engine.loras import model_lora_dir
-    from source.lora_utils import prepare_additional_loras
-
-    task = replace(task, parameters=MappingProxyType(resolve_generation_files(task.parameters, inputs)))
-    return prepare_additional_loras(task, model_lora_dir(task.model), inputs)
 
 
 def outcome_of(output: GenerationResult) -> TaskOutcome:

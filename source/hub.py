@@ -9,7 +9,7 @@ from pathlib import Path
 
 from source.errors import ModelUnavailable
 
-_failures: dict[tuple[str, str], str] = {}
+_failures: dict[tuple[str, ...], str] = {}
 
 
 def hub_offline() -> bool:
@@ -34,21 +34,26 @@ def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str], revis
 
 
 def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str]) -> Path:
-    """Cache first, then the hub. A failed download is remembered for the life of the process: an
-    unreachable hub retries for ~25 s per call, which every later task would otherwise pay again."""
+    return fetch_cached((repo, filename), download, lambda why: ModelUnavailable(_message(repo, filename, what, why)))
+
+
+def fetch_cached(key: tuple[str, ...], download: Callable[[bool], str],
+                 unavailable: Callable[[str], ModelUnavailable]) -> Path:
+    """Cache first (``download(True)``: local files only), then the hub (``download(False)``). A failed
+    download is remembered for the life of the process under ``key``: an unreachable hub retries for ~25 s
+    per call, which every later task would otherwise pay again. ``unavailable(why)`` builds the error."""
     try:
         return Path(download(True))
     except Exception as exc:  # not cached (or a broken cache entry): the only case left is a download
         cached_error = exc
-    key = (repo, filename)
     if hub_offline() or key in _failures:
         why = "the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline() else _failures[key]
-        raise ModelUnavailable(_message(repo, filename, what, why)) from cached_error
+        raise unavailable(why) from cached_error
     try:
         return Path(download(False))
     except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
         _failures[key] = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
-        raise ModelUnavailable(_message(repo, filename, what, _failures[key])) from exc
+        raise unavailable(_failures[key]) from exc
 
 
 def _message(repo: str, filename: str, what: str, why: str) -> str:

@@ -173,9 +173,8 @@ def download(url: str, name: str, inputs: TaskInputs, *, max_bytes: int | None =
         partial.unlink(missing_ok=True)
 
 
-# For the engine's own pass over params that source.generation.prepare_inputs already resolved under the
-# task's policy: those are local files (under the input roots or in the work folder), so any local file
-# is accepted here; a URL that reaches this point is still held to the public-address rule.
+# For programmatic callers of the engine (WanOrchestrator.generate, wgp.generate_video): trusted code, not a
+# row, so any local file is accepted; a URL is still held to the public-address rule.
 PREVETTED = InputPolicy(roots=(Path("/"),))
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 from source.engine.loras import CACHED_LORA, LORA_SUFFIXES, cached_lora_name, check_lora_file
+from source.engine.params import LoraWeight, pair_loras
 from source.engine.paths import lora_cache_dir
 from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
 from source.hub import fetch_hub_file
@@ -78,9 +79,9 @@ ACCELERATION_LORAS: Mapping[str, AccelerationLora] = MappingProxyType({
 @dataclass
 class _Selection:
     names: list[str]
-    multipliers: list[str]
+    multipliers: list[LoraWeight]
 
-    def add(self, name: str, multiplier: str, origin: str) -> None:
+    def add(self, name: str, multiplier: LoraWeight, origin: str) -> None:
         if lora_key(name) in {lora_key(known) for known in self.names}:
             log.info("lora_duplicate_ignored", lora=name, origin=origin)
             return
@@ -97,34 +98,21 @@ def lora_key(name: str) -> str:
     return path.stem if path.suffix.lower() in LORA_SUFFIXES else name
 
 
-def prepare_additional_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs) -> GenerationTask:
-    """The task with every ``additional_loras`` source fetched under ``inputs``' policy into the LoRA cache
-    and named by its content (before the queue, so a bad LoRA fails the task before any model loads)."""
-    if not task.additional_loras:
-        return task
-    cached = {fetch_lora(source, lora_dir, inputs): multiplier for source, multiplier in task.additional_loras.items()}
-    return replace(task, additional_loras=MappingProxyType(cached))
-
-
 def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs | None = None) -> GenerationTask:
     """The task with every requested LoRA present (in ``lora_dir`` or the LoRA cache) and named in its
     parameters. ``inputs``: the policy raw ``additional_loras`` sources are fetched under (the default
     one, public URLs and files under the working directory, when the caller gives none)."""
     params = dict(task.parameters)
-    names = list(params.get("activated_loras") or [])
-    multipliers = [str(m) for m in params.get("loras_multipliers") or []]
-    if len(multipliers) > len(names):
-        raise InvalidParams(f"params.loras_multipliers has {len(multipliers)} values for {len(names)} activated_loras")
     selection = _Selection([], [])
-    for name, multiplier in zip(names, multipliers + ["1.0"] * (len(names) - len(multipliers)), strict=True):
+    for name, multiplier in pair_loras(params.get("activated_loras") or (), params.get("loras_multipliers") or ()):
         selection.add(name, multiplier, "activated_loras")
 
     for source, multiplier in task.additional_loras.items():
-        selection.add(fetch_lora(source, lora_dir, inputs), f"{multiplier:g}", "additional_loras")
+        selection.add(fetch_lora(source, lora_dir, inputs), (multiplier,), "additional_loras")
 
     for key in task.acceleration_loras:
         spec = ACCELERATION_LORAS[key]
-        selection.add(fetch_known_lora(spec, lora_dir).name, spec.multiplier, spec.flag)
+        selection.add(fetch_known_lora(spec, lora_dir).name, (float(spec.multiplier),), spec.flag)
         for name, value in spec.recommended.items():
             if name not in task.parameters:
                 params[name] = value
@@ -132,8 +120,8 @@ def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs |
 
     if not selection.names:
         return task
-    params["activated_loras"] = selection.names
-    params["loras_multipliers"] = selection.multipliers
+    params["activated_loras"] = tuple(selection.names)
+    params["loras_multipliers"] = tuple(selection.multipliers)
     return replace(task, parameters=MappingProxyType(params))
 
 

@@ -19,14 +19,22 @@ class TaskParams(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
 
+    def ignored_params(self) -> list[str]:
+        """The keys nothing reads (this model's extras and, dotted, those of nested params)."""
+        names = list(self.model_extra or {})
+        for name, value in self:
+            if isinstance(value, TaskParams):
+                names += [f"{name}.{inner}" for inner in value.ignored_params()]
+        return sorted(names)
+
 
 def parse_params(model: type[ModelT], raw: dict[str, Any]) -> ModelT:
     try:
         parsed = model.model_validate(raw)
     except ValidationError as exc:
         raise InvalidParams(describe_validation_error(exc)) from None
-    if parsed.model_extra:
-        log.info("params_ignored", keys=sorted(parsed.model_extra))
+    if ignored := parsed.ignored_params():
+        log.warning("params_ignored", keys=ignored, hint="not a parameter of this task type; check for typos")
     return parsed
 
 

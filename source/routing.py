@@ -7,8 +7,9 @@ diagnostic tasks never imports torch.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
+from types import MappingProxyType
 
 from source.errors import NotImplementedTaskType, UnknownTaskType
 from source.task_context import TaskContext, TaskOutcome
@@ -19,21 +20,26 @@ GENERATION = "source.generation:handle_generation"
 TRAVEL = "source.sm_functions.travel_between_images"
 PERSPECTIVE = "source.sm_functions.different_perspective"
 
+# Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
+# definition; `params.model` wins). The routes below and task_conversion's map both derive from this.
+GENERATION_MODELS: Mapping[str, str] = MappingProxyType({
+    "generate_video": "t2v",
+    "t2v": "t2v",
+    "t2v_22": "t2v_2_2",
+    "wan_2_2_t2i": "t2v_2_2",
+    "i2v": "i2v",
+    "i2v_22": "i2v_2_2",
+    "vace": "vace_14B_cocktail_2_2",
+    "vace_21": "vace_14B",
+    "vace_22": "vace_14B_cocktail_2_2",
+    "flux": "flux",
+    "hunyuan": "hunyuan",
+    "ltxv": "ltxv_13B",
+})
+
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {
-    # direct generation (through HeadlessTaskQueue)
-    "generate_video": GENERATION,
-    "t2v": GENERATION,
-    "t2v_22": GENERATION,
-    "wan_2_2_t2i": GENERATION,
-    "i2v": GENERATION,
-    "i2v_22": GENERATION,
-    "vace": GENERATION,
-    "vace_21": GENERATION,
-    "vace_22": GENERATION,
-    "flux": GENERATION,
-    "hunyuan": GENERATION,
-    "ltxv": GENERATION,
+    **dict.fromkeys(GENERATION_MODELS, GENERATION),
     # orchestrators and their children
     "travel_orchestrator": f"{TRAVEL}:handle_travel_orchestrator",
     "travel_segment": f"{TRAVEL}:handle_travel_segment",
@@ -56,6 +62,11 @@ LEGACY_ALIASES: dict[str, str] = {"wgp": "generate_video", "standard_wgp_task": 
 
 def canonical_task_type(task_type: str) -> str:
     return LEGACY_ALIASES.get(task_type, task_type)
+
+
+def model_for_task_type(task_type: str) -> str | None:
+    """The model a direct-generation task type runs by default (None for every other task type)."""
+    return GENERATION_MODELS.get(canonical_task_type(task_type))
 
 
 def known_task_types() -> list[str]:

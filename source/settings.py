@@ -26,7 +26,6 @@ class WorkerSettings:
     # Child rows one orchestrator may create (a travel of N images creates N rows).
     max_children_per_task: int = 200
     affinity_window: float = 120.0
-    queue_workers: int = 1
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True

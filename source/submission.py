@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from source.errors import InvalidParams
-from source.routing import ROUTES, canonical_task_type, known_task_types
-from source.task_conversion import db_task_to_generation_task, model_for_task_type
+from source.routing import ROUTES, canonical_task_type, known_task_types, model_for_task_type
+from source.task_conversion import db_task_to_generation_task
 
 _PARAM_NAME = re.compile(r"params\.([A-Za-z_][A-Za-z0-9_]*)")
 

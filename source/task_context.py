@@ -12,7 +12,7 @@ import structlog
 
 from source.db.models import Task
 from source.db.store import TaskStore
-from source.errors import TaskCancelled
+from source.errors import CancelReason, TaskCancelled
 from source.input_policy import TaskInputs
 from source.paths import inside_root, safe_filename, task_output_name, task_work_dir
 from source.settings import WorkerSettings
@@ -39,13 +39,13 @@ class CancelSignal:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self.reason: str | None = None
+        self.reason: CancelReason | None = None
         self.detail = ""
 
-    def set(self, reason: str, detail: str = "") -> None:
+    def set(self, reason: CancelReason | str, detail: str = "") -> None:
         with self._lock:
             if self.reason is None:
-                self.reason, self.detail = reason, detail
+                self.reason, self.detail = CancelReason(reason), detail
         self._event.set()
 
     def is_set(self) -> bool:
@@ -53,7 +53,7 @@ class CancelSignal:
 
     def raise_if_set(self) -> None:
         if self._event.is_set():
-            raise TaskCancelled(self.reason or "cancelled", self.detail)
+            raise TaskCancelled(self.reason or CancelReason.CANCELLED, self.detail)
 
 
 class ProgressState:
@@ -86,6 +86,9 @@ class TaskContext:
     params: dict[str, Any]
     settings: WorkerSettings
     store: TaskStore
+    # The worker's HeadlessTaskQueue (source/generation.py's GenerationQueue), built by worker.py; None in a
+    # worker that runs no generation.
+    generation: Any = None
     cancel: CancelSignal = field(default_factory=CancelSignal)
     progress: ProgressState = field(default_factory=ProgressState)
     log: Any = None

@@ -1,12 +1,13 @@
-"""A db row of a direct-generation task type becomes a typed ``GenerationTask``.
+"""A db row of a direct-generation task type becomes a frozen, typed ``GenerationRequest``.
 
-The task_type → model table lives here and only here; param aliases are normalised at this edge
-(``steps``, ``"WxH"``, list-or-comma LoRA fields, keys nested under ``orchestrator_details``).
+The request holds only what the task gave: aliases mapped (``steps`` → ``num_inference_steps``, ...), keys
+nested under ``orchestrator_details`` lifted, each value parsed by its one parser (source/engine/params.py),
+and no defaults: the model JSON and the system defaults fill the rest in ``WanOrchestrator``, once.
+Keys the engine does not use are listed in ``ignored_params`` (the row's result shows them).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -14,27 +15,15 @@ from typing import Any
 
 import structlog
 
-from source.engine.params import SYSTEM_DEFAULTS
+from source.engine.params import PARSERS, parse_resolution, parse_values
 from source.errors import InvalidParams
-from source.routing import canonical_task_type
+from source.routing import GENERATION_MODELS, canonical_task_type
 
 log = structlog.get_logger(__name__)
 
-# task_type → model type (a defaults/<model>.json definition). `params.model` wins when present.
-TASK_TYPE_MODELS: Mapping[str, str] = MappingProxyType({
-    "generate_video": "t2v",
-    "t2v": "t2v",
-    "t2v_22": "t2v_2_2",
-    "wan_2_2_t2i": "t2v_2_2",
-    "vace": "vace_14B_cocktail_2_2",
-    "vace_21": "vace_14B",
-    "vace_22": "vace_14B_cocktail_2_2",
-    "i2v": "i2v",
-    "i2v_22": "i2v_2_2",
-    "flux": "flux",
-    "hunyuan": "hunyuan",
-    "ltxv": "ltxv_13B",
-})
+# task_type → model type (a defaults/<model>.json definition), derived from the routing table so the two
+# can never disagree. `params.model` wins when present.
+TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
 # Task types whose output is a single image whatever the model's default length.
 SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i"})
@@ -52,15 +41,16 @@ ALIASES: Mapping[str, str] = MappingProxyType({
 # Keys the conversion layer itself consumes (not engine parameters).
 CONVERSION_KEYS = frozenset({
     "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
-    "apply_reward_lora", "timeout_seconds",
+    "apply_reward_lora", "timeout_seconds", "depth_model",
 })
-ENGINE_KEYS = frozenset(SYSTEM_DEFAULTS)
-_RESOLUTION = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
+# The engine's parameters: each has one parser in source/engine/params.py.
+ENGINE_KEYS = frozenset(PARSERS)
 
 
 @dataclass(frozen=True)
-class GenerationTask:
-    """What HeadlessTaskQueue runs: one model, the explicit (task-tier) parameters, LoRA requests."""
+class GenerationRequest:
+    """What HeadlessTaskQueue runs: one model, the task tier of its parameters (parsed, no defaults),
+    LoRA requests, and the params the engine will not use."""
 
     id: str
     task_type: str
@@ -69,16 +59,12 @@ class GenerationTask:
     additional_loras: Mapping[str, float] = field(default_factory=dict)
     acceleration_loras: tuple[str, ...] = ()
     priority: int = 0
-    single_image: bool = False
     timeout_seconds: float | None = None
-
-    @property
-    def prompt(self) -> str:
-        return str(self.parameters.get("prompt", ""))
-
-
-def model_for_task_type(task_type: str) -> str | None:
-    return TASK_TYPE_MODELS.get(canonical_task_type(task_type))
+    ignored_params: tuple[str, ...] = ()
+    # The depth estimator for video_prompt_type "D" (a name of source/depth.py's DEPTH_MODELS).
+    depth_model: str | None = None
+    # The worker's --apply-reward-lora: added where the model supports it (Wan), skipped elsewhere.
+    worker_reward_lora: bool = False
 
 
 def task_types_for_model(model: str) -> tuple[str, ...]:
@@ -86,9 +72,13 @@ def task_types_for_model(model: str) -> tuple[str, ...]:
     return tuple(sorted(t for t, m in TASK_TYPE_MODELS.items() if m == model))
 
 
+# The name the LoRA code and older call sites use.
+GenerationTask = GenerationRequest
+
+
 def db_task_to_generation_task(
     task_id: str, task_type: str, params: Mapping[str, Any], *, priority: int = 0, apply_reward_lora: bool = False
-) -> GenerationTask:
+) -> GenerationRequest:
     canonical = canonical_task_type(task_type)
     if canonical not in TASK_TYPE_MODELS:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
@@ -98,41 +88,37 @@ def db_task_to_generation_task(
     if not isinstance(model, str):
         raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
 
-    parameters: dict[str, Any] = {"seed": -1, "negative_prompt": ""}  # essential defaults
+    given: dict[str, Any] = {}
     ignored = []
     for key, value in merged.items():
         name = ALIASES.get(key, key)
         if name in ENGINE_KEYS:
-            parameters[name] = value
+            if name in given and given[name] != value:
+                raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
+            given[name] = value
         elif name not in CONVERSION_KEYS:
-            ignored.append(key)
+            ignored.append(key if key in params else f"orchestrator_details.{key}")
+    parameters = parse_values(given, prefix="params.")
     if ignored:
-        log.info("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
+        log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
 
     prompt = parameters.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
-    if "resolution" in parameters:
-        parameters["resolution"] = normalise_resolution(parameters["resolution"])
-    if "activated_loras" in parameters:
-        parameters["activated_loras"] = split_list("activated_loras", parameters["activated_loras"])
-    if "loras_multipliers" in parameters:
-        parameters["loras_multipliers"] = split_multipliers(parameters["loras_multipliers"])
 
-    single_image = canonical in SINGLE_IMAGE_TASK_TYPES
-    if single_image:
+    if canonical in SINGLE_IMAGE_TASK_TYPES:
         parameters["video_length"] = 1
 
     acceleration = tuple(
         name for name, flag in (("causvid", merged.get("use_causvid_lora")),
                                 ("lighti2x", merged.get("use_lighti2x_lora")),
-                                ("reward", merged.get("apply_reward_lora") or apply_reward_lora))
+                                ("reward", merged.get("apply_reward_lora")))
         if _truthy(flag)
     )
     timeout = merged.get("timeout_seconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
         raise InvalidParams(f"params.timeout_seconds must be a positive number, got {timeout!r}")
-    return GenerationTask(
+    return GenerationRequest(
         id=task_id,
         task_type=canonical,
         model=model,
@@ -140,8 +126,10 @@ def db_task_to_generation_task(
         additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
         acceleration_loras=acceleration,
         priority=priority,
-        single_image=single_image,
         timeout_seconds=float(timeout) if timeout is not None else None,
+        ignored_params=tuple(sorted(ignored)),
+        depth_model=_optional_name("depth_model", merged.get("depth_model")),
+        worker_reward_lora=apply_reward_lora,
     )
 
 
@@ -155,49 +143,9 @@ def _lift_orchestrator_details(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def normalise_resolution(value: Any) -> str:
-    if isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        width, height = value
-    else:
-        match = _RESOLUTION.match(str(value)) if isinstance(value, str) else None
-        if match is None:
-            raise InvalidParams(f"params.resolution must look like 'WIDTHxHEIGHT' (e.g. '832x480'), got {value!r}")
-        width, height = int(match.group(1)), int(match.group(2))
-    if width <= 0 or height <= 0:
-        raise InvalidParams(f"params.resolution must be positive, got {width}x{height}")
+    """``params.resolution`` as canonical ``"WxH"`` text (for handlers that pass it on)."""
+    width, height = parse_resolution(value, "params.resolution")
     return f"{width}x{height}"
-
-
-def split_list(name: str, value: Any) -> list[str]:
-    """A JSON list or a comma-separated string of names."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return [v.strip() for v in value if v.strip()]
-    raise InvalidParams(f"params.{name} must be a list of names or a comma-separated string, got {value!r}")
-
-
-def split_multipliers(value: Any) -> list[str]:
-    """LoRA multipliers as a list, a comma/space-separated string, or WanGP's phase form
-    (``"1.0;0 0;1.0"``: one entry per LoRA, ``;`` between the experts' phases). Each entry is kept as
-    text; lora_utils turns it into per-phase floats."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return [str(value)]
-    parts = value.replace(",", " ").split() if isinstance(value, str) else value
-    if not isinstance(parts, list | tuple):
-        raise InvalidParams(f"params.loras_multipliers must be a list or a string, got {type(value).__name__}")
-    entries = []
-    for part in parts:
-        text = str(part).strip()
-        try:
-            [float(phase) for phase in text.split(";")]
-        except ValueError:
-            raise InvalidParams(f"params.loras_multipliers: {text!r} is not a number or 'a;b' phases") from None
-        entries.append(text)
-    return entries
 
 
 def _additional_loras(value: Any) -> dict[str, float]:
@@ -212,6 +160,14 @@ def _additional_loras(value: Any) -> dict[str, float]:
         except (TypeError, ValueError):
             raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
     return loras
+
+
+def _optional_name(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParams(f"params.{name} must be a name, got {value!r}")
+    return value.strip()
 
 
 def _truthy(value: Any) -> bool:

@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from source.engine.model_defs import load_model_def
+from source.engine.params import GenerationParams
 from source.errors import InvalidParams
-from source.task_conversion import model_for_task_type
+from source.routing import model_for_task_type
 
 # Default timeout: a base plus a share per GB of weights (a 14B Wan, 69 GB: 300 + 4140 s); tasks with no
 # model (utilities, orchestrators, stitching) get a flat one.
@@ -53,15 +54,10 @@ def default_timeout(task_type: str, params: Mapping[str, Any]) -> float:
     return TIMEOUT_BASE_SECONDS + TIMEOUT_SECONDS_PER_WEIGHT_GB * weights.size_gb
 
 
-def check_work_budget(model_type: str, values: Mapping[str, Any]) -> None:
+def check_work_budget(model_type: str, params: GenerationParams) -> None:
     """Refuse a generation whose frames × pixels × steps exceed the model's budget (resolved values)."""
-    try:
-        width, height = (int(v) for v in str(values.get("resolution", "")).lower().split("x"))
-        frames = int(values.get("video_length") or 1)
-        steps = int(values.get("num_inference_steps") or 1)
-        batch = int(values.get("batch_size") or 1)
-    except (TypeError, ValueError):
-        return  # malformed values get their own precise message from the parameter parser
+    width, height, frames = params.width, params.height, params.video_length
+    steps, batch = params.num_inference_steps, params.batch_size
     budget = TINY_WORK_BUDGET if load_model_def(model_type).weights.tiny else FULL_WORK_BUDGET
     work = width * height * frames * batch * steps
     if work > budget:

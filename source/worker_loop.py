@@ -114,8 +114,10 @@ class Worker:
         affinity: AffinityProvider = _no_affinity,
         queue_stats: QueueStatsProvider = _no_queue_stats,
         observer: WorkerObserver | None = None,
+        generation: Any = None,
     ) -> None:
         self.store = store
+        self.generation = generation  # handed to handlers through the task context
         self.settings = settings
         self.publisher = publisher or LocalPublisher()
         self.max_tasks = max_tasks
@@ -283,7 +285,8 @@ class Worker:
         except InvalidParams as exc:
             self._fail(task, str(exc), tlog)
             return
-        ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog)
+        ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog,
+                          generation=self.generation)
         heartbeat = Heartbeat(
             self.store,
             task.id,

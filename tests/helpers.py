@@ -101,3 +101,23 @@ def http_server(handler: Callable[..., Any]) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def generation_queue(output_dir: Path | str = "outputs", **engine_options: Any):
+    """A fresh HeadlessTaskQueue(WanOrchestrator(...)), as worker.py builds it (``engine_options`` go to the
+    Engine: e.g. ``step_hooks`` for fault injection)."""
+    from headless_model_management import HeadlessTaskQueue
+    from headless_wgp import WanOrchestrator
+    from source.engine.core import Engine
+
+    return HeadlessTaskQueue(WanOrchestrator(Path(output_dir).resolve(), engine=Engine(**engine_options)))
+
+
+def in_process_worker(store, settings, queue=None, **options: Any):
+    """A Worker wired like worker.py's: the generation queue reaches handlers through the task context."""
+    from source.generation import resident_affinity
+    from source.worker_loop import Worker
+
+    queue = queue if queue is not None else generation_queue(settings.main_output_dir)
+    return Worker(store, settings, generation=queue, affinity=lambda: resident_affinity(queue),
+                  queue_stats=queue.stats.as_dict, **options)

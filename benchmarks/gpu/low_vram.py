@@ -58,10 +58,14 @@ class Run:
         return self.seconds - self.step_ends[-1]
 
 
+# The script's one WanGP-style state: it holds the resident model between calls.
+STATE: dict = {"gen": {"file_list": []}}
+
+
 def generate(model_type: str, steps: int, output_dir: Path, *, capture: bool) -> Run:
     """One ``generate_video`` call on the resident model, timed per step; transformer outputs kept if asked."""
     outputs: list[torch.Tensor] = []
-    pipe = wgp.engine.resident.pipe
+    pipe = wgp.engine_of(STATE).resident.pipe
     # Copying each output to the CPU syncs once per transformer call, so the step callback times are GPU times.
     hook = pipe.transformer.register_forward_hook(
         lambda _module, _args, out: outputs.append(out[0].float().cpu()) if capture else None
@@ -70,7 +74,7 @@ def generate(model_type: str, steps: int, output_dir: Path, *, capture: bool) ->
     started = time.perf_counter()
     try:
         result = wgp.generate_video(
-            {"gen": {"file_list": []}}, model_type, output_dir=output_dir, prompt=PROMPT, seed=SEED,
+            STATE, model_type, output_dir=output_dir, prompt=PROMPT, seed=SEED,
             num_inference_steps=steps, progress_callback=lambda *_: step_ends.append(time.perf_counter() - started),
         )
         common.synchronize()
@@ -83,12 +87,12 @@ def generate(model_type: str, steps: int, output_dir: Path, *, capture: bool) ->
 
 def run_profile(model_type: str, steps: int, output_dir: Path, warmup: bool) -> Run:
     common.reset_peak_memory()
-    _, load_seconds = common.timed(lambda: wgp.load_models(model_type))
+    _, load_seconds = common.timed(lambda: wgp.load_models(model_type, STATE))
     if warmup:  # first-call costs (kernel selection, allocator growth, offload hooks) are not per generation
         generate(model_type, 1, output_dir, capture=False)
     run = generate(model_type, steps, output_dir, capture=True)
     run.load_seconds, run.peak = load_seconds, common.peak_gib()
-    wgp.unload_model_if_needed()
+    wgp.unload_model_if_needed(STATE)
     return run
 
 
@@ -118,8 +122,8 @@ def main(size: str, root: Path, steps: int, warmup: bool) -> None:
     runs: dict[int, Run] = {}
     with common.definitions_dir() as defaults, tempfile.TemporaryDirectory() as tmp:
         # Imports and the CUDA context are start-up costs, not the first profile's load: pay them untimed.
-        wgp.load_models(real_size.smoke_definition(root, defaults))
-        wgp.unload_model_if_needed()
+        wgp.load_models(real_size.smoke_definition(root, defaults), STATE)
+        wgp.unload_model_if_needed(STATE)
         for profile, name in PROFILES.items():
             model_type = real_size.write_definition(folder, defaults, f"bench_low_vram_profile{profile}",
                                                     engine={"profile": profile})

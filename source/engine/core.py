@@ -1,7 +1,8 @@
 """The engine: one resident diffusers pipeline, and a generation path that reads top to bottom.
 
-generate(): 1. resolve parameters (system < model < explicit)  2. check them against the pipeline
-3. set the solver  4. seed  5. build the call  6. run it with LoRAs and the step callback  7. write files.
+generate() takes parameters already resolved (source/engine/params.py: the three tiers, once):
+1. make the model resident  2. check the parameters against the pipeline  3. set the solver  4. seed
+5. build the call  6. run it with LoRAs and the step callback  7. write files.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any
 import structlog
 import torch
 
-from source.engine import fault_injection
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.loading import load_pipeline
@@ -25,14 +25,17 @@ from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.outputs import unique_path, write_image, write_video
-from source.engine.params import SYSTEM_DEFAULTS, GenerationParams, build_params, resolve_params
+from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
-from source.errors import TaskCancelled
+from source.errors import CancelReason, TaskCancelled
 
 log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
+# Called at the end of every denoising step, inside the pipeline call (tests use it to inject failures
+# that real hardware would need, e.g. a CUDA out-of-memory error).
+StepHook = Callable[[GenerationParams, int], None]
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,21 @@ class GenerationResult:
     fps: int | None
     seconds: float
     parameter_sources: Mapping[str, str] = field(default_factory=dict)
+    # The resolved values (JSON-safe), so a row's result shows what was generated and can be replayed.
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    # Params the task gave that nothing used (typos, fields of other task types): shown, never silent.
+    ignored_params: tuple[str, ...] = ()
     loras: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         summary = {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
                    "frames": self.frames, "steps": self.steps, "fps": self.fps,
                    "generation_seconds": round(self.seconds, 3)}
+        if self.parameters:
+            summary["parameters"] = dict(self.parameters)
+            summary["parameter_sources"] = dict(self.parameter_sources)
+        if self.ignored_params:
+            summary["ignored_params"] = list(self.ignored_params)
         if self.loras:
             summary["loras"] = {name: list(weight) for name, weight in self.loras.items()}
         return summary
@@ -68,26 +80,15 @@ class ResidentModel:
 
 
 def default_settings(definition: ModelDefinition) -> dict[str, Any]:
-    return resolve_params(SYSTEM_DEFAULTS, definition.settings, {})
-
-
-def resolve_with_sources(definition: ModelDefinition, explicit: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The three tiers merged, and for each key the tier it came from (``system``/``model``/``task``)."""
-    values = resolve_params(SYSTEM_DEFAULTS, definition.settings, explicit)
-    sources = {}
-    for key in values:
-        if key in explicit and explicit[key] is not None:
-            sources[key] = "task"
-        elif key in definition.settings:
-            sources[key] = "model"
-        else:
-            sources[key] = "system"
-    return values, sources
+    """Tiers 1 and 2 (system defaults < model JSON settings), as WanGP-style values."""
+    resolved = resolve(definition.settings, {}, model_type=definition.model_type)
+    return {name: value_of(resolved.params, name) for name in resolved.sources}
 
 
 class Engine:
-    def __init__(self) -> None:
+    def __init__(self, *, step_hooks: tuple[StepHook, ...] = ()) -> None:
         self.resident: ResidentModel | None = None
+        self.step_hooks = step_hooks
 
     @property
     def model_type(self) -> str | None:
@@ -124,23 +125,19 @@ class Engine:
     def generate(
         self,
         model_type: str,
-        explicit: Mapping[str, Any],
+        resolved: ResolvedParameters,
         *,
         output_dir: Path,
         progress: ProgressCallback | None = None,
         should_abort: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         started = time.monotonic()
+        params = resolved.params
+        # 1. the model
         self.load(model_type)
         assert self.resident is not None
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe
-
-        # 1. three tiers → typed params
-        values, sources = resolve_with_sources(definition, explicit)
-        for key in sorted(explicit):
-            log.debug("parameter_resolved", name=key, tier=sources.get(key), value=str(values.get(key))[:80])
-        params = build_params(values)
         # 2. what this pipeline can produce
         family.validate(pipe, params)
         # 3. solver and shift
@@ -157,9 +154,7 @@ class Engine:
             "num_inference_steps": total,
             "generator": generator,
             "output_type": "np",
-            "callback_on_step_end": _step_callback(
-                total, progress, should_abort, inject_oom=fault_injection.out_of_memory_requested(params.prompt)
-            ),
+            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
             **family.call_kwargs(pipe, params),
             **dict(definition.pipeline_kwargs),
         }
@@ -179,7 +174,9 @@ class Engine:
         result = GenerationResult(
             model_type=model_type, paths=paths, seed=seed, width=params.width, height=params.height,
             frames=family.frame_count(params), steps=total, fps=family.fps if family.is_video else None,
-            seconds=time.monotonic() - started, parameter_sources=sources,
+            seconds=time.monotonic() - started,
+            parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
+            parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
         )
         log.info("generation_finished", model_type=model_type, files=[p.name for p in paths], seed=seed,
@@ -194,21 +191,17 @@ class Engine:
         return write_image(frame, unique_path(output_dir, stem, ".png"))
 
 
-def _step_callback(total: int, progress: ProgressCallback | None, should_abort: Callable[[], bool] | None,
-                   *, inject_oom: bool = False):
+def _step_callback(params: GenerationParams, progress: ProgressCallback | None,
+                   should_abort: Callable[[], bool] | None, hooks: tuple[StepHook, ...]):
+    total = params.num_inference_steps
+
     def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        if inject_oom:
-            fault_injection.raise_out_of_memory()
+        for hook in hooks:
+            hook(params, step)
         if progress is not None:
             progress(step + 1, total, "denoising")
         if should_abort is not None and should_abort():
-            raise TaskCancelled("cancelled", f"stopped after denoising step {step + 1} of {total}")
+            raise TaskCancelled(CancelReason.CANCELLED, f"stopped after denoising step {step + 1} of {total}")
         return callback_kwargs
 
     return on_step_end
-
-
-def params_for(model_type: str, explicit: Mapping[str, Any]) -> GenerationParams:
-    """Validate without loading weights (used before any GPU work)."""
-    values, _ = resolve_with_sources(load_model_def(model_type), explicit)
-    return build_params(values)

@@ -20,7 +20,7 @@ from source.engine.single_file import (
     refuse_quantised_name,
 )
 from source.errors import ModelUnavailable
-from source.hub import fetch_hub_file, fetch_hub_snapshot, hub_offline
+from source.hub import fetch_cached, fetch_hub_file, fetch_hub_snapshot
 
 log = structlog.get_logger(__name__)
 
@@ -49,16 +49,17 @@ def _unavailable(definition: ModelDefinition, why: str) -> ModelUnavailable:
     )
 
 
-def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
+def _hub_snapshot(definition: ModelDefinition) -> Path:
     from diffusers import DiffusionPipeline
 
     source = definition.weights
-    try:
-        # DiffusionPipeline.download fetches only the files from_pretrained needs, not the whole repo.
-        return Path(DiffusionPipeline.download(source.repo, revision=source.revision, local_files_only=local_only))
-    except Exception as exc:  # hub errors are many types (offline, 404, network); all mean "not available"
-        why = "the hub is offline (HF_HUB_OFFLINE=1)" if local_only else f"the hub could not be reached ({exc})"
-        raise _unavailable(definition, why) from exc
+    # DiffusionPipeline.download fetches only the files from_pretrained needs, not the whole repo.
+    return fetch_cached(
+        ("pipeline", source.repo or "", source.revision or ""),
+        lambda local_only: DiffusionPipeline.download(source.repo, revision=source.revision,
+                                                      local_files_only=local_only),
+        lambda why: _unavailable(definition, why),
+    )
 
 
 def _config_snapshot(definition: ModelDefinition) -> Path:
@@ -93,7 +94,7 @@ def weights_path(definition: ModelDefinition) -> Path:
         except ModelUnavailable as exc:
             raise ModelUnavailable(f"{exc} `{prefetch_command(definition)}` fetches everything model_type "
                                    f"{definition.model_type!r} needs (configs, tokenizer and single files).") from exc
-    return _hub_snapshot(definition, local_only=hub_offline())
+    return _hub_snapshot(definition)
 
 
 def single_file_components(definition: ModelDefinition, folder: Path, dtype: torch.dtype) -> dict:
@@ -162,6 +163,6 @@ def download(model_type: str) -> Path:
         FileRef(file).resolve(f"model_type {model_type!r} built-in LoRA")
     if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
-    path = _hub_snapshot(definition, local_only=False)
+    path = _hub_snapshot(definition)
     log.info("weights_downloaded", model_type=model_type, repo=definition.weights.repo, path=str(path))
     return path

@@ -43,13 +43,18 @@ def lora_folder(folder: str) -> Path:
     return loras_dir() / folder
 
 
-def model_lora_dir(model_type: str) -> Path:
-    """The folder holding ``model_type``'s LoRAs (``loras/<family>/`` unless the definition names one)."""
+def model_lora_folder(model_type: str) -> str:
+    """The LoRA folder name of ``model_type``: its definition's, else its family's."""
     from source.engine.families import family_for
     from source.engine.model_defs import load_model_def
 
     definition = load_model_def(model_type)
-    return lora_folder(definition.lora_folder or family_for(definition.architecture).lora_folder)
+    return definition.lora_folder or family_for(definition.architecture).lora_folder
+
+
+def model_lora_dir(model_type: str) -> Path:
+    """The folder holding ``model_type``'s LoRAs (``loras/<family>/`` unless the definition names one)."""
+    return lora_folder(model_lora_folder(model_type))
 
 
 def list_loras(folder: str) -> list[Path]:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from source.engine.paths import defaults_dir
-from source.errors import InvalidParams
+from source.errors import DefinitionError, InvalidParams
 
 # A model type names a file; keeping it to these characters means it can never point outside defaults/.
 _MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -165,7 +165,7 @@ def _definition_path(model_type: str) -> Path:
 
 def _raw_definition(model_type: str, chain: tuple[str, ...] = ()) -> dict[str, Any]:
     if model_type in chain:
-        raise InvalidParams(f"model definition inheritance loops: {' -> '.join((*chain, model_type))}")
+        raise DefinitionError(f"model definition inheritance loops: {' -> '.join((*chain, model_type))}")
     raw = json.loads(_definition_path(model_type).read_text())
     parent = next((raw.pop(key) for key in _PARENT_KEYS if key in raw), None)
     if parent is None:
@@ -189,11 +189,11 @@ def load_model_def(model_type: str) -> ModelDefinition:
         weights = WeightsSource(**raw.get("weights", {}))
         engine = EngineOptions(**raw.get("engine", {}))
     except (TypeError, InvalidParams) as exc:
-        raise InvalidParams(f"model definition {model_type!r} is malformed: {exc}") from exc
+        raise DefinitionError(f"model definition {model_type!r} is malformed: {exc}") from exc
     if sum(bool(x) for x in (weights.repo, weights.local, weights.tiny)) != 1:
-        raise InvalidParams(f"model definition {model_type!r} must name exactly one of weights.repo/local/tiny")
+        raise DefinitionError(f"model definition {model_type!r} must name exactly one of weights.repo/local/tiny")
     if "architecture" not in raw:
-        raise InvalidParams(f"model definition {model_type!r} has no architecture")
+        raise DefinitionError(f"model definition {model_type!r} has no architecture")
     return ModelDefinition(
         model_type=model_type,
         name=raw.get("name", model_type),

@@ -1,24 +1,26 @@
-"""Typed generation parameters, built once from WanGP-style dicts with the three-tier defaults applied."""
+"""Generation parameters: the one parser per parameter, the three tiers resolved once, typed results."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from enum import Enum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import structlog
 from PIL import Image
 
-from source.errors import InvalidParams
+from source.errors import DefinitionError, InvalidParams
 
 log = structlog.get_logger(__name__)
 
 SOLVERS = ("unipc", "euler", "dpm++")
 
 # Tier 1 of three: model JSON ``settings`` override these, explicit params override both.
-SYSTEM_DEFAULTS: Mapping[str, Any] = {
+SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "prompt": "",
     "negative_prompt": "",
     "resolution": "832x480",
@@ -43,7 +45,7 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = {
     "control_net_weight2": 1.0,
     "activated_loras": (),
     "loras_multipliers": (),
-}
+})
 
 # Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
 # here generates (LTX-Video 1216x704x257 is ~220M pixels per call).
@@ -57,7 +59,7 @@ MAX_PIXELS_PER_CALL = 2**28
 ImageInput = str | Path | Image.Image
 # A LoRA's multiplier per phase: one value for every expert, or (high noise, low noise).
 LoraWeight = tuple[float, ...]
-_RESOLUTION_RE = re.compile(r"^\s*(\d+)\s*[xX*]\s*(\d+)\s*$")
+_RESOLUTION_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
 
 
 @dataclass(frozen=True)
@@ -93,18 +95,20 @@ class GenerationParams:
         return f"{self.width}x{self.height}"
 
 
-def parse_resolution(value: Any) -> tuple[int, int]:
-    """``"832x480"`` → (832, 480); a pair (w, h) is accepted too."""
+def parse_resolution(value: Any, name: str = "resolution") -> tuple[int, int]:
+    """``"832x480"`` (also ``832X480``, ``832*480``, ``832×480``) → (832, 480); a pair (w, h) is accepted too."""
     if isinstance(value, (tuple, list)) and len(value) == 2:
         width, height = value
     else:
-        match = _RESOLUTION_RE.match(str(value))
+        match = _RESOLUTION_RE.match(value) if isinstance(value, str) else None
         if not match:
-            raise InvalidParams(f"resolution must look like 'WIDTHxHEIGHT' (e.g. '832x480'), got {value!r}")
+            raise InvalidParams(f"{name} must look like 'WIDTHxHEIGHT' (e.g. '832x480'), got {value!r}")
         width, height = match.groups()
-    width, height = _int("resolution width", width), _int("resolution height", height)
+    width, height = _int(f"{name} width", width), _int(f"{name} height", height)
     if width <= 0 or height <= 0:
-        raise InvalidParams(f"resolution must be positive, got {width}x{height}")
+        raise InvalidParams(f"{name} must be positive, got {width}x{height}")
+    if max(width, height) > MAX_SIDE:
+        raise InvalidParams(f"{name} must be at most {MAX_SIDE} on each side, got {width}x{height}")
     return width, height
 
 
@@ -143,11 +147,7 @@ def _bounded_int(name: str, value: Any, maximum: int) -> int:
     return number
 
 
-def _optional_float(name: str, value: Any) -> float | None:
-    return None if value is None else _float(name, value)
-
-
-def _string_list(name: str, value: Any) -> tuple[str, ...]:
+def parse_lora_names(name: str, value: Any) -> tuple[str, ...]:
     """WanGP writes lists either as JSON lists or as comma-separated strings."""
     if value is None or value == "":
         return ()
@@ -158,19 +158,39 @@ def _string_list(name: str, value: Any) -> tuple[str, ...]:
     raise InvalidParams(f"{name} must be a list of names or a comma-separated string, got {value!r}")
 
 
-def _multipliers(value: Any) -> tuple[LoraWeight, ...]:
+def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
     """One entry per LoRA: a number (every phase) or WanGP's phase form ``"high;low"`` (one value per
-    expert of a two-expert model)."""
+    expert of a two-expert model). A list, or a string separated by commas or spaces."""
     if value is None or value == "":
         return ()
-    parts = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, str):
+        parts: list[Any] = value.replace(",", " ").split()
+    elif isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        raise InvalidParams(f"{name} must be a list or a string, got {type(value).__name__}")
     weights = []
     for part in parts:
+        if isinstance(part, tuple):  # already parsed (a LoraWeight)
+            weights.append(tuple(_float(name, p) for p in part))
+            continue
         phases = part.split(";") if isinstance(part, str) else [part]
         if len(phases) > 2:
-            raise InvalidParams(f"loras_multipliers: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
-        weights.append(tuple(_float("loras_multipliers", p) for p in phases))
+            raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
+        try:
+            weights.append(tuple(float(p) for p in phases))
+        except (TypeError, ValueError):
+            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
     return tuple(weights)
+
+
+def pair_loras(names: tuple[str, ...], weights: tuple[LoraWeight, ...]) -> tuple[tuple[str, LoraWeight], ...]:
+    """Each LoRA with its weight; a LoRA without one gets 1.0. More weights than LoRAs is an error."""
+    if len(weights) > len(names):
+        raise InvalidParams(f"loras_multipliers has {len(weights)} values for {len(names)} activated_loras")
+    return tuple(zip(names, weights + ((1.0,),) * (len(names) - len(weights)), strict=True))
 
 
 def _image(name: str, value: Any) -> ImageInput | None:
@@ -193,70 +213,189 @@ def _images(name: str, value: Any) -> tuple[ImageInput, ...]:
     return tuple(_image(name, v) for v in values)
 
 
-def resolve_params(system: Mapping[str, Any], model: Mapping[str, Any], explicit: Mapping[str, Any]) -> dict:
-    """Merge the three tiers; explicit ``None`` means "not given" so it never hides a default."""
-    merged = dict(system)
-    merged.update(model)
-    merged.update({key: value for key, value in explicit.items() if value is not None})
-    return merged
+def _media(name: str, value: Any) -> Any:
+    """A guide or mask: a path, an image, a list of frames or an array; empty means none."""
+    if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0):
+        return None
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidParams(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _seed(name: str, value: Any) -> int:
+    seed = _int(name, value)
+    if seed < -1:
+        raise InvalidParams(f"{name} must be -1 (random) or a non-negative integer, got {seed}")
+    return seed
+
+
+def _solver(name: str, value: Any) -> str:
+    solver = str(value).strip().lower()
+    if solver not in SOLVERS:
+        raise InvalidParams(f"unknown {name.removeprefix('params.')} {value!r}; choose one of {', '.join(SOLVERS)}")
+    return solver
+
+
+def parse_video_prompt_type(name: str, value: Any) -> str:
+    """WanGP's letters for how a VACE model uses its inputs (see VIDEO_PROMPT_LETTERS)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidParams(f"{name} must be a string of letters such as 'VM' or 'PVI', got {value!r}")
+    letters = value.strip().upper()
+    unknown = sorted(set(letters) - set(VIDEO_PROMPT_LETTERS))
+    if unknown:
+        known = "; ".join(f"{k}: {v}" for k, v in VIDEO_PROMPT_LETTERS.items())
+        raise InvalidParams(f"{name} {value!r}: unknown letter(s) {', '.join(unknown)}; known letters: {known}")
+    if "P" in letters and "D" in letters:
+        raise InvalidParams(f"{name} {value!r}: choose one control, P (pose) or D (depth), not both")
+    return letters
+
+
+# video_prompt_type for VACE, as WanGP users write it (only the letters implemented here are accepted).
+VIDEO_PROMPT_LETTERS: Mapping[str, str] = MappingProxyType({
+    "V": "use video_guide as is",
+    "P": "use a pose video extracted from video_guide",
+    "D": "use a depth video estimated from video_guide",
+    "M": "use video_mask (without M the mask is ignored)",
+    "I": "use image_refs as reference images (without I they are ignored)",
+})
+
+
+def _bounded(maximum: int) -> Callable[[str, Any], int]:
+    return lambda name, value: _bounded_int(name, value, maximum)
+
+
+def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    return lambda name, value: None if value is None else parse(name, value)
+
+
+# The one parser per parameter: task params (at the edge), model JSON settings and system defaults all
+# go through these, so a value means the same whichever tier it comes from.
+PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
+    "prompt": _text,
+    "negative_prompt": lambda name, value: "" if value is None else _text(name, value),
+    "resolution": lambda name, value: parse_resolution(value, name),
+    "video_length": _bounded(MAX_VIDEO_LENGTH),
+    "num_inference_steps": _bounded(MAX_STEPS),
+    "guidance_scale": _float,
+    "guidance2_scale": _optional(_float),
+    "flow_shift": _optional(_float),
+    "seed": _seed,
+    "sample_solver": _solver,
+    "embedded_guidance_scale": _float,
+    "batch_size": _bounded(MAX_BATCH_SIZE),
+    "image_start": _image,
+    "image_end": _image,
+    "image_refs": _images,
+    "video_guide": _media,
+    "video_mask": _media,
+    "video_guide2": _media,
+    "video_mask2": _media,
+    "video_prompt_type": parse_video_prompt_type,
+    "control_net_weight": _float,
+    "control_net_weight2": _float,
+    "activated_loras": parse_lora_names,
+    "loras_multipliers": parse_multipliers,
+})
+assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
+
+
+def parse_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Known parameters parsed by their one parser; ``None`` means "not given" and is dropped."""
+    return {key: PARSERS[key](prefix + key, value) for key, value in values.items()
+            if key in PARSERS and value is not None}
+
+
+class Tier(str, Enum):
+    SYSTEM = "system"
+    MODEL = "model"
+    TASK = "task"
+
+
+@dataclass(frozen=True)
+class ResolvedParameters:
+    """The engine's input: typed parameters and, per parameter, the tier its value came from."""
+
+    params: GenerationParams
+    sources: Mapping[str, Tier]
+
+    def table(self) -> str:
+        """One line per parameter: name, value, tier (what ``--debug`` shows)."""
+        width = max(len(name) for name in self.sources)
+        rows = []
+        for name, tier in sorted(self.sources.items()):
+            shown = repr(value_of(self.params, name))
+            rows.append(f"{name:<{width}}  {tier.value:<6}  {shown if len(shown) <= 80 else shown[:77] + '...'}")
+        return "\n".join(rows)
+
+
+    def json_values(self) -> dict[str, Any]:
+        """Every resolved value as JSON (images and arrays named by their type)."""
+        return {name: _json_safe(value_of(self.params, name)) for name in sorted(self.sources)}
+
+
+def _json_safe(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return f"<{type(value).__name__}>"
+
+
+def value_of(params: GenerationParams, name: str) -> Any:
+    return params.resolution if name == "resolution" else getattr(params, name)
+
+
+def resolve(model_settings: Mapping[str, Any], task: Mapping[str, Any], *, model_type: str = "") -> ResolvedParameters:
+    """System defaults < model JSON ``settings`` < the task's own (already parsed) values, resolved once.
+
+    A model definition whose settings do not parse is the operator's error (DefinitionError), not the
+    submitter's."""
+    model = parse_settings(model_settings, model_type)
+    merged: dict[str, Any] = {}
+    sources: dict[str, Tier] = {}
+    for tier, values in ((Tier.SYSTEM, _SYSTEM_PARSED), (Tier.MODEL, model), (Tier.TASK, task)):
+        for key, value in values.items():
+            if value is None:
+                continue
+            merged[key], sources[key] = value, tier
+    for key in SYSTEM_DEFAULTS:
+        if key not in merged:  # a default of None (no flow shift, no guide): "not set", from the system
+            merged[key], sources[key] = None, Tier.SYSTEM
+    return ResolvedParameters(build_params(merged), MappingProxyType(sources))
+
+
+def parse_settings(settings: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """A model definition's ``settings`` through the same parsers; a bad value is a DefinitionError."""
+    try:
+        return parse_values(settings, prefix="settings.")
+    except InvalidParams as exc:
+        raise DefinitionError(f"model definition {model_type!r}: {exc}") from None
 
 
 def build_params(values: Mapping[str, Any]) -> GenerationParams:
-    known = {f.name for f in fields(GenerationParams)} | {"resolution"}
-    ignored = sorted(set(values) - known)
-    if ignored:
-        log.debug("params_ignored", names=ignored)
-    width, height = parse_resolution(values["resolution"])
-    solver = str(values["sample_solver"]).strip().lower()
-    if solver not in SOLVERS:
-        raise InvalidParams(f"unknown sample_solver {values['sample_solver']!r}; choose one of {', '.join(SOLVERS)}")
-    seed = _int("seed", values["seed"])
-    if not -1 <= seed <= MAX_SEED:
-        raise InvalidParams(f"seed must be -1 (random) or an integer from 0 to {MAX_SEED}, got {values['seed']!r}")
-    prompt = values["prompt"]
-    if not isinstance(prompt, str):
-        raise InvalidParams(f"prompt must be a string, got {type(prompt).__name__}")
-    negative = values["negative_prompt"] or ""
-    if not isinstance(negative, str):
-        raise InvalidParams(f"negative_prompt must be a string, got {type(negative).__name__}")
-    loras = _string_list("activated_loras", values["activated_loras"])
-    multipliers = _multipliers(values["loras_multipliers"])
-    if len(multipliers) > len(loras):
-        raise InvalidParams(f"loras_multipliers has {len(multipliers)} values for {len(loras)} activated_loras")
-    video_length = _bounded_int("video_length", values["video_length"], MAX_VIDEO_LENGTH)
-    batch_size = _bounded_int("batch_size", values["batch_size"], MAX_BATCH_SIZE)
-    if max(width, height) > MAX_SIDE:
-        raise InvalidParams(f"resolution {width}x{height} is too large: each side must be at most {MAX_SIDE}")
+    """Parsed, merged values → GenerationParams, with the checks that span several parameters."""
+    width, height = values["resolution"]
+    loras = pair_loras(values["activated_loras"], values["loras_multipliers"])
+    video_length, batch_size = values["video_length"], values["batch_size"]
     if width * height * video_length * batch_size > MAX_PIXELS_PER_CALL:
         raise InvalidParams(
             f"resolution {width}x{height} x video_length {video_length} x batch_size {batch_size} is "
             f"{width * height * video_length * batch_size:,} pixels; one call may produce at most "
             f"{MAX_PIXELS_PER_CALL:,}"
         )
-    return GenerationParams(
-        prompt=prompt,
-        negative_prompt=negative,
-        width=width,
-        height=height,
-        video_length=video_length,
-        num_inference_steps=_bounded_int("num_inference_steps", values["num_inference_steps"], MAX_STEPS),
-        guidance_scale=_float("guidance_scale", values["guidance_scale"]),
-        guidance2_scale=_optional_float("guidance2_scale", values["guidance2_scale"]),
-        flow_shift=_optional_float("flow_shift", values["flow_shift"]),
-        seed=seed,
-        sample_solver=solver,
-        embedded_guidance_scale=_float("embedded_guidance_scale", values["embedded_guidance_scale"]),
-        batch_size=batch_size,
-        image_start=_image("image_start", values["image_start"]),
-        image_end=_image("image_end", values["image_end"]),
-        image_refs=_images("image_refs", values["image_refs"]),
-        video_guide=values["video_guide"] or None,
-        video_mask=values["video_mask"] or None,
-        video_guide2=values["video_guide2"] or None,
-        video_mask2=values["video_mask2"] or None,
-        video_prompt_type=str(values["video_prompt_type"] or ""),
-        control_net_weight=_float("control_net_weight", values["control_net_weight"]),
-        control_net_weight2=_float("control_net_weight2", values["control_net_weight2"]),
-        activated_loras=loras,
-        loras_multipliers=multipliers + ((1.0,),) * (len(loras) - len(multipliers)),
-    )
+    same_name = {f.name: values[f.name] for f in fields(GenerationParams) if f.name in values}
+    return GenerationParams(**{
+        **same_name, "width": width, "height": height, "image_refs": values["image_refs"] or (),
+        "activated_loras": tuple(name for name, _ in loras), "loras_multipliers": tuple(w for _, w in loras),
+    })
+
+
+_SYSTEM_PARSED = parse_values(SYSTEM_DEFAULTS)

@@ -9,6 +9,7 @@ from typing import Any
 
 from source.db.models import NewTask, TaskStatus, child_task_id
 from source.errors import InvalidParams, TaskError
+from source.params import TaskParams
 from source.task_context import TaskContext, TaskOutcome
 
 
@@ -17,6 +18,12 @@ class ChildSpec:
     key: str  # unique among the parent's children; the child's id is derived from it
     task_type: str
     params: dict[str, Any] = field(default_factory=dict)
+
+
+def child_payload(params: TaskParams) -> dict[str, Any]:
+    """A child row's params from its one schema (the model its handler parses), unset values left out: the
+    payload cannot drift from what the child reads."""
+    return params.model_dump(mode="json", exclude_none=True)
 
 
 def child_id(ctx: TaskContext, key: str) -> str:

@@ -15,7 +15,7 @@ from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
 from source.paths import safe_filename
 from source.sm_functions.checks import check_frames, check_model, check_resolution
-from source.sm_functions.children import ChildSpec, child_id, dependency_output, spawn_chain
+from source.sm_functions.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
 from source.task_context import TaskContext, TaskOutcome
 from source.video_utils import read_image, read_video, save_video
 
@@ -60,16 +60,19 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
         }),
         ChildSpec("view_frame", "extract_frame", {"input_video_task_id": child_id(ctx, "view"), "frame_index": 0}),
         ChildSpec("view_perspective", perspective, {"input_image_task_id": child_id(ctx, "view_frame"), **estimator}),
-        ChildSpec("final", "dp_final_gen", {
-            "orchestrator_task_id_ref": ctx.task.id, "input_image_path": p.input_image_path, "prompt": p.prompt,
-            "model": p.model_name, "resolution": resolution, "seed": p.seed,
-            "perspective_type": p.perspective_type, "output_video_frames": p.output_video_frames,
-            "use_causvid_lora": p.use_causvid_lora, "fps_helpers": p.fps_helpers,
-            "input_perspective_task_id": child_id(ctx, "input_perspective"),
-            "view_perspective_task_id": child_id(ctx, "view_perspective"),
-        }),
+        ChildSpec("final", "dp_final_gen", child_payload(FinalGenParams(
+            orchestrator_task_id_ref=ctx.task.id, input_image_path=p.input_image_path, prompt=p.prompt,
+            model=p.model_name, resolution=resolution, seed=p.seed,
+            perspective_type=p.perspective_type, output_video_frames=p.output_video_frames,
+            use_causvid_lora=p.use_causvid_lora, fps_helpers=p.fps_helpers,
+            input_perspective_task_id=child_id(ctx, "input_perspective"),
+            view_perspective_task_id=child_id(ctx, "view_perspective"),
+        ))),
     ]
-    return spawn_chain(ctx, specs, result={"perspective_type": p.perspective_type})
+    result: dict[str, Any] = {"perspective_type": p.perspective_type}
+    if ignored := p.ignored_params():
+        result["ignored_params"] = ignored
+    return spawn_chain(ctx, specs, result=result)
 
 
 class FinalGenParams(TaskParams):

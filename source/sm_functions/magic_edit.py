@@ -56,11 +56,14 @@ def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
         request["activated_loras"] = [in_scene_lora]
         request["loras_multipliers"] = ["1.0"]
     outcome = outcome_of(generate(ctx, "flux", request))
-    return TaskOutcome(output_path=outcome.output_path,
-                       result={**outcome.result, "prompt": request["prompt"], "in_scene_lora": in_scene_lora})
+    result = {**outcome.result, "prompt": request["prompt"], "in_scene_lora": in_scene_lora}
+    if ignored := p.ignored_params():
+        result["ignored_params"] = ignored
+    return TaskOutcome(output_path=outcome.output_path, result=result)
 
 
 def _in_scene_lora(model: str) -> str | None:
-    import wgp
+    from source.engine.loras import list_loras, model_lora_folder
 
-    return next((name for name in wgp.setup_loras(model) if IN_SCENE_LORA_MARK in name.lower()), None)
+    return next((path.name for path in list_loras(model_lora_folder(model)) if IN_SCENE_LORA_MARK in path.name.lower()),
+                None)

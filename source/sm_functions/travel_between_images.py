@@ -18,7 +18,13 @@ from source.generation import generate
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
 from source.paths import safe_filename
-from source.sm_functions.children import ChildSpec, check_child_count, dependency_output, spawn_chain
+from source.sm_functions.children import (
+    ChildSpec,
+    check_child_count,
+    child_payload,
+    dependency_output,
+    spawn_chain,
+)
 from source.sm_functions.travel_params import SegmentPlan, TravelPlan, plan_travel
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import normalise_resolution
@@ -37,58 +43,59 @@ def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
              for s in plan.segments]
     specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))
     ctx.log.info("travel_planned", run_id=plan.run_id, segments=len(plan.segments), final_frames=plan.final_frames)
-    return spawn_chain(ctx, specs, result={"run_id": plan.run_id, "segments": len(plan.segments),
-                                           "expected_frames": plan.final_frames})
+    result: dict[str, Any] = {"run_id": plan.run_id, "segments": len(plan.segments),
+                              "expected_frames": plan.final_frames}
+    if plan.ignored_params:
+        result["ignored_params"] = list(plan.ignored_params)
+    return spawn_chain(ctx, specs, result=result)
 
 
 def _segment_payload(ctx: TaskContext, plan: TravelPlan, segment: SegmentPlan) -> dict[str, Any]:
     d = plan.details
-    payload: dict[str, Any] = {
-        "orchestrator_task_id_ref": ctx.task.id,
-        "orchestrator_run_id": plan.run_id,
-        "segment_index": segment.index,
-        "is_first_segment": segment.index == 0,
-        "is_last_segment": segment.index == len(plan.segments) - 1,
-        "segment_frames_target": segment.frames,
-        "frame_overlap_from_previous": segment.overlap_from_previous,
-        "frame_overlap_with_next": segment.overlap_with_next,
-        "base_prompt": segment.prompt,
-        "negative_prompt": segment.negative_prompt,
-        "seed": d.seed_base,
-        "model": d.model_name,
-        "resolution": plan.resolution,
-        "start_image_path": segment.start_image,
-        "end_image_path": segment.end_image,
-        "continue_from_video_resolved_path": d.continue_from_video_resolved_path if segment.index == 0 else None,
-        "num_inference_steps": d.num_inference_steps or d.steps,
-        "guidance_scale": d.guidance_scale,
-        "flow_shift": d.flow_shift,
-        "additional_loras": d.additional_loras,
-        "use_causvid_lora": d.apply_causvid,
-        "use_lighti2x_lora": d.use_lighti2x_lora,
-        "fade_in_params_json_str": d.fade_in_params_json_str,
-        "fade_out_params_json_str": d.fade_out_params_json_str,
-        "subsequent_starting_strength_adjustment": d.subsequent_starting_strength_adjustment,
-        "desaturate_subsequent_starting_frames": d.desaturate_subsequent_starting_frames,
-        "adjust_brightness_subsequent_starting_frames": d.adjust_brightness_subsequent_starting_frames,
-    }
-    return {k: v for k, v in payload.items() if v is not None}
+    return child_payload(SegmentParams(
+        orchestrator_task_id_ref=ctx.task.id,
+        orchestrator_run_id=plan.run_id,
+        segment_index=segment.index,
+        is_first_segment=segment.index == 0,
+        is_last_segment=segment.index == len(plan.segments) - 1,
+        segment_frames_target=segment.frames,
+        frame_overlap_from_previous=segment.overlap_from_previous,
+        frame_overlap_with_next=segment.overlap_with_next,
+        base_prompt=segment.prompt,
+        negative_prompt=segment.negative_prompt,
+        seed=d.seed_base,
+        model=d.model_name,
+        resolution=plan.resolution,
+        start_image_path=segment.start_image,
+        end_image_path=segment.end_image,
+        continue_from_video_resolved_path=d.continue_from_video_resolved_path if segment.index == 0 else None,
+        num_inference_steps=d.num_inference_steps or d.steps,
+        guidance_scale=d.guidance_scale,
+        flow_shift=d.flow_shift,
+        additional_loras=d.additional_loras,
+        use_causvid_lora=d.apply_causvid,
+        use_lighti2x_lora=d.use_lighti2x_lora,
+        fade_in_params_json_str=d.fade_in_params_json_str,
+        fade_out_params_json_str=d.fade_out_params_json_str,
+        subsequent_starting_strength_adjustment=d.subsequent_starting_strength_adjustment,
+        desaturate_subsequent_starting_frames=d.desaturate_subsequent_starting_frames,
+        adjust_brightness_subsequent_starting_frames=d.adjust_brightness_subsequent_starting_frames,
+    ))
 
 
 def _stitch_payload(ctx: TaskContext, plan: TravelPlan) -> dict[str, Any]:
     d = plan.details
-    payload = {
-        "orchestrator_task_id_ref": ctx.task.id,
-        "orchestrator_run_id": plan.run_id,
-        "num_segments": len(plan.segments),
-        "frame_overlaps": [s.overlap_from_previous for s in plan.segments],
-        "crossfade_sharp_amt": d.crossfade_sharp_amt,
-        "fps_final_video": d.fps_final_video or d.fps_helpers,
-        "resolution": plan.resolution,
-        "continue_from_video_resolved_path": d.continue_from_video_resolved_path,
-        "expected_frames": plan.final_frames,
-    }
-    return {k: v for k, v in payload.items() if v is not None}
+    return child_payload(StitchParams(
+        orchestrator_task_id_ref=ctx.task.id,
+        orchestrator_run_id=plan.run_id,
+        num_segments=len(plan.segments),
+        frame_overlaps=[s.overlap_from_previous for s in plan.segments],
+        crossfade_sharp_amt=d.crossfade_sharp_amt,
+        fps_final_video=d.fps_final_video or d.fps_helpers,
+        resolution=plan.resolution,
+        continue_from_video_resolved_path=d.continue_from_video_resolved_path,
+        expected_frames=plan.final_frames,
+    ))
 
 
 # -- segment ---------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class TravelPlan:
     height: int
     segments: tuple[SegmentPlan, ...]
     details: TravelDetails
+    ignored_params: tuple[str, ...] = ()
 
     @property
     def resolution(self) -> str:
@@ -88,7 +89,8 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
     """``check_children`` sees the number of child rows (segments + stitch) before any input is resolved."""
     if not isinstance(params.get("orchestrator_details"), dict):
         raise InvalidParams(f"{WHERE} is required and must be an object")
-    details = parse_params(TravelOrchestratorParams, params).orchestrator_details
+    parsed = parse_params(TravelOrchestratorParams, params)
+    details = parsed.orchestrator_details
     images = details.input_image_paths_resolved
     continuing = bool(details.continue_from_video_resolved_path)
     count = len(images) if continuing else len(images) - 1
@@ -136,7 +138,7 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
                     overlaps_in[i], overlaps_out[i])
         for i in range(count)
     )
-    return TravelPlan(details.run_id or task_id, width, height, segments, details)
+    return TravelPlan(details.run_id or task_id, width, height, segments, details, tuple(parsed.ignored_params()))
 
 
 def _check_length(name: str, values: list, count: int) -> None:

@@ -116,13 +116,14 @@ def test_three_tiers_model_settings_override_system_defaults_and_params_override
 
 
 def test_wan_2_2_runs_both_experts(tmp_path):
-    wgp.load_models("tiny_t2v_2_2")
-    pipe = wgp.engine.resident.pipe
+    state = {"gen": {"file_list": []}}
+    wgp.load_models("tiny_t2v_2_2", state)
+    pipe = wgp.engine_of(state).resident.pipe
     calls = {"high": 0, "low": 0}
     hooks = [pipe.transformer.register_forward_hook(lambda *a: calls.__setitem__("high", calls["high"] + 1)),
              pipe.transformer_2.register_forward_hook(lambda *a: calls.__setitem__("low", calls["low"] + 1))]
     try:
-        generate(tmp_path, "tiny_t2v_2_2", num_inference_steps=4)
+        wgp.generate_video(state, "tiny_t2v_2_2", output_dir=tmp_path, prompt="x", num_inference_steps=4)
     finally:
         for hook in hooks:
             hook.remove()
@@ -140,12 +141,14 @@ def test_progress_is_reported_each_step_and_abort_stops_generation(tmp_path):
 
 
 def test_loading_a_model_keeps_it_resident_until_another_is_asked_for():
-    wgp.load_models("tiny_t2v")
-    assert wgp.load_models("tiny_t2v") is False
-    assert wgp.load_models("tiny_flux") is True
-    assert wgp.engine.model_type == "tiny_flux"
-    wgp.unload_model_if_needed({})
-    assert wgp.engine.model_type is None
+    state: dict = {}
+    wgp.load_models("tiny_t2v", state)
+    assert wgp.load_models("tiny_t2v", state) is False
+    assert wgp.load_models("tiny_flux", state) is True
+    assert wgp.engine_of(state).model_type == "tiny_flux"
+    assert wgp.engine_of({}).model_type is None  # another state, another engine: nothing shared
+    wgp.unload_model_if_needed(state)
+    assert wgp.engine_of(state).model_type is None
 
 
 @pytest.mark.parametrize(
@@ -188,3 +191,19 @@ def test_every_real_definition_loads_and_inherits():
     assert wgp.get_model_def("vace_1.3B").architecture == "wan_vace"  # inherited from vace_14B
     assert wgp.get_default_settings("vace_1.3B")["flow_shift"] == 3.0
     assert "tiny_t2v" in wgp.list_model_types()
+
+
+def test_the_orchestrator_generates_programmatically_with_the_model_tier_filling_in(tmp_path, guide_video):
+    from headless_wgp import WanOrchestrator
+
+    orchestrator = WanOrchestrator(tmp_path)
+    video = orchestrator.generate_t2v("tiny_t2v", "a cat", seed=2, steps=3, sharpen=True)
+    assert video.parameter_sources["negative_prompt"] == "model" and video.steps == 3
+    assert video.ignored_params == ("sharpen",)
+    assert video.paths[0].parent == tmp_path
+    images = orchestrator.generate_flux("tiny_flux", "a cat", num_images=2)
+    assert len(images.paths) == 2 and orchestrator.current_model == "tiny_flux"
+    guided = orchestrator.generate_vace("tiny_vace", "a cat", video_guide=str(guide_video), video_prompt_type="V")
+    assert guided.parameters["video_prompt_type"] == "V"
+    with pytest.raises(InvalidParams, match="not a VACE model"):
+        orchestrator.generate_vace("tiny_t2v", "a cat", video_guide=str(guide_video))

@@ -17,9 +17,10 @@ from source.engine.families import family_for
 from source.engine.loading import load_pipeline
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import EngineOptions, load_model_def
+from source.engine.params import parse_values, resolve
 from source.engine.paths import defaults_dir
 from source.engine.speed import apply_speed_options, fastest, usable_attention_backends
-from source.errors import InvalidParams
+from source.errors import DefinitionError
 
 CALL = {"prompt": "a red cat dances", "negative_prompt": "blurry", "height": 32, "width": 32,
         "num_inference_steps": 4, "output_type": "np"}
@@ -175,8 +176,9 @@ def definitions(tmp_path, monkeypatch):
 def test_engine_options_come_from_the_model_json_and_bad_ones_are_clear_errors(tmp_path, definitions):
     model_type = definitions("tiny_t2v_fast", {"batch_cfg": True, "first_block_cache": 0.05, "vae_dtype": "float32"})
     engine = Engine()
-    result = engine.generate(model_type, {"prompt": "a cat", "seed": 1, "num_inference_steps": 3},
-                             output_dir=tmp_path / "out")
+    resolved = resolve(load_model_def(model_type).settings,
+                       parse_values({"prompt": "a cat", "seed": 1, "num_inference_steps": 3}))
+    result = engine.generate(model_type, resolved, output_dir=tmp_path / "out")
     assert result.paths[0].stat().st_size > 0
     transformer = engine.resident.pipe.transformer
     assert guidance_batching.hook_of(transformer) is not None
@@ -187,7 +189,7 @@ def test_engine_options_come_from_the_model_json_and_bad_ones_are_clear_errors(t
                                     ({"attention": "warp"}, "attention 'warp' is not a diffusers attention backend"),
                                     ({"turbo": True}, "turbo")]:
         bad = definitions("tiny_t2v_bad", engine_section)
-        with pytest.raises(InvalidParams, match=message) as error:
+        with pytest.raises(DefinitionError, match=message) as error:  # the operator's file, not the task
             load_model_def(bad)
         assert "tiny_t2v_bad" in str(error.value)
 
@@ -249,3 +251,10 @@ def test_batched_guidance_with_per_token_timesteps_as_wan_2_2_ti2v_uses():
         pipe.register_to_config(expand_timesteps=True)
     assert np.abs(run(plain, "tiny_t2v") - run(batched, "tiny_t2v")).max() < 1e-4
     assert guidance_batching.hook_of(batched.transformer).batched_steps == CALL["num_inference_steps"] - 1
+
+
+def test_speed_options_report_batched_guidance_only_where_it_runs():
+    flux = load_pipeline(load_model_def("tiny_flux"), family_for("flux").pipeline_class())
+    wan = load_pipeline(load_model_def("tiny_t2v"), family_for("wan_t2v").pipeline_class())
+    assert apply_speed_options(flux, EngineOptions(batch_cfg=True))["batch_cfg"] is False  # no Wan denoiser
+    assert apply_speed_options(wan, EngineOptions(batch_cfg=True))["batch_cfg"] is True

@@ -11,7 +11,7 @@ from tests.helpers import REPO_ROOT, WORKER, run_worker
 
 DOCUMENTED_FLAGS = [
     "--db-type", "--db-file", "--poll-interval", "--main-output-dir", "--worker", "--debug", "--save-logging",
-    "--delete-db", "--migrate-only", "--queue-workers", "--apply-reward-lora", "--colour-match-videos",
+    "--delete-db", "--migrate-only", "--apply-reward-lora", "--colour-match-videos",
     "--mask-active-frames / --no-mask-active-frames", "--supabase-url", "--supabase-access-token",
     "--supabase-anon-key", "--log-format", "--once", "--max-tasks", "--db-url", "--task-timeout",
     "--max-children-per-task", "--free-shutdown-requeues",
@@ -105,3 +105,12 @@ def test_tasks_workers_shows_live_dead_and_stopped_workers(tmp_path):
     finally:
         if live.poll() is None:
             live.kill()
+
+
+def test_flags_older_command_lines_pass_are_accepted_but_warned_and_never_used(tmp_path):
+    result = run_worker(tmp_path / "tasks.db", tmp_path / "out", "--once", "--supabase-anon-key", "anon-canary-1",
+                        "--queue-workers", "4")
+    assert result.returncode == 0, result.stderr
+    assert "--supabase-anon-key / SUPABASE_ANON_KEY is ignored" in result.stderr
+    assert "queue_workers_ignored" in result.stderr
+    assert "anon-canary-1" not in result.stderr + result.stdout

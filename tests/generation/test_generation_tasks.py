@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from source import generation, task_cli
+from source import task_cli
 from source.db.models import NewTask, TaskStatus
 from source.settings import WorkerSettings
-from source.worker_loop import Worker
 from tests.engine.test_generate_video import read_video
+from tests.helpers import generation_queue, in_process_worker
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,11 @@ def inputs(tmp_path_factory):
     return {"image": str(image), "guide": str(guide), "mask": str(write_video(mask, folder / "mask.mp4", 16))}
 
 
-def run_worker_in_process(store, out, **settings):
+def run_worker_in_process(store, out, queue=None, **settings):
     """Inputs live in pytest's temp folders and test servers on 127.0.0.1: allowed unless ``settings`` say."""
     settings = {"input_roots": (Path(tempfile.gettempdir()),), "allow_private_urls": True, **settings}
-    worker = Worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), exit_when_idle=True,
-                    affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
+    worker = in_process_worker(store, WorkerSettings(worker_id="gen-w", main_output_dir=out, **settings), queue,
+                               exit_when_idle=True)
     assert worker.run() == 0
 
 
@@ -74,17 +74,16 @@ def test_every_direct_generation_type_completes_with_a_valid_file(sqlite_store, 
 
 
 def test_same_model_stays_resident_and_alternating_models_switch_each_time(sqlite_store, tmp_path):
-    queue = generation.generation_queue(WorkerSettings(main_output_dir=tmp_path / "out"))
-    queue.generator.unload_model()
+    queue = generation_queue(tmp_path / "out")
     before = dict(queue.stats.as_dict())
     for _ in range(2):
         sqlite_store.add_task(NewTask("t2v", {"prompt": "same", "model": "tiny_t2v"}))
-    run_worker_in_process(sqlite_store, tmp_path / "out")
+    run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     after_same = queue.stats.as_dict()
     assert after_same["model_loads"] - before["model_loads"] == 1
     for model in ("tiny_flux", "tiny_t2v", "tiny_flux"):
         sqlite_store.add_task(NewTask("flux", {"prompt": "alt", "model": model}))
-        run_worker_in_process(sqlite_store, tmp_path / "out")
+        run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     after_alternating = queue.stats.as_dict()
     assert after_alternating["model_switches"] - after_same["model_switches"] == 3
 
@@ -97,11 +96,11 @@ def test_same_model_stays_resident_and_alternating_models_switch_each_time(sqlit
 
 
 def test_claim_prefers_rows_for_the_resident_model(sqlite_store, tmp_path):
-    queue = generation.generation_queue(WorkerSettings(main_output_dir=tmp_path / "out"))
+    queue = generation_queue(tmp_path / "out")
     queue.generator.load_model("tiny_t2v")
     other = sqlite_store.add_task(NewTask("flux", {"prompt": "x", "model": "tiny_flux"}))
     mine = sqlite_store.add_task(NewTask("t2v", {"prompt": "y", "model": "tiny_t2v"}))
-    run_worker_in_process(sqlite_store, tmp_path / "out")
+    run_worker_in_process(sqlite_store, tmp_path / "out", queue)
     started = {i: sqlite_store.get_task(i).generation_started_at for i in (other, mine)}
     assert started[mine] < started[other]
 
@@ -129,3 +128,16 @@ def test_bad_generation_params_fail_with_a_clear_error(sqlite_store, tmp_path, t
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED
     assert message in row.error_message, row.error_message
+
+
+def test_reward_lora_applies_only_where_the_model_supports_it(sqlite_store, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a Flux row must not even try to fetch the Wan LoRA
+    flux = sqlite_store.add_task(NewTask("flux", {"prompt": "a cat", "model": "tiny_flux"}))
+    asked = sqlite_store.add_task(NewTask("flux", {"prompt": "a cat", "model": "tiny_flux", "apply_reward_lora": True}))
+    run_worker_in_process(sqlite_store, tmp_path / "out", apply_reward_lora=True)
+    row = sqlite_store.get_task(flux)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert "loras" not in row.result
+    row = sqlite_store.get_task(asked)
+    assert row.status is TaskStatus.FAILED
+    assert "params.apply_reward_lora: a Wan LoRA, not supported by model 'tiny_flux'" in row.error_message

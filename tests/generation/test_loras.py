@@ -16,7 +16,7 @@ from source.lora_utils import ACCELERATION_LORAS
 from tests.generation.test_generation_tasks import run_worker_in_process
 from tests.generation.tiny_lora import make_tiny_wan_lora
 
-T2I = {"prompt": "a lighthouse at dusk", "seed": 5, "video_length": 1}
+T2I = {"prompt": "a lighthouse at dusk", "seed": 5, "video_length": 1, "negative_prompt": ""}
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from source import generation
 from source.db.models import NewTask, TaskStatus
 from source.engine.model_defs import load_model_def
 from source.routing import known_task_types
@@ -18,7 +17,7 @@ from source.settings import WorkerSettings
 from source.task_limits import TIMEOUT_WITHOUT_MODEL_SECONDS, default_timeout, task_timeout
 from source.worker_loop import Worker
 from tests.hardening.raw_rows import assert_good_row_completed, drain
-from tests.helpers import wait_for
+from tests.helpers import in_process_worker, wait_for
 
 
 def _travel(images: int) -> dict:
@@ -93,8 +92,8 @@ def test_tiny_generation_over_the_work_budget_is_refused_before_loading(sqlite_s
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task_id = sqlite_store.add_task(NewTask("t2v", {"model": "tiny_t2v", "prompt": "x", **params}))
     started = time.monotonic()
-    worker = Worker(sqlite_store, WorkerSettings(worker_id="budget", main_output_dir=tmp_path / "out"),
-                    exit_when_idle=True, affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
+    worker = in_process_worker(sqlite_store, WorkerSettings(worker_id="budget", main_output_dir=tmp_path / "out"),
+                               exit_when_idle=True)
     assert worker.run() == 0
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED, row

@@ -8,11 +8,9 @@ import sys
 
 import pytest
 
-from source import generation
 from source.db.models import NewTask, TaskRejected, TaskStatus
 from source.settings import WorkerSettings
-from source.worker_loop import Worker
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, in_process_worker
 
 
 def _tasks(backend, command: str, *args: str) -> subprocess.CompletedProcess:
@@ -76,8 +74,8 @@ def test_database_refuses_an_id_over_the_limit_from_plain_sql(raw_backend):
 def test_seed_out_of_range_fails_the_row_with_the_range(sqlite_store, tmp_path, monkeypatch, seed):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     task_id = sqlite_store.add_task(NewTask("t2v", {"model": "tiny_t2v", "prompt": "x", "seed": seed}))
-    worker = Worker(sqlite_store, WorkerSettings(worker_id="seed", main_output_dir=tmp_path / "out"),
-                    exit_when_idle=True, affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
+    worker = in_process_worker(sqlite_store, WorkerSettings(worker_id="seed", main_output_dir=tmp_path / "out"),
+                               exit_when_idle=True)
     assert worker.run() == 0
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from source import generation
 from source.db.models import NewTask, TaskStatus
 from source.routing import ROUTES, known_task_types
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
 from tests.hardening.raw_rows import POLL_INTERVAL, drain
+from tests.helpers import generation_queue, in_process_worker
 
 # Names producers really send, so the fuzzer reaches past "unknown key" into each handler's checks.
 PARAM_NAMES = [
@@ -46,6 +46,8 @@ raw_params = params_objects.map(json.dumps) | json_values.map(json.dumps) | st.t
 # without touching this file. Generation types run with the hub offline: a row naming a real model then
 # fails fast with "weights not in the local cache" instead of downloading gigabytes.
 FUZZED_TYPES = known_task_types()
+# One resident model for the whole module, as in one worker process (the rows here are many and small).
+FUZZ_QUEUE = generation_queue()
 
 # Hand-picked hostile params every type must survive, whatever Hypothesis happens to draw.
 HOSTILE_PARAMS = [
@@ -63,8 +65,8 @@ HOSTILE_PARAMS = [
 def run_row(store, out, task_type: str, params_text: str):
     task_id = store.add_task(NewTask(task_type, {}))
     store._conn().execute("UPDATE tasks SET params = ? WHERE id = ?", (params_text, task_id))
-    worker = Worker(store, WorkerSettings(worker_id="fuzz", main_output_dir=out, task_timeout=20, lease_seconds=30),
-                    exit_when_idle=True, affinity=generation.resident_affinity, queue_stats=generation.queue_stats)
+    worker = in_process_worker(store, WorkerSettings(worker_id="fuzz", main_output_dir=out, task_timeout=20,
+                                                     lease_seconds=30), FUZZ_QUEUE, exit_when_idle=True)
     assert worker.run() == 0
     return store.get_task(task_id)
 
@@ -132,8 +134,7 @@ def test_memory_stays_bounded_over_hostile_rows_of_every_task_type(sqlite_store,
             for params_text in HOSTILE_PARAMS:
                 task_id = sqlite_store.add_task(NewTask(task_type, {}))
                 sqlite_store._conn().execute("UPDATE tasks SET params = ? WHERE id = ?", (params_text, task_id))
-        Worker(sqlite_store, worker_settings, exit_when_idle=True, affinity=generation.resident_affinity,
-               queue_stats=generation.queue_stats).run()
+        in_process_worker(sqlite_store, worker_settings, FUZZ_QUEUE, exit_when_idle=True).run()
 
     run_round()  # warm-up: imports, the tiny model the hostile rows name, caches
     baseline = process.memory_info().rss

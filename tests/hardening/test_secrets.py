@@ -45,7 +45,7 @@ def test_secrets_stay_out_of_debug_logs_saved_logs_and_stored_rows(sqlite_store,
     # the scrubbing really happened where the secret would otherwise have been (the canaries were live)
     assert "[REDACTED]" in rows["url"].error_message
     assert rows["echo"].result["message"] == "password=[REDACTED]"
-    assert "parameter_tier" in outputs["stdout+stderr"] and "a cat [REDACTED]" in outputs["stdout+stderr"]
+    assert "parameters_resolved" in outputs["stdout+stderr"] and "a cat [REDACTED]" in outputs["stdout+stderr"]
 
 
 @pytest.mark.parametrize("log_format", ["json", "console"])

@@ -10,9 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from source import generation
 from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from tests.helpers import in_process_worker
 
 SIZE = 32
 
@@ -55,6 +54,6 @@ def travel_params(images: list[str], **overrides: Any) -> dict[str, Any]:
 def run_in_process(store, out: Path, *, max_tasks: int | None = None, **settings: Any) -> None:
     """Keyframes live in pytest's temp folders: the worker allows them unless ``settings`` say otherwise."""
     settings = {"input_roots": (Path(tempfile.gettempdir()),), **settings}
-    worker = Worker(store, WorkerSettings(worker_id="in-proc", main_output_dir=out, lease_seconds=5, **settings),
-                    exit_when_idle=True, max_tasks=max_tasks, affinity=generation.resident_affinity)
+    worker = in_process_worker(store, WorkerSettings(worker_id="in-proc", main_output_dir=out, lease_seconds=5,
+                                                     **settings), exit_when_idle=True, max_tasks=max_tasks)
     assert worker.run() == 0

@@ -170,3 +170,15 @@ def test_missing_orchestrator_details_is_a_clear_error(sqlite_store, tmp_path):
     orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", {"run_id": "x"}))
     run_in_process(sqlite_store, tmp_path / "out")
     assert "params.orchestrator_details is required" in sqlite_store.get_task(orchestrator).error_message
+
+
+def test_orchestrator_params_nobody_reads_are_listed_in_its_result(sqlite_store, tmp_path, keyframes):
+    params = {**travel_params(keyframes, cfg_star_switch=1), "travel_colour": "warm"}
+    orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", params))
+    run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
+    row = sqlite_store.get_task(orchestrator)
+    assert row.awaiting_children, row.error_message
+    assert row.result["ignored_params"] == ["orchestrator_details.cfg_star_switch", "travel_colour"]
+    # the children's payloads come from their own schemas: nothing in them goes unread
+    for child in sqlite_store.list_child_tasks(orchestrator):
+        assert not [key for key in child.params() if key.startswith(("cfg_star", "travel_colour"))]

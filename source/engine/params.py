@@ -228,8 +228,8 @@ def _text(name: str, value: Any) -> str:
 
 def _seed(name: str, value: Any) -> int:
     seed = _int(name, value)
-    if seed < -1:
-        raise InvalidParams(f"{name} must be -1 (random) or a non-negative integer, got {seed}")
+    if not -1 <= seed <= MAX_SEED:
+        raise InvalidParams(f"{name} must be -1 (random) or an integer from 0 to {MAX_SEED}, got {value!r}")
     return seed
 
 

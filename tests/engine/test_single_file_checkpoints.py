@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 
 import cv2
 import numpy as np
@@ -46,7 +47,8 @@ def run_rows(store, tmp_path, rows, *extra, env=None):
     # Priorities fix the claim order: each model is loaded fresh for the first row that names it.
     ids = [store.add_task(NewTask(task_type, params, priority=len(rows) - i))
            for i, (task_type, params) in enumerate(rows)]
-    result = run_worker(store.path, tmp_path / "out", "--once", *extra, env=env)
+    # the inputs live in pytest's temp folders: allowed as an input root, as a user would list theirs
+    result = run_worker(store.path, tmp_path / "out", "--once", "--input-roots", tempfile.gettempdir(), *extra, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     return [store.get_task(task_id) for task_id in ids]
 
@@ -234,10 +236,10 @@ def test_two_expert_files_over_a_one_expert_config_folder_make_a_two_expert_pipe
     ({"loras": [{"file": "a.safetensors", "multiplier": "high"}]}, "weights.loras entries must be"),
 ])
 def test_malformed_single_file_weights_name_the_definition_and_the_field(tmp_path, monkeypatch, weights, message):
-    from source.errors import InvalidParams
+    from source.errors import DefinitionError
 
     defaults = _defaults_with(tmp_path, "tiny_broken", {"parent": "tiny_vace_2_2", "weights": weights})
     monkeypatch.setenv("WGP_DEFAULTS_DIR", str(defaults))
-    with pytest.raises(InvalidParams, match="model definition 'tiny_broken' is malformed") as info:
+    with pytest.raises(DefinitionError, match="model definition 'tiny_broken' is malformed") as info:
         load_model_def("tiny_broken")
     assert message in str(info.value)

@@ -17,7 +17,7 @@ from source.errors import InvalidParams
 from source.settings import WorkerSettings
 from source.worker_loop import Worker
 from tests.hardening.boundary import snapshot, touched_outside
-from tests.helpers import http_server
+from tests.helpers import http_server, in_process_worker
 
 SECRET = "AWS_SECRET_ACCESS_KEY=do-not-publish-me\n" * 40
 
@@ -162,7 +162,8 @@ def test_generation_rows_check_their_file_inputs_before_any_model_loads(sqlite_s
     params = {k: [v.format(**fill) for v in value] if isinstance(value, list) else value.format(**fill)
               for k, value in params.items() if k != "model"} | {"model": params["model"]}
     task_id = sqlite_store.add_task(NewTask("vace", {"prompt": "a test", **params}))
-    Worker(sqlite_store, WorkerSettings(worker_id="gen", main_output_dir=layout["out"]), exit_when_idle=True).run()
+    in_process_worker(sqlite_store, WorkerSettings(worker_id="gen", main_output_dir=layout["out"]),
+                      exit_when_idle=True).run()
     row = sqlite_store.get_task(task_id)
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
 

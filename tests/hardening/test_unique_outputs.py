@@ -16,7 +16,7 @@ from source.settings import WorkerSettings
 from source.worker_loop import Worker
 from tests.hardening.boundary import snapshot, touched_outside
 
-HOSTILE_IDS = ["teamA/job1", "teamB/job1", "job1", "x" * 300, "../../../escape", "a/../../b", "..", ".",
+HOSTILE_IDS = ["teamA/job1", "teamB/job1", "job1", "x" * 200, "x" * 199, "../../../escape", "a/../../b", "..", ".",
                "team A\\job 1", "ünï/cødé", "job1+0"]
 
 

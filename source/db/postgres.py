@@ -247,7 +247,8 @@ class PostgresTaskStore(RpcTaskStore):
             self._own_channel(worker_id, wait=False)  # a cancel of the claimed row reaches its heartbeat
         task = super().claim_next_task(worker_id, **kwargs)
         if task is not None and self._idle.registered:
-            # claimed through the fallback, not a wake: leave the idle set so the dispatcher skips us
+            # leave the idle set so the dispatcher skips us while we work (a wake already took us out;
+            # the statement is then a no-op, but a wake cannot be told from a reconnect or a cancel)
             self._idle.registered = False
             self._value("worker_busy", p_worker_id=worker_id)
         return task
@@ -277,7 +278,7 @@ class PostgresTaskStore(RpcTaskStore):
         else:
             woken = self._poll_wake_marker(worker_id, timeout, stop)
         if woken:
-            idle.registered = False  # the dispatcher took us out of the idle set
+            idle.renew_at = 0.0  # the dispatcher took us out of the idle set: back in if the claim finds nothing
         return woken
 
     def _poll_wake_marker(self, worker_id: str, timeout: float, stop: threading.Event | None) -> bool:

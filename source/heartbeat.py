@@ -48,6 +48,9 @@ class Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stopped.set()
+        wake_waiters = getattr(self.store, "wake_waiters", None)  # Postgres: its wait checks stop every 0.1 s
+        if wake_waiters is not None:
+            wake_waiters()
         self.join(timeout=5)
 
     def run(self) -> None:

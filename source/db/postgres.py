@@ -242,6 +242,12 @@ class PostgresTaskStore(RpcTaskStore):
         self._local.seen = now
         return now > seen
 
+    def wake_waiters(self) -> None:
+        """After setting a stop event: its waiter in wait_for_change returns now, not at its next check."""
+        listener = self._listener
+        if listener is not None:
+            listener.interrupt()
+
     def claim_next_task(self, worker_id: str, **kwargs: Any) -> Task | None:
         if self.wake == "one":
             self._own_channel(worker_id, wait=False)  # a cancel of the claimed row reaches its heartbeat

@@ -73,7 +73,7 @@ def test_one_insert_into_many_idle_workers_costs_at_most_three_claims(postgres_s
         claims_before = sum(w.claims for w in workers)
         for _ in range(5):
             postgres_store.add_task(NewTask("ping", {}))
-            assert wait_claimed(workers, sum(len(w.claimed) for w in workers) + 1, 5.0) < 1.0
+            assert wait_claimed(workers, sum(len(w.claimed) for w in workers) + 1, 5.0) < 2.0
             time.sleep(0.3)
         claims = sum(w.claims for w in workers) - claims_before
         # each row: the chosen worker's claim, then its next (empty) claim before it goes idle again
@@ -113,3 +113,27 @@ def test_a_row_chosen_for_a_dead_worker_is_claimed_by_another_within_the_poll_in
     finally:
         alive[0].finish()
         dead.store.close()
+
+
+def test_behind_the_transaction_pooler_an_idle_worker_polls_its_wake_marker_and_never_claims(
+        postgres_store, postgres_schema_url):
+    store = PostgresTaskStore(postgres_schema_url)
+    store._through_transaction_pooler = True  # no LISTEN, as on port 6543 (which this server does not serve)
+    calls: list[str] = []
+    value, rows = store._value, store._rows
+    store._value = lambda function, **params: (calls.append(function), value(function, **params))[1]
+    store._rows = lambda function, **params: (calls.append(function), rows(function, **params))[1]
+    try:
+        assert store.claim_next_task("pooled", lease_seconds=30) is None
+        assert not store.wait_for_work("pooled", resident_model=None, timeout=1.5, poll_interval=POLL)
+        task_id = postgres_store.add_task(NewTask("ping", {}))
+        started = time.monotonic()
+        woken = False
+        while not woken and time.monotonic() - started < 5:
+            woken = store.wait_for_work("pooled", resident_model=None, timeout=0.5, poll_interval=POLL)
+        assert woken and time.monotonic() - started < 2.5
+        assert store.claim_next_task("pooled", lease_seconds=30).id == task_id
+        assert "worker_woken" in calls and "worker_idle" in calls
+        assert calls.count("claim_next_task") == 2  # the two above: waiting polled the marker only
+    finally:
+        store.close()

@@ -37,8 +37,9 @@ from source.settings import WorkerSettings  # noqa: E402
 from source.task_context import CancelSignal, ProgressState  # noqa: E402
 from tests.pg_fixtures import throwaway_cluster  # noqa: E402
 
-# what the fleet runs with: the worker's defaults, but a lease short enough that beats happen in a short run
-LEASE_SECONDS = 8.0
+# what the fleet runs with: the worker's defaults (housekeeping every 5 s, a beat every 15 s; with tasks of
+# about a second the writes are the progress flushes)
+LEASE_SECONDS = 60.0
 POLL_SECONDS = 10.0
 # today's design flushed progress every second; 011's heartbeat coalesces it (source/heartbeat.py)
 BASELINE_PROGRESS_FLUSH_SECONDS = 1.0
@@ -85,6 +86,13 @@ class _CountingStore(PostgresTaskStore):
         return super().heartbeat(task_id, worker_id, **kwargs)
 
 
+@dataclass
+class _LoopState:
+    claim: bool = True
+    ready: bool = False
+    next_housekeeping: float = 0.0
+
+
 def _simulated_worker(url: str, plan: Plan, worker_id: str, counters: _Counters, stop: threading.Event) -> None:
     """The claim loop of source/worker_loop.py without a model: claim, run (heartbeat + progress), complete;
     idle: the store's wait (wake-one) or wait_for_change + has_claimable_task (wake-all); housekeeping on the
@@ -92,34 +100,46 @@ def _simulated_worker(url: str, plan: Plan, worker_id: str, counters: _Counters,
     store = _CountingStore(url, counters, plan.mode)
     settings = WorkerSettings(worker_id=worker_id, poll_interval=POLL_SECONDS, lease_seconds=LEASE_SECONDS)
     rng = random.Random(worker_id)
-    flush = BASELINE_PROGRESS_FLUSH_SECONDS if plan.mode == "all" else None
-    next_housekeeping = 0.0
-    claim, first = True, True
+    state = _LoopState()
+    backoff = 0.1
     try:
         while not stop.is_set():
-            now = time.monotonic()
-            if now >= next_housekeeping:
-                next_housekeeping = now + settings.housekeeping_interval
-                store.touch_worker(worker_id, resident_model=None, current_task_id=None)
-                store.reclaim_expired_leases()
-                store.fail_orphaned_dependants()
-            task = store.claim_next_task(worker_id, lease_seconds=LEASE_SECONDS) if claim else None
-            if task is not None:
-                seconds = rng.expovariate(1 / plan.mean_task_seconds)
-                _run_task(store, task.id, worker_id, seconds, flush)
-                _Counters.add(counters.busy_ms, int(seconds * 1000))
-                continue
-            if first:
-                first = False
-                _Counters.add(counters.ready)
-            if plan.mode == "one":
-                claim = store.wait_for_work(worker_id, resident_model=None, timeout=1.0,
-                                            poll_interval=POLL_SECONDS, stop=stop)
-            else:
-                claim = (store.wait_for_change(1.0, stop=stop) and store.has_claimable_task()) or (
-                    time.monotonic() >= next_housekeeping)
+            try:
+                _one_round(store, plan, settings, counters, stop, rng, state)
+                backoff = 0.1
+            except Exception:  # the server too busy to answer in time: back off, as the worker loop does
+                stop.wait(backoff)
+                backoff = min(backoff * 2, POLL_SECONDS)
     finally:
         store.close()
+
+
+def _one_round(store: _CountingStore, plan: Plan, settings: WorkerSettings, counters: _Counters,
+               stop: threading.Event, rng: random.Random, state: _LoopState) -> None:
+    worker_id = settings.worker_id
+    now = time.monotonic()
+    if now >= state.next_housekeeping:
+        state.next_housekeeping = now + settings.housekeeping_interval
+        store.touch_worker(worker_id, resident_model=None, current_task_id=None)
+        store.reclaim_expired_leases()
+        store.fail_orphaned_dependants()
+    task = store.claim_next_task(worker_id, lease_seconds=LEASE_SECONDS) if state.claim else None
+    if task is not None:
+        seconds = rng.expovariate(1 / plan.mean_task_seconds)
+        flush = BASELINE_PROGRESS_FLUSH_SECONDS if plan.mode == "all" else None
+        _run_task(store, task.id, worker_id, seconds, flush)
+        _Counters.add(counters.busy_ms, int(seconds * 1000))
+        state.claim = True
+        return
+    if not state.ready:
+        state.ready = True
+        _Counters.add(counters.ready)
+    if plan.mode == "one":
+        state.claim = store.wait_for_work(worker_id, resident_model=None, timeout=1.0, poll_interval=POLL_SECONDS,
+                                          stop=stop)
+    else:  # today's loop: any change, a look at the table; a claim at every housekeeping
+        state.claim = (store.wait_for_change(1.0, stop=stop) and store.has_claimable_task()) or (
+            time.monotonic() >= state.next_housekeeping)
 
 
 def _run_task(store: PostgresTaskStore, task_id: str, worker_id: str, seconds: float, flush: float | None) -> None:
@@ -142,7 +162,7 @@ def _process_main(url: str, plan: Plan, ids: list[str], counters: _Counters, sto
                for wid in ids]
     for thread in threads:
         thread.start()
-        time.sleep(0.02)  # a connection storm at start is not what is measured
+        time.sleep(0.05)  # a connection storm at start is not what is measured
     stop_event.wait()
     stop.set()
     for thread in threads:

@@ -137,3 +137,13 @@ def test_behind_the_transaction_pooler_an_idle_worker_polls_its_wake_marker_and_
         assert calls.count("claim_next_task") == 2  # the two above: waiting polled the marker only
     finally:
         store.close()
+
+
+def test_the_trigger_functions_that_wake_workers_run_as_the_table_owner(postgres_store, postgres_schema_url):
+    # a producer (Supabase's authenticated role) cannot see the workers table it wakes through them
+    with psycopg.connect(postgres_schema_url) as conn:
+        invokers = conn.execute(
+            "SELECT p.proname FROM pg_proc AS p WHERE p.pronamespace = current_schema()::regnamespace "
+            "AND p.proname IN ('tasks_dispatch_inserted', 'tasks_dispatch_changed', 'tasks_unblock_dependants') "
+            "AND NOT p.prosecdef ORDER BY 1").fetchall()
+    assert invokers == []

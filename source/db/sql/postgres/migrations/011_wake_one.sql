@@ -164,8 +164,10 @@ END
 $$;
 
 -- Triggers run as the table's owner (see 006): a producer's insert picks and wakes workers it cannot see.
+-- (CREATE OR REPLACE above reset tasks_unblock_dependants to SECURITY INVOKER: set again.)
 ALTER FUNCTION tasks_dispatch_inserted() SECURITY DEFINER;
 ALTER FUNCTION tasks_dispatch_changed() SECURITY DEFINER;
+ALTER FUNCTION tasks_unblock_dependants() SECURITY DEFINER;
 
 -- The functions that only workers and operators call (006): 007's list plus this migration's.
 CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]

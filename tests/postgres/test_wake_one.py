@@ -147,3 +147,20 @@ def test_the_trigger_functions_that_wake_workers_run_as_the_table_owner(postgres
             "AND p.proname IN ('tasks_dispatch_inserted', 'tasks_dispatch_changed', 'tasks_unblock_dependants') "
             "AND NOT p.prosecdef ORDER BY 1").fetchall()
     assert invokers == []
+
+
+def test_wake_one_on_the_adopted_uuid_and_enum_table(postgres_adopted_store, legacy_schema_url):
+    workers = start_idle(legacy_schema_url, ["a", "b", "c"])
+    try:
+        parent = postgres_adopted_store.add_task(NewTask("ping", {}))
+        wait_claimed(workers, 1, 5.0)
+        owner = next(w for w in workers if w.claimed)
+        child = postgres_adopted_store.add_task(NewTask("ping", {}, dependant_on=parent))
+        time.sleep(0.5)
+        assert sum(len(w.claimed) for w in workers) == 1  # the child waits for its dependency
+        assert owner.store.complete_task(parent, owner.worker_id, output_location=None, result=None)
+        assert wait_claimed(workers, 2, 5.0) < 2.0  # the completion woke a worker for the child
+        assert child in [task_id for w in workers for task_id in w.claimed]
+    finally:
+        for worker in workers:
+            worker.finish()

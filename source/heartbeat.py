@@ -14,7 +14,10 @@ from source.task_context import CancelSignal, ProgressState
 
 log = structlog.get_logger(__name__)
 
-PROGRESS_FLUSH_SECONDS = 1.0
+# Write budget per running task: one statement per beat (lease + progress together), a beat every
+# lease/4 and progress coalesced to at most one flush per PROGRESS_FLUSH_SECONDS (a flush is a beat):
+# at most 60 / min(PROGRESS_FLUSH_SECONDS, lease/4) writes per minute, 12 at the default 60 s lease.
+PROGRESS_FLUSH_SECONDS = 5.0
 STATUS_CHECK_SECONDS = 0.25
 
 
@@ -29,6 +32,7 @@ class Heartbeat(threading.Thread):
         interval: float,
         cancel: CancelSignal,
         progress: ProgressState,
+        progress_flush_seconds: float = PROGRESS_FLUSH_SECONDS,
     ) -> None:
         super().__init__(name=f"heartbeat-{task_id}", daemon=True)
         self.store = store
@@ -38,11 +42,15 @@ class Heartbeat(threading.Thread):
         self.interval = interval
         self.cancel = cancel
         self.progress = progress
+        self.progress_flush_seconds = progress_flush_seconds
         self._stopped = threading.Event()
         self.beats = 0
 
     def stop(self) -> None:
         self._stopped.set()
+        wake_waiters = getattr(self.store, "wake_waiters", None)  # Postgres: its wait checks stop every 0.1 s
+        if wake_waiters is not None:
+            wake_waiters()
         self.join(timeout=5)
 
     def run(self) -> None:
@@ -62,7 +70,7 @@ class Heartbeat(threading.Thread):
                     self.beats += 1
                     next_beat = now + self.interval
                     if progress is not None:
-                        next_progress_flush = now + PROGRESS_FLUSH_SECONDS
+                        next_progress_flush = now + self.progress_flush_seconds
                     if not owned:
                         self._check_ownership()
             except Exception as exc:  # a database hiccup must not kill the thread guarding the lease

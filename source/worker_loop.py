@@ -195,11 +195,12 @@ class Worker:
     # -- claiming ------------------------------------------------------------------------------------
     def _next_task(self) -> Task | None:
         backoff = 0.1
+        claim = True
         while not self.stop_requested.is_set():
             self.observer.loop_tick()
             try:
                 self._housekeeping_if_due()
-                task = self._claim()
+                task = self._claim() if claim else None
                 backoff = 0.1
             except Exception as exc:  # database away or locked past its timeout: back off, keep going
                 self.log.warning("claim_failed", error=str(exc), retry_in=backoff)
@@ -210,7 +211,7 @@ class Worker:
                 return task
             if self.exit_when_idle:
                 return None
-            self._wait_for_work()
+            claim = self._wait_for_work()
         return None
 
     def _claim(self) -> Task | None:
@@ -223,23 +224,31 @@ class Worker:
             affinity_window_seconds=self.settings.affinity_window,
         )
 
-    def _wait_for_work(self) -> None:
+    def _wait_for_work(self) -> bool:
         """Sleep until a change to the table makes a row claimable; the poll interval is only the
-        fallback, and housekeeping (expired leases) still runs on time."""
+        fallback, and housekeeping (expired leases) still runs on time. False: nothing to claim yet (a
+        wake-one store said so), do the housekeeping and wait again without a claim."""
         deadline = min(time.monotonic() + self.settings.poll_interval, self._next_housekeeping)
+        wait_for_work = getattr(self.store, "wait_for_work", None)  # wake-one stores (Postgres, 011)
         while not self.stop_requested.is_set():
             self.observer.loop_tick()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return
+                return wait_for_work is None
             try:
-                if self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
+                if wait_for_work is not None:
+                    if wait_for_work(self.settings.worker_id, resident_model=self.affinity()[0],
+                                     timeout=min(remaining, 1.0), poll_interval=self.settings.poll_interval,
+                                     stop=self.stop_requested):
+                        return True
+                elif self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
                     self.store.has_claimable_task()
                 ):
-                    return
+                    return True
             except Exception as exc:  # database away: the claim path backs off and reports it
                 self.log.warning("wait_for_work_failed", error=str(exc))
-                return
+                return True
+        return True
 
     def _housekeeping_if_due(self) -> None:
         now = time.monotonic()

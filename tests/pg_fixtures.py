@@ -50,7 +50,7 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def throwaway_cluster(root: Path) -> Iterator[str]:
+def throwaway_cluster(root: Path, max_connections: int = 200) -> Iterator[str]:
     """initdb + pg_ctl start in ``root`` (as the postgres user when we are root: initdb refuses root)."""
     initdb, pg_ctl = _find_binary("initdb"), _find_binary("pg_ctl")
     if not initdb or not pg_ctl:
@@ -64,7 +64,7 @@ def throwaway_cluster(root: Path) -> Iterator[str]:
     subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
                    check=True, capture_output=True)
     subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(root / "server.log"), "-o",
-                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200", "start"],
+                    f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}", "start"],
                    check=True, capture_output=True)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"

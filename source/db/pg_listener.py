@@ -1,5 +1,7 @@
 """LISTEN on a dedicated Postgres connection: a change counter that idle threads wait on, reconnecting
-with backoff when the server goes away (a reconnect counts as a change: notifications may be lost)."""
+with backoff when the server goes away (a reconnect counts as a change: notifications may be lost).
+Wake-all listens on the shared ``tasks_changed`` channel (payload = schema); wake-one on the worker's own
+channel, added once its worker id is known (``listen``)."""
 
 from __future__ import annotations
 
@@ -9,20 +11,26 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg import sql
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "tasks_changed"
+# also how long a newly added channel may wait for its LISTEN
 NOTIFY_POLL_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 5.0
-STOP_CHECK_SECONDS = 0.005
+# How often a waiter looks at its stop event on its own. Stoppers that must not wait (a heartbeat is
+# stopped after every task) call interrupt() after setting it; a fleet of idle threads waking every
+# 5 ms each (the slice before issue 23) cost more CPU than the work.
+STOP_CHECK_SECONDS = 0.1
 
 
 class ChangeListener:
-    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], listen_sql: str, schema: str) -> None:
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], channels: tuple[str, ...], schema: str) -> None:
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
-        self._listen_sql = listen_sql
+        self._channels = set(channels)
+        self._listening: set[str] = set()
         self._schema = schema
         self._version = 0
         self._connected = False
@@ -44,6 +52,14 @@ class ChangeListener:
         with self._condition:
             return self._condition.wait_for(lambda: self._connected or self._stopped.is_set(), timeout)
 
+    def listen(self, channel: str, timeout: float, *, instead_of: str | None = None) -> bool:
+        """Add a channel (dropping ``instead_of``); True once the server listens on it (a NOTIFY sent
+        before that is not seen)."""
+        with self._condition:
+            self._channels.add(channel)
+            self._channels.discard(instead_of)
+            return self._condition.wait_for(lambda: channel in self._listening or self._stopped.is_set(), timeout)
+
     def wait_newer_than(self, seen: int, timeout: float, stop: threading.Event | None) -> int:
         """Wait until the counter passes ``seen`` (or ``timeout``/``stop``); return the counter."""
         deadline = time.monotonic() + timeout
@@ -52,10 +68,13 @@ class ChangeListener:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or (stop is not None and stop.is_set()) or self._stopped.is_set():
                     break
-                # short slices: a stop event set by another thread is seen within 5 ms (a heartbeat
-                # thread is stopped after every task, so this is on the per-task path)
                 self._condition.wait(min(remaining, STOP_CHECK_SECONDS))
             return self._version
+
+    def interrupt(self) -> None:
+        """Wake every waiter now, so one whose stop event was just set returns at once."""
+        with self._condition:
+            self._condition.notify_all()
 
     def close(self) -> None:
         self._stopped.set()
@@ -69,23 +88,42 @@ class ChangeListener:
     def _set_connected(self, value: bool) -> None:
         with self._condition:
             self._connected = value
+            if not value:
+                self._listening = set()
             self._condition.notify_all()
+
+    def _listen_new_channels(self, conn: psycopg.Connection) -> None:
+        with self._condition:
+            wanted, listening = set(self._channels), set(self._listening)
+        for channel in sorted(wanted - listening):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        for channel in sorted(listening - wanted):
+            conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+        if wanted != listening:
+            with self._condition:
+                self._listening = wanted
+                self._condition.notify_all()
+
+    def _accepts(self, notify: psycopg.Notify) -> bool:
+        # the shared channel carries the schema; a worker's own channel is already per schema
+        return notify.channel != CHANNEL or notify.payload == self._schema
 
     def _run(self) -> None:
         backoff = 0.1
         while not self._stopped.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs) as conn:
-                    conn.execute(self._listen_sql)
+                    self._listen_new_channels(conn)
                     self._set_connected(True)
                     if backoff > 0.1:
                         log.info("listen_reconnected", channel=CHANNEL)
                     backoff = 0.1
                     self._bump()  # anything may have happened while we were not listening
                     while not self._stopped.is_set():
-                        for notify in conn.notifies(timeout=NOTIFY_POLL_SECONDS):
-                            if notify.payload == self._schema:
+                        for notify in conn.notifies(timeout=NOTIFY_POLL_SECONDS, stop_after=1):
+                            if self._accepts(notify):
                                 self._bump()
+                        self._listen_new_channels(conn)
             except psycopg.Error as exc:
                 self._set_connected(False)
                 if self._stopped.is_set():

@@ -1,9 +1,16 @@
-"""Postgres task store over a direct connection (psycopg 3 + a small pool): many workers on one database,
-claims through the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff."""
+"""Postgres task store over a direct connection (psycopg 3): many workers on one database, claims through
+the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff.
+
+Connection budget per worker: ``max_connections`` (default 1) for claims, heartbeats, progress and results,
+plus one LISTEN connection (none behind Supabase's transaction pooler, which polls instead).
+Wake-one (default): an idle worker registers in ``workers`` and only the worker the dispatcher chose is
+woken, on its own channel (migration 011); wake-all (``wake="all"``): every idle worker wakes on every
+insert and looks at the table (the design before 011, kept for comparison and for older schemas)."""
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -21,8 +28,8 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
-from source.db.models import NewTask, TaskRejected
-from source.db.pg_listener import ChangeListener
+from source.db.models import NewTask, Task, TaskRejected
+from source.db.pg_listener import CHANNEL, ChangeListener
 from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
 from source.db.sql_files import Migration, list_migrations, load_queries
 
@@ -34,6 +41,11 @@ TRANSACTION_POOLER_PORT = "6543"
 FALLBACK_POLL_SECONDS = 1.0
 LISTEN_CONNECT_WAIT_SECONDS = 3.0
 MAX_BACKOFF_SECONDS = 5.0
+# Behind the transaction pooler an idle worker polls its own wake marker: quick after a change, backing
+# off (with jitter, so a fleet's polls spread out) to this while nothing happens.
+POOLER_POLL_MIN_SECONDS = 0.05
+POOLER_POLL_MAX_SECONDS = 2.0
+WAKE_MODES = ("one", "all")
 RETRYABLE = (psycopg.OperationalError, PoolTimeout)
 
 
@@ -43,13 +55,19 @@ class PostgresTaskStore(RpcTaskStore):
         url: str,
         *,
         min_connections: int = 1,
-        max_connections: int = 4,
+        max_connections: int = 1,
         retry_seconds: float = 120.0,
         application_name: str = "wangp-worker",
         access_token: str | None = None,
+        wake: str = "one",
     ) -> None:
+        if wake not in WAKE_MODES:
+            raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.retry_seconds = retry_seconds
         self.access_token = access_token
+        # A token worker's role may call only the user_* functions, which have no idle registry: it wakes on
+        # every change, as before 011.
+        self.wake = "all" if access_token is not None else wake
         self._queries = load_queries("postgres")
         settings = conninfo_to_dict(url)
         self._through_transaction_pooler = str(settings.get("port", "")) == TRANSACTION_POOLER_PORT
@@ -73,6 +91,7 @@ class PostgresTaskStore(RpcTaskStore):
         self._listener_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
+        self._idle = _IdleState()
 
     # -- calling the SQL functions -------------------------------------------------------------------
     def _rows(self, function: str, **params: Any) -> list[Row]:
@@ -216,7 +235,8 @@ class PostgresTaskStore(RpcTaskStore):
     # -- wake-up -------------------------------------------------------------------------------------
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """LISTEN wake-up. Each thread remembers the last change it saw, so a change between two calls
-        is not missed. Without a listening connection (transaction pooler, server away) it reports a
+        is not missed. Wake-one, once the store claims or waits as a worker: only what concerns that worker
+        (it was chosen for a row, its row was cancelled or deleted). Without a listening connection (transaction pooler, server away) it reports a
         possible change every second and the caller looks at the table."""
         listener = self._ensure_listener()
         if listener is None or not listener.connected:
@@ -232,14 +252,85 @@ class PostgresTaskStore(RpcTaskStore):
         self._local.seen = now
         return now > seen
 
+    def wake_waiters(self) -> None:
+        """After setting a stop event: its waiter in wait_for_change returns now, not at its next check."""
+        listener = self._listener
+        if listener is not None:
+            listener.interrupt()
+
+    def claim_next_task(self, worker_id: str, **kwargs: Any) -> Task | None:
+        if self.wake == "one":
+            self._own_channel(worker_id, wait=False)  # a cancel of the claimed row reaches its heartbeat
+        task = super().claim_next_task(worker_id, **kwargs)
+        if task is not None and self._idle.registered:
+            # leave the idle set so the dispatcher skips us while we work (a wake already took us out;
+            # the statement is then a no-op, but a wake cannot be told from a reconnect or a cancel)
+            self._idle.registered = False
+            self._value("worker_busy", p_worker_id=worker_id)
+        return task
+
+    def wait_for_work(self, worker_id: str, *, resident_model: str | None, timeout: float, poll_interval: float,
+                      stop: threading.Event | None = None) -> bool:
+        """The claim loop's idle wait; True means claim now. Wake-one: (re)register as idle once per poll
+        interval, which also answers whether a row is claimable (the fallback when a chosen worker died),
+        then sleep until the dispatcher picks this worker. Wake-all: any change, then a look at the table."""
+        if self.wake == "all":
+            return self.wait_for_change(timeout, stop) and self.has_claimable_task()
+        idle = self._idle
+        listener = None if self._through_transaction_pooler else self._own_channel(worker_id, wait=True)
+        now = time.monotonic()
+        if not idle.registered or now >= idle.renew_at:
+            seen_before = listener.version if listener is not None else 0
+            claimable = self._flag("worker_idle", p_worker_id=worker_id, p_resident_model=resident_model,
+                                   p_poll_seconds=float(poll_interval))
+            idle.registered, idle.renew_at = True, now + poll_interval
+            idle.seen = seen_before if listener is not None else idle.seen
+            if claimable:
+                return True
+        if listener is not None and listener.connected:
+            now_version = listener.wait_newer_than(idle.seen, timeout, stop)
+            woken = now_version > idle.seen
+            idle.seen = now_version
+        else:
+            woken = self._poll_wake_marker(worker_id, timeout, stop)
+        if woken:
+            idle.renew_at = 0.0  # the dispatcher took us out of the idle set: back in if the claim finds nothing
+        return woken
+
+    def _poll_wake_marker(self, worker_id: str, timeout: float, stop: threading.Event | None) -> bool:
+        """No LISTEN (transaction pooler, listener away): one primary-key read of this worker's wake marker per
+        poll, jittered back-off between polls; never a claim."""
+        idle = self._idle
+        deadline = time.monotonic() + timeout
+        while True:
+            marker = str(self._value("worker_woken", p_worker_id=worker_id))
+            if idle.marker is not None and marker != idle.marker:
+                idle.marker, idle.poll = marker, POOLER_POLL_MIN_SECONDS
+                return True
+            idle.marker = marker
+            idle.poll = min(idle.poll * 2, POOLER_POLL_MAX_SECONDS)
+            pause = min(idle.poll * random.uniform(0.5, 1.0), deadline - time.monotonic())
+            if pause <= 0 or (stop.wait(pause) if stop is not None else time.sleep(pause)):
+                return False
+
+    def _own_channel(self, worker_id: str, *, wait: bool) -> ChangeListener | None:
+        listener = self._ensure_listener()
+        if listener is None:
+            return None
+        if self._idle.channel is None:
+            self._idle.channel = str(self._value("tasks_worker_channel", p_worker_id=worker_id))
+        # from here on only what concerns this worker wakes it: no longer every insert
+        listener.listen(self._idle.channel, LISTEN_CONNECT_WAIT_SECONDS if wait else 0, instead_of=CHANNEL)
+        return listener
+
     def _ensure_listener(self) -> ChangeListener | None:
         if self._through_transaction_pooler:
             return None
         with self._listener_lock:
             if self._listener is None and not self._closed:
                 schema = self._run(self._queries["current_schema"], {}, lambda cur: cur.fetchone()["schema"])
-                self._listener = ChangeListener(self._conninfo, self._connect_kwargs, self._queries["listen"],
-                                                schema)
+                # every change, until a wake-one store learns its worker id (_own_channel)
+                self._listener = ChangeListener(self._conninfo, self._connect_kwargs, (CHANNEL,), schema)
                 self._listener.wait_until_connected(LISTEN_CONNECT_WAIT_SECONDS)
             return self._listener
 
@@ -262,6 +353,18 @@ class _JsonAsText(Loader):
         # A JSON string holds the text itself: the double-encoded params some clients send are read as
         # params text, as every other client of the table reads them.
         return json.loads(text) if text.startswith('"') else text
+
+
+class _IdleState:
+    """Where this worker stands in the idle registry (one worker per store: the claim loop's thread)."""
+
+    def __init__(self) -> None:
+        self.channel: str | None = None
+        self.registered = False
+        self.renew_at = 0.0
+        self.seen = 0
+        self.marker: str | None = None
+        self.poll = POOLER_POLL_MIN_SECONDS
 
 
 def _configure_connection(conn: psycopg.Connection) -> None:

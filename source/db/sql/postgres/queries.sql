@@ -46,8 +46,5 @@ INSERT INTO schema_migrations (version, name) VALUES (%(version)s, %(name)s);
 -- name: schema_version
 SELECT COALESCE(MAX(version), 0) AS version FROM schema_migrations;
 
--- name: listen
-LISTEN tasks_changed;
-
 -- name: current_schema
 SELECT current_schema() AS schema;

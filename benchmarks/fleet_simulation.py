@@ -1,0 +1,358 @@
+"""A simulated fleet on one Postgres: N workers (the real PostgresTaskStore, its wake-up code and the real
+Heartbeat thread; no model: claim, sleep a drawn duration while reporting progress, complete) against a
+throwaway cluster this script starts, for wake-one (migration 011) and today's wake-all side by side.
+
+Per N and design it prints: server connections per worker, claim calls per inserted row (a burst of N rows
+into N idle workers, then steady arrivals at ~30 % utilisation), pickup p50/p99 (created_at → claimed_at,
+both server clock), database transactions/s idle and under load (pg_stat_database.xact_commit: every
+autocommit statement is one), heartbeat writes/s — and the wake-all/wake-one ratios.
+
+Workers are threads spread over a few processes (one process per worker would not fit this box).
+
+    python benchmarks/fleet_simulation.py [--sizes 10,100,500] [--modes all,one] [--processes 4]
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from source.db.models import NewTask  # noqa: E402
+from source.db.postgres import PostgresTaskStore  # noqa: E402
+from source.heartbeat import Heartbeat  # noqa: E402
+from source.settings import WorkerSettings  # noqa: E402
+from source.task_context import CancelSignal, ProgressState  # noqa: E402
+from tests.pg_fixtures import throwaway_cluster  # noqa: E402
+
+# what the fleet runs with: the worker's defaults (housekeeping every 5 s, a beat every 15 s; with tasks of
+# about a second the writes are the progress flushes)
+LEASE_SECONDS = 60.0
+POLL_SECONDS = 10.0
+# today's design flushed progress every second; 011's heartbeat coalesces it (source/heartbeat.py)
+BASELINE_PROGRESS_FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    workers: int
+    processes: int
+    mean_task_seconds: float
+    idle_seconds: float
+    steady_seconds: float
+    utilisation: float
+
+
+class _Counters:
+    def __init__(self, ctx: mp.context.BaseContext) -> None:
+        self.claims = ctx.Value("q", 0)
+        self.heartbeats = ctx.Value("q", 0)
+        self.ready = ctx.Value("i", 0)
+        self.busy_ms = ctx.Value("q", 0)
+
+    @staticmethod
+    def add(value, n: int = 1) -> None:
+        with value.get_lock():
+            value.value += n
+
+
+class _CountingStore(PostgresTaskStore):
+    """The real store, counting the calls the figures are about."""
+
+    def __init__(self, url: str, counters: _Counters, wake: str) -> None:
+        # today's design: a pool of up to 4 connections; 011: one (plus LISTEN in both)
+        super().__init__(url, wake=wake, application_name="fleet-sim", max_connections=4 if wake == "all" else 1)
+        self.counters = counters
+
+    def claim_next_task(self, worker_id, **kwargs):
+        _Counters.add(self.counters.claims)
+        return super().claim_next_task(worker_id, **kwargs)
+
+    def heartbeat(self, task_id, worker_id, **kwargs):
+        _Counters.add(self.counters.heartbeats)
+        return super().heartbeat(task_id, worker_id, **kwargs)
+
+
+@dataclass
+class _LoopState:
+    claim: bool = True
+    ready: bool = False
+    next_housekeeping: float = 0.0
+
+
+def _simulated_worker(url: str, plan: Plan, worker_id: str, counters: _Counters, stop: threading.Event) -> None:
+    """The claim loop of source/worker_loop.py without a model: claim, run (heartbeat + progress), complete;
+    idle: the store's wait (wake-one) or wait_for_change + has_claimable_task (wake-all); housekeeping on the
+    worker's own schedule (touch, expired leases, dependency cascade)."""
+    store = _CountingStore(url, counters, plan.mode)
+    settings = WorkerSettings(worker_id=worker_id, poll_interval=POLL_SECONDS, lease_seconds=LEASE_SECONDS)
+    rng = random.Random(worker_id)
+    state = _LoopState()
+    backoff = 0.1
+    try:
+        while not stop.is_set():
+            try:
+                _one_round(store, plan, settings, counters, stop, rng, state)
+                backoff = 0.1
+            except Exception:  # the server too busy to answer in time: back off, as the worker loop does
+                stop.wait(backoff)
+                backoff = min(backoff * 2, POLL_SECONDS)
+    finally:
+        store.close()
+
+
+def _one_round(store: _CountingStore, plan: Plan, settings: WorkerSettings, counters: _Counters,
+               stop: threading.Event, rng: random.Random, state: _LoopState) -> None:
+    worker_id = settings.worker_id
+    now = time.monotonic()
+    if now >= state.next_housekeeping:
+        state.next_housekeeping = now + settings.housekeeping_interval
+        store.touch_worker(worker_id, resident_model=None, current_task_id=None)
+        store.reclaim_expired_leases()
+        store.fail_orphaned_dependants()
+    task = store.claim_next_task(worker_id, lease_seconds=LEASE_SECONDS) if state.claim else None
+    if task is not None:
+        seconds = rng.expovariate(1 / plan.mean_task_seconds)
+        flush = BASELINE_PROGRESS_FLUSH_SECONDS if plan.mode == "all" else None
+        _run_task(store, task.id, worker_id, seconds, flush)
+        _Counters.add(counters.busy_ms, int(seconds * 1000))
+        state.claim = True
+        return
+    if not state.ready:
+        state.ready = True
+        _Counters.add(counters.ready)
+    if plan.mode == "one":
+        state.claim = store.wait_for_work(worker_id, resident_model=None, timeout=1.0, poll_interval=POLL_SECONDS,
+                                          stop=stop)
+    else:  # today's loop: any change, a look at the table; a claim at every housekeeping
+        state.claim = (store.wait_for_change(1.0, stop=stop) and store.has_claimable_task()) or (
+            time.monotonic() >= state.next_housekeeping)
+
+
+def _run_task(store: PostgresTaskStore, task_id: str, worker_id: str, seconds: float, flush: float | None) -> None:
+    progress = ProgressState()
+    kwargs = {} if flush is None else {"progress_flush_seconds": flush}
+    beat = Heartbeat(store, task_id, worker_id, lease_seconds=LEASE_SECONDS, interval=LEASE_SECONDS / 4,
+                     cancel=CancelSignal(), progress=progress, **kwargs)
+    beat.start()
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        progress.report(min(elapsed / seconds, 0.99))
+        time.sleep(min(0.1, seconds - elapsed))
+    beat.stop()
+    store.complete_task(task_id, worker_id, output_location=None, result=None)
+
+
+def _process_main(url: str, plan: Plan, ids: list[str], counters: _Counters, stop_event) -> None:
+    stop = threading.Event()
+    threads = [threading.Thread(target=_simulated_worker, args=(url, plan, wid, counters, stop), daemon=True)
+               for wid in ids]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # a connection storm at start is not what is measured
+    stop_event.wait()
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+
+
+# -- measuring ------------------------------------------------------------------------------------------
+def _commits(admin: psycopg.Connection, db: str) -> int:
+    admin.execute("SELECT pg_stat_clear_snapshot()")
+    return int(admin.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (db,)).fetchone()[0])
+
+
+def _connections(admin: psycopg.Connection, db: str) -> int:
+    return int(admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = "
+                             "'fleet-sim'", (db,)).fetchone()[0])
+
+
+def _pickups(conn: psycopg.Connection, since_row: int) -> list[float]:
+    rows = conn.execute("SELECT extract(epoch FROM claimed_at - created_at) FROM tasks WHERE claimed_at IS NOT NULL"
+                        " AND (params ->> 'n')::int >= %s", (since_row,)).fetchall()
+    return [float(r[0]) for r in rows]
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
+    db = f"fleet_{plan.mode}_{plan.workers}_{int(time.time() * 1000) % 10**8}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{db}"')
+    url = make_conninfo(admin_url, dbname=db)
+    producer = PostgresTaskStore(url)
+    producer.migrate()
+    ctx = mp.get_context("spawn")
+    counters, stop_event = _Counters(ctx), ctx.Event()
+    ids = [f"sim-{plan.mode}-{i}" for i in range(plan.workers)]
+    groups = [ids[i::plan.processes] for i in range(plan.processes) if ids[i::plan.processes]]
+    procs = [ctx.Process(target=_process_main, args=(url, plan, group, counters, stop_event)) for group in groups]
+    for proc in procs:
+        proc.start()
+    figures: dict[str, float] = {}
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as admin, psycopg.connect(url, autocommit=True) as conn:
+            if not _wait(lambda: counters.ready.value >= plan.workers, 60 + plan.workers * 0.5):
+                raise click.ClickException(f"only {counters.ready.value}/{plan.workers} workers came up")
+            time.sleep(2.0)  # every first claim and registration done
+            figures["connections_per_worker"] = _connections(admin, db) / plan.workers
+
+            c0, t0 = _commits(admin, db), time.monotonic()
+            time.sleep(plan.idle_seconds)
+            figures["idle_tx_per_s"] = (_commits(admin, db) - c0) / (time.monotonic() - t0)
+
+            # burst: N rows in one INSERT (a producer's bulk insert) into N idle workers
+            claims0 = counters.claims.value
+            conn.execute("INSERT INTO tasks (id, task_type, params, status, attempts, max_attempts, priority, "
+                         "created_at, updated_at) SELECT gen_random_uuid()::text, 'sim', jsonb_build_object('n', g),"
+                         " 'Queued', 0, 3, 0, clock_timestamp(), clock_timestamp() "
+                         "FROM generate_series(1, %s) AS g", (plan.workers,))
+            _wait(lambda: conn.execute("SELECT count(*) FROM tasks WHERE status = 'Queued'").fetchone()[0] == 0, 60)
+            burst = _pickups(conn, 0)
+            figures["burst_claims_per_row"] = (counters.claims.value - claims0) / plan.workers
+            figures["burst_pickup_p50_ms"] = 1000 * _percentile(burst, 0.5)
+            figures["burst_pickup_p99_ms"] = 1000 * _percentile(burst, 0.99)
+            _wait(lambda: conn.execute("SELECT count(*) FROM tasks WHERE status <> 'Complete'").fetchone()[0] == 0,
+                  60)
+            time.sleep(1.0)
+
+            # steady arrivals (Poisson) at the planned utilisation
+            rate = plan.utilisation * plan.workers / plan.mean_task_seconds
+            claims0, beats0 = counters.claims.value, counters.heartbeats.value
+            c0, t0 = _commits(admin, db), time.monotonic()
+            busy0 = counters.busy_ms.value
+            first_n, n, rng = 1_000_000, 1_000_000, random.Random(7)
+            connections, next_at = None, t0
+            while (now := time.monotonic()) - t0 < plan.steady_seconds:
+                # arrivals on a fixed schedule: a slow insert does not lower the rate
+                next_at += rng.expovariate(rate)
+                time.sleep(max(0.0, next_at - now))
+                producer.add_task(NewTask("sim", {"n": n}))
+                n += 1
+                if connections is None and time.monotonic() - t0 >= plan.steady_seconds / 2:
+                    connections = _connections(admin, db)
+            elapsed = time.monotonic() - t0
+            figures["load_tx_per_s"] = (_commits(admin, db) - c0) / elapsed
+            figures["heartbeat_writes_per_s"] = (counters.heartbeats.value - beats0) / elapsed
+            busy_minutes = (counters.busy_ms.value - busy0) / 60_000
+            figures["heartbeat_writes_per_task_minute"] = (counters.heartbeats.value - beats0) / max(busy_minutes, 1e-9)
+            _wait(lambda: conn.execute("SELECT count(*) FROM tasks WHERE status = 'Queued'").fetchone()[0] == 0, 60)
+            steady = _pickups(conn, first_n)
+            figures["steady_rows"] = n - first_n
+            figures["steady_claims_per_row"] = (counters.claims.value - claims0) / max(1, n - first_n)
+            figures["steady_pickup_p50_ms"] = 1000 * _percentile(steady, 0.5)
+            figures["steady_pickup_p99_ms"] = 1000 * _percentile(steady, 0.99)
+            figures["connections_per_worker_under_load"] = (connections or 0) / plan.workers
+    finally:
+        stop_event.set()
+        for proc in procs:
+            proc.join(30)
+            if proc.is_alive():
+                proc.kill()
+        producer.close()
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    return figures
+
+
+ROWS = [
+    ("connections_per_worker", "server connections per worker (idle)", "{:.2f}"),
+    ("connections_per_worker_under_load", "server connections per worker (load)", "{:.2f}"),
+    ("burst_claims_per_row", "claim calls per row, burst of N rows", "{:.2f}"),
+    ("burst_pickup_p50_ms", "burst pickup p50 (ms)", "{:.1f}"),
+    ("burst_pickup_p99_ms", "burst pickup p99 (ms)", "{:.1f}"),
+    ("steady_claims_per_row", "claim calls per row, steady arrivals", "{:.2f}"),
+    ("steady_pickup_p50_ms", "steady pickup p50 (ms)", "{:.1f}"),
+    ("steady_pickup_p99_ms", "steady pickup p99 (ms)", "{:.1f}"),
+    ("idle_tx_per_s", "database transactions/s, idle", "{:.0f}"),
+    ("load_tx_per_s", "database transactions/s, steady load", "{:.0f}"),
+    ("heartbeat_writes_per_s", "heartbeat writes/s, steady load", "{:.1f}"),
+    ("heartbeat_writes_per_task_minute", "heartbeat writes per running task-minute", "{:.1f}"),
+    ("steady_rows", "steady rows inserted", "{:.0f}"),
+]
+
+
+def report(n: int, results: dict[str, dict[str, float]]) -> None:
+    modes = list(results)
+    print(f"\n== N = {n} workers ==")
+    header = f"{'':42}" + "".join(f"{'wake-' + m:>14}" for m in modes)
+    if {"all", "one"} <= set(modes):
+        header += f"{'all/one':>10}"
+    print(header)
+    for key, label, fmt in ROWS:
+        line = f"{label:42}" + "".join(f"{fmt.format(results[m].get(key, float('nan'))):>14}" for m in modes)
+        if {"all", "one"} <= set(modes) and key not in ("steady_rows",):
+            one = results["one"].get(key, float("nan"))
+            line += f"{results['all'].get(key, float('nan')) / one:>9.1f}x" if one else f"{'-':>10}"
+        print(line)
+    if "one" in results:
+        one = results["one"]
+        checks = [("claims per row <= 3", max(one["burst_claims_per_row"], one["steady_claims_per_row"]) <= 3),
+                  ("connections per worker <= 2",
+                   max(one["connections_per_worker"], one["connections_per_worker_under_load"]) <= 2)]
+        if n >= 500:
+            checks.append(("steady pickup p99 < 50 ms", one["steady_pickup_p99_ms"] < 50))
+        print("targets (wake-one): " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
+
+
+@click.command()
+@click.option("--sizes", default="10,100,500", show_default=True, help="Fleet sizes N.")
+@click.option("--modes", default="all,one", show_default=True, help="Designs: all (before 011), one (011).")
+@click.option("--processes", default=4, show_default=True, help="Processes the simulated workers are spread over.")
+@click.option("--mean-task-seconds", default=1.0, show_default=True)
+# Postgres backends flush their statistics up to 10 s late when idle: shorter windows read noise.
+@click.option("--idle-seconds", default=20.0, show_default=True)
+@click.option("--steady-seconds", default=20.0, show_default=True)
+@click.option("--utilisation", default=0.3, show_default=True, help="Steady arrival rate as a share of capacity.")
+def main(sizes: str, modes: str, processes: int, mean_task_seconds: float, idle_seconds: float,
+         steady_seconds: float, utilisation: float) -> None:
+    fleet_sizes = [int(s) for s in sizes.split(",") if s]
+    chosen = [m for m in modes.split(",") if m]
+    if not set(chosen) <= {"all", "one"}:
+        raise click.BadParameter("modes are all, one", param_hint="--modes")
+    root = Path(tempfile.mkdtemp(prefix="wangp-fleet-"))
+    try:
+        with throwaway_cluster(root, max_connections=4 * max(fleet_sizes) + 50) as admin_url:
+            for n in fleet_sizes:
+                results = {}
+                for mode in chosen:
+                    plan = Plan(mode, n, min(processes, n), mean_task_seconds, idle_seconds, steady_seconds,
+                                utilisation)
+                    results[mode] = run_plan(admin_url, plan)
+                report(n, results)
+                sys.stdout.flush()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(f"(pickup = created_at → claimed_at on the server clock; mean task {mean_task_seconds:g} s, lease "
+          f"{LEASE_SECONDS:g} s, poll interval {POLL_SECONDS:g} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""benchmarks/fleet_simulation.py at a tiny fleet, so the harness keeps working between real runs."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.fleet_simulation import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+def test_fleet_simulation_prints_both_designs_and_the_targets_at_a_tiny_size():
+    result = CliRunner().invoke(main, ["--sizes", "3", "--processes", "1", "--idle-seconds", "1",
+                                       "--steady-seconds", "2", "--mean-task-seconds", "0.3"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "== N = 3 workers ==" in result.output
+    assert "wake-all" in result.output and "wake-one" in result.output
+    assert "claim calls per row, burst of N rows" in result.output
+    assert "claims per row <= 3: met" in result.output
+    assert "connections per worker <= 2: met" in result.output

@@ -10,13 +10,14 @@ from pathlib import Path
 import click
 import structlog
 
+from source.box_flags import apply_engine_flags, engine_flag_options
 from source.cli_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
 from source.generation import queue_stats, resident_affinity
 from source.logging_utils import configure_logging
 from source.publishing import open_publisher
-from source.settings import WorkerSettings, default_worker_id
+from source.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker_loop import Worker
 
 log = structlog.get_logger("worker")
@@ -67,9 +68,11 @@ log = structlog.get_logger("worker")
 @click.option("--ckpts-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WGP_CKPTS_DIR", default=None,
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
                    "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
+@engine_flag_options
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
+    apply_engine_flags(opts)
     if opts["ckpts_dir"]:
         # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
         os.environ["WGP_CKPTS_DIR"] = str(Path(opts["ckpts_dir"]).expanduser().resolve())  # type: ignore[arg-type]
@@ -139,5 +142,11 @@ def main(config: StoreConfig, **opts: object) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script and ``python worker.py``: ``.env`` first, so its values reach the flags' envvars."""
+    load_env_file()
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -10,6 +10,15 @@ from pathlib import Path
 from source.input_policy import InputPolicy, default_roots
 
 
+def load_env_file(path: Path | None = None) -> bool:
+    """Load ``.env`` from the working directory (as the older worker did); a variable already set in the real
+    environment always wins. Returns whether a file was read."""
+    from dotenv import load_dotenv
+
+    path = path or Path.cwd() / ".env"
+    return path.is_file() and load_dotenv(path, override=False)
+
+
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 

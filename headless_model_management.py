@@ -3,6 +3,7 @@ models only when a task needs another one."""
 
 from __future__ import annotations
 
+import contextvars
 import heapq
 import itertools
 import threading
@@ -52,6 +53,8 @@ class _Entry:
     cancelled: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.monotonic)
+    # The submitter's log context (task_id, worker_id): library log lines from the generation carry it.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 @dataclass
@@ -159,7 +162,7 @@ class HeadlessTaskQueue:
                     return
                 _, _, task_id = heapq.heappop(self._heap)
                 entry = self._entries[task_id]
-            self._execute(entry)
+            entry.context.run(self._execute, entry)
 
     def _execute(self, entry: _Entry) -> None:
         task = entry.task

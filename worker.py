@@ -15,7 +15,7 @@ from source.cli_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
 from source.generation import queue_stats, resident_affinity
-from source.logging_utils import configure_logging
+from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.publishing import open_publisher
 from source.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker_loop import Worker
@@ -38,6 +38,8 @@ log = structlog.get_logger("worker")
 @click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...).")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
+@click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
+              help="Rotate the --save-logging file at this size (PATH.1 ... PATH.5 kept; 0 = never rotate).")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
               help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--delete-db", is_flag=True, help="Delete the SQLite db file (and its WAL) before starting.")
@@ -71,7 +73,11 @@ log = structlog.get_logger("worker")
 @engine_flag_options
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
-    configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
+    configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"],  # type: ignore[arg-type]
+                      save_max_bytes=int(float(opts["save_logging_max_mb"]) * 2**20))  # type: ignore[arg-type]
+    if json_lines_wanted(str(opts["log_format"])):
+        # Log shippers read one JSON object a line: library prints, bars and warnings included.
+        capture_stray_output()
     apply_engine_flags(opts)
     if opts["ckpts_dir"]:
         # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.

@@ -35,7 +35,10 @@ log = structlog.get_logger("worker")
 @click.option("--allow-private-urls", is_flag=True,
               help="Let URL inputs reach private, loopback and link-local addresses (refused by default).")
 @click.option("--worker", "worker_id", default=None, help="Worker id written to claimed rows [default: hostname-pid].")
-@click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...).")
+@click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...); keeps each "
+                                           "task's _work/<task> folder.")
+@click.option("--keep-local", is_flag=True, help="Keep the local copy of an output uploaded to Supabase Storage "
+                                                 "(deleted after a successful upload by default).")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
 @click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -123,6 +126,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         mask_active_frames=bool(opts["mask_active_frames"]),
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
+        keep_work_dirs=bool(opts["debug"]),
     )
     observer = None
     if opts["metrics_port"]:
@@ -133,7 +137,7 @@ def main(config: StoreConfig, **opts: object) -> None:
                                  model_switches=lambda: int((queue_stats() or {}).get("model_switches", 0)))
         serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
         log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
-    worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+    worker = Worker(store, settings, publisher=open_publisher(config, keep_local=bool(opts["keep_local"])), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
                     queue_stats=queue_stats)
     worker.install_signal_handlers()

@@ -41,11 +41,13 @@ class LocalPublisher:
 class SupabaseStoragePublisher:
     """Uploads to ``<bucket>/<project_or_user>/<task_id>/<filename>`` (upsert, so a retried task replaces
     its object) and returns the public URL. A failed upload never loses the generation: the local file
-    stays and the task fails with a message saying where it is."""
+    stays and the task fails with a message saying where it is. After a successful upload the local file
+    is deleted (a box runs for months on a finite disk) unless ``keep_local``."""
 
     def __init__(self, client: Client, bucket: str, *, attempts: int = UPLOAD_ATTEMPTS,
-                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS) -> None:
+                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS, keep_local: bool = False) -> None:
         self.bucket = bucket
+        self.keep_local = keep_local
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self._storage = client.storage.from_(bucket)
@@ -70,6 +72,9 @@ class SupabaseStoragePublisher:
                 self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
                 url = self._storage.get_public_url(object_path).rstrip("?")
                 log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path, attempt=attempt)
+                if not self.keep_local:
+                    local_path.unlink(missing_ok=True)
+                    log.info("local_output_removed", task_id=task.id, path=str(local_path))
                 return url
             except Exception as exc:  # network, HTTP status, storage errors: all worth another try
                 last_error = exc
@@ -84,12 +89,13 @@ class SupabaseStoragePublisher:
         )
 
 
-def open_publisher(config: StoreConfig) -> OutputPublisher:
-    """Supabase Storage when the project URL and key are known, else local paths."""
+def open_publisher(config: StoreConfig, *, keep_local: bool = False) -> OutputPublisher:
+    """Supabase Storage when the project URL and key are known, else local paths. ``keep_local``: keep the
+    local copy of an uploaded output."""
     if not config.has_storage:
         return LocalPublisher()
     from source.supabase_client import STORAGE_TIMEOUT_SECONDS, make_client
 
     assert config.supabase_url and config.supabase_key
     client = make_client(config.supabase_url, config.supabase_key, timeout_seconds=STORAGE_TIMEOUT_SECONDS)
-    return SupabaseStoragePublisher(client, config.storage_bucket)
+    return SupabaseStoragePublisher(client, config.storage_bucket, keep_local=keep_local)

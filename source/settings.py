@@ -38,6 +38,8 @@ class WorkerSettings:
     mask_active_frames: bool = True
     input_roots: tuple[Path, ...] = ()
     allow_private_urls: bool = False
+    # Retention: a task's _work/<task> folder is deleted when it ends unless kept (worker.py --debug).
+    keep_work_dirs: bool = False
 
     @property
     def input_policy(self) -> InputPolicy:

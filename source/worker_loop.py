@@ -21,6 +21,7 @@ from source.errors import InvalidParams, TaskCancelled, TaskError, describe_stor
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
 from source.logging_utils import redact, redact_value
+from source.paths import remove_task_work_dir
 from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
@@ -262,6 +263,8 @@ class Worker:
             self.log.error("task_result_not_stored", task_id=task.id, error=str(exc)[:500],
                            hint="the row is reclaimed when its lease expires and runs again")
         finally:
+            if not self.settings.keep_work_dirs:  # downloads, guide/mask videos: the row holds what matters
+                remove_task_work_dir(self.settings.main_output_dir, task.id)
             structlog.contextvars.unbind_contextvars("task_id", "task_type", "worker_id")
 
     def _run_and_report(self, task: Task) -> None:

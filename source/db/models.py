@@ -178,6 +178,18 @@ def child_task_id(parent_task_id: str, child_key: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"task:{parent_task_id}/child:{child_key}"))
 
 
+@dataclass(frozen=True)
+class PurgedTask:
+    """A row ``tasks purge`` deleted (or, in a dry run, would delete); its local files are the CLI's to remove."""
+
+    task_id: str
+    status: TaskStatus
+    output_location: str | None
+
+
+TERMINAL_STATUSES = ("Complete", "Failed", "Cancelled")
+
+
 class CascadeKind(str, Enum):
     DEPENDENCY = "dependency"  # a Queued row failed: the row it depends on ended Failed/Cancelled
     CHILD = "child"  # a parent failed: one of its children ended Failed/Cancelled

@@ -14,6 +14,7 @@ from source.db.models import (
     CascadeKind,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskStatus,
@@ -165,6 +166,12 @@ class RpcTaskStore(ABC):
     def reclaim_expired_leases(self) -> list[LeaseReclaim]:
         return [LeaseReclaim(row["id"], TaskStatus(row["status"]), int(row["attempts"]))
                 for row in self._rows("reclaim_expired_leases")]
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        rows = self._rows("purge_tasks", p_older_than_seconds=float(older_than_seconds),
+                          p_statuses=[TaskStatus(s).value for s in statuses], p_dry_run=dry_run)
+        return [PurgedTask(row["id"], TaskStatus(row["status"]), row["output_location"]) for row in rows]
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         return [CascadeFailure(row["id"], row["dependant_on"], CascadeKind(row["kind"]))

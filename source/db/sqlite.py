@@ -19,6 +19,7 @@ from source.db.models import (
     CascadeKind,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskStatus,
@@ -187,6 +188,14 @@ class SqliteTaskStore:
                 rows = conn.execute(self._q("retry_ended_children"), {"parent_task_id": parents.pop()}).fetchall()
                 parents.extend(row["id"] for row in rows)
         return retried
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        params = {"age_modifier": _seconds_modifier(-older_than_seconds),
+                  "statuses": json.dumps([TaskStatus(s).value for s in statuses])}
+        with self._write() as conn:
+            rows = conn.execute(self._q("purgeable_tasks" if dry_run else "purge_tasks"), params).fetchall()
+        return [PurgedTask(row["id"], TaskStatus(row["status"]), row["output_location"]) for row in rows]
 
     def stats(self) -> QueueStats:
         conn = self._conn()

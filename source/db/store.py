@@ -10,6 +10,7 @@ from source.db.models import (
     CascadeFailure,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskStatus,
@@ -75,6 +76,11 @@ class TaskStore(Protocol):
         in the same transaction, so a retried orchestrator resumes its chain (Complete children are kept)."""
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]: ...
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        """Delete rows in ``statuses`` (ended ones only) last changed more than ``older_than_seconds`` ago,
+        except a row that an unfinished row still needs (its dependency or parent). ``dry_run``: only list."""
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         """The failure cascade, repeated until nothing changes: Queued rows whose dependency ended

@@ -38,8 +38,10 @@ def test_api_mode_worker_claims_over_rpc_and_publishes_outputs_to_storage(fake_s
         assert (row.status, row.worker_id) == (TaskStatus.COMPLETE, "api-1")
         assert row.output_location == (f"{fake_supabase.url}/storage/v1/object/public/image_uploads/"
                                        f"{folder}/{task_id}/{task_id}_ping.json")
-        local = (tmp_path / "out" / f"{task_id}_ping.json").read_bytes()
-        assert httpx.get(row.output_location).content == local  # the public URL serves the uploaded file
+        stored = fake_supabase.object_file("image_uploads", f"{folder}/{task_id}/{task_id}_ping.json").read_bytes()
+        assert httpx.get(row.output_location).content == stored  # the public URL serves the uploaded file
+        assert f'"task_id": "{task_id}"'.encode() in stored
+        assert not (tmp_path / "out" / f"{task_id}_ping.json").exists()  # uploaded, so not kept (--keep-local)
     assert "POST /rest/v1/rpc/claim_next_task" in fake_supabase.requests
     # the key travelled in every request, and never into any log
     for output in (result.stdout, result.stderr, log_file.read_text()):

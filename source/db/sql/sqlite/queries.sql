@@ -248,3 +248,27 @@ SELECT *, CASE WHEN status = 'running'
                     AND last_heartbeat >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :alive_modifier)
                THEN 1 ELSE 0 END AS alive
 FROM workers ORDER BY started_at DESC;
+
+-- name: purgeable_tasks
+-- tasks purge: ended rows older than the cut-off, except one an unfinished row still needs (its
+-- dependency or its parent). purge_tasks deletes exactly these.
+SELECT t.id, t.status, t.output_location FROM tasks AS t
+WHERE t.status IN (SELECT value FROM json_each(:statuses))
+  AND t.status IN ('Complete', 'Failed', 'Cancelled')
+  AND COALESCE(t.updated_at, t.created_at) < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :age_modifier)
+  AND NOT EXISTS (SELECT 1 FROM tasks AS c
+                  WHERE (c.dependant_on = t.id OR c.parent_task_id = t.id)
+                    AND c.status IN ('Queued', 'In Progress'))
+ORDER BY t.updated_at;
+
+-- name: purge_tasks
+DELETE FROM tasks WHERE id IN (
+SELECT t.id FROM tasks AS t
+WHERE t.status IN (SELECT value FROM json_each(:statuses))
+  AND t.status IN ('Complete', 'Failed', 'Cancelled')
+  AND COALESCE(t.updated_at, t.created_at) < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :age_modifier)
+  AND NOT EXISTS (SELECT 1 FROM tasks AS c
+                  WHERE (c.dependant_on = t.id OR c.parent_task_id = t.id)
+                    AND c.status IN ('Queued', 'In Progress'))
+)
+RETURNING id, status, output_location;

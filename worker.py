@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -74,13 +75,13 @@ log = structlog.get_logger("worker")
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
                    "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
 @engine_flag_options
+@click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
+              help="Load this model (downloading its weights if needed) before claiming the first task "
+                   "[env WORKER_PRELOAD_MODEL].")
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"],  # type: ignore[arg-type]
                       save_max_bytes=int(float(opts["save_logging_max_mb"]) * 2**20))  # type: ignore[arg-type]
-    if json_lines_wanted(str(opts["log_format"])):
-        # Log shippers read one JSON object a line: library prints, bars and warnings included.
-        capture_stray_output()
     apply_engine_flags(opts)
     if opts["ckpts_dir"]:
         # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
@@ -111,6 +112,10 @@ def main(config: StoreConfig, **opts: object) -> None:
         prepare_schema(store, config)
     except StoreUnavailable as exc:
         raise store_failure(exc) from None
+    if json_lines_wanted(str(opts["log_format"])):
+        # A daemon from here on (--migrate-only printed its report above): log shippers read one JSON object
+        # a line, so library prints, bars and warnings become log events too.
+        capture_stray_output()
 
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),
@@ -140,6 +145,8 @@ def main(config: StoreConfig, **opts: object) -> None:
     worker = Worker(store, settings, publisher=open_publisher(config, keep_local=bool(opts["keep_local"])), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
                     queue_stats=queue_stats)
+    if opts["preload_model"]:
+        _preload(settings, str(opts["preload_model"]))
     worker.install_signal_handlers()
     try:
         code = worker.run()
@@ -150,6 +157,24 @@ def main(config: StoreConfig, **opts: object) -> None:
         sys.stderr.flush()
         # A handler thread that ignored cancellation must not keep the process alive.
         os._exit(code)
+
+
+def _preload(settings: WorkerSettings, model_type: str) -> None:
+    from source.engine.model_defs import load_model_def
+    from source.errors import InvalidParams, TaskError
+    from source.generation import preload_model
+
+    try:
+        load_model_def(model_type)
+    except InvalidParams as exc:
+        raise click.BadParameter(str(exc), param_hint="--preload-model") from None
+    started = time.monotonic()
+    log.info("model_preloading", model_type=model_type)
+    try:
+        preload_model(settings, model_type)
+    except TaskError as exc:
+        raise click.ClickException(f"--preload-model {model_type}: {exc}") from None
+    log.info("model_preloaded", model_type=model_type, seconds=round(time.monotonic() - started, 3))
 
 
 def run() -> None:

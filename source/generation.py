@@ -41,6 +41,12 @@ def generation_queue(settings: WorkerSettings):
         return _queue
 
 
+def preload_model(settings: WorkerSettings, model_type: str) -> None:
+    """Make ``model_type`` resident (downloading its weights if needed) before the first claim, so the first
+    task's lease is not spent on a download (worker.py --preload-model)."""
+    generation_queue(settings).generator.load_model(model_type)
+
+
 def resident_affinity() -> tuple[str | None, tuple[str, ...]]:
     """For the claim: the resident model and the task types that default to it."""
     queue = _queue
@@ -53,9 +59,19 @@ def queue_stats() -> dict | None:
     return _queue.stats.as_dict() if _queue is not None else None
 
 
+def _flat_values(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _flat_values(v)]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _flat_values(v)]
+    return [value]
+
+
 def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
     """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
     with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
+    if any(isinstance(v, str) and v.startswith(("http://", "https://")) for v in _flat_values(params)):
+        ctx.report_progress(0.0, "downloading")  # URL inputs are fetched before the model is touched
     task = prepare_inputs(db_task_to_generation_task(
         ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,

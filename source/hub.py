@@ -47,8 +47,26 @@ def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str])
     try:
         return Path(download(False))
     except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
-        _failures[key] = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
+        _failures[key] = (f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
+                          + access_hint(exc, repo))
         raise ModelUnavailable(_message(repo, filename, what, _failures[key])) from exc
+
+
+def access_hint(exc: BaseException, repo: str) -> str:
+    """What to do when the hub refused ``repo`` (gated, private, bad token); empty for any other failure."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GatedRepoError):
+            return (f" The repo is gated: accept its terms at https://huggingface.co/{repo} with your account, then "
+                    "give this box a token with read access (export HF_TOKEN=hf_..., or `hf auth login`).")
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(seen, RepositoryNotFoundError) or (isinstance(seen, HfHubHTTPError) and status in (401, 403)):
+            return (f" The hub refused {repo!r} (not found, private, or the token lacks access): check the repo id "
+                    "and set HF_TOKEN to a token that can read it.")
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _message(repo: str, filename: str, what: str, why: str) -> str:

@@ -106,6 +106,8 @@ def list_(config: StoreConfig, status: str | None, task_type: str | None, limit:
             click.echo(json.dumps(_row(task), default=str))
         else:
             progress = f"{task.progress:.0%}" if task.progress is not None else ""
+            if task.status is TaskStatus.IN_PROGRESS and task.progress_phase:
+                progress = f"{progress} {task.progress_phase}"
             click.echo(f"{task.id}  {task.status.value:<11}  {task.task_type:<28} p={task.priority:<3} "
                        f"{progress:>4}  {task.created_at or ''}  {task.output_location or task.error_message or ''}")
 
@@ -240,7 +242,8 @@ def _row(task: Task) -> dict[str, Any]:
         "created_at": task.created_at, "updated_at": task.updated_at,
         "generation_started_at": task.generation_started_at,
         "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
-        "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
+        "heartbeat_at": task.heartbeat_at, "progress": task.progress,
+        "progress_phase": task.progress_phase, "output_location": task.output_location,
         "error_message": task.error_message, "result": task.result,
         "parent_task_id": task.parent_task_id, "child_key": task.child_key,
         "awaiting_children": task.awaiting_children,
@@ -347,6 +350,22 @@ def purge(config: StoreConfig, older_than: str, statuses: str, main_output_dir: 
             removed += 1
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {len(rows)} rows" + ("" if dry_run else f" and {removed} local files/folders"))
+
+
+
+@cli.command()
+@click.argument("model_types", nargs=-1, required=True, metavar="MODEL...")
+def prefetch(model_types: tuple[str, ...]) -> None:
+    """Download every file the MODEL definitions need into the Hugging Face cache (resumable; HF_TOKEN for
+    gated repos; HF_HOME picks the cache). Run it on each GPU box, or once and copy the cache."""
+    from source.engine.download import prefetch as fetch
+
+    fetch(model_types)
+
+
+def prefetch_main() -> None:
+    """The ``tasks-prefetch`` console script: ``tasks prefetch`` with its arguments."""
+    cli(["prefetch", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -333,6 +333,10 @@ class Worker:
         if outcome.awaiting_children:
             self._park(task, outcome, tlog)
             return
+        if outcome.output_path and not isinstance(self.publisher, LocalPublisher):
+            # One beat before a long upload: the row says so, and the lease covers it.
+            self._report("heartbeat", lambda: self.store.heartbeat(
+                task.id, self.settings.worker_id, lease_seconds=self.settings.lease_seconds, phase="uploading"), tlog)
         try:
             location = self.publisher.publish(task, outcome.output_path) if outcome.output_path else None
         except TaskError as exc:

@@ -56,6 +56,8 @@ class Task:
     parent_task_id: str | None = None
     child_key: str | None = None
     awaiting_children: bool = False
+    # What the running task is doing (PHASES), flushed with the progress.
+    progress_phase: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:
@@ -88,6 +90,7 @@ class Task:
             lease_expires_at=_text(get("lease_expires_at")),
             heartbeat_at=_text(get("heartbeat_at")),
             progress=get("progress"),
+            progress_phase=get("progress_phase"),
             output_location=get("output_location"),
             error_message=get("error_message"),
             result_json=result,
@@ -188,6 +191,8 @@ class PurgedTask:
 
 
 TERMINAL_STATUSES = ("Complete", "Failed", "Cancelled")
+# The phases a running row's progress belongs to, in the order a generation goes through them.
+PHASES = ("downloading", "loading", "denoising", "decoding", "encoding", "uploading")
 
 
 class CascadeKind(str, Enum):

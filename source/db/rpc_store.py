@@ -138,11 +138,14 @@ class RpcTaskStore(ABC):
         return self._row_to_task(rows[0]) if rows else None
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
+        # p_phase only when there is one: a beat without it is the same call as before migration 021.
+        extra = {"p_phase": phase} if phase is not None else {}
         return self._flag("heartbeat_task", p_task_id=task_id, p_worker_id=worker_id,
                           p_lease_seconds=float(lease_seconds),
-                          p_progress=None if progress is None else float(progress))
+                          p_progress=None if progress is None else float(progress), **extra)
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         rows = self._rows("task_status", p_task_id=task_id)

@@ -232,7 +232,8 @@ class SqliteTaskStore:
         return Task.from_row(row) if row else None
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
         return self._update_one(
             "heartbeat",
@@ -240,6 +241,7 @@ class SqliteTaskStore:
             worker_id=worker_id,
             lease_modifier=_seconds_modifier(lease_seconds),
             progress=progress,
+            phase=phase,
         )
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:

@@ -49,9 +49,11 @@ class TaskStore(Protocol):
         """Cheap read-only check used before a claim when the worker is woken up."""
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
-        """Extend the lease (and store progress); False when the row is no longer this worker's."""
+        """Extend the lease (and store progress and its phase, when given); False when the row is no longer
+        this worker's."""
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         """(status, worker_id) of a row, without writing."""

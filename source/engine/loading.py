@@ -20,7 +20,7 @@ from source.engine.single_file import (
     refuse_quantised_name,
 )
 from source.errors import ModelUnavailable
-from source.hub import fetch_hub_file, fetch_hub_snapshot, hub_offline
+from source.hub import access_hint, fetch_hub_file, fetch_hub_snapshot, hub_offline
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def prefetch_command(definition: ModelDefinition) -> str:
-    return f"python -m source.engine.download {definition.model_type}"
+    return f"tasks prefetch {definition.model_type}"
 
 
 def _unavailable(definition: ModelDefinition, why: str) -> ModelUnavailable:
@@ -57,7 +57,8 @@ def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
         # DiffusionPipeline.download fetches only the files from_pretrained needs, not the whole repo.
         return Path(DiffusionPipeline.download(source.repo, revision=source.revision, local_files_only=local_only))
     except Exception as exc:  # hub errors are many types (offline, 404, network); all mean "not available"
-        why = "the hub is offline (HF_HUB_OFFLINE=1)" if local_only else f"the hub could not be reached ({exc})"
+        why = ("the hub is offline (HF_HUB_OFFLINE=1)" if local_only
+               else f"the hub could not be reached ({exc}){access_hint(exc, source.repo or '')}")
         raise _unavailable(definition, why) from exc
 
 

@@ -60,7 +60,8 @@ RETURNING *;
 UPDATE tasks
 SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :lease_modifier),
     heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-    progress = COALESCE(:progress, progress)
+    progress = COALESCE(:progress, progress),
+    progress_phase = COALESCE(:phase, progress_phase)
 WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
 RETURNING id;
 

@@ -18,6 +18,7 @@ from source.db.config import StoreUnavailable
 from source.generation import queue_stats, resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.publishing import open_publisher
+from source.retry import TASK_RETRY, Backoff
 from source.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker_loop import Worker
 
@@ -75,6 +76,11 @@ log = structlog.get_logger("worker")
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
                    "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
 @engine_flag_options
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=TASK_RETRY.first, show_default=True,
+              help="A row that failed for a transient reason (network, storage, hub 5xx) runs again after this "
+                   "many seconds, doubling per attempt (with jitter) up to --retry-delay-max, until max_attempts.")
+@click.option("--retry-delay-max", type=click.FloatRange(min=0), default=TASK_RETRY.cap, show_default=True,
+              help="The longest wait between two attempts of a row.")
 @click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
               help="Load this model (downloading its weights if needed) before claiming the first task "
                    "[env WORKER_PRELOAD_MODEL].")
@@ -132,6 +138,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
         keep_work_dirs=bool(opts["debug"]),
+        retry_backoff=Backoff(first=float(opts["retry_delay"]), cap=float(opts["retry_delay_max"])),  # type: ignore[arg-type]
     )
     observer = None
     if opts["metrics_port"]:

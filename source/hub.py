@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from source.errors import ModelUnavailable
+from source.errors import ModelTemporarilyUnavailable, ModelUnavailable
 
 _failures: dict[tuple[str, str], str] = {}
 
@@ -47,9 +47,27 @@ def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str])
     try:
         return Path(download(False))
     except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
-        _failures[key] = (f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
-                          + access_hint(exc, repo))
-        raise ModelUnavailable(_message(repo, filename, what, _failures[key])) from exc
+        why = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})" + access_hint(exc, repo)
+        if is_transient_hub_error(exc):  # not remembered: a later attempt of the row may well succeed
+            raise ModelTemporarilyUnavailable(_message(repo, filename, what, why)) from exc
+        _failures[key] = why
+        raise ModelUnavailable(_message(repo, filename, what, why)) from exc
+
+
+def is_transient_hub_error(exc: BaseException) -> bool:
+    """A hub 5xx/429 or a dropped connection (worth retrying), as opposed to a 404, a gate or a bad token."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(seen, HfHubHTTPError) and status is not None:
+            return status >= 500 or status == 429
+        if isinstance(seen, httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def access_hint(exc: BaseException, repo: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from source.input_policy import InputPolicy, default_roots
+from source.retry import TASK_RETRY, Backoff
 
 
 def load_env_file(path: Path | None = None) -> bool:
@@ -40,6 +41,8 @@ class WorkerSettings:
     allow_private_urls: bool = False
     # Retention: a task's _work/<task> folder is deleted when it ends unless kept (worker.py --debug).
     keep_work_dirs: bool = False
+    # A row failing for a transient reason waits this schedule before it runs again (run_after).
+    retry_backoff: Backoff = TASK_RETRY
 
     @property
     def input_policy(self) -> InputPolicy:

@@ -33,7 +33,7 @@ TOKEN_FUNCTIONS = frozenset({
     "tasks_schema_version", "claim_next_task", "has_claimable_task", "tasks_change_marker", "heartbeat_task",
     "complete_task", "fail_task", "requeue_task", "task_status", "get_task", "reclaim_expired_leases",
     "fail_orphaned_dependants", "add_child_tasks", "list_child_tasks", "park_awaiting_children", "complete_parent",
-    "register_worker", "touch_worker",
+    "register_worker", "touch_worker", "retry_later",
 })
 
 
@@ -162,6 +162,12 @@ class RpcTaskStore(ABC):
     ) -> bool:
         return self._flag("fail_task", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
                           p_result=result)
+
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        rows = self._rows("retry_later", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
+                          p_delay_seconds=float(delay_seconds))
+        return TaskStatus(rows[0]["status"]) if rows else None
 
     def requeue_task(self, task_id: str, worker_id: str) -> bool:
         return self._flag("requeue_task", p_task_id=task_id, p_worker_id=worker_id)

@@ -189,6 +189,14 @@ class SqliteTaskStore:
                 parents.extend(row["id"] for row in rows)
         return retried
 
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        with self._write() as conn:
+            row = conn.execute(self._q("retry_later"), {
+                "id": task_id, "worker_id": worker_id, "error_message": error_message,
+                "delay_modifier": _seconds_modifier(delay_seconds)}).fetchone()
+        return TaskStatus(row["status"]) if row else None
+
     def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
                     dry_run: bool = False) -> list[PurgedTask]:
         params = {"age_modifier": _seconds_modifier(-older_than_seconds),

@@ -67,6 +67,11 @@ class TaskStore(Protocol):
         self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
     ) -> bool: ...
 
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        """A transient failure: Queued again, claimable after ``delay_seconds`` (``run_after``), or Failed once
+        its max_attempts are used. None when the row is no longer this worker's."""
+
     def requeue_task(self, task_id: str, worker_id: str) -> bool:
         """Give a row back (graceful shutdown): Queued again, the attempt not counted."""
 

@@ -19,8 +19,8 @@ from source.engine.single_file import (
     load_component,
     refuse_quantised_name,
 )
-from source.errors import ModelUnavailable
-from source.hub import access_hint, fetch_hub_file, fetch_hub_snapshot, hub_offline
+from source.errors import ModelTemporarilyUnavailable, ModelUnavailable
+from source.hub import access_hint, fetch_hub_file, fetch_hub_snapshot, hub_offline, is_transient_hub_error
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +59,8 @@ def _hub_snapshot(definition: ModelDefinition, *, local_only: bool) -> Path:
     except Exception as exc:  # hub errors are many types (offline, 404, network); all mean "not available"
         why = ("the hub is offline (HF_HUB_OFFLINE=1)" if local_only
                else f"the hub could not be reached ({exc}){access_hint(exc, source.repo or '')}")
+        if not local_only and is_transient_hub_error(exc):
+            raise ModelTemporarilyUnavailable(str(_unavailable(definition, why))) from exc
         raise _unavailable(definition, why) from exc
 
 

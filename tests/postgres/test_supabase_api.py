@@ -51,7 +51,8 @@ def test_api_mode_worker_claims_over_rpc_and_publishes_outputs_to_storage(fake_s
 def test_failed_upload_keeps_the_local_file_and_fails_the_row_saying_where_it_is(fake_supabase, supabase_api_store,
                                                                                  tmp_path):
     fake_supabase.failing_uploads = 100
-    task_id = supabase_api_store.add_task(NewTask("ping", {"message": "keep me"}))
+    # one attempt: a failed upload is retried later (run_after) while attempts remain (tests/fleet/test_retries.py)
+    task_id = supabase_api_store.add_task(NewTask("ping", {"message": "keep me"}, max_attempts=1))
     result = _api_worker(fake_supabase, tmp_path, "--once")
     assert result.returncode == 0, result.stderr
     row = supabase_api_store.get_task(task_id)

@@ -15,7 +15,7 @@ SELECT status, worker_id FROM tasks WHERE id = :id;
 
 -- name: has_claimable_task
 SELECT 1 FROM tasks AS t
-WHERE t.status = 'Queued'
+WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
   AND (t.dependant_on IS NULL
        OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
 LIMIT 1;
@@ -37,7 +37,7 @@ SET status = 'In Progress',
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = (
     SELECT t.id FROM tasks AS t
-    WHERE t.status = 'Queued'
+    WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
       AND (t.dependant_on IS NULL
            OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
     ORDER BY t.priority DESC,
@@ -273,3 +273,21 @@ WHERE t.status IN (SELECT value FROM json_each(:statuses))
                     AND c.status IN ('Queued', 'In Progress'))
 )
 RETURNING id, status, output_location;
+
+-- name: retry_later
+-- A transient failure: back to Queued, claimable from now + the backoff delay, until max_attempts are used;
+-- then Failed with the last error.
+UPDATE tasks
+SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
+    worker_id = CASE WHEN attempts >= max_attempts THEN worker_id END,
+    run_after = CASE WHEN attempts < max_attempts
+                     THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :delay_modifier) END,
+    error_message = CASE WHEN attempts >= max_attempts
+                         THEN 'gave up after ' || attempts || ' attempts: ' || :error_message
+                         ELSE :error_message END,
+    lease_expires_at = NULL, heartbeat_at = NULL, progress = NULL,
+    generation_processed_at = CASE WHEN attempts >= max_attempts
+                                   THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING status, run_after;

@@ -71,6 +71,10 @@ log = structlog.get_logger("worker")
               help="Prefer rows for the resident model unless an older row has waited this many seconds.")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
               help="Serve Prometheus metrics at /metrics and a health check at /health on this port (0 = off).")
+@click.option("--metrics-port-offset", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar="WORKER_METRICS_PORT_OFFSET",
+              help="Added to --metrics-port: one unit file for every GPU (--metrics-port 9200 --metrics-port-offset "
+                   "%i in systemd serves GPU 12 on 9212) [env WORKER_METRICS_PORT_OFFSET].")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--ckpts-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WGP_CKPTS_DIR", default=None,
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
@@ -141,14 +145,18 @@ def main(config: StoreConfig, **opts: object) -> None:
         retry_backoff=Backoff(first=float(opts["retry_delay"]), cap=float(opts["retry_delay_max"])),  # type: ignore[arg-type]
     )
     observer = None
-    if opts["metrics_port"]:
+    metrics_port = int(opts["metrics_port"]) + int(opts["metrics_port_offset"]) if opts["metrics_port"] else 0  # type: ignore[call-overload]
+    if metrics_port > 65535:
+        raise click.BadParameter(f"--metrics-port + --metrics-port-offset = {metrics_port}, above 65535",
+                                 param_hint="--metrics-port-offset")
+    if metrics_port:
         from source.metrics import WorkerMetrics, serve_metrics
 
         # A handler checkpoints at least once a step; a loop silent this long is stuck.
         observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval),
                                  model_switches=lambda: int((queue_stats() or {}).get("model_switches", 0)))
-        serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
-        log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
+        serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
+        log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
     worker = Worker(store, settings, publisher=open_publisher(config, keep_local=bool(opts["keep_local"])), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, affinity=resident_affinity,
                     queue_stats=queue_stats)

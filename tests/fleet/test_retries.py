@@ -158,3 +158,18 @@ def test_an_upload_that_keeps_failing_is_retried_as_a_task_later_and_then_comple
     assert row.attempts == 2 and row.output_location.startswith(fake_supabase.url)
     scheduled = [e for e in log_events(log.read_text()) if e["event"] == "task_retry_scheduled"]
     assert len(scheduled) == 1 and "uploading the output to Supabase Storage failed" in scheduled[0]["error"]
+
+
+@pytest.mark.parametrize(("status", "transient"), [(503, True), (502, True), (429, True), (404, False), (401, False)])
+def test_hub_5xx_and_429_are_worth_retrying_but_not_a_missing_or_refused_repo(status, transient):
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from source.hub import is_transient_hub_error
+
+    response = httpx.Response(status, request=httpx.Request("GET", "https://huggingface.co/api/models/x/y"))
+    try:
+        raise RuntimeError("download failed") from HfHubHTTPError(f"{status} error", response=response)
+    except RuntimeError as exc:
+        assert is_transient_hub_error(exc) is transient
+    assert is_transient_hub_error(httpx.ConnectError("connection refused"))

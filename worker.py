@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -12,13 +13,15 @@ import structlog
 
 from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
+from source.box_flags import apply_engine_flags, engine_flag_options
 from source.cli_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
 from source.generation import resident_affinity
-from source.logging_utils import configure_logging
+from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.publishing import open_publisher
-from source.settings import WorkerSettings, default_worker_id
+from source.retry import TASK_RETRY, Backoff
+from source.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker_loop import Worker
 
 log = structlog.get_logger("worker")
@@ -36,9 +39,14 @@ log = structlog.get_logger("worker")
 @click.option("--allow-private-urls", is_flag=True,
               help="Let URL inputs reach private, loopback and link-local addresses (refused by default).")
 @click.option("--worker", "worker_id", default=None, help="Worker id written to claimed rows [default: hostname-pid].")
-@click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...).")
+@click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...); keeps each "
+                                           "task's _work/<task> folder.")
+@click.option("--keep-local", is_flag=True, help="Keep the local copy of an output uploaded to Supabase Storage "
+                                                 "(deleted after a successful upload by default).")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
+@click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
+              help="Rotate the --save-logging file at this size (PATH.1 ... PATH.5 kept; 0 = never rotate).")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True,
               help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--delete-db", is_flag=True, help="Delete the SQLite db file (and its WAL) before starting.")
@@ -72,13 +80,28 @@ log = structlog.get_logger("worker")
               help="Prefer rows for the resident model unless an older row has waited this many seconds.")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
               help="Serve Prometheus metrics at /metrics and a health check at /health on this port (0 = off).")
+@click.option("--metrics-port-offset", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar="WORKER_METRICS_PORT_OFFSET",
+              help="Added to --metrics-port: one unit file for every GPU (--metrics-port 9200 --metrics-port-offset "
+                   "%i in systemd serves GPU 12 on 9212) [env WORKER_METRICS_PORT_OFFSET].")
 @click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port.")
 @click.option("--ckpts-dir", type=click.Path(file_okay=False, path_type=Path), envvar="WGP_CKPTS_DIR", default=None,
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
                    "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
+@engine_flag_options
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=TASK_RETRY.first, show_default=True,
+              help="A row that failed for a transient reason (network, storage, hub 5xx) runs again after this "
+                   "many seconds, doubling per attempt (with jitter) up to --retry-delay-max, until max_attempts.")
+@click.option("--retry-delay-max", type=click.FloatRange(min=0), default=TASK_RETRY.cap, show_default=True,
+              help="The longest wait between two attempts of a row.")
+@click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
+              help="Load this model (downloading its weights if needed) before claiming the first task "
+                   "[env WORKER_PRELOAD_MODEL].")
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
-    configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"])  # type: ignore[arg-type]
+    configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"],  # type: ignore[arg-type]
+                      save_max_bytes=int(float(opts["save_logging_max_mb"]) * 2**20))  # type: ignore[arg-type]
+    apply_engine_flags(opts)
     if opts["ckpts_dir"]:
         # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
         os.environ["WGP_CKPTS_DIR"] = str(Path(opts["ckpts_dir"]).expanduser().resolve())  # type: ignore[arg-type]
@@ -108,6 +131,10 @@ def main(config: StoreConfig, **opts: object) -> None:
         prepare_schema(store, config)
     except StoreUnavailable as exc:
         raise store_failure(exc) from None
+    if json_lines_wanted(str(opts["log_format"])):
+        # A daemon from here on (--migrate-only printed its report above): log shippers read one JSON object
+        # a line, so library prints, bars and warnings become log events too.
+        capture_stray_output()
 
     if opts["queue_workers"] is not None:
         log.warning("queue_workers_ignored", reason="generation runs in the task's handler, one at a time; "
@@ -127,21 +154,30 @@ def main(config: StoreConfig, **opts: object) -> None:
         mask_active_frames=bool(opts["mask_active_frames"]),
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
+        keep_work_dirs=bool(opts["debug"]),
+        retry_backoff=Backoff(first=float(opts["retry_delay"]), cap=float(opts["retry_delay_max"])),  # type: ignore[arg-type]
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))
     observer = None
-    if opts["metrics_port"]:
+    metrics_port = int(opts["metrics_port"]) + int(opts["metrics_port_offset"]) if opts["metrics_port"] else 0  # type: ignore[call-overload]
+    if metrics_port > 65535:
+        raise click.BadParameter(f"--metrics-port + --metrics-port-offset = {metrics_port}, above 65535",
+                                 param_hint="--metrics-port-offset")
+    if metrics_port:
         from source.metrics import WorkerMetrics, serve_metrics
 
         # A handler checkpoints at least once a step; a loop silent this long is stuck.
         observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval),
                                  model_switches=lambda: generation.stats.model_switches)
-        serve_metrics(observer, str(opts["metrics_host"]), int(opts["metrics_port"]))  # type: ignore[arg-type]
-        log.info("metrics_serving", host=opts["metrics_host"], port=opts["metrics_port"])
-    worker = Worker(store, settings, publisher=open_publisher(config), max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+        serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
+        log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
+    worker = Worker(store, settings, publisher=open_publisher(config, keep_local=bool(opts["keep_local"])),
+                    max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
                     affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict)
+    if opts["preload_model"]:
+        _preload(generation, str(opts["preload_model"]))
     worker.install_signal_handlers()
     try:
         code = worker.run()
@@ -154,5 +190,30 @@ def main(config: StoreConfig, **opts: object) -> None:
         os._exit(code)
 
 
-if __name__ == "__main__":
+def _preload(generation: HeadlessTaskQueue, model_type: str) -> None:
+    """Make ``model_type`` resident (downloading its weights if needed) before the first claim, so the first
+    task's lease is not spent on a download."""
+    from source.engine.model_defs import load_model_def
+    from source.errors import DefinitionError, InvalidParams, TaskError
+
+    try:
+        load_model_def(model_type)
+    except (InvalidParams, DefinitionError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--preload-model") from None
+    started = time.monotonic()
+    log.info("model_preloading", model_type=model_type)
+    try:
+        generation.generator.load_model(model_type)
+    except TaskError as exc:
+        raise click.ClickException(f"--preload-model {model_type}: {exc}") from None
+    log.info("model_preloaded", model_type=model_type, seconds=round(time.monotonic() - started, 3))
+
+
+def run() -> None:
+    """The console script and ``python worker.py``: ``.env`` first, so its values reach the flags' envvars."""
+    load_env_file()
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -11,6 +11,11 @@ class TaskError(Exception):
     """A task cannot succeed; ``str(exc)`` is stored verbatim as the row's ``error_message``."""
 
 
+class RetryableError(TaskError):
+    """A transient failure (network, storage, a hub 5xx): the row goes back to the queue with exponential
+    backoff and jitter (``run_after``) until its ``max_attempts`` are used, instead of failing at once."""
+
+
 class InvalidParams(TaskError):
     """The task's params are malformed, of the wrong type, or missing something required."""
 
@@ -34,6 +39,18 @@ class ModelUnavailable(TaskError):
 
 class InputUnavailable(TaskError):
     """An input file or URL named by the params cannot be read or fetched."""
+
+
+class InputTemporarilyUnavailable(InputUnavailable, RetryableError):
+    """A URL input could not be fetched now (connection, timeout, HTTP 408/429/5xx); worth a later attempt."""
+
+
+class ModelTemporarilyUnavailable(ModelUnavailable, RetryableError):
+    """The hub answered 5xx or could not be reached: the weights may well download on a later attempt."""
+
+
+class StorageUnavailable(RetryableError):
+    """Supabase Storage refused or dropped the upload after its own quick retries."""
 
 
 class NothingDetected(TaskError):

@@ -39,12 +39,22 @@ def resident_affinity(queue: GenerationQueue) -> tuple[str | None, tuple[str, ..
     return model, task_types_for_model(model) if model else ()
 
 
+def _flat_values(value: Any) -> list[Any]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _flat_values(v)]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _flat_values(v)]
+    return [value]
+
+
 def generate(ctx: TaskContext, task_type: str, params: Mapping[str, Any]) -> GenerationResult:
     """Run one generation for ``ctx``'s row through the worker's queue, as if it were a ``task_type`` row
     with ``params`` (orchestrator children build their own params: guide videos, masks, references)."""
     queue = ctx.generation
     if queue is None:
         raise TaskError("this worker was started without a generation engine; it cannot run generation tasks")
+    if any(isinstance(v, str) and v.startswith(("http://", "https://")) for v in _flat_values(params)):
+        ctx.report_progress(0.0, "downloading")  # URL inputs are fetched before the model is touched
     request = db_task_to_generation_task(
         ctx.task.id, task_type, params, priority=ctx.task.priority,
         apply_reward_lora=ctx.settings.apply_reward_lora,

@@ -62,10 +62,12 @@ class Heartbeat(threading.Thread):
                 if self.store.wait_for_change(STATUS_CHECK_SECONDS, stop=self._stopped):
                     self._check_ownership()
                 now = time.monotonic()
-                progress = self.progress.take_unflushed() if now >= next_progress_flush else None
+                update = self.progress.take_update() if now >= next_progress_flush else None
+                progress, phase = update or (None, None)
                 if progress is not None or now >= next_beat:
                     owned = self.store.heartbeat(
-                        self.task_id, self.worker_id, lease_seconds=self.lease_seconds, progress=progress
+                        self.task_id, self.worker_id, lease_seconds=self.lease_seconds, progress=progress,
+                        phase=phase,
                     )
                     self.beats += 1
                     next_beat = now + self.interval

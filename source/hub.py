@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from source.errors import ModelUnavailable
+from source.errors import ModelTemporarilyUnavailable, ModelUnavailable
 
 _failures: dict[tuple[str, ...], str] = {}
 
@@ -34,14 +34,17 @@ def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str], revis
 
 
 def _fetch(repo: str, filename: str, what: str, download: Callable[[bool], str]) -> Path:
-    return fetch_cached((repo, filename), download, lambda why: ModelUnavailable(_message(repo, filename, what, why)))
+    return fetch_cached((repo, filename), download, lambda why: ModelUnavailable(_message(repo, filename, what, why)),
+                        repo=repo)
 
 
 def fetch_cached(key: tuple[str, ...], download: Callable[[bool], str],
-                 unavailable: Callable[[str], ModelUnavailable]) -> Path:
+                 unavailable: Callable[[str], ModelUnavailable], *, repo: str = "") -> Path:
     """Cache first (``download(True)``: local files only), then the hub (``download(False)``). A failed
     download is remembered for the life of the process under ``key``: an unreachable hub retries for ~25 s
-    per call, which every later task would otherwise pay again. ``unavailable(why)`` builds the error."""
+    per call, which every later task would otherwise pay again; a transient failure (a 5xx, a dropped
+    connection) is not remembered and raises ModelTemporarilyUnavailable, which the worker retries later.
+    ``unavailable(why)`` builds the error; ``repo`` names the repository in access hints."""
     try:
         return Path(download(True))
     except Exception as exc:  # not cached (or a broken cache entry): the only case left is a download
@@ -52,8 +55,43 @@ def fetch_cached(key: tuple[str, ...], download: Callable[[bool], str],
     try:
         return Path(download(False))
     except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
-        _failures[key] = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})"
-        raise unavailable(_failures[key]) from exc
+        why = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})" + access_hint(exc, repo)
+        if is_transient_hub_error(exc):  # not remembered: a later attempt of the row may well succeed
+            raise ModelTemporarilyUnavailable(str(unavailable(why))) from exc
+        _failures[key] = why
+        raise unavailable(why) from exc
+
+def is_transient_hub_error(exc: BaseException) -> bool:
+    """A hub 5xx/429 or a dropped connection (worth retrying), as opposed to a 404, a gate or a bad token."""
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(seen, HfHubHTTPError) and status is not None:
+            return status >= 500 or status == 429
+        if isinstance(seen, httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def access_hint(exc: BaseException, repo: str) -> str:
+    """What to do when the hub refused ``repo`` (gated, private, bad token); empty for any other failure."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, GatedRepoError):
+            return (f" The repo is gated: accept its terms at https://huggingface.co/{repo} with your account, then "
+                    "give this box a token with read access (export HF_TOKEN=hf_..., or `hf auth login`).")
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(seen, RepositoryNotFoundError) or (isinstance(seen, HfHubHTTPError) and status in (401, 403)):
+            return (f" The hub refused {repo!r} (not found, private, or the token lacks access): check the repo id "
+                    "and set HF_TOKEN to a token that can read it.")
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _message(repo: str, filename: str, what: str, why: str) -> str:

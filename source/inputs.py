@@ -18,7 +18,7 @@ import httpcore
 import httpx
 import structlog
 
-from source.errors import InputUnavailable, InvalidParams
+from source.errors import InputTemporarilyUnavailable, InputUnavailable, InvalidParams
 from source.input_policy import InputKind, InputPolicy, TaskInputs, sniff
 from source.logging_utils import redact_url
 from source.paths import safe_filename, task_work_dir
@@ -119,7 +119,7 @@ def download(url: str, name: str, inputs: TaskInputs, *, max_bytes: int | None =
     partial = target.with_suffix(target.suffix + ".part")
     deadline = time.monotonic() + policy.download_deadline
 
-    too_slow = InputUnavailable(f"params.{name}: downloading {shown} took longer than the "
+    too_slow = InputTemporarilyUnavailable(f"params.{name}: downloading {shown} took longer than the "
                                 f"{policy.download_deadline:g} s limit")
 
     def time_left() -> float:
@@ -150,7 +150,10 @@ def download(url: str, name: str, inputs: TaskInputs, *, max_bytes: int | None =
                         policy.check_url(current, name)
                         continue
                     if response.status_code != 200:
-                        raise InputUnavailable(f"params.{name}: GET {shown} returned HTTP {response.status_code}")
+                        # 408/429/5xx: the server's trouble, gone on a later attempt more often than not
+                        transient = response.status_code in (408, 429) or response.status_code >= 500
+                        raise (InputTemporarilyUnavailable if transient else InputUnavailable)(
+                            f"params.{name}: GET {shown} returned HTTP {response.status_code}")
                     declared = int(response.headers.get("content-length") or 0)
                     if declared > max_bytes:
                         raise InputUnavailable(f"params.{name}: {shown} is {declared} bytes; the limit is {max_bytes}")
@@ -170,7 +173,7 @@ def download(url: str, name: str, inputs: TaskInputs, *, max_bytes: int | None =
     except httpx.HTTPError as exc:
         if backend.expired:
             raise too_slow from exc
-        raise InputUnavailable(f"params.{name}: could not download {shown}: {redact_url(str(exc))}") from exc
+        raise InputTemporarilyUnavailable(f"params.{name}: could not download {shown}: {redact_url(str(exc))}") from exc
     finally:
         timer.cancel()
         partial.unlink(missing_ok=True)

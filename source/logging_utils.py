@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import logging.handlers
 import re
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +77,122 @@ def _redacting(renderer: Any) -> Any:
     return render
 
 
-def configure_logging(log_format: str = "auto", *, debug: bool = False, save_path: str | None = None) -> None:
-    """``log_format``: ``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise)."""
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+# Libraries that install their own stderr handler (and stop propagation) on first use; routed to ours instead.
+_SELF_HANDLED_LIBRARIES = ("transformers", "diffusers")
+_routed: set[str] = set()
+
+
+def route_library_logging() -> None:
+    """Send the records of transformers/diffusers (those already imported) through the root handlers, i.e.
+    structlog with the task context, instead of their own plain-text stderr handler. Cheap: call it often."""
+    for name in _SELF_HANDLED_LIBRARIES:
+        if name in _routed:
+            continue
+        module = sys.modules.get(f"{name}.utils.logging")
+        if module is None:
+            continue
+        module.disable_default_handler()
+        module.enable_propagation()
+        _routed.add(name)
+
+
+# tqdm's line: "<desc>: 40%|████  | 2/5 [00:01<00:02, 1.2it/s]" (the bar and the bracket are optional).
+_TQDM = re.compile(r"^(?:(?P<desc>.*?): *)?(?P<percent>\d{1,3})%\|[^|]*\| *(?P<n>[\d.]+[kMGTP]?)/(?P<total>[\d.]+[kMGTP]?)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+PROGRESS_EVENT_INTERVAL = 5.0
+
+
+class StrayOutputToLog(io.TextIOBase):
+    """Stands in for ``sys.stdout``/``sys.stderr`` in JSON mode: whatever a library prints becomes a log
+    event (with the task context), and tqdm bars become ``progress`` events, at most one per bar every
+    ``interval`` seconds plus the first and the last. Writes made while logging itself (a handler's own
+    error) go to the real stream, so nothing can loop."""
+
+    def __init__(self, name: str, real: Any, *, interval: float = PROGRESS_EVENT_INTERVAL) -> None:
+        self.name = name
+        self.real = real
+        self.interval = interval
+        self._pending = ""
+        self._last_progress: dict[str, tuple[float, int, bool]] = {}
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._log = structlog.get_logger("stray_output")
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def write(self, text: str) -> int:
+        if getattr(self._local, "busy", False):
+            return self.real.write(text)
+        self._local.busy = True
+        try:
+            route_library_logging()
+            with self._lock:
+                self._pending += text
+                *segments, self._pending = re.split(r"[\r\n]", self._pending)
+            for segment in segments:
+                self._emit(_ANSI.sub("", segment).strip())
+        finally:
+            self._local.busy = False
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def _emit(self, segment: str) -> None:
+        if not segment:
+            return
+        bar = _TQDM.match(segment)
+        if bar is None:
+            log = self._log.warning if self.name == "stderr" else self._log.info
+            log("stray_output", stream=self.name, text=segment)
+            return
+        desc, percent = (bar["desc"] or "progress").strip(), int(bar["percent"])
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_progress.get(desc)
+            # The first line of a bar (or of the next bar with the same label), its end once (tqdm redraws
+            # the final state on close), and in between one line per interval.
+            finished = bar["n"] == bar["total"]  # not percent: 199/200 already prints as 100 %
+            due = (last is None or percent < last[1] or (finished and not last[2])
+                   or (percent != last[1] and now - last[0] >= self.interval))
+            if due:
+                self._last_progress[desc] = (now, percent, finished)
+        if due:
+            self._log.info("progress", bar=desc, percent=percent, done=bar["n"], total=bar["total"])
+
+
+def capture_stray_output() -> None:
+    """Off a terminal, make every line on stdout/stderr a JSON object: prints and tqdm bars become log
+    events, Python warnings go through logging. Call after ``configure_logging`` (its handler keeps the
+    real stderr)."""
+    logging.captureWarnings(True)
+    route_library_logging()
+    if not isinstance(sys.stdout, StrayOutputToLog):
+        sys.stdout = StrayOutputToLog("stdout", sys.stdout)
+    if not isinstance(sys.stderr, StrayOutputToLog):
+        sys.stderr = StrayOutputToLog("stderr", sys.stderr)
+
+
+def json_lines_wanted(log_format: str) -> bool:
+    return log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+
+
+def configure_logging(log_format: str = "auto", *, debug: bool = False, save_path: str | None = None,
+                      save_max_bytes: int = 0, save_backups: int = 5) -> None:
+    """``log_format``: ``json``, ``console``, or ``auto`` (console on a terminal, JSON otherwise).
+    ``save_max_bytes`` > 0: the saved log rotates at that size, keeping ``save_backups`` old files."""
+    use_json = json_lines_wanted(log_format)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -111,15 +227,17 @@ def configure_logging(log_format: str = "auto", *, debug: bool = False, save_pat
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    console = logging.StreamHandler(sys.stderr)
+    # The real stream even when sys.stderr is a StrayOutputToLog (configure_logging called again).
+    console = logging.StreamHandler(getattr(sys.stderr, "real", sys.stderr))
     console.setFormatter(formatter(use_json))
     root.addHandler(console)
     if save_path:
         Path(save_path).parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(save_path, encoding="utf-8")
+        file_handler = logging.handlers.RotatingFileHandler(save_path, maxBytes=save_max_bytes,
+                                                            backupCount=save_backups, encoding="utf-8")
         file_handler.setFormatter(formatter(True))
         root.addHandler(file_handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     # Libraries that chatter at INFO (HTTP clients, hub) stay quiet unless --debug.
-    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "filelock", "hpack"):
+    for noisy in ("httpx", "httpcore", "urllib3", "huggingface_hub", "filelock", "hpack", "psycopg"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 from pathlib import Path
 
 from source.errors import InvalidParams
@@ -52,3 +53,12 @@ def task_work_dir(output_root: Path, task_id: str) -> Path:
     path = inside_root(output_root, WORK_FOLDER, task_stem(task_id))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def remove_task_work_dir(output_root: Path, task_id: str) -> bool:
+    """Delete the task's scratch folder when it is there (a task's end, ``tasks purge``); True if it was."""
+    path = inside_root(output_root, WORK_FOLDER, task_stem(task_id))
+    if not path.is_dir():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import mimetypes
 import re
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,8 +12,9 @@ import structlog
 
 from source.db.config import StoreConfig
 from source.db.models import Task
-from source.errors import TaskError
+from source.errors import StorageUnavailable, TaskError
 from source.paths import task_stem
+from source.retry import Backoff, retry_call
 
 if TYPE_CHECKING:
     from supabase import Client
@@ -41,11 +41,13 @@ class LocalPublisher:
 class SupabaseStoragePublisher:
     """Uploads to ``<bucket>/<project_or_user>/<task_id>/<filename>`` (upsert, so a retried task replaces
     its object) and returns the public URL. A failed upload never loses the generation: the local file
-    stays and the task fails with a message saying where it is."""
+    stays and the task fails with a message saying where it is. After a successful upload the local file
+    is deleted (a box runs for months on a finite disk) unless ``keep_local``."""
 
     def __init__(self, client: Client, bucket: str, *, attempts: int = UPLOAD_ATTEMPTS,
-                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS) -> None:
+                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS, keep_local: bool = False) -> None:
         self.bucket = bucket
+        self.keep_local = keep_local
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self._storage = client.storage.from_(bucket)
@@ -64,32 +66,39 @@ class SupabaseStoragePublisher:
         local_path = Path(local_path).resolve()
         object_path = self.object_path(task, local_path)
         content_type = mimetypes.guess_type(local_path.name)[0] or "application/octet-stream"
-        last_error: Exception | None = None
-        for attempt in range(1, self.attempts + 1):
-            try:
-                self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
-                url = self._storage.get_public_url(object_path).rstrip("?")
-                log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path, attempt=attempt)
-                return url
-            except Exception as exc:  # network, HTTP status, storage errors: all worth another try
-                last_error = exc
-                log.warning("output_upload_failed", task_id=task.id, bucket=self.bucket, object=object_path,
-                            attempt=attempt, error=f"{type(exc).__name__}: {exc}")
-                if attempt < self.attempts:
-                    time.sleep(self.backoff_seconds * 2 ** (attempt - 1))
-        raise TaskError(
-            f"uploading the output to Supabase Storage failed after {self.attempts} attempts "
-            f"(bucket {self.bucket!r}, object {object_path!r}): {type(last_error).__name__}: {last_error}; "
-            f"the generated file is kept at {local_path}"
-        )
+
+        def upload() -> str:
+            self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
+            return self._storage.get_public_url(object_path).rstrip("?")
+
+        def failed(attempt: int, exc: Exception) -> None:  # network, HTTP status, storage: all worth a retry
+            log.warning("output_upload_failed", task_id=task.id, bucket=self.bucket, object=object_path,
+                        attempt=attempt, error=f"{type(exc).__name__}: {exc}")
+
+        try:
+            url = retry_call(upload, attempts=self.attempts, on_failure=failed,
+                             backoff=Backoff(first=self.backoff_seconds, cap=30.0, jitter=0.25))
+        except Exception as exc:
+            # The task as a whole is retried later (run_after); the file stays for that attempt to find.
+            raise StorageUnavailable(
+                f"uploading the output to Supabase Storage failed after {self.attempts} attempts "
+                f"(bucket {self.bucket!r}, object {object_path!r}): {type(exc).__name__}: {exc}; "
+                f"the generated file is kept at {local_path}"
+            ) from exc
+        log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path)
+        if not self.keep_local:
+            local_path.unlink(missing_ok=True)
+            log.info("local_output_removed", task_id=task.id, path=str(local_path))
+        return url
 
 
-def open_publisher(config: StoreConfig) -> OutputPublisher:
-    """Supabase Storage when the project URL and key are known, else local paths."""
+def open_publisher(config: StoreConfig, *, keep_local: bool = False) -> OutputPublisher:
+    """Supabase Storage when the project URL and key are known, else local paths. ``keep_local``: keep the
+    local copy of an uploaded output."""
     if not config.has_storage:
         return LocalPublisher()
     from source.supabase_client import STORAGE_TIMEOUT_SECONDS, make_client
 
     assert config.supabase_url and config.supabase_key
     client = make_client(config.supabase_url, config.supabase_key, timeout_seconds=STORAGE_TIMEOUT_SECONDS)
-    return SupabaseStoragePublisher(client, config.storage_bucket)
+    return SupabaseStoragePublisher(client, config.storage_bucket, keep_local=keep_local)

@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from source.input_policy import InputPolicy, default_roots
+from source.retry import TASK_RETRY, Backoff
+
+
+def load_env_file(path: Path | None = None) -> bool:
+    """Load ``.env`` from the working directory (as the older worker did); a variable already set in the real
+    environment always wins. Returns whether a file was read."""
+    from dotenv import load_dotenv
+
+    path = path or Path.cwd() / ".env"
+    return path.is_file() and load_dotenv(path, override=False)
 
 
 def default_worker_id() -> str:
@@ -31,6 +41,10 @@ class WorkerSettings:
     mask_active_frames: bool = True
     input_roots: tuple[Path, ...] = ()
     allow_private_urls: bool = False
+    # Retention: a task's _work/<task> folder is deleted when it ends unless kept (worker.py --debug).
+    keep_work_dirs: bool = False
+    # A row failing for a transient reason waits this schedule before it runs again (run_after).
+    retry_backoff: Backoff = TASK_RETRY
 
     # A row given back on shutdown this many times without counting the attempt; after that it counts.
     free_shutdown_requeues: int = 3

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,9 @@ from source.db import (
     prepare_schema,
 )
 from source.db.config import StoreUnavailable
-from source.db.models import Task, TaskRejected
+from source.db.models import PurgedTask, Task, TaskRejected
 from source.logging_utils import configure_logging
+from source.paths import WORK_FOLDER, task_stem
 from source.submission import SubmissionRefused, check_submission
 
 log = structlog.get_logger(__name__)
@@ -125,6 +128,8 @@ def list_(config: StoreConfig, status: str | None, task_type: str | None, limit:
             click.echo(json.dumps(_row(task), default=str))
         else:
             progress = f"{task.progress:.0%}" if task.progress is not None else ""
+            if task.status is TaskStatus.IN_PROGRESS and task.progress_phase:
+                progress = f"{progress} {task.progress_phase}"
             click.echo(f"{task.id}  {task.status.value:<11}  {task.task_type:<28} p={task.priority:<3} "
                        f"{progress:>4}  {task.created_at or ''}  {task.output_location or task.error_message or ''}")
 
@@ -273,7 +278,8 @@ def _row(task: Task) -> dict[str, Any]:
         "created_at": task.created_at, "updated_at": task.updated_at,
         "generation_started_at": task.generation_started_at,
         "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
-        "heartbeat_at": task.heartbeat_at, "progress": task.progress, "output_location": task.output_location,
+        "heartbeat_at": task.heartbeat_at, "progress": task.progress,
+        "progress_phase": task.progress_phase, "output_location": task.output_location,
         "error_message": task.error_message, "result": task.result,
         "parent_task_id": task.parent_task_id, "child_key": task.child_key,
         "awaiting_children": task.awaiting_children,
@@ -316,6 +322,88 @@ def serve(config: StoreConfig, host: str, port: int, main_output_dir: Path, read
 def serve_main() -> None:
     """The ``tasks-serve`` console script: ``tasks serve`` with its flags."""
     cli(["serve", *sys.argv[1:]])
+
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_ENDED = ("Complete", "Failed", "Cancelled")
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` as seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m, 45s or 2w",
+                                 param_hint="--older-than")
+    return float(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def _local_files(row: PurgedTask, output_root: Path) -> list[Path]:
+    """The row's files on this box: its output (only when it lies under the output root: a row's text never
+    decides what gets deleted elsewhere) and its _work folder."""
+    files = []
+    location = row.output_location
+    if location and "://" not in location:
+        resolved = Path(location).resolve()
+        if output_root.resolve() in resolved.parents:
+            files.append(resolved)
+    work = output_root / WORK_FOLDER / task_stem(row.task_id)
+    if work.is_dir():
+        files.append(work)
+    return [f for f in files if f.exists()]
+
+
+@cli.command()
+@with_store_config
+@click.option("--older-than", required=True, metavar="AGE", help="Rows last changed longer ago than this: 30d, "
+                                                                  "12h, 90m, 45s, 2w.")
+@click.option("--status", "statuses", default=",".join(_ENDED), show_default=True,
+              help="Comma-separated statuses to purge (ended ones only).")
+@click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
+              show_default=True, help="The output root on this box: purged rows' files under it are deleted too.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def purge(config: StoreConfig, older_than: str, statuses: str, main_output_dir: Path, dry_run: bool) -> None:
+    """Delete old ended rows and their local files (outputs under --main-output-dir, _work folders). A row
+    that an unfinished row still depends on, or the parent of an unfinished child, is kept."""
+    seconds = parse_duration(older_than)
+    wanted = [s.strip() for s in statuses.split(",") if s.strip()]
+    if not wanted or any(s not in _ENDED for s in wanted):
+        raise click.BadParameter(f"statuses must be among {', '.join(_ENDED)}, got {statuses!r}",
+                                 param_hint="--status")
+    rows = _open(config).purge_tasks(older_than_seconds=seconds, statuses=[TaskStatus(s) for s in wanted],
+                                     dry_run=dry_run)
+    removed = 0
+    for row in rows:
+        files = _local_files(row, main_output_dir)
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {row.task_id}  {row.status.value:<9}  "
+                   f"{' '.join(str(f) for f in files)}".rstrip())
+        if dry_run:
+            continue
+        for path in files:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{verb} {len(rows)} rows" + ("" if dry_run else f" and {removed} local files/folders"))
+
+
+
+@cli.command()
+@click.argument("model_types", nargs=-1, required=True, metavar="MODEL...")
+def prefetch(model_types: tuple[str, ...]) -> None:
+    """Download every file the MODEL definitions need into the Hugging Face cache (resumable; HF_TOKEN for
+    gated repos; HF_HOME picks the cache). Run it on each GPU box, or once and copy the cache."""
+    from source.engine.download import prefetch as fetch
+
+    fetch(model_types)
+
+
+def prefetch_main() -> None:
+    """The ``tasks-prefetch`` console script: ``tasks prefetch`` with its arguments."""
+    cli(["prefetch", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from source.db.models import Task
+from source.db.models import PHASES, Task
 from source.db.store import TaskStore
 from source.errors import CancelReason, TaskCancelled
 from source.input_policy import TaskInputs
@@ -62,7 +62,7 @@ class ProgressState:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._fraction: float | None = None
-        self._flushed: float | None = None
+        self._flushed: tuple[float, str | None] | None = None
         self.message: str | None = None
         self.updated_at = 0.0
 
@@ -72,12 +72,15 @@ class ProgressState:
             self.message = message
             self.updated_at = time.monotonic()
 
-    def take_unflushed(self) -> float | None:
+    def take_update(self) -> tuple[float, str | None] | None:
+        """(fraction, phase) when either changed since the last flush, else None. The phase is the
+        message when it names one of PHASES (the engine reports "loading", "denoising", ...)."""
         with self._lock:
-            if self._fraction is None or self._fraction == self._flushed:
+            phase = self.message if self.message in PHASES else None
+            if self._fraction is None or (self._fraction, phase) == self._flushed:
                 return None
-            self._flushed = self._fraction
-            return self._fraction
+            self._flushed = (self._fraction, phase)
+            return self._flushed
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import signal
@@ -15,12 +16,13 @@ from typing import Any, TypeVar
 
 import structlog
 
-from source.db.models import Task, WorkerInfo
+from source.db.models import Task, TaskStatus, WorkerInfo
 from source.db.store import TaskStore
-from source.errors import InvalidParams, TaskCancelled, TaskError, describe_storage_error
+from source.errors import InvalidParams, RetryableError, TaskCancelled, TaskError, describe_storage_error
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
 from source.logging_utils import redact, redact_value
+from source.paths import remove_task_work_dir
 from source.publishing import LocalPublisher, OutputPublisher
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
@@ -282,6 +284,8 @@ class Worker:
             self.log.error("task_result_not_stored", task_id=task.id, error=str(exc)[:500],
                            hint="the row is reclaimed when its lease expires and runs again")
         finally:
+            if not self.settings.keep_work_dirs:  # downloads, guide/mask videos: the row holds what matters
+                remove_task_work_dir(self.settings.main_output_dir, task.id)
             structlog.contextvars.unbind_contextvars("task_id", "task_type", "worker_id")
 
     def _run_and_report(self, task: Task) -> None:
@@ -351,10 +355,14 @@ class Worker:
         if outcome.awaiting_children:
             self._park(task, outcome, tlog)
             return
+        if outcome.output_path and not isinstance(self.publisher, LocalPublisher):
+            # One beat before a long upload: the row says so, and the lease covers it.
+            self._report("heartbeat", lambda: self.store.heartbeat(
+                task.id, self.settings.worker_id, lease_seconds=self.settings.lease_seconds, phase="uploading"), tlog)
         try:
             location = self.publisher.publish(task, outcome.output_path) if outcome.output_path else None
         except TaskError as exc:
-            self._fail(task, str(exc), tlog)
+            self._report_error(task, exc, elapsed, tlog)
             return
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
         result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
@@ -388,6 +396,9 @@ class Worker:
         if isinstance(error, TaskCancelled):
             self._handle_cancelled(task, error, tlog)
             return
+        if isinstance(error, RetryableError):
+            self._retry_later(task, error, tlog)
+            return
         if isinstance(error, TaskError):
             message = str(error)
             extra = None
@@ -400,6 +411,20 @@ class Worker:
             extra = {"traceback": "".join(traceback.format_exception(error))[-MAX_ERROR_CHARS:]}
             tlog.error("handler_crashed", error=message, exc_info=error)
         self._fail(task, message, tlog, seconds=elapsed, result=extra)
+
+    def _retry_later(self, task: Task, error: RetryableError, tlog: Any) -> None:
+        """A transient failure: the row waits out a backoff (run_after) and runs again, on any worker."""
+        delay = round(self.settings.retry_backoff.delay(task.attempts), 3)
+        status = self._report("retry_later", lambda: self.store.retry_later(
+            task.id, self.settings.worker_id, error_message=str(error), delay_seconds=delay), tlog)
+        if status is TaskStatus.QUEUED:
+            tlog.warning("task_retry_scheduled", error=str(error), attempt=task.attempts,
+                         max_attempts=task.max_attempts, retry_in=delay)
+        elif status is TaskStatus.FAILED:
+            tlog.warning("task_failed", error=str(error), attempts=task.attempts, reason="retries used up")
+            self.observer.task_finished(task, "Failed", None)
+            with contextlib.suppress(Exception):  # housekeeping does it again on its next round
+                self._cascade_dependency_failures()
 
     def _handle_cancelled(self, task: Task, error: TaskCancelled, tlog: Any) -> None:
         if error.reason == "cancelled":

@@ -63,6 +63,8 @@ class Task:
     parent_task_id: str | None = None
     child_key: str | None = None
     awaiting_children: bool = False
+    # What the running task is doing (PHASES), flushed with the progress.
+    progress_phase: str | None = None
 
     # What is wrong with the row as stored (undecodable text, wrong column types): the claim fails it.
     problems: tuple[str, ...] = ()
@@ -110,6 +112,7 @@ class Task:
             lease_expires_at=_text(read.raw("lease_expires_at")),
             heartbeat_at=_text(read.raw("heartbeat_at")),
             progress=read.number("progress"),
+            progress_phase=read.text("progress_phase"),
             output_location=read.text("output_location"),
             error_message=read.text("error_message"),
             result_json=result,
@@ -222,6 +225,20 @@ def child_task_id(parent_task_id: str, child_key: str) -> str:
     """The id of a parent's child: derived from (parent, key), so an orchestrator that runs again names the
     same rows (and can chain them by ``dependant_on``) before inserting them."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"task:{parent_task_id}/child:{child_key}"))
+
+
+@dataclass(frozen=True)
+class PurgedTask:
+    """A row ``tasks purge`` deleted (or, in a dry run, would delete); its local files are the CLI's to remove."""
+
+    task_id: str
+    status: TaskStatus
+    output_location: str | None
+
+
+TERMINAL_STATUSES = ("Complete", "Failed", "Cancelled")
+# The phases a running row's progress belongs to, in the order a generation goes through them.
+PHASES = ("downloading", "loading", "denoising", "decoding", "encoding", "uploading")
 
 
 class CascadeKind(str, Enum):

@@ -16,6 +16,7 @@ from source.db.models import (
     CascadeKind,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskStatus,
@@ -37,7 +38,7 @@ TOKEN_FUNCTIONS = frozenset({
     "tasks_schema_version", "claim_next_task", "has_claimable_task", "tasks_change_marker", "heartbeat_task",
     "complete_task", "fail_task", "requeue_task", "task_status", "get_task", "reclaim_expired_leases",
     "fail_orphaned_dependants", "add_child_tasks", "list_child_tasks", "park_awaiting_children", "complete_parent",
-    "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks",
+    "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks", "retry_later",
 })
 
 
@@ -150,11 +151,14 @@ class RpcTaskStore(ABC):
             log.warning("task_failed_at_claim", task_id=task.id, task_type=task.task_type, error=reason)
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
+        # p_phase only when there is one: a beat without it is the same call as before migration 021.
+        extra = {"p_phase": phase} if phase is not None else {}
         return self._flag("heartbeat_task", p_task_id=task_id, p_worker_id=worker_id,
                           p_lease_seconds=float(lease_seconds),
-                          p_progress=None if progress is None else float(progress))
+                          p_progress=None if progress is None else float(progress), **extra)
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         rows = self._rows("task_status", p_task_id=task_id)
@@ -179,9 +183,21 @@ class RpcTaskStore(ABC):
     def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
         return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]
 
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        rows = self._rows("retry_later", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
+                          p_delay_seconds=float(delay_seconds))
+        return TaskStatus(rows[0]["status"]) if rows else None
+
     def reclaim_expired_leases(self) -> list[LeaseReclaim]:
         return [LeaseReclaim(row["id"], TaskStatus(row["status"]), int(row["attempts"]))
                 for row in self._rows("reclaim_expired_leases")]
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        rows = self._rows("purge_tasks", p_older_than_seconds=float(older_than_seconds),
+                          p_statuses=[TaskStatus(s).value for s in statuses], p_dry_run=dry_run)
+        return [PurgedTask(row["id"], TaskStatus(row["status"]), row["output_location"]) for row in rows]
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         return [CascadeFailure(row["id"], row["dependant_on"], CascadeKind(row["kind"]))

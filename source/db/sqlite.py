@@ -19,6 +19,7 @@ from source.db.models import (
     CascadeKind,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskRejected,
@@ -193,6 +194,22 @@ class SqliteTaskStore:
                 parents.extend(row["id"] for row in rows)
         return retried
 
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        with self._write() as conn:
+            row = conn.execute(self._q("retry_later"), {
+                "id": task_id, "worker_id": worker_id, "error_message": error_message,
+                "delay_modifier": _seconds_modifier(delay_seconds)}).fetchone()
+        return TaskStatus(row["status"]) if row else None
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        params = {"age_modifier": _seconds_modifier(-older_than_seconds),
+                  "statuses": json.dumps([TaskStatus(s).value for s in statuses])}
+        with self._write() as conn:
+            rows = conn.execute(self._q("purgeable_tasks" if dry_run else "purge_tasks"), params).fetchall()
+        return [PurgedTask(row["id"], TaskStatus(row["status"]), row["output_location"]) for row in rows]
+
     def stats(self) -> QueueStats:
         conn = self._conn()
         by_status = {_as_text(row["status"]): row["n"] for row in conn.execute(self._q("count_by_status"))}
@@ -236,7 +253,8 @@ class SqliteTaskStore:
             log.warning("task_failed_at_claim", task_id=task.id, task_type=task.task_type, error=reason)
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
         return self._update_one(
             "heartbeat",
@@ -244,6 +262,7 @@ class SqliteTaskStore:
             worker_id=worker_id,
             lease_modifier=_seconds_modifier(lease_seconds),
             progress=progress,
+            phase=phase,
         )
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:

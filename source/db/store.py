@@ -10,6 +10,7 @@ from source.db.models import (
     CascadeFailure,
     LeaseReclaim,
     NewTask,
+    PurgedTask,
     QueueStats,
     Task,
     TaskStatus,
@@ -49,9 +50,11 @@ class TaskStore(Protocol):
         """Cheap read-only check used before a claim when the worker is woken up."""
 
     def heartbeat(
-        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None
+        self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
+        phase: str | None = None,
     ) -> bool:
-        """Extend the lease (and store progress); False when the row is no longer this worker's."""
+        """Extend the lease (and store progress and its phase, when given); False when the row is no longer
+        this worker's."""
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         """(status, worker_id) of a row, without writing."""
@@ -64,6 +67,11 @@ class TaskStore(Protocol):
     def fail_task(
         self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
     ) -> bool: ...
+
+    def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
+                    delay_seconds: float) -> TaskStatus | None:
+        """A transient failure: Queued again, claimable after ``delay_seconds`` (``run_after``), or Failed once
+        its max_attempts are used. None when the row is no longer this worker's."""
 
     def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
         """Give a row back (graceful shutdown): Queued again, the attempt not counted for the row's first
@@ -78,6 +86,11 @@ class TaskStore(Protocol):
         in the same transaction, so a retried orchestrator resumes its chain (Complete children are kept)."""
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]: ...
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        """Delete rows in ``statuses`` (ended ones only) last changed more than ``older_than_seconds`` ago,
+        except a row that an unfinished row still needs (its dependency or parent). ``dry_run``: only list."""
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         """The failure cascade, repeated until nothing changes: Queued rows whose dependency ended

@@ -134,6 +134,8 @@ class Engine:
         started = time.monotonic()
         params = resolved.params
         # 1. the model
+        if progress is not None and self.model_type != model_type:
+            progress(0, 1, "loading")  # the row's phase: weights fetched if missing, then loaded
         self.load(model_type)
         assert self.resident is not None
         resident = self.resident
@@ -169,6 +171,8 @@ class Engine:
             finally:
                 reset_step_state(pipe)
         # 7. files
+        if progress is not None:
+            progress(total, total, "encoding")
         output_dir.mkdir(parents=True, exist_ok=True)
         paths = tuple(self._write(family, array, output_dir, model_type) for array in family.outputs(output))
         result = GenerationResult(
@@ -199,7 +203,8 @@ def _step_callback(params: GenerationParams, progress: ProgressCallback | None,
         for hook in hooks:
             hook(params, step)
         if progress is not None:
-            progress(step + 1, total, "denoising")
+            # after the last step the pipeline decodes the latents (VAE) before it returns
+            progress(step + 1, total, "decoding" if step + 1 == total else "denoising")
         if should_abort is not None and should_abort():
             raise TaskCancelled(CancelReason.CANCELLED, f"stopped after denoising step {step + 1} of {total}")
         return callback_kwargs

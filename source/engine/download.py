@@ -1,23 +1,44 @@
-"""CLI: ``python -m source.engine.download MODEL_TYPE`` prefetches weights on a connected machine."""
+"""Prefetch: every file a model definition needs, into the Hugging Face cache, before a task needs it
+(``tasks prefetch MODEL...``, the ``tasks-prefetch`` console script, or ``python -m source.engine.download``).
+Downloads show the hub's progress bars and resume where an interrupted run stopped."""
 
 from __future__ import annotations
 
-import click
+import time
+from pathlib import Path
 
-from source.engine.loading import download
-from source.errors import TaskError
+import click
+import structlog
+
+from source.errors import InvalidParams, TaskError
+
+log = structlog.get_logger(__name__)
+
+
+def prefetch(model_types: tuple[str, ...], echo=click.echo) -> list[tuple[str, Path]]:
+    """Download each model's files (the diffusers folder, single files, built-in LoRAs); ClickException with
+    the hub's reason (and what to do about a gated repo or a missing token) on the first that fails."""
+    from source.engine.loading import download
+
+    fetched = []
+    for model_type in model_types:
+        started = time.monotonic()
+        try:
+            path = download(model_type)
+        except (TaskError, InvalidParams) as exc:
+            raise click.ClickException(f"{model_type}: {exc}") from exc
+        seconds = round(time.monotonic() - started, 1)
+        log.info("model_prefetched", model_type=model_type, path=str(path), seconds=seconds)
+        echo(f"{model_type}: {path}")
+        fetched.append((model_type, path))
+    return fetched
 
 
 @click.command()
 @click.argument("model_types", nargs=-1, required=True)
 def main(model_types: tuple[str, ...]) -> None:
     """Download the weights of MODEL_TYPES (names of defaults/*.json) into the Hugging Face cache."""
-    for model_type in model_types:
-        try:
-            path = download(model_type)
-        except TaskError as exc:
-            raise click.ClickException(str(exc)) from exc
-        click.echo(f"{model_type}: {path}")
+    prefetch(model_types)
 
 
 if __name__ == "__main__":

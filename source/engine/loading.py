@@ -35,7 +35,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def prefetch_command(definition: ModelDefinition) -> str:
-    return f"python -m source.engine.download {definition.model_type}"
+    return f"tasks prefetch {definition.model_type}"
 
 
 def _unavailable(definition: ModelDefinition, why: str) -> ModelUnavailable:
@@ -59,6 +59,7 @@ def _hub_snapshot(definition: ModelDefinition) -> Path:
         lambda local_only: DiffusionPipeline.download(source.repo, revision=source.revision,
                                                       local_files_only=local_only),
         lambda why: _unavailable(definition, why),
+        repo=source.repo or "",
     )
 
 

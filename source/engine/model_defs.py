@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -183,8 +184,72 @@ def _raw_definition(model_type: str, chain: tuple[str, ...] = ()) -> dict[str, A
     return merged
 
 
+# Per-box engine settings (worker.py --wgp-* flags, or these variables): the card in this box decides them,
+# so they override every definition's own ``engine``/``dtype`` instead of forking the definitions.
+ENGINE_OVERRIDE_ENV = {
+    "profile": "WGP_PROFILE",
+    "attention": "WGP_ATTENTION_MODE",
+    "compile": "WGP_COMPILE",
+    "dtype": "WGP_TRANSFORMER_DTYPE_POLICY",
+    "vae_dtype": "WGP_VAE_PRECISION",
+}
+# The older WanGP worker's spellings, kept so its command lines and .env files work unchanged.
+_ATTENTION_ALIASES = {"sdpa": "native", "sage2": "sage"}
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "16": "float16", "fp32": "float32", "32": "float32"}
+_TRUE, _FALSE = ("1", "true", "yes", "on", "transformer"), ("0", "false", "no", "off")
+
+
+def parse_engine_override(key: str, text: str) -> Any:
+    """One override value from its flag/env text; InvalidParams naming the variable when it is not valid.
+    Returns None for an empty text (WanGP's "" meant "the model's own")."""
+    text = text.strip()
+    if not text:
+        return None
+    name = ENGINE_OVERRIDE_ENV[key]
+    lowered = text.lower()
+    if key == "profile":
+        if lowered not in ("1", "2", "3", "4", "5"):
+            raise InvalidParams(f"{name} must be a memory profile 1..5, got {text!r}")
+        return int(lowered)
+    if key == "attention":
+        backend = _ATTENTION_ALIASES.get(lowered, lowered)
+        if backend != "auto" and backend not in _attention_backends():
+            raise InvalidParams(f"{name} {text!r} is not an attention backend; use auto, sdpa, sage, sage2, flash "
+                                f"or one of {', '.join(_attention_backends())}")
+        return backend
+    if key == "compile":
+        if lowered not in (*_TRUE, *_FALSE):
+            raise InvalidParams(f"{name} must be transformer/true/1 or false/0, got {text!r}")
+        return lowered in _TRUE
+    dtype = _DTYPE_ALIASES.get(lowered, lowered)
+    allowed = ("bfloat16", "float16") if key == "dtype" else ("bfloat16", "float16", "float32")
+    if dtype not in allowed:
+        raise InvalidParams(f"{name} must be one of {', '.join(allowed)} (or {', '.join(_DTYPE_ALIASES)}), "
+                            f"got {text!r}")
+    return dtype
+
+
+def engine_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The per-box overrides set in ``environ`` (the process environment by default), by field name."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for key, name in ENGINE_OVERRIDE_ENV.items():
+        value = parse_engine_override(key, environ.get(name, ""))
+        if value is not None:
+            found[key] = value
+    return found
+
+
+def _with_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    engine = {k: v for k, v in overrides.items() if k != "dtype"}
+    raw = {**raw, "engine": {**(raw.get("engine") or {}), **engine}}
+    if "dtype" in overrides:
+        raw["dtype"] = overrides["dtype"]
+    return raw
+
+
 def load_model_def(model_type: str) -> ModelDefinition:
-    raw = _raw_definition(model_type)
+    raw = _with_overrides(_raw_definition(model_type), engine_overrides())
     try:
         weights = WeightsSource(**raw.get("weights", {}))
         engine = EngineOptions(**raw.get("engine", {}))

@@ -180,7 +180,7 @@ def test_missing_real_weights_offline_name_the_repo_and_how_to_fetch(tmp_path, m
         generate(tmp_path, "t2v_1.3B")
     message = str(info.value)
     assert "Wan-AI/Wan2.1-T2V-1.3B-Diffusers" in message and "~29 GB" in message
-    assert "python -m source.engine.download t2v_1.3B" in message
+    assert "tasks prefetch t2v_1.3B" in message
 
 
 def test_every_real_definition_loads_and_inherits():

@@ -60,7 +60,8 @@ def test_dp_final_gen_morphs_the_two_maps_and_completes_the_orchestrator(sqlite_
     for _ in range(4):
         row = sqlite_store.claim_next_task("stand-in", lease_seconds=30)
         assert sqlite_store.complete_task(row.id, "stand-in", output_location=outputs[row.child_key], result={})
-    run_in_process(sqlite_store, tmp_path / "out")
+    # the guide is scratch (_work/<task>), kept only as with --debug: this test reads it afterwards
+    run_in_process(sqlite_store, tmp_path / "out", keep_work_dirs=True)
     children = _children(sqlite_store, parent)
     final = children["final"]
     assert final.status is TaskStatus.COMPLETE, final.error_message

@@ -38,8 +38,10 @@ def test_api_mode_worker_claims_over_rpc_and_publishes_outputs_to_storage(fake_s
         assert (row.status, row.worker_id) == (TaskStatus.COMPLETE, "api-1")
         assert row.output_location == (f"{fake_supabase.url}/storage/v1/object/public/image_uploads/"
                                        f"{folder}/{task_id}/{task_id}_ping.json")
-        local = (tmp_path / "out" / f"{task_id}_ping.json").read_bytes()
-        assert httpx.get(row.output_location).content == local  # the public URL serves the uploaded file
+        stored = fake_supabase.object_file("image_uploads", f"{folder}/{task_id}/{task_id}_ping.json").read_bytes()
+        assert httpx.get(row.output_location).content == stored  # the public URL serves the uploaded file
+        assert f'"task_id": "{task_id}"'.encode() in stored
+        assert not (tmp_path / "out" / f"{task_id}_ping.json").exists()  # uploaded, so not kept (--keep-local)
     assert "POST /rest/v1/rpc/claim_next_task" in fake_supabase.requests
     # the key travelled in every request, and never into any log
     for output in (result.stdout, result.stderr, log_file.read_text()):
@@ -49,7 +51,8 @@ def test_api_mode_worker_claims_over_rpc_and_publishes_outputs_to_storage(fake_s
 def test_failed_upload_keeps_the_local_file_and_fails_the_row_saying_where_it_is(fake_supabase, supabase_api_store,
                                                                                  tmp_path):
     fake_supabase.failing_uploads = 100
-    task_id = supabase_api_store.add_task(NewTask("ping", {"message": "keep me"}))
+    # one attempt: a failed upload is retried later (run_after) while attempts remain (tests/fleet/test_retries.py)
+    task_id = supabase_api_store.add_task(NewTask("ping", {"message": "keep me"}, max_attempts=1))
     result = _api_worker(fake_supabase, tmp_path, "--once")
     assert result.returncode == 0, result.stderr
     row = supabase_api_store.get_task(task_id)

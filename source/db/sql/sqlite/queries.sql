@@ -15,7 +15,7 @@ SELECT status, worker_id FROM tasks WHERE id = :id;
 
 -- name: has_claimable_task
 SELECT 1 FROM tasks AS t
-WHERE t.status = 'Queued'
+WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
   AND (t.dependant_on IS NULL
        OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
 LIMIT 1;
@@ -38,7 +38,7 @@ SET status = 'In Progress',
 WHERE rowid = (
     -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed
     SELECT t.rowid FROM tasks AS t
-    WHERE t.status = 'Queued'
+    WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
       AND (t.dependant_on IS NULL
            OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
     ORDER BY t.priority DESC,
@@ -70,7 +70,8 @@ WHERE rowid = :row_number AND status = 'In Progress';
 UPDATE tasks
 SET lease_expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :lease_modifier),
     heartbeat_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
-    progress = COALESCE(:progress, progress)
+    progress = COALESCE(:progress, progress),
+    progress_phase = COALESCE(:phase, progress_phase)
 WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
 RETURNING id;
 
@@ -344,3 +345,45 @@ SELECT *, CASE WHEN status = 'running'
                     AND last_heartbeat >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :alive_modifier)
                THEN 1 ELSE 0 END AS alive
 FROM workers ORDER BY started_at DESC;
+
+-- name: purgeable_tasks
+-- tasks purge: ended rows older than the cut-off, except one an unfinished row still needs (its
+-- dependency or its parent). purge_tasks deletes exactly these.
+SELECT t.id, t.status, t.output_location FROM tasks AS t
+WHERE t.status IN (SELECT value FROM json_each(:statuses))
+  AND t.status IN ('Complete', 'Failed', 'Cancelled')
+  AND COALESCE(t.updated_at, t.created_at) < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :age_modifier)
+  AND NOT EXISTS (SELECT 1 FROM tasks AS c
+                  WHERE (c.dependant_on = t.id OR c.parent_task_id = t.id)
+                    AND c.status IN ('Queued', 'In Progress'))
+ORDER BY t.updated_at;
+
+-- name: purge_tasks
+DELETE FROM tasks WHERE id IN (
+SELECT t.id FROM tasks AS t
+WHERE t.status IN (SELECT value FROM json_each(:statuses))
+  AND t.status IN ('Complete', 'Failed', 'Cancelled')
+  AND COALESCE(t.updated_at, t.created_at) < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :age_modifier)
+  AND NOT EXISTS (SELECT 1 FROM tasks AS c
+                  WHERE (c.dependant_on = t.id OR c.parent_task_id = t.id)
+                    AND c.status IN ('Queued', 'In Progress'))
+)
+RETURNING id, status, output_location;
+
+-- name: retry_later
+-- A transient failure: back to Queued, claimable from now + the backoff delay, until max_attempts are used;
+-- then Failed with the last error.
+UPDATE tasks
+SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
+    worker_id = CASE WHEN attempts >= max_attempts THEN worker_id END,
+    run_after = CASE WHEN attempts < max_attempts
+                     THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :delay_modifier) END,
+    error_message = CASE WHEN attempts >= max_attempts
+                         THEN 'gave up after ' || attempts || ' attempts: ' || :error_message
+                         ELSE :error_message END,
+    lease_expires_at = NULL, heartbeat_at = NULL, progress = NULL,
+    generation_processed_at = CASE WHEN attempts >= max_attempts
+                                   THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END,
+    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
+RETURNING status, run_after;

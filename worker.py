@@ -50,6 +50,8 @@ log = structlog.get_logger("worker")
 # Older command lines pass it; one handler runs at a time, so there is nothing for it to set (warned).
 @click.option("--queue-workers", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
+@click.option("--in-scene-lora", envvar="WORKER_IN_SCENE_LORA", default=None, metavar="FILE",
+              help="magic_edit in_scene: this LoRA file of the model's LoRA folder [default: the first InScene-* file].")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
@@ -127,6 +129,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         mask_active_frames=bool(opts["mask_active_frames"]),
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
+        in_scene_lora=opts["in_scene_lora"] or None,  # type: ignore[arg-type]
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))

@@ -31,6 +31,8 @@ class WorkerSettings:
     mask_active_frames: bool = True
     input_roots: tuple[Path, ...] = ()
     allow_private_urls: bool = False
+    # magic_edit's in-scene LoRA file name (in the model's LoRA folder); None = the first InScene-* file.
+    in_scene_lora: str | None = None
 
     # A row given back on shutdown this many times without counting the attempt; after that it counts.
     free_shutdown_requeues: int = 3

@@ -18,6 +18,7 @@ from source.sm_functions.checks import check_model, check_resolution, nearest_fr
 from source.sm_functions.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
 from source.sm_functions.older_shapes import translate_older_child
 from source.task_context import TaskContext, TaskOutcome
+from source.task_conversion import lift_orchestrator_details
 from source.video_utils import read_image, read_video, save_video
 
 PERSPECTIVE_TASK_TYPES = {"pose": "generate_openpose", "depth": "generate_depth"}
@@ -45,7 +46,8 @@ class DifferentPerspectiveParams(TaskParams):
 
 
 def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(DifferentPerspectiveParams, ctx.params)
+    lifted = lift_orchestrator_details(ctx.params)
+    p = parse_params(DifferentPerspectiveParams, lifted.params)
     check_model("params.model_name", p.model_name, ("wan_vace",), "the final generation (pose/depth guide)")
     check_model("params.t2i_model_name", p.t2i_model_name, ("wan_t2v",), "the intermediate text-to-image view")
     adjusted: dict[str, Any] = {}
@@ -74,7 +76,7 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     ]
     result: dict[str, Any] = {"perspective_type": p.perspective_type}
     if ignored := p.ignored_params():
-        result["ignored_params"] = ignored
+        result["ignored_params"] = lifted.ignored(ignored)
     if adjusted:
         result["adjusted"] = adjusted
     return spawn_chain(ctx, specs, result=result)

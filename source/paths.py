@@ -29,6 +29,33 @@ def inside_root(root: Path, *parts: str) -> Path:
     return candidate
 
 
+def under_output_root(root: Path, given: str) -> Path:
+    """A producer's ``output_dir``/``output_path`` inside ``root``. A relative path that already names the
+    output root (``"outputs/openpose"`` with ``--main-output-dir outputs``: relative to the working directory,
+    or starting with the root's own folder name, as the older worker's producers wrote them) is not nested
+    a second time (no ``outputs/outputs/openpose``). InvalidParams if it would leave ``root``."""
+    root_resolved = root.resolve()
+    path = Path(given)
+    cwd = Path.cwd().resolve()
+    if not path.is_absolute():
+        from_cwd = (cwd / path).resolve()
+        # (a working directory inside the root would make every relative path look like one of these)
+        if cwd != root_resolved and root_resolved not in cwd.parents and \
+                (from_cwd == root_resolved or root_resolved in from_cwd.parents):
+            path = from_cwd
+        elif path.parts[:1] == (root_resolved.name,):
+            path = Path(*path.parts[1:]) if len(path.parts) > 1 else Path(".")
+    return inside_root(root_resolved, str(path))
+
+
+def unclaimed_file(path: Path, task_id: str) -> Path:
+    """``path``, or, when a file is already there (another row asked for the same ``output_path``), the same
+    folder with the task's stem in front of the name: one task never overwrites another's output."""
+    if not path.exists():
+        return path
+    return path.with_name(task_output_name(task_id, path.name))
+
+
 def task_stem(task_id: str) -> str:
     """The one name a task's files and folders start with, distinct for distinct ids.
 

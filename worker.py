@@ -52,6 +52,8 @@ log = structlog.get_logger("worker")
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
 @click.option("--in-scene-lora", envvar="WORKER_IN_SCENE_LORA", default=None, metavar="FILE",
               help="magic_edit in_scene: this LoRA file of the model's LoRA folder [default: the first InScene-* file].")
+@click.option("--legacy-unknown-task-types", is_flag=True, envvar="WORKER_LEGACY_UNKNOWN_TASK_TYPES",
+              help="Generate an unknown task type that has params.model as generate_video (the older worker's way).")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
@@ -130,6 +132,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         input_roots=tuple(Path(p) for p in opts["input_roots"]),  # type: ignore[union-attr]
         allow_private_urls=bool(opts["allow_private_urls"]),
         in_scene_lora=opts["in_scene_lora"] or None,  # type: ignore[arg-type]
+        legacy_unknown_task_types=bool(opts["legacy_unknown_task_types"]),
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))

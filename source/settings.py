@@ -33,6 +33,13 @@ class WorkerSettings:
     allow_private_urls: bool = False
     # magic_edit's in-scene LoRA file name (in the model's LoRA folder); None = the first InScene-* file.
     in_scene_lora: str | None = None
+    # The older worker's conventions, for frontends written against it (both off by default):
+    # an unknown task type with params.model is generated as generate_video;
+    legacy_unknown_task_types: bool = False
+    # a failed row's error text also goes into output_location (set only with the SQLite store).
+    legacy_output_location: bool = False
+    # With legacy_output_location on SQLite: <db folder>/public; outputs are published as "files/<name>".
+    legacy_public_root: Path | None = None
 
     # A row given back on shutdown this many times without counting the attempt; after that it counts.
     free_shutdown_requeues: int = 3

@@ -89,7 +89,8 @@ class _HandlerRun:
 
     def _run(self) -> None:
         try:
-            handler = resolve_handler(self.ctx.task.task_type)
+            legacy_model = self.ctx.params.get("model") if self.ctx.settings.legacy_unknown_task_types else None
+            handler = resolve_handler(self.ctx.task.task_type, legacy_unknown_model=legacy_model)
             self.outcome = handler(self.ctx)
             if not isinstance(self.outcome, TaskOutcome):
                 raise TypeError(f"handler returned {type(self.outcome).__name__}, expected TaskOutcome")

@@ -56,6 +56,19 @@ def unclaimed_file(path: Path, task_id: str) -> Path:
     return path.with_name(task_output_name(task_id, path.name))
 
 
+# The older worker's SQLite convention (--legacy-output-location): outputs under <db folder>/public/files,
+# output_location "files/<name>" relative to <db folder>/public.
+LEGACY_FILES = "files"
+
+
+def legacy_location_path(location: str, public_root: Path | None) -> str:
+    """A row's ``output_location`` as a readable path: ``files/<name>`` (the older SQLite form) lies under
+    ``public_root``; anything else is returned as it is."""
+    if public_root is not None and location.startswith(f"{LEGACY_FILES}/"):
+        return str(inside_root(public_root / LEGACY_FILES, location.removeprefix(f"{LEGACY_FILES}/")))
+    return location
+
+
 def task_stem(task_id: str) -> str:
     """The one name a task's files and folders start with, distinct for distinct ids.
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from source.input_policy import InputPolicy, default_roots
+from source.paths import LEGACY_FILES
 
 
 def default_worker_id() -> str:
@@ -49,6 +50,8 @@ class WorkerSettings:
         """Local inputs under the output root plus ``input_roots`` (the working directory when empty);
         URLs to public addresses only unless ``allow_private_urls``."""
         roots = default_roots(self.main_output_dir, tuple(Path(p) for p in self.input_roots))
+        if self.legacy_public_root is not None:  # other rows' outputs in the older "files/<name>" form
+            roots = (*roots, self.legacy_public_root / LEGACY_FILES)
         return InputPolicy(roots=roots, allow_private_urls=self.allow_private_urls)
 
     @property

@@ -427,8 +427,10 @@ class Worker:
               result: dict[str, Any] | None = None) -> None:
         message = redact(message)[:MAX_ERROR_CHARS] or "the task failed without a message"
         result = redact_value(result)
+        # --legacy-output-location (SQLite only): old frontends read the error text from output_location
+        legacy = {"output_location": message} if self.settings.legacy_output_location else {}
         if self._report("fail_task", lambda: self.store.fail_task(
-                task.id, self.settings.worker_id, error_message=message, result=result), tlog):
+                task.id, self.settings.worker_id, error_message=message, result=result, **legacy), tlog):
             tlog.warning("task_failed", error=message, seconds=seconds)
             self.observer.task_finished(task, "Failed", seconds)
             try:

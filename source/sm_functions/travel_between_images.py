@@ -212,7 +212,7 @@ def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
         raise TaskError(f"frame_overlaps has {len(p.frame_overlaps)} entries for {p.num_segments} segments")
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     segments = _segments_of_run(ctx, p)
-    clips = [read_video(resolve_input(row.output_location, f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
+    clips = [read_video(resolve_input(ctx.output_of(row.output_location), f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
                         (width, height)) for i, row in enumerate(segments)]
     overlaps = list(p.frame_overlaps)
     if p.continue_from_video_resolved_path:

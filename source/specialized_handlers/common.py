@@ -47,7 +47,7 @@ def dependency_output(ctx: TaskContext, task_id: str, name: str) -> str:
         raise InputUnavailable(f"params.{name}: task {task_id!r} is {row.status.value}, not Complete")
     if not row.output_location:
         raise InputUnavailable(f"params.{name}: task {task_id!r} is Complete but has no output_location")
-    return row.output_location
+    return ctx.output_of(row.output_location)
 
 
 def resolve_task_input(ctx: TaskContext, *, path: str | None, path_name: str,

@@ -35,6 +35,7 @@ GENERATION_MODELS: Mapping[str, str] = MappingProxyType({
     "flux": "flux",
     "hunyuan": "hunyuan",
     "ltxv": "ltxv_13B",
+    "single_image": "t2v",  # the older worker's one-image generation (video_length 1)
 })
 
 # None = part of the contract (DESIGN.md), handler not built yet.

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
 # Task types whose output is a single image whatever the model's default length.
-SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i"})
+SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i", "single_image"})
 
 ALIASES: Mapping[str, str] = MappingProxyType({
     "steps": "num_inference_steps",
@@ -36,6 +36,10 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "lora_multipliers": "loras_multipliers",
     "cfg_scale": "guidance_scale",
     "solver": "sample_solver",
+    # the older worker's names
+    "image_refs_paths": "image_refs",
+    "video_guide_path": "video_guide",
+    "video_mask_path": "video_mask",
 })
 
 # Keys the conversion layer itself consumes (not engine parameters).

@@ -73,14 +73,17 @@ def older_stitch(payload: dict[str, Any], orchestrator_id: str) -> dict[str, Any
     }
 
 
-def queue_older_travel(store, images: list[str], **overrides: Any) -> tuple[str, list[str], str]:
-    """An older orchestrator row (the older worker marked it Complete once it had queued its children) and
-    its children, chained by dependant_on exactly as the older worker inserted them."""
+def queue_older_travel(store, images: list[str], *, orchestrator_row: bool = True,
+                       **overrides: Any) -> tuple[str, list[str], str]:
+    """An older orchestrator row (the older worker marked it Complete once it had queued its children; on
+    SQLite) and its children, chained by dependant_on exactly as the older worker inserted them."""
     payload = older_travel_payload(images, **overrides)
-    orchestrator = store.add_task(NewTask("travel_orchestrator", {"orchestrator_details": copy.deepcopy(payload)}))
-    with store._write() as conn:
-        conn.execute("UPDATE tasks SET status = 'Complete', output_location = 'Orchestration queued' WHERE id = ?",
-                     (orchestrator,))
+    orchestrator = "older-orchestrator-gone"
+    if orchestrator_row:
+        orchestrator = store.add_task(NewTask("travel_orchestrator", {"orchestrator_details": copy.deepcopy(payload)}))
+        with store._write() as conn:
+            conn.execute("UPDATE tasks SET status = 'Complete', output_location = 'Orchestration queued' "
+                         "WHERE id = ?", (orchestrator,))
     segments, previous = [], None
     for idx in range(payload["num_new_segments_to_generate"]):
         previous = store.add_task(NewTask("travel_segment", older_segment(payload, orchestrator, idx),

@@ -48,7 +48,9 @@ class Family:
         (param → requested, used), and each change is logged as a warning."""
         multiple, step = self._multiple(pipe), self.temporal_step(pipe)
         width, height = nearest_valid(params.width, multiple), nearest_valid(params.height, multiple)
-        length = nearest_valid(params.video_length, step, offset=1) if self.is_video else params.video_length
+        # one frame (k = 0) is a valid length: single images from video models
+        length = nearest_valid(params.video_length, step, offset=1, minimum=1) if self.is_video \
+            else params.video_length
         adjusted: dict[str, Any] = {}
         if (width, height) != (params.width, params.height):
             adjusted["resolution"] = {"requested": params.resolution, "used": f"{width}x{height}"}

@@ -33,7 +33,6 @@ class TravelDetails(TaskParams):
     fps_final_video: int | None = Field(None, ge=1, le=120)
     num_new_segments_to_generate: int | None = None
     run_id: str | None = None
-    main_output_dir_for_run: str | None = None  # accepted; outputs always stay under --main-output-dir
     apply_causvid: bool = False
     use_lighti2x_lora: bool = False
     additional_loras: dict[str, float] = Field(default_factory=dict)

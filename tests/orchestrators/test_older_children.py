@@ -103,7 +103,8 @@ def test_older_travel_segments_and_stitch_run_to_a_final_video(sqlite_store, tmp
     assert first["kept_frames"] == [0, 8] and second["kept_frames"] == [0, 1, 2, 3, 8]  # overlap from segment 0
     # every older key is used or listed: bookkeeping keys and behaviour we do not have alike
     assert {"task_id", "current_run_base_output_dir", "cfg_star_switch", "cfg_zero_step",
-            "after_first_post_generation_saturation", "segment_image_download_dir"} <= set(first["ignored_params"])
+            "after_first_post_generation_saturation", "segment_image_download_dir",
+            "full_orchestrator_payload.main_output_dir_for_run"} <= set(first["ignored_params"])
     assert "full_orchestrator_payload.cfg_star_switch" in first["ignored_params"]
     assert not {"seed_to_use", "model_name", "parsed_resolution_wh", "segment_index"} & set(first["ignored_params"])
     final = read_video(rows[2].output_location, "final")

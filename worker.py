@@ -19,7 +19,7 @@ from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare
 from source.db.config import StoreUnavailable
 from source.generation import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
-from source.publishing import open_publisher
+from source.publishing import LegacyFilesPublisher, open_publisher
 from source.retry import TASK_RETRY, Backoff
 from source.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker_loop import Worker
@@ -58,6 +58,13 @@ log = structlog.get_logger("worker")
 # Older command lines pass it; one handler runs at a time, so there is nothing for it to set (warned).
 @click.option("--queue-workers", type=click.IntRange(min=1), default=None, hidden=True)
 @click.option("--apply-reward-lora", is_flag=True, help="Add the reward LoRA to every generation that supports it.")
+@click.option("--in-scene-lora", envvar="WORKER_IN_SCENE_LORA", default=None, metavar="FILE",
+              help="magic_edit in_scene: this LoRA file of the model's LoRA folder [default: the first InScene-* file].")
+@click.option("--legacy-unknown-task-types", is_flag=True, envvar="WORKER_LEGACY_UNKNOWN_TASK_TYPES",
+              help="Generate an unknown task type that has params.model as generate_video (the older worker's way).")
+@click.option("--legacy-output-location", is_flag=True, envvar="WORKER_LEGACY_OUTPUT_LOCATION",
+              help="SQLite: write a failed row's error text into output_location and publish outputs as "
+                   "files/<name> under <db folder>/public/files (the older worker's convention).")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
@@ -110,6 +117,9 @@ def main(config: StoreConfig, **opts: object) -> None:
     except StoreConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
+    if opts["legacy_output_location"] and config.db_type is not DbType.SQLITE:
+        raise click.UsageError("--legacy-output-location applies to the SQLite backend only; on Postgres and "
+                               "Supabase the error text is in error_message")
     if opts["delete_db"]:
         if config.db_type is not DbType.SQLITE:
             raise click.UsageError("--delete-db only applies to the SQLite backend; refusing to touch a shared database")
@@ -156,6 +166,10 @@ def main(config: StoreConfig, **opts: object) -> None:
         allow_private_urls=bool(opts["allow_private_urls"]),
         keep_work_dirs=bool(opts["debug"]),
         retry_backoff=Backoff(first=float(opts["retry_delay"]), cap=float(opts["retry_delay_max"])),  # type: ignore[arg-type]
+        in_scene_lora=opts["in_scene_lora"] or None,  # type: ignore[arg-type]
+        legacy_unknown_task_types=bool(opts["legacy_unknown_task_types"]),
+        legacy_output_location=bool(opts["legacy_output_location"]),
+        legacy_public_root=Path(config.db_file).resolve().parent / "public" if opts["legacy_output_location"] else None,
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))
@@ -172,8 +186,9 @@ def main(config: StoreConfig, **opts: object) -> None:
                                  model_switches=lambda: generation.stats.model_switches)
         serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
         log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
-    worker = Worker(store, settings, publisher=open_publisher(config, keep_local=bool(opts["keep_local"])),
-                    max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+    publisher = (LegacyFilesPublisher(settings.legacy_public_root) if settings.legacy_public_root is not None
+                 else open_publisher(config, keep_local=bool(opts["keep_local"])))
+    worker = Worker(store, settings, publisher=publisher, max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
                     affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict)
     if opts["preload_model"]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from source.errors import TaskCancelled, TaskError
 from source.input_policy import TaskInputs
 from source.progress_bar import StepBar
+from source.routing import model_for_task_type
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import GenerationRequest, db_task_to_generation_task, task_types_for_model
 
@@ -86,4 +87,11 @@ def outcome_of(output: GenerationResult) -> TaskOutcome:
 
 
 def handle_generation(ctx: TaskContext) -> TaskOutcome:
-    return outcome_of(generate(ctx, ctx.task.task_type, ctx.params))
+    task_type = ctx.task.task_type
+    if model_for_task_type(task_type) is None:  # an unknown type routed here by --legacy-unknown-task-types
+        ctx.log.warning("unknown_task_type_generated", model=ctx.params.get("model"),
+                        reason="--legacy-unknown-task-types: generated as generate_video with params.model")
+        outcome = outcome_of(generate(ctx, "generate_video", ctx.params))
+        return TaskOutcome(output_path=outcome.output_path,
+                           result={**outcome.result, "generated_as": "generate_video"})
+    return outcome_of(generate(ctx, task_type, ctx.params))

@@ -41,10 +41,10 @@ def parse_params(model: type[ModelT], raw: dict[str, Any]) -> ModelT:
 def describe_validation_error(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"]) or "params"
+        where = ".".join(str(part) for part in error["loc"])
         message = error["msg"]
         if error["type"] != "missing" and "input" in error:
             shown = repr(error["input"])
             message += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
-        problems.append(f"params.{where}: {message}")
+        problems.append(f"params.{where}: {message}" if where else f"params: {message}")
     return "invalid params: " + "; ".join(problems)

@@ -30,6 +30,46 @@ def inside_root(root: Path, *parts: str) -> Path:
     return candidate
 
 
+def under_output_root(root: Path, given: str) -> Path:
+    """A producer's ``output_dir``/``output_path`` inside ``root``. A relative path that already names the
+    output root (``"outputs/openpose"`` with ``--main-output-dir outputs``: relative to the working directory,
+    or starting with the root's own folder name, as the older worker's producers wrote them) is not nested
+    a second time (no ``outputs/outputs/openpose``). InvalidParams if it would leave ``root``."""
+    root_resolved = root.resolve()
+    path = Path(given)
+    cwd = Path.cwd().resolve()
+    if not path.is_absolute():
+        from_cwd = (cwd / path).resolve()
+        # (a working directory inside the root would make every relative path look like one of these)
+        if cwd != root_resolved and root_resolved not in cwd.parents and \
+                (from_cwd == root_resolved or root_resolved in from_cwd.parents):
+            path = from_cwd
+        elif path.parts[:1] == (root_resolved.name,):
+            path = Path(*path.parts[1:]) if len(path.parts) > 1 else Path(".")
+    return inside_root(root_resolved, str(path))
+
+
+def unclaimed_file(path: Path, task_id: str) -> Path:
+    """``path``, or, when a file is already there (another row asked for the same ``output_path``), the same
+    folder with the task's stem in front of the name: one task never overwrites another's output."""
+    if not path.exists():
+        return path
+    return path.with_name(task_output_name(task_id, path.name))
+
+
+# The older worker's SQLite convention (--legacy-output-location): outputs under <db folder>/public/files,
+# output_location "files/<name>" relative to <db folder>/public.
+LEGACY_FILES = "files"
+
+
+def legacy_location_path(location: str, public_root: Path | None) -> str:
+    """A row's ``output_location`` as a readable path: ``files/<name>`` (the older SQLite form) lies under
+    ``public_root``; anything else is returned as it is."""
+    if public_root is not None and location.startswith(f"{LEGACY_FILES}/"):
+        return str(inside_root(public_root / LEGACY_FILES, location.removeprefix(f"{LEGACY_FILES}/")))
+    return location
+
+
 def task_stem(task_id: str) -> str:
     """The one name a task's files and folders start with, distinct for distinct ids.
 

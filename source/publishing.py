@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mimetypes
 import re
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -13,7 +14,7 @@ import structlog
 from source.db.config import StoreConfig
 from source.db.models import Task
 from source.errors import StorageUnavailable, TaskError
-from source.paths import task_stem
+from source.paths import LEGACY_FILES, task_stem, unclaimed_file
 from source.retry import Backoff, retry_call
 
 if TYPE_CHECKING:
@@ -36,6 +37,20 @@ class LocalPublisher:
 
     def publish(self, task: Task, local_path: Path) -> str:
         return str(Path(local_path).resolve())
+
+
+class LegacyFilesPublisher:
+    """--legacy-output-location on SQLite, the older worker's convention: the file moves to
+    ``<db folder>/public/files/`` and ``output_location`` is ``files/<name>`` (relative to ``public``)."""
+
+    def __init__(self, public_root: Path) -> None:
+        self.folder = Path(public_root) / LEGACY_FILES
+
+    def publish(self, task: Task, local_path: Path) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = unclaimed_file(self.folder / Path(local_path).name, task.id)
+        shutil.move(str(local_path), target)
+        return f"{LEGACY_FILES}/{target.name}"
 
 
 class SupabaseStoragePublisher:

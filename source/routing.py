@@ -35,6 +35,7 @@ GENERATION_MODELS: Mapping[str, str] = MappingProxyType({
     "flux": "flux",
     "hunyuan": "hunyuan",
     "ltxv": "ltxv_13B",
+    "single_image": "t2v",  # the older worker's one-image generation (video_length 1)
 })
 
 # None = part of the contract (DESIGN.md), handler not built yet.
@@ -73,9 +74,14 @@ def known_task_types() -> list[str]:
     return sorted([*ROUTES, *LEGACY_ALIASES])
 
 
-def resolve_handler(task_type: str) -> Handler:
+def resolve_handler(task_type: str, *, legacy_unknown_model: object = None) -> Handler:
+    """``legacy_unknown_model``: the row's ``params.model`` when the worker runs with
+    --legacy-unknown-task-types; an unknown type that names a model then goes to generation, as the older
+    worker sent every unknown type to its generation queue."""
     name = canonical_task_type(task_type)
     if name not in ROUTES:
+        if isinstance(legacy_unknown_model, str) and legacy_unknown_model.strip():
+            return _load(GENERATION)
         shown = task_type if len(task_type) <= 80 else task_type[:80] + "..."
         raise UnknownTaskType(f"unknown task type {shown!r}; known task types: {', '.join(known_task_types())}")
     target = ROUTES[name]

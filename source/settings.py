@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from source.input_policy import InputPolicy, default_roots
+from source.paths import LEGACY_FILES
 from source.retry import TASK_RETRY, Backoff
 
 
@@ -45,6 +46,15 @@ class WorkerSettings:
     keep_work_dirs: bool = False
     # A row failing for a transient reason waits this schedule before it runs again (run_after).
     retry_backoff: Backoff = TASK_RETRY
+    # magic_edit's in-scene LoRA file name (in the model's LoRA folder); None = the first InScene-* file.
+    in_scene_lora: str | None = None
+    # The older worker's conventions, for frontends written against it (both off by default):
+    # an unknown task type with params.model is generated as generate_video;
+    legacy_unknown_task_types: bool = False
+    # a failed row's error text also goes into output_location (set only with the SQLite store).
+    legacy_output_location: bool = False
+    # With legacy_output_location on SQLite: <db folder>/public; outputs are published as "files/<name>".
+    legacy_public_root: Path | None = None
 
     # A row given back on shutdown this many times without counting the attempt; after that it counts.
     free_shutdown_requeues: int = 3
@@ -54,6 +64,8 @@ class WorkerSettings:
         """Local inputs under the output root plus ``input_roots`` (the working directory when empty);
         URLs to public addresses only unless ``allow_private_urls``."""
         roots = default_roots(self.main_output_dir, tuple(Path(p) for p in self.input_roots))
+        if self.legacy_public_root is not None:  # other rows' outputs in the older "files/<name>" form
+            roots = (*roots, self.legacy_public_root / LEGACY_FILES)
         return InputPolicy(roots=roots, allow_private_urls=self.allow_private_urls)
 
     @property

@@ -14,7 +14,7 @@ from source.db.models import PHASES, Task
 from source.db.store import TaskStore
 from source.errors import CancelReason, TaskCancelled
 from source.input_policy import TaskInputs
-from source.paths import inside_root, safe_filename, task_output_name, task_work_dir
+from source.paths import inside_root, legacy_location_path, safe_filename, task_output_name, task_work_dir
 from source.settings import WorkerSettings
 
 
@@ -122,6 +122,11 @@ class TaskContext:
         path = inside_root(self.output_dir, *parts, task_output_name(self.task.id, suffix))
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def output_of(self, location: str) -> str:
+        """Another row's ``output_location`` as something ``resolve_input`` reads (the older ``files/<name>``
+        form included, under --legacy-output-location)."""
+        return legacy_location_path(location, self.settings.legacy_public_root)
 
     @property
     def work_dir(self) -> Path:

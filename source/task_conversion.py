@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
 # Task types whose output is a single image whatever the model's default length.
-SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i"})
+SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i", "single_image"})
 
 ALIASES: Mapping[str, str] = MappingProxyType({
     "steps": "num_inference_steps",
@@ -36,6 +36,10 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "lora_multipliers": "loras_multipliers",
     "cfg_scale": "guidance_scale",
     "solver": "sample_solver",
+    # the older worker's names
+    "image_refs_paths": "image_refs",
+    "video_guide_path": "video_guide",
+    "video_mask_path": "video_mask",
 })
 
 # Keys the conversion layer itself consumes (not engine parameters).
@@ -82,7 +86,8 @@ def db_task_to_generation_task(
     canonical = canonical_task_type(task_type)
     if canonical not in TASK_TYPE_MODELS:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
-    merged = _lift_orchestrator_details(params)
+    lifted = lift_orchestrator_details(params)
+    merged = lifted.params
 
     model = merged.get("model") or TASK_TYPE_MODELS[canonical]
     if not isinstance(model, str):
@@ -97,7 +102,7 @@ def db_task_to_generation_task(
                 raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
             given[name] = value
         elif name not in CONVERSION_KEYS:
-            ignored.append(key if key in params else f"orchestrator_details.{key}")
+            ignored.append(lifted.given_as(key))
     parameters = parse_values(given, prefix="params.")
     if ignored:
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
@@ -133,13 +138,31 @@ def db_task_to_generation_task(
     )
 
 
-def _lift_orchestrator_details(params: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Lifted:
+    """A row's params with ``orchestrator_details`` merged in (the top level wins)."""
+
+    params: dict[str, Any]
+    nested: frozenset[str] = frozenset()  # keys that came from orchestrator_details
+
+    def given_as(self, key: str) -> str:
+        """The name the row gave ``key`` under: dotted when it was nested (for ignored_params)."""
+        return f"orchestrator_details.{key}" if key in self.nested else key
+
+    def ignored(self, keys: list[str]) -> list[str]:
+        return sorted(self.given_as(key) for key in keys)
+
+
+def lift_orchestrator_details(params: Mapping[str, Any]) -> Lifted:
+    """The one lifting of the older worker's ``orchestrator_details`` nesting, for generation rows and every
+    handler it fed that way (magic_edit, different perspective)."""
     nested = params.get("orchestrator_details")
     if nested is None:
-        return dict(params)
+        return Lifted(dict(params))
     if not isinstance(nested, Mapping):
         raise InvalidParams("params.orchestrator_details must be an object")
-    return {**nested, **{k: v for k, v in params.items() if k != "orchestrator_details"}}  # top level wins
+    top = {k: v for k, v in params.items() if k != "orchestrator_details"}
+    return Lifted({**nested, **top}, frozenset(k for k in nested if k not in top))
 
 
 def normalise_resolution(value: Any) -> str:

@@ -91,7 +91,8 @@ class _HandlerRun:
 
     def _run(self) -> None:
         try:
-            handler = resolve_handler(self.ctx.task.task_type)
+            legacy_model = self.ctx.params.get("model") if self.ctx.settings.legacy_unknown_task_types else None
+            handler = resolve_handler(self.ctx.task.task_type, legacy_unknown_model=legacy_model)
             self.outcome = handler(self.ctx)
             if not isinstance(self.outcome, TaskOutcome):
                 raise TypeError(f"handler returned {type(self.outcome).__name__}, expected TaskOutcome")
@@ -460,8 +461,10 @@ class Worker:
               result: dict[str, Any] | None = None) -> None:
         message = redact(message)[:MAX_ERROR_CHARS] or "the task failed without a message"
         result = redact_value(result)
+        # --legacy-output-location (SQLite only): old frontends read the error text from output_location
+        legacy = {"output_location": message} if self.settings.legacy_output_location else {}
         if self._report("fail_task", lambda: self.store.fail_task(
-                task.id, self.settings.worker_id, error_message=message, result=result), tlog):
+                task.id, self.settings.worker_id, error_message=message, result=result, **legacy), tlog):
             tlog.warning("task_failed", error=message, seconds=seconds)
             self.observer.task_finished(task, "Failed", seconds)
             try:

@@ -281,10 +281,13 @@ class SqliteTaskStore:
         )
 
     def fail_task(
-        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None,
+        output_location: str | None = None,
     ) -> bool:
+        """``output_location``: the older worker's error-in-output_location (--legacy-output-location)."""
         return self._update_one(
-            "fail_task", id=task_id, worker_id=worker_id, error_message=error_message, result=_json_or_none(result)
+            "fail_task", id=task_id, worker_id=worker_id, error_message=error_message, result=_json_or_none(result),
+            output_location=output_location,
         )
 
     def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:

@@ -55,6 +55,8 @@ class GenerationResult:
     # Params the task gave that nothing used (typos, fields of other task types): shown, never silent.
     ignored_params: tuple[str, ...] = ()
     loras: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # Values rounded to what the model supports (param → requested, used).
+    adjusted: Mapping[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         summary = {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
@@ -65,6 +67,8 @@ class GenerationResult:
             summary["parameter_sources"] = dict(self.parameter_sources)
         if self.ignored_params:
             summary["ignored_params"] = list(self.ignored_params)
+        if self.adjusted:
+            summary["adjusted"] = dict(self.adjusted)
         if self.loras:
             summary["loras"] = {name: list(weight) for name, weight in self.loras.items()}
         return summary
@@ -140,7 +144,8 @@ class Engine:
         assert self.resident is not None
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe
-        # 2. what this pipeline can produce
+        # 2. what this pipeline can produce: size and length rounded as WanGP rounds them, the rest checked
+        params, adjusted = family.conform(pipe, params)
         family.validate(pipe, params)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
@@ -182,6 +187,7 @@ class Engine:
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
+            adjusted=adjusted,
         )
         log.info("generation_finished", model_type=model_type, files=[p.name for p in paths], seed=seed,
                  seconds=round(result.seconds, 3))

@@ -152,7 +152,8 @@ def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[Lor
     paths = [resolve_lora(folder, name) for name in names]
     components = expert_components(pipe)
     per_adapter = [adapter_weights(components, weight) for weight in weights]
-    adapters = [f"wgp_{i}_{p.stem}" for i, p in enumerate(paths)]
+    # torch module names may not contain "." (InScene-v1.0.safetensors is a real LoRA file name)
+    adapters = [f"wgp_{i}_{p.stem.replace('.', '_')}" for i, p in enumerate(paths)]
     try:
         for path, adapter in zip(paths, adapters, strict=True):
             for component in components:

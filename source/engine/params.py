@@ -399,3 +399,12 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
 
 
 _SYSTEM_PARSED = parse_values(SYSTEM_DEFAULTS)
+
+
+def nearest_valid(value: int, step: int, *, offset: int = 0, minimum: int | None = None) -> int:
+    """The value of the form ``step * k + offset`` nearest to ``value`` (halfway rounds up), at least
+    ``minimum``: how WanGP adjusts a requested length (4k+1 frames) or size (a multiple of 16) rather than
+    refusing it. The one rounding rule for frame counts and resolutions."""
+    lowest = minimum if minimum is not None else step + offset
+    rounded = (value - offset + step // 2) // step * step + offset
+    return max(lowest, rounded)

@@ -67,4 +67,4 @@ def dependency_output(ctx: TaskContext, task_id: str | None, what: str) -> str:
         raise TaskError(f"{what}: task {task_id} does not exist")
     if row.status is not TaskStatus.COMPLETE or not row.output_location:
         raise TaskError(f"{what}: task {task_id} is {row.status.value} with no output")
-    return row.output_location
+    return ctx.output_of(row.output_location)

@@ -14,9 +14,11 @@ from source.generation import generate
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
 from source.paths import safe_filename
-from source.sm_functions.checks import check_frames, check_model, check_resolution
+from source.sm_functions.checks import check_model, check_resolution, nearest_frame_count
 from source.sm_functions.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
+from source.sm_functions.older_shapes import translate_older_child
 from source.task_context import TaskContext, TaskOutcome
+from source.task_conversion import lift_orchestrator_details
 from source.video_utils import read_image, read_video, save_video
 
 PERSPECTIVE_TASK_TYPES = {"pose": "generate_openpose", "depth": "generate_depth"}
@@ -33,7 +35,8 @@ class DifferentPerspectiveParams(TaskParams):
     resolution: str | list[int]
     seed: int = -1
     perspective_type: Literal["pose", "depth"] = "pose"
-    output_video_frames: int = 17
+    # The older worker's default; rounded to 17 (4n+1) like any other length.
+    output_video_frames: int = 16
     use_causvid_lora: bool = False
     fps_helpers: int = Field(16, ge=1, le=120)
     # Which text-to-video model makes the intermediate view (the VACE model_name needs a guide).
@@ -43,11 +46,13 @@ class DifferentPerspectiveParams(TaskParams):
 
 
 def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(DifferentPerspectiveParams, ctx.params)
+    lifted = lift_orchestrator_details(ctx.params)
+    p = parse_params(DifferentPerspectiveParams, lifted.params)
     check_model("params.model_name", p.model_name, ("wan_vace",), "the final generation (pose/depth guide)")
     check_model("params.t2i_model_name", p.t2i_model_name, ("wan_t2v",), "the intermediate text-to-image view")
-    width, height = check_resolution("params.resolution", p.resolution)
-    check_frames("params.output_video_frames", p.output_video_frames)
+    adjusted: dict[str, Any] = {}
+    width, height = check_resolution("params.resolution", p.resolution, adjusted=adjusted)
+    frames = nearest_frame_count("params.output_video_frames", p.output_video_frames, adjusted)
     resolve_input(p.input_image_path, "input_image_path", ctx.inputs, kind="image")
     perspective = PERSPECTIVE_TASK_TYPES[p.perspective_type]
     resolution = f"{width}x{height}"
@@ -63,7 +68,7 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
         ChildSpec("final", "dp_final_gen", child_payload(FinalGenParams(
             orchestrator_task_id_ref=ctx.task.id, input_image_path=p.input_image_path, prompt=p.prompt,
             model=p.model_name, resolution=resolution, seed=p.seed,
-            perspective_type=p.perspective_type, output_video_frames=p.output_video_frames,
+            perspective_type=p.perspective_type, output_video_frames=frames,
             use_causvid_lora=p.use_causvid_lora, fps_helpers=p.fps_helpers,
             input_perspective_task_id=child_id(ctx, "input_perspective"),
             view_perspective_task_id=child_id(ctx, "view_perspective"),
@@ -71,7 +76,9 @@ def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     ]
     result: dict[str, Any] = {"perspective_type": p.perspective_type}
     if ignored := p.ignored_params():
-        result["ignored_params"] = ignored
+        result["ignored_params"] = lifted.ignored(ignored)
+    if adjusted:
+        result["adjusted"] = adjusted
     return spawn_chain(ctx, specs, result=result)
 
 
@@ -91,7 +98,8 @@ class FinalGenParams(TaskParams):
 
 
 def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(FinalGenParams, ctx.params)
+    older = translate_older_child("dp_final_gen", ctx.params)
+    p = parse_params(FinalGenParams, older.params if older else ctx.params)
     width, height = check_resolution("params.resolution", p.resolution)
     size, work = (width, height), ctx.work_dir
     maps = []
@@ -116,5 +124,5 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     Image.fromarray(last).save(image_path)
     return TaskOutcome(output_path=image_path, completes_parent=True, result={
         **output.summary(), "video": str(video), "guide_video": str(guide_path),
-        "perspective_type": p.perspective_type,
+        "perspective_type": p.perspective_type, **(older.result_extras() if older else {}),
     })

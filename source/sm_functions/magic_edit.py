@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from source.errors import InvalidParams
 from source.generation import generate, outcome_of
 from source.params import TaskParams, parse_params
 from source.sm_functions.checks import check_model, check_resolution
 from source.task_context import TaskContext, TaskOutcome
+from source.task_conversion import lift_orchestrator_details
 
 DEFAULT_PROMPT = "Make a shot in the same scene from a different angle"
 DEFAULT_RESOLUTION = "768x576"
 DEFAULT_MODEL = "flux_kontext"
-# A LoRA file in the model's LoRA folder whose name contains this (any case) is the in-scene LoRA.
-IN_SCENE_LORA_MARK = "in_scene"
+# The in-scene LoRA the older worker used (huggingface.co/peteromallet/Flux-Kontext-InScene); WanGP ships none.
+# Any file of the model's LoRA folder named InScene-* is taken (this one first), unless a name is configured.
+IN_SCENE_LORA = "InScene-v1.0.safetensors"
+IN_SCENE_PREFIX = "InScene-"
+IN_SCENE_SOURCE = "https://huggingface.co/peteromallet/Flux-Kontext-InScene/resolve/main/InScene-v1.0.safetensors"
 KONTEXT_SPATIAL_MULTIPLE = 16
 
 
@@ -24,6 +29,8 @@ class MagicEditParams(TaskParams):
     resolution: str | list[int] = DEFAULT_RESOLUTION
     seed: int = -1
     in_scene: bool = False
+    # A LoRA file name in the model's LoRA folder to use for in_scene (else the worker's --in-scene-lora).
+    in_scene_lora: str | None = None
     model: str | None = None
     model_name: str | None = None
     num_inference_steps: int | None = Field(None, ge=1, le=200)
@@ -37,10 +44,12 @@ class MagicEditParams(TaskParams):
 
 
 def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(MagicEditParams, ctx.params)
+    lifted = lift_orchestrator_details(ctx.params)
+    p = parse_params(MagicEditParams, lifted.params)
     model = check_model("params.model", p.model or p.model_name or DEFAULT_MODEL, ("flux_kontext",),
                         "magic_edit (image editing)")
-    width, height = check_resolution("params.resolution", p.resolution, KONTEXT_SPATIAL_MULTIPLE)
+    adjusted: dict = {}
+    width, height = check_resolution("params.resolution", p.resolution, KONTEXT_SPATIAL_MULTIPLE, adjusted)
     request: dict = {
         "model": model, "prompt": p.prompt.strip() or DEFAULT_PROMPT, "image_start": p.image_url or p.image_path,
         "resolution": f"{width}x{height}", "seed": p.seed, "video_length": 1,
@@ -48,22 +57,35 @@ def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
     steps = p.num_inference_steps or p.steps
     if steps:
         request["num_inference_steps"] = steps
-    in_scene_lora = _in_scene_lora(model) if p.in_scene else None
-    if p.in_scene and in_scene_lora is None:
-        ctx.log.warning("in_scene_lora_unavailable", model=model, hint=f"put a *{IN_SCENE_LORA_MARK}* LoRA file "
-                        "in the model's LoRA folder")
+    in_scene_lora = in_scene_lora_for(model, p.in_scene_lora or ctx.settings.in_scene_lora) if p.in_scene else None
     if in_scene_lora:
         request["activated_loras"] = [in_scene_lora]
         request["loras_multipliers"] = ["1.0"]
     outcome = outcome_of(generate(ctx, "flux", request))
     result = {**outcome.result, "prompt": request["prompt"], "in_scene_lora": in_scene_lora}
     if ignored := p.ignored_params():
-        result["ignored_params"] = ignored
+        result["ignored_params"] = lifted.ignored(ignored)
+    if adjusted:
+        result["adjusted"] = adjusted
     return TaskOutcome(output_path=outcome.output_path, result=result)
 
 
-def _in_scene_lora(model: str) -> str | None:
-    from source.engine.loras import list_loras, model_lora_folder
+def in_scene_lora_for(model: str, configured: str | None) -> str:
+    """The in-scene LoRA file of ``model``'s LoRA folder: ``configured`` when named, else an ``InScene-*``
+    file; InvalidParams saying what to do when there is none (the edit is never run silently without it)."""
+    from source.engine.loras import list_loras, lora_folder, model_lora_folder
 
-    return next((path.name for path in list_loras(model_lora_folder(model)) if IN_SCENE_LORA_MARK in path.name.lower()),
-                None)
+    folder = model_lora_folder(model)
+    names = [path.name for path in list_loras(folder)]
+    if configured:
+        if configured in names:
+            return configured
+        raise InvalidParams(f"params.in_scene: the configured in-scene LoRA {configured!r} is not in "
+                            f"{lora_folder(folder)}; put it there, or send in_scene: false")
+    found = sorted((n for n in names if n.lower().startswith(IN_SCENE_PREFIX.lower())),
+                   key=lambda n: (n != IN_SCENE_LORA, n))
+    if not found:
+        raise InvalidParams(f"params.in_scene is true but {lora_folder(folder)} has no in-scene LoRA "
+                            f"({IN_SCENE_PREFIX}*.safetensors); download {IN_SCENE_SOURCE} there, name another file "
+                            "with params.in_scene_lora or the worker's --in-scene-lora, or send in_scene: false")
+    return found[0]

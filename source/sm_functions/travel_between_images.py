@@ -25,6 +25,7 @@ from source.sm_functions.children import (
     dependency_output,
     spawn_chain,
 )
+from source.sm_functions.older_shapes import translate_older_child
 from source.sm_functions.travel_params import SegmentPlan, TravelPlan, plan_travel
 from source.task_context import TaskContext, TaskOutcome
 from source.task_conversion import normalise_resolution
@@ -47,6 +48,8 @@ def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
                               "expected_frames": plan.final_frames}
     if plan.ignored_params:
         result["ignored_params"] = list(plan.ignored_params)
+    if plan.adjusted:
+        result["adjusted"] = plan.adjusted
     return spawn_chain(ctx, specs, result=result)
 
 
@@ -122,6 +125,7 @@ class SegmentParams(TaskParams):
     additional_loras: dict[str, float] = Field(default_factory=dict)
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = False
+    apply_reward_lora: bool = False
     fade_in_params_json_str: str | None = None
     fade_out_params_json_str: str | None = None
     subsequent_starting_strength_adjustment: float = 0.0
@@ -130,7 +134,8 @@ class SegmentParams(TaskParams):
 
 
 def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(SegmentParams, ctx.params)
+    older = translate_older_child("travel_segment", ctx.params)
+    p = parse_params(SegmentParams, older.params if older else ctx.params)
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     size = (width, height)
     work = ctx.work_dir
@@ -166,6 +171,7 @@ def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
         "resolution": f"{width}x{height}", "video_length": p.segment_frames_target, "seed": p.seed,
         "video_guide": str(guide_path), "additional_loras": p.additional_loras,
         "use_causvid_lora": p.use_causvid_lora, "use_lighti2x_lora": p.use_lighti2x_lora,
+        "apply_reward_lora": p.apply_reward_lora,
     }
     if ctx.settings.mask_active_frames:
         request["video_mask"] = str(save_video(guide.mask(), work / "mask.mp4", GUIDE_FPS))
@@ -176,7 +182,8 @@ def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     video = output.paths[0]
     result: dict[str, Any] = {**output.summary(), "segment_index": p.segment_index,
                               "orchestrator_run_id": p.orchestrator_run_id, "guide_video": str(guide_path),
-                              "kept_frames": [int(i) for i in np.flatnonzero(guide.kept)]}
+                              "kept_frames": [int(i) for i in np.flatnonzero(guide.kept)],
+                              **(older.result_extras() if older else {})}
     if ctx.settings.colour_match_videos and start is not None:
         frames = colour_match(read_video(video, "segment output"), start)
         video = save_video(frames, ctx.output_path(f"segment_{p.segment_index:03d}_colour_matched.mp4",
@@ -199,12 +206,13 @@ class StitchParams(TaskParams):
 
 
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(StitchParams, ctx.params)
+    older = translate_older_child("travel_stitch", ctx.params)
+    p = parse_params(StitchParams, older.params if older else ctx.params)
     if len(p.frame_overlaps) != p.num_segments:
         raise TaskError(f"frame_overlaps has {len(p.frame_overlaps)} entries for {p.num_segments} segments")
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     segments = _segments_of_run(ctx, p)
-    clips = [read_video(resolve_input(row.output_location, f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
+    clips = [read_video(resolve_input(ctx.output_of(row.output_location), f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
                         (width, height)) for i, row in enumerate(segments)]
     overlaps = list(p.frame_overlaps)
     if p.continue_from_video_resolved_path:
@@ -224,14 +232,17 @@ def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
     return TaskOutcome(output_path=path, completes_parent=True, result={
         "frames": len(final), "fps": p.fps_final_video, "orchestrator_run_id": p.orchestrator_run_id,
         "segment_task_ids": [row.id for row in segments], "segment_frames": [len(c) for c in clips],
-        "frame_overlaps": overlaps,
+        "frame_overlaps": overlaps, **(older.result_extras() if older else {}),
     })
 
 
 def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:
-    """The run's segments, in order, every one Complete (the chain guarantees it; checked anyway)."""
+    """The run's segments, in order, every one Complete (the chain guarantees it; checked anyway). An older
+    worker's orchestrator left no parent link: its segments are found along the ``dependant_on`` chain."""
     rows = [row for row in ctx.store.list_child_tasks(p.orchestrator_task_id_ref)
             if row.task_type == "travel_segment" and row.params().get("orchestrator_run_id") == p.orchestrator_run_id]
+    if not rows:
+        rows = _segments_by_chain(ctx, p.orchestrator_run_id, p.num_segments)
     rows.sort(key=lambda row: int(row.params().get("segment_index", -1)))
     indices = [int(row.params().get("segment_index", -1)) for row in rows]
     if indices != list(range(p.num_segments)):
@@ -239,6 +250,18 @@ def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:
     for row in rows:
         if row.output_location is None or row.status is not TaskStatus.COMPLETE:
             raise TaskError(f"segment {row.id} is {row.status.value}, not Complete")
+    return rows
+
+
+def _segments_by_chain(ctx: TaskContext, run_id: str, count: int) -> list:
+    rows, seen, previous = [], set(), ctx.task.dependant_on
+    while previous and previous not in seen and len(rows) < count:
+        seen.add(previous)
+        row = ctx.store.get_task(previous)
+        if row is None or row.task_type != "travel_segment" or row.params().get("orchestrator_run_id") != run_id:
+            break
+        rows.append(row)
+        previous = row.dependant_on
     return rows
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
@@ -14,7 +14,7 @@ from source.errors import InputUnavailable, InvalidParams
 from source.input_policy import TaskInputs
 from source.inputs import resolve_input
 from source.params import TaskParams, parse_params
-from source.sm_functions.checks import check_frames, check_model, check_resolution
+from source.sm_functions.checks import check_model, check_resolution, nearest_frame_count
 from source.travel_segment_processor import Fade
 
 WHERE = "params.orchestrator_details"
@@ -33,7 +33,6 @@ class TravelDetails(TaskParams):
     fps_final_video: int | None = Field(None, ge=1, le=120)
     num_new_segments_to_generate: int | None = None
     run_id: str | None = None
-    main_output_dir_for_run: str | None = None  # accepted; outputs always stay under --main-output-dir
     apply_causvid: bool = False
     use_lighti2x_lora: bool = False
     additional_loras: dict[str, float] = Field(default_factory=dict)
@@ -74,6 +73,7 @@ class TravelPlan:
     segments: tuple[SegmentPlan, ...]
     details: TravelDetails
     ignored_params: tuple[str, ...] = ()
+    adjusted: dict[str, Any] = field(default_factory=dict)  # values rounded as WanGP would (see checks.py)
 
     @property
     def resolution(self) -> str:
@@ -108,7 +108,8 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
     for i, prompt in enumerate(details.base_prompts_expanded):
         if not prompt.strip():
             raise InvalidParams(f"{WHERE}.base_prompts_expanded[{i}] is empty; every segment needs a prompt")
-    frames = [check_frames(f"{WHERE}.segment_frames_expanded[{i}]", value)
+    adjusted: dict[str, Any] = {}
+    frames = [nearest_frame_count(f"{WHERE}.segment_frames_expanded[{i}]", value, adjusted)
               for i, value in enumerate(details.segment_frames_expanded)]
     overlaps_in = _overlaps_into_segments(details.frame_overlap_expanded, count, continuing)
     for i, overlap in enumerate(overlaps_in):
@@ -123,7 +124,7 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
         if overlaps_in[i] + overlaps_out[i] > frames[i]:
             raise InvalidParams(f"{WHERE}: segment {i} has {frames[i]} frames but overlaps {overlaps_in[i]} with "
                                 f"the previous and {overlaps_out[i]} with the next segment")
-    width, height = check_resolution(f"{WHERE}.parsed_resolution_wh", details.parsed_resolution_wh)
+    width, height = check_resolution(f"{WHERE}.parsed_resolution_wh", details.parsed_resolution_wh, adjusted=adjusted)
     check_model(f"{WHERE}.model_name", details.model_name, ("wan_vace",), "a travel segment (guide video + mask)")
     Fade.parse(f"{WHERE}.fade_in_params_json_str", details.fade_in_params_json_str)
     Fade.parse(f"{WHERE}.fade_out_params_json_str", details.fade_out_params_json_str)
@@ -138,7 +139,8 @@ def plan_travel(params: dict[str, Any], *, task_id: str, inputs: TaskInputs,
                     overlaps_in[i], overlaps_out[i])
         for i in range(count)
     )
-    return TravelPlan(details.run_id or task_id, width, height, segments, details, tuple(parsed.ignored_params()))
+    return TravelPlan(details.run_id or task_id, width, height, segments, details, tuple(parsed.ignored_params()),
+                      adjusted)
 
 
 def _check_length(name: str, values: list, count: int) -> None:

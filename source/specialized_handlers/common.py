@@ -16,7 +16,7 @@ from source.errors import InputUnavailable, InvalidParams
 from source.input_policy import MAX_IMAGE_PIXELS, InputKind
 from source.inputs import resolve_input
 from source.params import TaskParams
-from source.paths import WORK_FOLDER, inside_root, task_output_name
+from source.paths import WORK_FOLDER, task_output_name, unclaimed_file, under_output_root
 from source.task_context import TaskContext
 
 
@@ -47,7 +47,7 @@ def dependency_output(ctx: TaskContext, task_id: str, name: str) -> str:
         raise InputUnavailable(f"params.{name}: task {task_id!r} is {row.status.value}, not Complete")
     if not row.output_location:
         raise InputUnavailable(f"params.{name}: task {task_id!r} is Complete but has no output_location")
-    return row.output_location
+    return ctx.output_of(row.output_location)
 
 
 def resolve_task_input(ctx: TaskContext, *, path: str | None, path_name: str,
@@ -90,14 +90,14 @@ def output_file(ctx: TaskContext, suffix: str, *, output_dir: str | None = None,
     ``suffix``), else ``<output root>[/output_dir]/<task_id>_<suffix>``."""
     if output_path:
         wanted = Path(suffix).suffix
-        path = _outside_work_folders(ctx, inside_root(ctx.output_dir, output_path), "output_path")
+        path = _outside_work_folders(ctx, under_output_root(ctx.output_dir, output_path), "output_path")
         if path.suffix.lower() != wanted:
             raise InvalidParams(f"params.output_path must end in {wanted}, got {output_path!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return path
+        return unclaimed_file(path, ctx.task.id)
     if output_dir:
         # A relative sub-folder, or an absolute one that already lies inside the output root.
-        folder = _outside_work_folders(ctx, inside_root(ctx.output_dir, output_dir), "output_dir")
+        folder = _outside_work_folders(ctx, under_output_root(ctx.output_dir, output_dir), "output_dir")
         path = folder / task_output_name(ctx.task.id, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

@@ -122,8 +122,7 @@ def test_different_perspective_pose_runs_real_detection_and_fails_on_a_view_with
     ({"perspective_type": "normal"}, "params.perspective_type: Input should be 'pose' or 'depth'"),
     ({"model_name": "tiny_t2v"}, "params.model_name 'tiny_t2v' is a wan_t2v model"),
     ({"t2i_model_name": "tiny_vace"}, "params.t2i_model_name 'tiny_vace' is a wan_vace model"),
-    ({"output_video_frames": 8}, "params.output_video_frames is 8; frame counts must be 4n+1"),
-    ({"resolution": "33x32"}, "params.resolution 33x32: width and height must be multiples of 16"),
+    ({"output_video_frames": 0}, "params.output_video_frames is 0; send a frame count of at least 5"),
     ({"input_image_path": "/no/input.png"}, "params.input_image_path: file not found: /no/input.png"),
     ({"prompt": ""}, "params.prompt: String should have at least 1 character"),
 ])
@@ -133,3 +132,14 @@ def test_bad_different_perspective_params_fail_before_any_child(sqlite_store, tm
     row = sqlite_store.get_task(parent)
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
     assert sqlite_store.list_child_tasks(parent) == []
+
+
+def test_the_older_default_of_16_frames_is_rounded_to_17_and_recorded(sqlite_store, tmp_path, keyframes):
+    params = dp_params(keyframes[0])
+    del params["output_video_frames"]
+    parent = sqlite_store.add_task(NewTask("different_perspective_orchestrator", params))
+    run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
+    row = sqlite_store.get_task(parent)
+    assert row.awaiting_children, row.error_message
+    assert row.result["adjusted"] == {"output_video_frames": {"requested": 16, "used": 17}}
+    assert _children(sqlite_store, parent)["final"].params()["output_video_frames"] == 17

@@ -136,12 +136,11 @@ def test_parked_orchestrator_is_never_reclaimed_but_a_legacy_row_without_lease_i
 
 
 BAD = [
-    ({"segment_frames_expanded": [9, 10]}, "segment_frames_expanded[1] is 10; frame counts must be 4n+1"),
+    ({"segment_frames_expanded": [9, 0]}, "segment_frames_expanded[1] is 0; send a frame count of at least 5"),
     ({"segment_frames_expanded": [9]}, "segment_frames_expanded has 1 entries; 2 segment(s) need 2"),
     ({"base_prompts_expanded": ["a"]}, "base_prompts_expanded has 1 entries; 2 segment(s) need 2"),
     ({"frame_overlap_expanded": [9, 4]}, "the overlap into segment 1 (9 frames) must be smaller than the segments"),
     ({"frame_overlap_expanded": [4, 4, 4]}, "frame_overlap_expanded has 3 entries; 2 segment(s) need 1"),
-    ({"parsed_resolution_wh": "30x32"}, "parsed_resolution_wh 30x32: width and height must be multiples of 16"),
     ({"parsed_resolution_wh": "big"}, "parsed_resolution_wh must look like 'WIDTHxHEIGHT'"),
     ({"model_name": "tiny_t2v"}, "'tiny_t2v' is a wan_t2v model; a travel segment (guide video + mask) needs wan_vace"),
     ({"model_name": "nope"}, "orchestrator_details.model_name: unknown model_type 'nope'"),
@@ -182,3 +181,19 @@ def test_orchestrator_params_nobody_reads_are_listed_in_its_result(sqlite_store,
     # the children's payloads come from their own schemas: nothing in them goes unread
     for child in sqlite_store.list_child_tasks(orchestrator):
         assert not [key for key in child.params() if key.startswith(("cfg_star", "travel_colour"))]
+
+
+def test_frame_counts_and_sizes_wangp_would_adjust_are_rounded_and_recorded(sqlite_store, tmp_path, keyframes):
+    orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", travel_params(
+        keyframes, segment_frames_expanded=[8, 10], parsed_resolution_wh="30x34")))
+    run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
+    row = sqlite_store.get_task(orchestrator)
+    assert row.awaiting_children, row.error_message
+    assert row.result["adjusted"] == {
+        "orchestrator_details.segment_frames_expanded[0]": {"requested": 8, "used": 9},
+        "orchestrator_details.segment_frames_expanded[1]": {"requested": 10, "used": 9},
+        "orchestrator_details.parsed_resolution_wh": {"requested": "30x34", "used": "32x32"},
+    }
+    segments = [c.params() for c in sqlite_store.list_child_tasks(orchestrator) if c.task_type == "travel_segment"]
+    assert [s["segment_frames_target"] for s in segments] == [9, 9]
+    assert {s["resolution"] for s in segments} == {"32x32"}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
+import structlog
 
-from source.engine.params import GenerationParams
+from source.engine.params import GenerationParams, nearest_valid
 from source.errors import InvalidParams
 
 
@@ -35,10 +37,32 @@ class Family:
         """Video length must be ``step * k + 1`` (the VAE's temporal compression)."""
         return 1
 
-    def validate(self, pipe, params: GenerationParams) -> None:
+    def _multiple(self, pipe) -> int:
         multiple = self.spatial_multiple(pipe)
         # yuv420p H.264 also needs even sizes; every multiple here is already even except Flux's tiny 2.
-        multiple = multiple if multiple % 2 == 0 else multiple * 2
+        return multiple if multiple % 2 == 0 else multiple * 2
+
+    def conform(self, pipe, params: GenerationParams) -> tuple[GenerationParams, dict[str, Any]]:
+        """``params`` with the size rounded to the nearest multiple this pipeline needs and a video length
+        to the nearest ``step*k+1``, as WanGP adjusts them instead of refusing; ``adjusted`` says what changed
+        (param → requested, used), and each change is logged as a warning."""
+        multiple, step = self._multiple(pipe), self.temporal_step(pipe)
+        width, height = nearest_valid(params.width, multiple), nearest_valid(params.height, multiple)
+        # one frame (k = 0) is a valid length: single images from video models
+        length = nearest_valid(params.video_length, step, offset=1, minimum=1) if self.is_video \
+            else params.video_length
+        adjusted: dict[str, Any] = {}
+        if (width, height) != (params.width, params.height):
+            adjusted["resolution"] = {"requested": params.resolution, "used": f"{width}x{height}"}
+        if length != params.video_length:
+            adjusted["video_length"] = {"requested": params.video_length, "used": length}
+        for name, change in adjusted.items():
+            structlog.get_logger(__name__).warning("value_adjusted", param=name, **change,
+                                                   reason=f"rounded to the nearest value {self.architecture} supports")
+        return replace(params, width=width, height=height, video_length=length), adjusted
+
+    def validate(self, pipe, params: GenerationParams) -> None:
+        multiple = self._multiple(pipe)
         if params.width % multiple or params.height % multiple:
             raise InvalidParams(
                 f"resolution {params.resolution} is not supported by {self.architecture}: width and height must "

@@ -87,6 +87,7 @@ RETURNING id;
 -- name: fail_task
 UPDATE tasks
 SET status = 'Failed', error_message = :error_message, result = COALESCE(:result, result),
+    output_location = COALESCE(:output_location, output_location),
     lease_expires_at = NULL,
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')

@@ -1,0 +1,65 @@
+"""The opt-in switches for frontends written against the older worker: off by default, honoured when on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from source.db.models import NewTask, TaskStatus
+from tests.orchestrators.conftest import run_in_process
+
+T2V = {"model": "tiny_t2v", "prompt": "a red cat", "resolution": "32x32", "video_length": 5,
+       "num_inference_steps": 2, "seed": 1}
+
+
+def test_an_unknown_task_type_fails_by_default_and_names_the_known_ones(sqlite_store, tmp_path):
+    task = sqlite_store.add_task(NewTask("my_custom_gen", T2V))
+    run_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.FAILED and "unknown task type 'my_custom_gen'" in row.error_message
+
+
+def test_legacy_unknown_task_types_generates_an_unknown_type_with_a_model(sqlite_store, tmp_path):
+    task = sqlite_store.add_task(NewTask("my_custom_gen", T2V))
+    no_model = sqlite_store.add_task(NewTask("my_other_type", {"prompt": "x"}))
+    run_in_process(sqlite_store, tmp_path / "out", legacy_unknown_task_types=True)
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert row.result["generated_as"] == "generate_video" and row.result["model"] == "tiny_t2v"
+    assert Path(row.output_location).suffix == ".mp4" and Path(row.output_location).is_file()
+    other = sqlite_store.get_task(no_model)
+    assert other.status is TaskStatus.FAILED and "unknown task type 'my_other_type'" in other.error_message
+
+
+def test_legacy_output_location_writes_files_form_and_error_text_on_sqlite(sqlite_store, tmp_path):
+    """Through the real worker process: outputs under <db folder>/public/files, output_location
+    "files/<name>", a dependant reads that form back, and a failed row carries its error in output_location."""
+    from tests.helpers import run_worker
+
+    video = sqlite_store.add_task(NewTask("t2v", T2V))
+    frame = sqlite_store.add_task(NewTask("extract_frame", {"input_video_task_id": video, "frame_index": 0},
+                                          dependant_on=video))
+    broken = sqlite_store.add_task(NewTask("t2v", {**T2V, "video_length": "many"}))
+    done = run_worker(sqlite_store.path, tmp_path / "out", "--once", "--legacy-output-location", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    public = sqlite_store.path.resolve().parent / "public"
+    for task in (video, frame):
+        row = sqlite_store.get_task(task)
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+        assert row.output_location.startswith("files/") and (public / row.output_location).is_file()
+    failed = sqlite_store.get_task(broken)
+    assert failed.status is TaskStatus.FAILED
+    assert failed.output_location == failed.error_message and "video_length" in failed.error_message
+
+
+def test_legacy_output_location_is_refused_on_postgres(postgres_url, tmp_path):
+    from tests.helpers import run_worker
+
+    done = run_worker(postgres_url, tmp_path / "out", "--once", "--legacy-output-location")
+    assert done.returncode != 0 and "--legacy-output-location applies to the SQLite backend only" in done.stderr
+
+
+def test_switches_are_off_by_default(sqlite_store, tmp_path):
+    broken = sqlite_store.add_task(NewTask("t2v", {**T2V, "video_length": "many"}))
+    run_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(broken)
+    assert row.status is TaskStatus.FAILED and row.output_location is None

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import structlog
 
 from source.errors import CancelReason, OutOfMemory, TaskCancelled, TaskError
-from source.input_policy import TaskInputs
-from source.task_conversion import GenerationRequest
+from source.generation.conversion import GenerationRequest
+from source.handlers.input_policy import TaskInputs
 
 log = structlog.get_logger(__name__)
 

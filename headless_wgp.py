@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.model_defs import load_model_def
 from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
-from source.input_policy import TaskInputs
-from source.inputs import engine_inputs, resolve_generation_files
-from source.task_conversion import GenerationRequest, db_task_to_generation_task
-from source.task_limits import check_work_budget
+from source.generation.control_video import build_control_guide, select_vace_inputs
+from source.generation.conversion import GenerationRequest, db_task_to_generation_task
+from source.handlers.input_policy import TaskInputs
+from source.handlers.inputs import engine_inputs, resolve_generation_files
+from source.worker.limits import check_work_budget
 
 if TYPE_CHECKING:
     from source.engine.core import Engine, GenerationResult
@@ -120,7 +120,7 @@ class WanOrchestrator:
     @staticmethod
     def _with_loras(request: GenerationRequest, inputs: TaskInputs) -> GenerationRequest:
         from source.engine.loras import lora_folder, model_lora_folder, resolve_lora  # torch: once generating
-        from source.lora_utils import process_all_loras
+        from source.generation.loras import process_all_loras
 
         folder = model_lora_folder(request.model)
         request = process_all_loras(request, lora_folder(folder), inputs)
@@ -149,7 +149,7 @@ class WanOrchestrator:
         is refused; the worker-wide --apply-reward-lora only applies where it can."""
         if not architecture.startswith("wan_"):
             if request.acceleration_loras:
-                from source.lora_utils import ACCELERATION_LORAS
+                from source.generation.loras import ACCELERATION_LORAS
 
                 flags = ", ".join(f"params.{ACCELERATION_LORAS[name].flag}" for name in request.acceleration_loras)
                 raise InvalidParams(f"{flags}: a Wan LoRA, not supported by model {request.model!r} ({architecture})")

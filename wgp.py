@@ -15,11 +15,11 @@ from typing import Any
 
 import structlog
 
-from source.control_video import build_control_guide, select_vace_inputs
 from source.engine.core import Engine, GenerationResult, ProgressCallback, default_settings
 from source.engine.loras import list_loras, lora_folder, model_lora_folder
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
 from source.engine.params import PARSERS, parse_settings, parse_values, resolve
+from source.generation.control_video import build_control_guide, select_vace_inputs
 
 __all__ = [
     "GenerationResult", "generate_video", "get_default_settings", "get_lora_dir", "get_model_def", "list_model_types",

@@ -13,16 +13,16 @@ import structlog
 
 from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
-from source.box_flags import apply_engine_flags, engine_flag_options
-from source.cli_options import run_migrations, store_failure, with_store_config
+from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
-from source.generation import resident_affinity
+from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
-from source.publishing import LegacyFilesPublisher, open_publisher
 from source.retry import TASK_RETRY, Backoff
-from source.settings import WorkerSettings, default_worker_id, load_env_file
-from source.worker_loop import Worker
+from source.worker.engine_flags import apply_engine_flags, engine_flag_options
+from source.worker.loop import Worker
+from source.worker.publishing import LegacyFilesPublisher, open_publisher
+from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
 
 log = structlog.get_logger("worker")
 
@@ -179,7 +179,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         raise click.BadParameter(f"--metrics-port + --metrics-port-offset = {metrics_port}, above 65535",
                                  param_hint="--metrics-port-offset")
     if metrics_port:
-        from source.metrics import WorkerMetrics, serve_metrics
+        from source.worker.metrics import WorkerMetrics, serve_metrics
 
         # A handler checkpoints at least once a step; a loop silent this long is stuck.
         observer = WorkerMetrics(store, stuck_after_seconds=max(120.0, 3 * settings.poll_interval),

@@ -32,16 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from source.db.models import NewTask  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
-from source.heartbeat import Heartbeat  # noqa: E402
-from source.settings import WorkerSettings  # noqa: E402
-from source.task_context import CancelSignal, ProgressState  # noqa: E402
+from source.handlers.context import CancelSignal, ProgressState  # noqa: E402
+from source.worker.heartbeat import Heartbeat  # noqa: E402
+from source.worker.settings import WorkerSettings  # noqa: E402
 from tests.pg_fixtures import throwaway_cluster  # noqa: E402
 
 # what the fleet runs with: the worker's defaults (housekeeping every 5 s, a beat every 15 s; with tasks of
 # about a second the writes are the progress flushes)
 LEASE_SECONDS = 60.0
 POLL_SECONDS = 10.0
-# today's design flushed progress every second; 011's heartbeat coalesces it (source/heartbeat.py)
+# today's design flushed progress every second; 011's heartbeat coalesces it (source/worker/heartbeat.py)
 BASELINE_PROGRESS_FLUSH_SECONDS = 1.0
 
 
@@ -94,7 +94,7 @@ class _LoopState:
 
 
 def _simulated_worker(url: str, plan: Plan, worker_id: str, counters: _Counters, stop: threading.Event) -> None:
-    """The claim loop of source/worker_loop.py without a model: claim, run (heartbeat + progress), complete;
+    """The claim loop of source/worker/loop.py without a model: claim, run (heartbeat + progress), complete;
     idle: the store's wait (wake-one) or wait_for_change + has_claimable_task (wake-all); housekeeping on the
     worker's own schedule (touch, expired leases, dependency cascade)."""
     store = _CountingStore(url, counters, plan.mode)

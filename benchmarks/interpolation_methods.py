@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from source.interpolation.flow import FlowInterpolator, cross_fade  # noqa: E402
+from source.media.interpolation.flow import FlowInterpolator, cross_fade  # noqa: E402
 
 
 def scene(x: int, width: int = 832, height: int = 480, size: int = 120) -> np.ndarray:
@@ -46,8 +46,8 @@ def timed(make_frame, runs: int) -> float:
 def main(runs: int) -> None:
     import torch
 
-    from source.interpolation.ifnet import IFNet
-    from source.interpolation.rife import RifeInterpolator
+    from source.media.interpolation.ifnet import IFNet
+    from source.media.interpolation.rife import RifeInterpolator
 
     print("quality (mean abs error of the middle frame, 832x480):")
     for shift in (8, 24, 48, 96):

@@ -24,10 +24,10 @@ from headless_model_management import HeadlessTaskQueue  # noqa: E402
 from headless_wgp import WanOrchestrator  # noqa: E402
 from source.db.models import NewTask, TaskStatus  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
-from source.generation import resident_affinity  # noqa: E402
+from source.generation.handler import resident_affinity  # noqa: E402
 from source.logging_utils import configure_logging  # noqa: E402
-from source.settings import WorkerSettings  # noqa: E402
-from source.worker_loop import Worker  # noqa: E402
+from source.worker.loop import Worker  # noqa: E402
+from source.worker.settings import WorkerSettings  # noqa: E402
 
 MODELS = ("tiny_t2v", "tiny_flux")
 

@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from source import task_cli  # noqa: E402
+import source.cli.tasks as task_cli  # noqa: E402
 from source.db.models import NewTask  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
 from source.logging_utils import configure_logging  # noqa: E402

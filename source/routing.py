@@ -12,13 +12,13 @@ from functools import cache
 from types import MappingProxyType
 
 from source.errors import NotImplementedTaskType, UnknownTaskType
-from source.task_context import TaskContext, TaskOutcome
+from source.handlers.context import TaskContext, TaskOutcome
 
 Handler = Callable[[TaskContext], TaskOutcome]
 
-GENERATION = "source.generation:handle_generation"
-TRAVEL = "source.sm_functions.travel_between_images"
-PERSPECTIVE = "source.sm_functions.different_perspective"
+GENERATION = "source.generation.handler:handle_generation"
+TRAVEL = "source.orchestrators.travel"
+PERSPECTIVE = "source.orchestrators.different_perspective"
 
 # Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
 # definition; `params.model` wins). The routes below and task_conversion's map both derive from this.
@@ -47,14 +47,14 @@ ROUTES: dict[str, str | None] = {
     "travel_stitch": f"{TRAVEL}:handle_travel_stitch",
     "different_perspective_orchestrator": f"{PERSPECTIVE}:handle_different_perspective_orchestrator",
     "dp_final_gen": f"{PERSPECTIVE}:handle_dp_final_gen",
-    "magic_edit": "source.sm_functions.magic_edit:handle_magic_edit",
+    "magic_edit": "source.orchestrators.magic_edit:handle_magic_edit",
     # utilities
-    "extract_frame": "source.specialized_handlers.extract_frame:handle_extract_frame",
-    "rife_interpolate_images": "source.specialized_handlers.rife_interpolate:handle_rife_interpolate_images",
-    "generate_openpose": "source.specialized_handlers.openpose:handle_generate_openpose",
-    "generate_depth": "source.specialized_handlers.depth:handle_generate_depth",
+    "extract_frame": "source.handlers.extract_frame:handle_extract_frame",
+    "rife_interpolate_images": "source.handlers.rife_interpolate:handle_rife_interpolate_images",
+    "generate_openpose": "source.handlers.openpose:handle_generate_openpose",
+    "generate_depth": "source.handlers.depth:handle_generate_depth",
     # diagnostics
-    "ping": "source.specialized_handlers.ping:handle_ping",
+    "ping": "source.handlers.ping:handle_ping",
 }
 
 # Task types that existing producers still insert.

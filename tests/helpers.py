@@ -79,7 +79,7 @@ def log_events(text: str) -> list[dict[str, Any]]:
 
 
 def ping_executions(output_dir: Path, task_id: str) -> list[dict[str, Any]]:
-    from source.paths import task_output_name
+    from source.handlers.task_paths import task_output_name
 
     path = output_dir / task_output_name(task_id, "ping.json")
     if not path.exists():
@@ -115,8 +115,8 @@ def generation_queue(output_dir: Path | str = "outputs", **engine_options: Any):
 
 def in_process_worker(store, settings, queue=None, **options: Any):
     """A Worker wired like worker.py's: the generation queue reaches handlers through the task context."""
-    from source.generation import resident_affinity
-    from source.worker_loop import Worker
+    from source.generation.handler import resident_affinity
+    from source.worker.loop import Worker
 
     queue = queue if queue is not None else generation_queue(settings.main_output_dir)
     return Worker(store, settings, generation=queue, affinity=lambda: resident_affinity(queue),

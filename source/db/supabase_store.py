@@ -15,7 +15,7 @@ from supabase import Client
 
 from source.db.config import MIGRATE_COMMAND, SchemaOutdated, StoreUnavailable
 from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
-from source.supabase_client import make_client
+from source.db.supabase_client import make_client
 
 log = structlog.get_logger(__name__)
 

@@ -8,9 +8,9 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from source.cli.tasks import _row as task_row
 from source.db import Task, TaskStatus, TaskStore
 from source.errors import InvalidParams
-from source.task_cli import _row as task_row
 
 RECENT_ROWS = 500  # rows read per refresh for the hour's metrics; the page lists the newest of them
 ACTIVE_ROWS = 1000  # Queued and In Progress rows counted by task type (a deeper queue shows as 1000+)

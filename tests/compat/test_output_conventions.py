@@ -10,7 +10,7 @@ from PIL import Image
 
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_video
-from source.paths import under_output_root
+from source.handlers.task_paths import under_output_root
 from tests.orchestrators.conftest import run_in_process
 
 

@@ -19,7 +19,7 @@ def run_models(tmp_path, *args: str, ckpts=None, hub_cache=None) -> dict[str, di
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(hub_cache or tmp_path / "empty-hub-cache"),
            "WGP_CKPTS_DIR": str(ckpts or tmp_path / "empty-ckpts")}
-    out = subprocess.run([sys.executable, "-m", "source.task_cli", "models", "--json", *args], cwd=REPO_ROOT,
+    out = subprocess.run([sys.executable, "-m", "source.cli.tasks", "models", "--json", *args], cwd=REPO_ROOT,
                          env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     return {row["model_type"]: row for row in map(json.loads, out.splitlines())}
 

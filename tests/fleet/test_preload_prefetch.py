@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler
 
 from click.testing import CliRunner
 
-from source import task_cli
+import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
 from source.engine.core import Engine
-from source.heartbeat import Heartbeat
-from source.task_context import CancelSignal, ProgressState
+from source.handlers.context import CancelSignal, ProgressState
+from source.worker.heartbeat import Heartbeat
 from tests.helpers import REPO_ROOT, _worker_env, http_server, log_events, run_worker, wait_for
 
 
@@ -57,7 +57,7 @@ def test_prefetch_of_a_gated_repo_says_how_to_get_access(tmp_path):
         env = {**_worker_env(None), "HF_ENDPOINT": hub, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "0",
                "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
         env.pop("HF_TOKEN", None)
-        done = subprocess.run([sys.executable, "-m", "source.task_cli", "prefetch", "t2v_1.3B"], cwd=REPO_ROOT,
+        done = subprocess.run([sys.executable, "-m", "source.cli.tasks", "prefetch", "t2v_1.3B"], cwd=REPO_ROOT,
                               env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "t2v_1.3B:" in done.stderr and "gated" in done.stderr

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from source import task_cli
+import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
-from source.paths import WORK_FOLDER, task_stem
+from source.handlers.task_paths import WORK_FOLDER, task_stem
 from tests.helpers import http_server, run_worker
 from tests.pg_fixtures import SERVICE_KEY
 

@@ -19,7 +19,7 @@ DOCUMENTED_FLAGS = [
 
 
 def tasks_cli(db, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "source.task_cli", *args[:1], "--db-file", str(db), *args[1:]]
+    cmd = [sys.executable, "-m", "source.cli.tasks", *args[:1], "--db-file", str(db), *args[1:]]
     result = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
                             env={**os.environ, **(env or {})})
     if check:

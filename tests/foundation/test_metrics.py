@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 
 from source.db.models import NewTask, Task, TaskStatus
-from source.metrics import WorkerMetrics, serve_metrics
+from source.worker.metrics import WorkerMetrics, serve_metrics
 from tests.helpers import start_worker, wait_for
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import psycopg
 
 from source.db.models import NewTask, TaskStatus
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 
 
 class FlakyCompletions:

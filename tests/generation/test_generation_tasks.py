@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from source import task_cli
+import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
-from source.settings import WorkerSettings
+from source.worker.settings import WorkerSettings
 from tests.engine.test_generate_video import read_video
 from tests.helpers import generation_queue, in_process_worker
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.lora_utils import ACCELERATION_LORAS
+from source.generation.loras import ACCELERATION_LORAS
 from tests.generation.test_generation_tasks import run_worker_in_process
 from tests.generation.tiny_lora import make_tiny_wan_lora
 

@@ -9,7 +9,7 @@ import pytest
 from source.db.models import NewTask, TaskStatus
 from source.engine.params import Tier, parse_values, resolve
 from source.errors import DefinitionError, InvalidParams
-from source.task_conversion import db_task_to_generation_task
+from source.generation.conversion import db_task_to_generation_task
 from tests.helpers import log_events, run_worker
 
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 from source.db.models import NewTask, TaskStatus
-from source.heartbeat import PROGRESS_FLUSH_SECONDS
+from source.worker.heartbeat import PROGRESS_FLUSH_SECONDS
 from tests.generation.test_generation_tasks import run_worker_in_process
 
 LONG = {"prompt": "a very long dance", "model": "tiny_t2v", "steps": 3000, "seed": 1}

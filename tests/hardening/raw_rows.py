@@ -17,8 +17,8 @@ import pytest
 from source.db.models import NewTask, TaskStatus
 from source.db.postgres import PostgresTaskStore
 from source.db.sqlite import SqliteTaskStore
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 
 POLL_INTERVAL = 2.0
 

@@ -13,9 +13,9 @@ import pytest
 from source.db.models import NewTask, TaskStatus
 from source.engine.model_defs import load_model_def
 from source.routing import known_task_types
-from source.settings import WorkerSettings
-from source.task_limits import TIMEOUT_WITHOUT_MODEL_SECONDS, default_timeout, task_timeout
-from source.worker_loop import Worker
+from source.worker.limits import TIMEOUT_WITHOUT_MODEL_SECONDS, default_timeout, task_timeout
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 from tests.hardening.raw_rows import assert_good_row_completed, drain
 from tests.helpers import in_process_worker, wait_for
 

@@ -9,13 +9,13 @@ import sys
 import pytest
 
 from source.db.models import NewTask, TaskRejected, TaskStatus
-from source.settings import WorkerSettings
+from source.worker.settings import WorkerSettings
 from tests.helpers import REPO_ROOT, in_process_worker
 
 
 def _tasks(backend, command: str, *args: str) -> subprocess.CompletedProcess:
     store_args = ["--db-file", str(backend.path)] if backend.name == "sqlite" else ["--db-url", backend.url]
-    return subprocess.run([sys.executable, "-m", "source.task_cli", command, *store_args, *args], cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "source.cli.tasks", command, *store_args, *args], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from source.errors import InputUnavailable
-from source.input_policy import InputPolicy, TaskInputs
-from source.inputs import download
+from source.handlers.input_policy import InputPolicy, TaskInputs
+from source.handlers.inputs import download
 
 
 class Trickle(BaseHTTPRequestHandler):

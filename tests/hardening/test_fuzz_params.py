@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from source.db.models import NewTask, TaskStatus
 from source.routing import ROUTES, known_task_types
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 from tests.hardening.raw_rows import POLL_INTERVAL, drain
 from tests.helpers import generation_queue, in_process_worker
 

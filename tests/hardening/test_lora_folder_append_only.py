@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from source.db.models import NewTask, TaskStatus
-from source.lora_utils import ACCELERATION_LORAS
+from source.generation.loras import ACCELERATION_LORAS
 from tests.generation.test_generation_tasks import run_worker_in_process
 from tests.generation.tiny_lora import make_tiny_wan_lora
 from tests.hardening.boundary import snapshot, touched_outside

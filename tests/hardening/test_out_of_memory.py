@@ -10,7 +10,7 @@ import weakref
 import torch
 
 from source.db.models import NewTask, TaskStatus
-from source.settings import WorkerSettings
+from source.worker.settings import WorkerSettings
 from tests.helpers import generation_queue, in_process_worker
 
 OOM_MARK = "[oom]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from source.errors import InvalidParams
-from source.paths import inside_root, safe_filename
+from source.handlers.task_paths import inside_root, safe_filename
 
 
 @pytest.mark.parametrize("parts", [("..", "etc", "passwd"), ("a", "..", "..", "x"), ("/etc/passwd",), ("/",)])
@@ -41,8 +41,8 @@ def test_worker_rows_with_escaping_output_dirs_fail_and_write_nothing_outside(sq
 
     from source.db.models import NewTask, TaskStatus
     from source.engine.outputs import write_video
-    from source.settings import WorkerSettings
-    from source.worker_loop import Worker
+    from source.worker.loop import Worker
+    from source.worker.settings import WorkerSettings
 
     root, outside = tmp_path / "out", tmp_path / "outside"
     root.mkdir()

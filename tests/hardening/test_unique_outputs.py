@@ -12,8 +12,8 @@ import numpy as np
 
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_image, write_video
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 from tests.hardening.boundary import snapshot, touched_outside
 
 HOSTILE_IDS = ["teamA/job1", "teamB/job1", "job1", "x" * 200, "x" * 199, "../../../escape", "a/../../b", "..", ".",
@@ -40,8 +40,8 @@ def test_ids_that_differ_only_before_a_slash_or_in_length_never_share_an_output(
 
 
 def test_work_folders_are_distinct_per_full_id_and_stay_inside_the_output_root(tmp_path):
-    from source.inputs import engine_inputs
-    from source.paths import task_stem, task_work_dir
+    from source.handlers.inputs import engine_inputs
+    from source.handlers.task_paths import task_stem, task_work_dir
 
     folders = [task_work_dir(tmp_path, task_id) for task_id in HOSTILE_IDS]
     assert len(set(folders)) == len(folders)
@@ -68,7 +68,7 @@ def test_utility_outputs_of_same_named_ids_in_an_output_dir_stay_apart(sqlite_st
 
 
 def test_storage_objects_of_ids_that_escape_alike_stay_apart(sqlite_store, tmp_path):
-    from source.publishing import SupabaseStoragePublisher
+    from source.worker.publishing import SupabaseStoragePublisher
 
     publisher = object.__new__(SupabaseStoragePublisher)  # object_path needs no client
     ids = ["teamA/job1", "teamA_job1", "teamA job1", "../job1"]

@@ -139,7 +139,7 @@ def test_tasks_list_and_show_read_an_undecodable_row_without_a_traceback(tmp_pat
                           "WHERE id = ?", (bad,))
 
     def tasks(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "source.task_cli", args[0], "--db-file", str(db), *args[1:]],
+        return subprocess.run([sys.executable, "-m", "source.cli.tasks", args[0], "--db-file", str(db), *args[1:]],
                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
     listed = tasks("list")

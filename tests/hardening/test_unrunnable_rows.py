@@ -128,7 +128,7 @@ def test_sqlite_blob_dependency_fails_with_the_bytes_shown(tmp_path):
 def _tasks(backend, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     store_args = ["--db-file", str(backend.path)] if backend.name == "sqlite" else ["--db-url", backend.url]
     command, rest = args[0], args[1:]
-    result = subprocess.run([sys.executable, "-m", "source.task_cli", command, *store_args, *rest], cwd=REPO_ROOT,
+    result = subprocess.run([sys.executable, "-m", "source.cli.tasks", command, *store_args, *rest], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=60)
     if check:
         assert result.returncode == 0, result.stderr

@@ -11,10 +11,10 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.errors import InputUnavailable, InvalidParams
-from source.input_policy import InputPolicy, TaskInputs
-from source.inputs import MAX_REDIRECTS, download, resolve_input
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.handlers.input_policy import InputPolicy, TaskInputs
+from source.handlers.inputs import MAX_REDIRECTS, download, resolve_input
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 from tests.helpers import http_server
 
 BODY = b"x" * 1000

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from source.settings import WorkerSettings
+from source.worker.settings import WorkerSettings
 from tests.helpers import in_process_worker
 
 SIZE = 32

@@ -12,7 +12,7 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_video
-from source.task_conversion import ALIASES, CONVERSION_KEYS, ENGINE_KEYS, db_task_to_generation_task
+from source.generation.conversion import ALIASES, CONVERSION_KEYS, ENGINE_KEYS, db_task_to_generation_task
 from tests.orchestrators.conftest import run_in_process
 
 CHAIN = ["input_perspective", "view", "view_frame", "view_perspective", "final"]
@@ -69,7 +69,7 @@ def test_dp_final_gen_morphs_the_two_maps_and_completes_the_orchestrator(sqlite_
     assert done.status is TaskStatus.COMPLETE and done.output_location == final.output_location
     assert cv2.imread(done.output_location).shape == (32, 32, 3)
     guide = final.result["guide_video"]
-    from source.video_utils import read_image, read_video
+    from source.media.video import read_image, read_video
 
     frames = read_video(guide, "guide").astype(np.float32)
     start, end = (read_image(p, "map", (32, 32)).astype(np.float32) for p in (keyframes[1], keyframes[2]))

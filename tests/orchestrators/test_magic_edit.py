@@ -107,7 +107,7 @@ def test_bad_magic_edit_params_fail_with_a_clear_error(sqlite_store, tmp_path, k
 
 def test_default_model_is_the_real_kontext_definition():
     from source.engine.model_defs import load_model_def
-    from source.sm_functions.magic_edit import DEFAULT_MODEL, DEFAULT_RESOLUTION
+    from source.orchestrators.magic_edit import DEFAULT_MODEL, DEFAULT_RESOLUTION
 
     assert load_model_def(DEFAULT_MODEL).architecture == "flux_kontext"
     assert DEFAULT_RESOLUTION == "768x576"

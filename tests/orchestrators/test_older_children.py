@@ -11,7 +11,7 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_video
-from source.video_utils import read_video
+from source.media.video import read_video
 from tests.orchestrators.conftest import SIZE, run_in_process
 
 RUN = "run-older"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.video_utils import crossfade_weights, read_video
+from source.media.video import crossfade_weights, read_video
 from tests.helpers import run_worker, start_worker, wait_for
 from tests.orchestrators.conftest import run_in_process, travel_params
 

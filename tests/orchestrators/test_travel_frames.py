@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from source.errors import InvalidParams
-from source.travel_segment_processor import GREY, Fade, OverlapAdjustments, build_segment_guide
-from source.video_utils import colour_match, crossfade_join, crossfade_weights
+from source.media.video import colour_match, crossfade_join, crossfade_weights
+from source.orchestrators.travel_segment import GREY, Fade, OverlapAdjustments, build_segment_guide
 
 RNG = np.random.default_rng(3)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.video_utils import read_video
+from source.media.video import read_video
 from tests.helpers import start_worker, wait_for
 from tests.orchestrators.conftest import travel_params
 

@@ -33,7 +33,7 @@ def _supabase_worker(url: str, tmp_path: Path, *extra: str) -> subprocess.Comple
 
 
 def _tasks_cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "source.task_cli", args[0], "--db-url", url, *args[1:]],
+    return subprocess.run([sys.executable, "-m", "source.cli.tasks", args[0], "--db-url", url, *args[1:]],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from source.db.models import NewTask
-from source.heartbeat import Heartbeat
-from source.task_context import CancelSignal, ProgressState
+from source.handlers.context import CancelSignal, ProgressState
+from source.worker.heartbeat import Heartbeat
 from tests.pg_fixtures import schema_of
 
 pytestmark = pytest.mark.postgres

@@ -162,7 +162,7 @@ def test_migrate_only_over_a_direct_url_then_the_task_cli(postgres_schema_url, t
     assert "none (schema up to date)" in again.stdout
 
     def tasks(*args: str) -> subprocess.CompletedProcess:
-        result = subprocess.run([sys.executable, "-m", "source.task_cli", *args[:1], "--db-url", postgres_schema_url,
+        result = subprocess.run([sys.executable, "-m", "source.cli.tasks", *args[:1], "--db-url", postgres_schema_url,
                                  *args[1:]], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return result

@@ -8,9 +8,9 @@ import pytest
 
 from source.db.config import SchemaOutdated, StoreUnavailable
 from source.db.models import NewTask, TaskStatus
+from source.db.supabase_client import make_client
 from source.db.supabase_store import SupabaseTaskStore
-from source.publishing import SupabaseStoragePublisher
-from source.supabase_client import make_client
+from source.worker.publishing import SupabaseStoragePublisher
 from tests.helpers import run_worker
 from tests.pg_fixtures import SERVICE_KEY
 from tests.postgres.fake_supabase import FakeSupabase

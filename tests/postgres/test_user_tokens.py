@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 
 from source.db.models import TaskStatus
 from source.db.postgres import PostgresTaskStore
-from source.supabase_client import make_client
+from source.db.supabase_client import make_client
 from tests.helpers import run_worker
 from tests.pg_fixtures import SERVICE_KEY, migrate, schema_of, supabase_like_schema, supabase_roles  # noqa: F401
 from tests.postgres.fake_supabase import FakeSupabase

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from source.settings import WorkerSettings
-from source.worker_loop import Worker
+from source.worker.loop import Worker
+from source.worker.settings import WorkerSettings
 
 GREY_LEVELS = [10, 60, 110, 160, 210]
 

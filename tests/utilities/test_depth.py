@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.depth import load_depth_model, to_grey_png_array
 from source.errors import InvalidParams
+from source.media.depth import load_depth_model, to_grey_png_array
 from tests.utilities.conftest import run_worker_until_idle
 
 

@@ -6,7 +6,7 @@ import cv2
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.specialized_handlers.extract_frame import read_frame
+from source.handlers.extract_frame import read_frame
 from tests.utilities.conftest import GREY_LEVELS, run_worker_until_idle
 
 

@@ -10,9 +10,15 @@ import torch
 
 from source.db.models import NewTask, TaskStatus
 from source.errors import ModelUnavailable
-from source.interpolation.flow import FlowInterpolator, cross_fade
-from source.interpolation.ifnet import IFNet, pad_to_multiple
-from source.interpolation.rife import RifeInterpolator, RifeWeights, build_ifnet, load_ifnet_state, load_rife
+from source.media.interpolation.flow import FlowInterpolator, cross_fade
+from source.media.interpolation.ifnet import IFNet, pad_to_multiple
+from source.media.interpolation.rife import (
+    RifeInterpolator,
+    RifeWeights,
+    build_ifnet,
+    load_ifnet_state,
+    load_rife,
+)
 from tests.engine.test_generate_video import read_video
 from tests.utilities.conftest import run_worker_until_idle
 

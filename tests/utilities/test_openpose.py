@@ -12,9 +12,9 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.errors import ModelUnavailable
-from source.pose.detect import MediapipePoseDetector
-from source.pose.draw import LIMB_OPACITY, draw_poses
-from source.pose.skeleton import COLOURS, KEYPOINTS, LIMBS, Pose, from_blazepose
+from source.media.pose.detect import MediapipePoseDetector
+from source.media.pose.draw import LIMB_OPACITY, draw_poses
+from source.media.pose.skeleton import COLOURS, KEYPOINTS, LIMBS, Pose, from_blazepose
 from tests.utilities.conftest import run_worker_until_idle
 
 # A photograph that ships inside a registry package (matplotlib's sample data): a real person, offline.

@@ -45,7 +45,7 @@ def serve_process(db: Path, output_dir: Path, *extra: str, log_path: Path,
                   env: dict[str, str] | None = None) -> Iterator[str]:
     """``tasks serve`` as an operator runs it; yields its base URL once it answers."""
     port = free_port()
-    command = [sys.executable, "-m", "source.task_cli", "--log-format", "json", "serve", "--db-file", str(db),
+    command = [sys.executable, "-m", "source.cli.tasks", "--log-format", "json", "serve", "--db-file", str(db),
                "--main-output-dir", str(output_dir), "--port", str(port), *extra]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(command, cwd=REPO_ROOT, env=_worker_env(env), stdout=log, stderr=log)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from source import task_cli
+import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
 from source.engine.outputs import write_video
 from source.web.app import create_app

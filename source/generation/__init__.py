@@ -1,0 +1,1 @@
+"""Direct generation rows: row → typed GenerationRequest, LoRA selection, progress, the handler."""

@@ -1,0 +1,199 @@
+"""A db row of a direct-generation task type becomes a frozen, typed ``GenerationRequest``.
+
+The request holds only what the task gave: aliases mapped (``steps`` → ``num_inference_steps``, ...), keys
+nested under ``orchestrator_details`` lifted, each value parsed by its one parser (source/engine/params.py),
+and no defaults: the model JSON and the system defaults fill the rest in ``WanOrchestrator``, once.
+Keys the engine does not use are listed in ``ignored_params`` (the row's result shows them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from source.engine.params import PARSERS, parse_resolution, parse_values
+from source.errors import InvalidParams
+from source.routing import GENERATION_MODELS, canonical_task_type
+
+log = structlog.get_logger(__name__)
+
+# task_type → model type (a defaults/<model>.json definition), derived from the routing table so the two
+# can never disagree. `params.model` wins when present.
+TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
+
+# Task types whose output is a single image whatever the model's default length.
+SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i", "single_image"})
+
+ALIASES: Mapping[str, str] = MappingProxyType({
+    "steps": "num_inference_steps",
+    "num_frames": "video_length",
+    "frames": "video_length",
+    "lora_names": "activated_loras",
+    "lora_multipliers": "loras_multipliers",
+    "cfg_scale": "guidance_scale",
+    "solver": "sample_solver",
+    # the older worker's names
+    "image_refs_paths": "image_refs",
+    "video_guide_path": "video_guide",
+    "video_mask_path": "video_mask",
+})
+
+# Keys the conversion layer itself consumes (not engine parameters).
+CONVERSION_KEYS = frozenset({
+    "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
+    "apply_reward_lora", "timeout_seconds", "depth_model",
+})
+# The engine's parameters: each has one parser in source/engine/params.py.
+ENGINE_KEYS = frozenset(PARSERS)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What HeadlessTaskQueue runs: one model, the task tier of its parameters (parsed, no defaults),
+    LoRA requests, and the params the engine will not use."""
+
+    id: str
+    task_type: str
+    model: str
+    parameters: Mapping[str, Any]
+    additional_loras: Mapping[str, float] = field(default_factory=dict)
+    acceleration_loras: tuple[str, ...] = ()
+    priority: int = 0
+    timeout_seconds: float | None = None
+    ignored_params: tuple[str, ...] = ()
+    # The depth estimator for video_prompt_type "D" (a name of source/media/depth.py's DEPTH_MODELS).
+    depth_model: str | None = None
+    # The worker's --apply-reward-lora: added where the model supports it (Wan), skipped elsewhere.
+    worker_reward_lora: bool = False
+
+
+def task_types_for_model(model: str) -> tuple[str, ...]:
+    """The task types whose default model is ``model`` (used for claim affinity)."""
+    return tuple(sorted(t for t, m in TASK_TYPE_MODELS.items() if m == model))
+
+
+# The name the LoRA code and older call sites use.
+GenerationTask = GenerationRequest
+
+
+def db_task_to_generation_task(
+    task_id: str, task_type: str, params: Mapping[str, Any], *, priority: int = 0, apply_reward_lora: bool = False
+) -> GenerationRequest:
+    canonical = canonical_task_type(task_type)
+    if canonical not in TASK_TYPE_MODELS:
+        raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
+    lifted = lift_orchestrator_details(params)
+    merged = lifted.params
+
+    model = merged.get("model") or TASK_TYPE_MODELS[canonical]
+    if not isinstance(model, str):
+        raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
+
+    given: dict[str, Any] = {}
+    ignored = []
+    for key, value in merged.items():
+        name = ALIASES.get(key, key)
+        if name in ENGINE_KEYS:
+            if name in given and given[name] != value:
+                raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
+            given[name] = value
+        elif name not in CONVERSION_KEYS:
+            ignored.append(lifted.given_as(key))
+    parameters = parse_values(given, prefix="params.")
+    if ignored:
+        log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
+
+    prompt = parameters.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
+
+    if canonical in SINGLE_IMAGE_TASK_TYPES:
+        parameters["video_length"] = 1
+
+    acceleration = tuple(
+        name for name, flag in (("causvid", merged.get("use_causvid_lora")),
+                                ("lighti2x", merged.get("use_lighti2x_lora")),
+                                ("reward", merged.get("apply_reward_lora")))
+        if _truthy(flag)
+    )
+    timeout = merged.get("timeout_seconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
+        raise InvalidParams(f"params.timeout_seconds must be a positive number, got {timeout!r}")
+    return GenerationRequest(
+        id=task_id,
+        task_type=canonical,
+        model=model,
+        parameters=MappingProxyType(parameters),
+        additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
+        acceleration_loras=acceleration,
+        priority=priority,
+        timeout_seconds=float(timeout) if timeout is not None else None,
+        ignored_params=tuple(sorted(ignored)),
+        depth_model=_optional_name("depth_model", merged.get("depth_model")),
+        worker_reward_lora=apply_reward_lora,
+    )
+
+
+@dataclass(frozen=True)
+class Lifted:
+    """A row's params with ``orchestrator_details`` merged in (the top level wins)."""
+
+    params: dict[str, Any]
+    nested: frozenset[str] = frozenset()  # keys that came from orchestrator_details
+
+    def given_as(self, key: str) -> str:
+        """The name the row gave ``key`` under: dotted when it was nested (for ignored_params)."""
+        return f"orchestrator_details.{key}" if key in self.nested else key
+
+    def ignored(self, keys: list[str]) -> list[str]:
+        return sorted(self.given_as(key) for key in keys)
+
+
+def lift_orchestrator_details(params: Mapping[str, Any]) -> Lifted:
+    """The one lifting of the older worker's ``orchestrator_details`` nesting, for generation rows and every
+    handler it fed that way (magic_edit, different perspective)."""
+    nested = params.get("orchestrator_details")
+    if nested is None:
+        return Lifted(dict(params))
+    if not isinstance(nested, Mapping):
+        raise InvalidParams("params.orchestrator_details must be an object")
+    top = {k: v for k, v in params.items() if k != "orchestrator_details"}
+    return Lifted({**nested, **top}, frozenset(k for k in nested if k not in top))
+
+
+def normalise_resolution(value: Any) -> str:
+    """``params.resolution`` as canonical ``"WxH"`` text (for handlers that pass it on)."""
+    width, height = parse_resolution(value, "params.resolution")
+    return f"{width}x{height}"
+
+
+def _additional_loras(value: Any) -> dict[str, float]:
+    if value is None or value == {} or value == []:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidParams("params.additional_loras must be an object {url_or_path: multiplier}")
+    loras = {}
+    for source, multiplier in value.items():
+        try:
+            loras[str(source)] = float(multiplier)
+        except (TypeError, ValueError):
+            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
+    return loras
+
+
+def _optional_name(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidParams(f"params.{name} must be a name, got {value!r}")
+    return value.strip()
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)

@@ -1,0 +1,1 @@
+"""Media without models of their own: video read/write, pose, depth, frame interpolation."""

@@ -1,0 +1,269 @@
+"""travel_orchestrator → travel_segment × N-1 → travel_stitch.
+
+The orchestrator validates everything and inserts the chain; each segment generates through the VACE
+queue with a guide built from the previous segment's tail; the stitch cross-fades the segments into the
+final video, which also completes the orchestrator row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from source.db.models import TaskStatus
+from source.errors import TaskError
+from source.generation.conversion import normalise_resolution
+from source.generation.handler import generate
+from source.handlers.context import TaskContext, TaskOutcome
+from source.handlers.inputs import resolve_input
+from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_paths import safe_filename
+from source.media.video import colour_match, crossfade_join, read_image, read_video, save_video
+from source.orchestrators.children import (
+    ChildSpec,
+    check_child_count,
+    child_payload,
+    dependency_output,
+    spawn_chain,
+)
+from source.orchestrators.older_shapes import translate_older_child
+from source.orchestrators.travel_params import SegmentPlan, TravelPlan, plan_travel
+from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
+
+STITCH_KEY = "stitch"
+GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only metadata
+
+
+# -- orchestrator ----------------------------------------------------------------------------------------
+def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
+    plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs,
+                       check_children=lambda count: check_child_count(ctx, count))
+    specs = [ChildSpec(f"segment_{s.index:03d}", "travel_segment", _segment_payload(ctx, plan, s))
+             for s in plan.segments]
+    specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))
+    ctx.log.info("travel_planned", run_id=plan.run_id, segments=len(plan.segments), final_frames=plan.final_frames)
+    result: dict[str, Any] = {"run_id": plan.run_id, "segments": len(plan.segments),
+                              "expected_frames": plan.final_frames}
+    if plan.ignored_params:
+        result["ignored_params"] = list(plan.ignored_params)
+    if plan.adjusted:
+        result["adjusted"] = plan.adjusted
+    return spawn_chain(ctx, specs, result=result)
+
+
+def _segment_payload(ctx: TaskContext, plan: TravelPlan, segment: SegmentPlan) -> dict[str, Any]:
+    d = plan.details
+    return child_payload(SegmentParams(
+        orchestrator_task_id_ref=ctx.task.id,
+        orchestrator_run_id=plan.run_id,
+        segment_index=segment.index,
+        is_first_segment=segment.index == 0,
+        is_last_segment=segment.index == len(plan.segments) - 1,
+        segment_frames_target=segment.frames,
+        frame_overlap_from_previous=segment.overlap_from_previous,
+        frame_overlap_with_next=segment.overlap_with_next,
+        base_prompt=segment.prompt,
+        negative_prompt=segment.negative_prompt,
+        seed=d.seed_base,
+        model=d.model_name,
+        resolution=plan.resolution,
+        start_image_path=segment.start_image,
+        end_image_path=segment.end_image,
+        continue_from_video_resolved_path=d.continue_from_video_resolved_path if segment.index == 0 else None,
+        num_inference_steps=d.num_inference_steps or d.steps,
+        guidance_scale=d.guidance_scale,
+        flow_shift=d.flow_shift,
+        additional_loras=d.additional_loras,
+        use_causvid_lora=d.apply_causvid,
+        use_lighti2x_lora=d.use_lighti2x_lora,
+        fade_in_params_json_str=d.fade_in_params_json_str,
+        fade_out_params_json_str=d.fade_out_params_json_str,
+        subsequent_starting_strength_adjustment=d.subsequent_starting_strength_adjustment,
+        desaturate_subsequent_starting_frames=d.desaturate_subsequent_starting_frames,
+        adjust_brightness_subsequent_starting_frames=d.adjust_brightness_subsequent_starting_frames,
+    ))
+
+
+def _stitch_payload(ctx: TaskContext, plan: TravelPlan) -> dict[str, Any]:
+    d = plan.details
+    return child_payload(StitchParams(
+        orchestrator_task_id_ref=ctx.task.id,
+        orchestrator_run_id=plan.run_id,
+        num_segments=len(plan.segments),
+        frame_overlaps=[s.overlap_from_previous for s in plan.segments],
+        crossfade_sharp_amt=d.crossfade_sharp_amt,
+        fps_final_video=d.fps_final_video or d.fps_helpers,
+        resolution=plan.resolution,
+        continue_from_video_resolved_path=d.continue_from_video_resolved_path,
+        expected_frames=plan.final_frames,
+    ))
+
+
+# -- segment ---------------------------------------------------------------------------------------------
+class SegmentParams(TaskParams):
+    orchestrator_task_id_ref: str
+    orchestrator_run_id: str
+    segment_index: int = Field(ge=0)
+    is_first_segment: bool
+    is_last_segment: bool
+    segment_frames_target: int = Field(ge=1)
+    frame_overlap_from_previous: int = Field(ge=0)
+    frame_overlap_with_next: int = Field(0, ge=0)
+    base_prompt: str
+    negative_prompt: str = ""
+    seed: int = -1
+    model: str
+    resolution: str
+    start_image_path: str | None = None
+    end_image_path: str
+    continue_from_video_resolved_path: str | None = None
+    num_inference_steps: int | None = Field(None, ge=1, le=200)
+    guidance_scale: float | None = None
+    flow_shift: float | None = None
+    additional_loras: dict[str, float] = Field(default_factory=dict)
+    use_causvid_lora: bool = False
+    use_lighti2x_lora: bool = False
+    apply_reward_lora: bool = False
+    fade_in_params_json_str: str | None = None
+    fade_out_params_json_str: str | None = None
+    subsequent_starting_strength_adjustment: float = 0.0
+    desaturate_subsequent_starting_frames: float = 0.0
+    adjust_brightness_subsequent_starting_frames: float = 0.0
+
+
+def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
+    older = translate_older_child("travel_segment", ctx.params)
+    p = parse_params(SegmentParams, older.params if older else ctx.params)
+    width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
+    size = (width, height)
+    work = ctx.work_dir
+    start = read_image(resolve_input(p.start_image_path, "start_image_path", ctx.inputs, kind="image"), "start_image_path", size) \
+        if p.start_image_path else None
+    end = read_image(resolve_input(p.end_image_path, "end_image_path", ctx.inputs, kind="image"), "end_image_path", size)
+    tail = None
+    if p.frame_overlap_from_previous:
+        source = (p.continue_from_video_resolved_path if p.is_first_segment
+                  else dependency_output(ctx, ctx.task.dependant_on, "previous segment"))
+        if not source:
+            raise TaskError("segment has an overlap from previous but no previous video to take it from")
+        previous = read_video(resolve_input(source, "previous segment video", ctx.inputs, kind="video"), "previous segment video", size)
+        if len(previous) < p.frame_overlap_from_previous:
+            raise TaskError(f"the previous video has {len(previous)} frames, fewer than the overlap "
+                            f"{p.frame_overlap_from_previous}")
+        tail = previous[-p.frame_overlap_from_previous:]
+    ctx.check_cancelled()
+    subsequent = not p.is_first_segment
+    guide = build_segment_guide(
+        frames=p.segment_frames_target, size=size, start_image=start, end_image=end, previous_tail=tail,
+        fade_out=Fade.parse("fade_out_params_json_str", p.fade_out_params_json_str),
+        fade_in=Fade.parse("fade_in_params_json_str", p.fade_in_params_json_str),
+        adjustments=OverlapAdjustments(
+            p.subsequent_starting_strength_adjustment if subsequent else 0.0,
+            p.desaturate_subsequent_starting_frames if subsequent else 0.0,
+            p.adjust_brightness_subsequent_starting_frames if subsequent else 0.0,
+        ),
+    )
+    guide_path = save_video(guide.guide, work / "guide.mp4", GUIDE_FPS)
+    request: dict[str, Any] = {
+        "prompt": p.base_prompt, "negative_prompt": p.negative_prompt, "model": p.model,
+        "resolution": f"{width}x{height}", "video_length": p.segment_frames_target, "seed": p.seed,
+        "video_guide": str(guide_path), "additional_loras": p.additional_loras,
+        "use_causvid_lora": p.use_causvid_lora, "use_lighti2x_lora": p.use_lighti2x_lora,
+        "apply_reward_lora": p.apply_reward_lora,
+    }
+    if ctx.settings.mask_active_frames:
+        request["video_mask"] = str(save_video(guide.mask(), work / "mask.mp4", GUIDE_FPS))
+    for name in ("num_inference_steps", "guidance_scale", "flow_shift"):
+        if getattr(p, name) is not None:
+            request[name] = getattr(p, name)
+    output = generate(ctx, "vace", request)
+    video = output.paths[0]
+    result: dict[str, Any] = {**output.summary(), "segment_index": p.segment_index,
+                              "orchestrator_run_id": p.orchestrator_run_id, "guide_video": str(guide_path),
+                              "kept_frames": [int(i) for i in np.flatnonzero(guide.kept)],
+                              **(older.result_extras() if older else {})}
+    if ctx.settings.colour_match_videos and start is not None:
+        frames = colour_match(read_video(video, "segment output"), start)
+        video = save_video(frames, ctx.output_path(f"segment_{p.segment_index:03d}_colour_matched.mp4",
+                                                   subdir=_run_dir(p.orchestrator_run_id)), output.fps or GUIDE_FPS)
+        result["colour_matched"] = True
+    return TaskOutcome(output_path=video, result=result)
+
+
+# -- stitch ----------------------------------------------------------------------------------------------
+class StitchParams(TaskParams):
+    orchestrator_task_id_ref: str
+    orchestrator_run_id: str
+    num_segments: int = Field(ge=1)
+    frame_overlaps: list[int]
+    crossfade_sharp_amt: float = Field(0.3, ge=0.0, le=10.0)
+    fps_final_video: int = Field(16, ge=1, le=120)
+    resolution: str
+    continue_from_video_resolved_path: str | None = None
+    expected_frames: int | None = None
+
+
+def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
+    older = translate_older_child("travel_stitch", ctx.params)
+    p = parse_params(StitchParams, older.params if older else ctx.params)
+    if len(p.frame_overlaps) != p.num_segments:
+        raise TaskError(f"frame_overlaps has {len(p.frame_overlaps)} entries for {p.num_segments} segments")
+    width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
+    segments = _segments_of_run(ctx, p)
+    clips = [read_video(resolve_input(ctx.output_of(row.output_location), f"segment {i}", ctx.inputs, kind="video"), f"segment {i}",
+                        (width, height)) for i, row in enumerate(segments)]
+    overlaps = list(p.frame_overlaps)
+    if p.continue_from_video_resolved_path:
+        continued = resolve_input(p.continue_from_video_resolved_path, "continue_from_video_resolved_path",
+                                  ctx.inputs, kind="video")
+        clips.insert(0, read_video(continued, "continued video", (width, height)))
+        overlaps.insert(0, 0)
+    else:
+        overlaps[0] = 0
+    ctx.check_cancelled()
+    final = crossfade_join(clips, overlaps, p.crossfade_sharp_amt)
+    if p.expected_frames is not None and not p.continue_from_video_resolved_path and len(final) != p.expected_frames:
+        raise TaskError(f"stitched {len(final)} frames, expected {p.expected_frames}: a segment has the wrong length")
+    path = save_video(final, ctx.output_path("travel_final.mp4", subdir=_run_dir(p.orchestrator_run_id)),
+                      p.fps_final_video)
+    ctx.log.info("travel_stitched", frames=len(final), segments=len(segments), path=str(path))
+    return TaskOutcome(output_path=path, completes_parent=True, result={
+        "frames": len(final), "fps": p.fps_final_video, "orchestrator_run_id": p.orchestrator_run_id,
+        "segment_task_ids": [row.id for row in segments], "segment_frames": [len(c) for c in clips],
+        "frame_overlaps": overlaps, **(older.result_extras() if older else {}),
+    })
+
+
+def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:
+    """The run's segments, in order, every one Complete (the chain guarantees it; checked anyway). An older
+    worker's orchestrator left no parent link: its segments are found along the ``dependant_on`` chain."""
+    rows = [row for row in ctx.store.list_child_tasks(p.orchestrator_task_id_ref)
+            if row.task_type == "travel_segment" and row.params().get("orchestrator_run_id") == p.orchestrator_run_id]
+    if not rows:
+        rows = _segments_by_chain(ctx, p.orchestrator_run_id, p.num_segments)
+    rows.sort(key=lambda row: int(row.params().get("segment_index", -1)))
+    indices = [int(row.params().get("segment_index", -1)) for row in rows]
+    if indices != list(range(p.num_segments)):
+        raise TaskError(f"run {p.orchestrator_run_id} has segments {indices}, expected 0..{p.num_segments - 1}")
+    for row in rows:
+        if row.output_location is None or row.status is not TaskStatus.COMPLETE:
+            raise TaskError(f"segment {row.id} is {row.status.value}, not Complete")
+    return rows
+
+
+def _segments_by_chain(ctx: TaskContext, run_id: str, count: int) -> list:
+    rows, seen, previous = [], set(), ctx.task.dependant_on
+    while previous and previous not in seen and len(rows) < count:
+        seen.add(previous)
+        row = ctx.store.get_task(previous)
+        if row is None or row.task_type != "travel_segment" or row.params().get("orchestrator_run_id") != run_id:
+            break
+        rows.append(row)
+        previous = row.dependant_on
+    return rows
+
+
+def _run_dir(run_id: str) -> str:
+    return safe_filename(f"travel_{run_id}")

@@ -1,1 +1,0 @@
-"""Handlers for non-diffusion task types."""

@@ -1,0 +1,119 @@
+"""Turning a handler's local output file into the row's ``output_location``: the local path, or the public
+URL of the file uploaded to Supabase Storage."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import structlog
+
+from source.db.config import StoreConfig
+from source.db.models import Task
+from source.errors import StorageUnavailable, TaskError
+from source.handlers.task_paths import LEGACY_FILES, task_stem, unclaimed_file
+from source.retry import Backoff, retry_call
+
+if TYPE_CHECKING:
+    from supabase import Client
+
+log = structlog.get_logger(__name__)
+
+UPLOAD_ATTEMPTS = 3
+UPLOAD_BACKOFF_SECONDS = 1.0
+_UNSAFE_SEGMENT = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class OutputPublisher(Protocol):
+    def publish(self, task: Task, local_path: Path) -> str:
+        """Return what goes into ``output_location``; raise TaskError if the output cannot be stored."""
+
+
+class LocalPublisher:
+    """SQLite and direct Postgres without Storage: the absolute local path is the location."""
+
+    def publish(self, task: Task, local_path: Path) -> str:
+        return str(Path(local_path).resolve())
+
+
+class LegacyFilesPublisher:
+    """--legacy-output-location on SQLite, the older worker's convention: the file moves to
+    ``<db folder>/public/files/`` and ``output_location`` is ``files/<name>`` (relative to ``public``)."""
+
+    def __init__(self, public_root: Path) -> None:
+        self.folder = Path(public_root) / LEGACY_FILES
+
+    def publish(self, task: Task, local_path: Path) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        target = unclaimed_file(self.folder / Path(local_path).name, task.id)
+        shutil.move(str(local_path), target)
+        return f"{LEGACY_FILES}/{target.name}"
+
+
+class SupabaseStoragePublisher:
+    """Uploads to ``<bucket>/<project_or_user>/<task_id>/<filename>`` (upsert, so a retried task replaces
+    its object) and returns the public URL. A failed upload never loses the generation: the local file
+    stays and the task fails with a message saying where it is. After a successful upload the local file
+    is deleted (a box runs for months on a finite disk) unless ``keep_local``."""
+
+    def __init__(self, client: Client, bucket: str, *, attempts: int = UPLOAD_ATTEMPTS,
+                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS, keep_local: bool = False) -> None:
+        self.bucket = bucket
+        self.keep_local = keep_local
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self._storage = client.storage.from_(bucket)
+
+    def object_path(self, task: Task, local_path: Path) -> str:
+        owner = task.project_id
+        if not owner:
+            try:
+                owner = task.params().get("user_id")
+            except TaskError:
+                owner = None
+        folder = _UNSAFE_SEGMENT.sub("_", str(owner or "unassigned")).strip("._") or "unassigned"
+        return f"{folder}/{task_stem(task.id)}/{Path(local_path).name}"
+
+    def publish(self, task: Task, local_path: Path) -> str:
+        local_path = Path(local_path).resolve()
+        object_path = self.object_path(task, local_path)
+        content_type = mimetypes.guess_type(local_path.name)[0] or "application/octet-stream"
+
+        def upload() -> str:
+            self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
+            return self._storage.get_public_url(object_path).rstrip("?")
+
+        def failed(attempt: int, exc: Exception) -> None:  # network, HTTP status, storage: all worth a retry
+            log.warning("output_upload_failed", task_id=task.id, bucket=self.bucket, object=object_path,
+                        attempt=attempt, error=f"{type(exc).__name__}: {exc}")
+
+        try:
+            url = retry_call(upload, attempts=self.attempts, on_failure=failed,
+                             backoff=Backoff(first=self.backoff_seconds, cap=30.0, jitter=0.25))
+        except Exception as exc:
+            # The task as a whole is retried later (run_after); the file stays for that attempt to find.
+            raise StorageUnavailable(
+                f"uploading the output to Supabase Storage failed after {self.attempts} attempts "
+                f"(bucket {self.bucket!r}, object {object_path!r}): {type(exc).__name__}: {exc}; "
+                f"the generated file is kept at {local_path}"
+            ) from exc
+        log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path)
+        if not self.keep_local:
+            local_path.unlink(missing_ok=True)
+            log.info("local_output_removed", task_id=task.id, path=str(local_path))
+        return url
+
+
+def open_publisher(config: StoreConfig, *, keep_local: bool = False) -> OutputPublisher:
+    """Supabase Storage when the project URL and key are known, else local paths. ``keep_local``: keep the
+    local copy of an uploaded output."""
+    if not config.has_storage:
+        return LocalPublisher()
+    from source.db.supabase_client import STORAGE_TIMEOUT_SECONDS, make_client
+
+    assert config.supabase_url and config.supabase_key
+    client = make_client(config.supabase_url, config.supabase_key, timeout_seconds=STORAGE_TIMEOUT_SECONDS)
+    return SupabaseStoragePublisher(client, config.storage_bucket, keep_local=keep_local)

@@ -21,7 +21,7 @@ TRAVEL = "source.orchestrators.travel"
 PERSPECTIVE = "source.orchestrators.different_perspective"
 
 # Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
-# definition; `params.model` wins). The routes below and task_conversion's map both derive from this.
+# definition; `params.model` wins). The routes below and generation.conversion's map both derive from this.
 GENERATION_MODELS: Mapping[str, str] = MappingProxyType({
     "generate_video": "t2v",
     "t2v": "t2v",

@@ -107,8 +107,11 @@ def test_three_tiers_model_settings_override_system_defaults_and_params_override
     defaults = wgp.get_default_settings("tiny_t2v")
     assert defaults["num_inference_steps"] == 2  # model JSON, over the system's 30
     assert defaults["sample_solver"] == "unipc" and defaults["control_net_weight"] == 1.0  # system
-    steps: list[int] = []
-    result = generate(tmp_path, "tiny_t2v", num_inference_steps=3, progress_callback=lambda s, t, m: steps.append(t))
+    reports: list[tuple[int, str]] = []
+    result = generate(tmp_path, "tiny_t2v", num_inference_steps=3,
+                      progress_callback=lambda s, t, m: reports.append((t, m)))
+    # one report per denoising step (the last one says the VAE decode follows), besides the phase reports
+    steps = [total for total, phase in reports if phase in ("denoising", "decoding")]
     assert result.steps == 3 and steps == [3, 3, 3]
     assert result.parameter_sources["num_inference_steps"] == "task"
     assert result.parameter_sources["resolution"] == "model"

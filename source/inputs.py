@@ -96,7 +96,7 @@ def resolve_generation_files(params: Mapping[str, Any], inputs: TaskInputs) -> d
         if resolved.get(name):
             resolved[name] = str(resolve_input(resolved[name], name, inputs, kind=kind))
     if resolved.get("image_refs"):
-        refs = resolved["image_refs"] if isinstance(resolved["image_refs"], list) else [resolved["image_refs"]]
+        refs = resolved["image_refs"] if isinstance(resolved["image_refs"], (list, tuple)) else [resolved["image_refs"]]
         resolved["image_refs"] = [str(resolve_input(ref, "image_refs", inputs, kind="image")) for ref in refs]
     return resolved
 

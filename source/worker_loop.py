@@ -21,7 +21,7 @@ from source.errors import InvalidParams, TaskCancelled, TaskError, describe_stor
 from source.gpu_info import detect_gpu
 from source.heartbeat import Heartbeat
 from source.logging_utils import redact, redact_value
-from source.publishing import LocalPublisher, OutputPublisher
+from source.publishing import LocalPublisher, OutputPublisher, publish_thumbnail
 from source.routing import resolve_handler
 from source.settings import WorkerSettings
 from source.task_context import TaskContext, TaskOutcome
@@ -347,8 +347,9 @@ class Worker:
         except TaskError as exc:
             self._fail(task, str(exc), tlog)
             return
+        outcome_result = publish_thumbnail(self.publisher, task, outcome.result)
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
-        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
+        result = redact_value({**outcome_result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                                "handler_seconds": elapsed})
         if outcome.completes_parent and task.parent_task_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds

@@ -26,6 +26,7 @@ from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.outputs import unique_path, write_image, write_video
 from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
+from source.engine.postprocess import postprocess, write_thumbnail
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
 from source.errors import CancelReason, TaskCancelled
@@ -55,6 +56,10 @@ class GenerationResult:
     # Params the task gave that nothing used (typos, fields of other task types): shown, never silent.
     ignored_params: tuple[str, ...] = ()
     loras: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # First-frame JPEGs beside each video (source/engine/postprocess.py).
+    thumbnails: tuple[Path, ...] = ()
+    # WanGP features applied (post-processing, step cache, guidance variant), with their values.
+    applied: Mapping[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         summary = {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
@@ -65,6 +70,9 @@ class GenerationResult:
             summary["parameter_sources"] = dict(self.parameter_sources)
         if self.ignored_params:
             summary["ignored_params"] = list(self.ignored_params)
+        if self.thumbnails:
+            summary["thumbnail"] = str(self.thumbnails[0])
+        summary.update(self.applied)
         if self.loras:
             summary["loras"] = {name: list(weight) for name, weight in self.loras.items()}
         return summary
@@ -168,13 +176,20 @@ class Engine:
                 output = pipe(**kwargs)
             finally:
                 reset_step_state(pipe)
-        # 7. files
+        # 7. post-processing (WanGP's upsampling and grain), files and thumbnails
         output_dir.mkdir(parents=True, exist_ok=True)
-        paths = tuple(self._write(family, array, output_dir, model_type) for array in family.outputs(output))
+        fps = family.fps if family.is_video else None
+        processed = [postprocess(array, params, fps, seed) for array in family.outputs(output)]
+        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
+        thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
+                           if path.suffix == ".mp4")
+        last = processed[-1].frames
+        height, width = last.shape[-3:-1]
         result = GenerationResult(
-            model_type=model_type, paths=paths, seed=seed, width=params.width, height=params.height,
-            frames=family.frame_count(params), steps=total, fps=family.fps if family.is_video else None,
-            seconds=time.monotonic() - started,
+            model_type=model_type, paths=paths, seed=seed, width=width, height=height,
+            frames=last.shape[0] if last.ndim == 4 else family.frame_count(params), steps=total,
+            fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
+            applied={"postprocessing": processed[-1].applied} if processed[-1].applied else {},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
@@ -184,9 +199,9 @@ class Engine:
         return result
 
     @staticmethod
-    def _write(family: Family, array, output_dir: Path, stem: str) -> Path:
+    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None) -> Path:
         if family.is_video and array.ndim == 4 and array.shape[0] > 1:
-            return write_video(array, unique_path(output_dir, stem, ".mp4"), family.fps)
+            return write_video(array, unique_path(output_dir, stem, ".mp4"), fps or family.fps)
         frame = array[0] if array.ndim == 4 else array
         return write_image(frame, unique_path(output_dir, stem, ".png"))
 

@@ -1,0 +1,63 @@
+"""WanGP's generation features: which ones a row switched on, and a refusal naming the parameter for those
+this engine (or this family) cannot apply. Checked in the prepare stage, before any model switch.
+
+Each feature is off at its WanGP default (source/engine/params.py); a row that carries a setting at its
+off value asks for nothing, and one that switches a feature on gets it or fails with the reason.
+"""
+
+from __future__ import annotations
+
+from source.engine.params import GenerationParams
+from source.errors import InvalidParams
+
+# WanGP switches RIFLEx on by itself (RIFLEx_setting 0) past the length Wan was trained on.
+RIFLEX_AUTO_FRAMES = 81
+
+
+def check_supported(params: GenerationParams, architecture: str, *, image_output: bool,
+                    explicit: frozenset[str] = frozenset()) -> None:
+    """Raise InvalidParams for the first requested feature that cannot apply here. ``explicit``: the
+    parameters a task or the model JSON gave (WanGP's automatic RIFLEx is refused only when asked for)."""
+    wan = architecture.startswith("wan_")
+    if image_output or params.video_length == 1:
+        for name in ("temporal_upsampling",):
+            if getattr(params, name):
+                raise InvalidParams(f"params.{name} {getattr(params, name)!r}: this model makes images, "
+                                    f"there are no frames to interpolate; leave {name} out")
+    if params.skip_steps_cache_type == "tea":
+        raise InvalidParams(
+            "params.skip_steps_cache_type 'tea': TeaCache has no implementation in this engine's diffusers; "
+            "use 'mag' (MagCache, planned to meet skip_steps_multiplier) or leave it empty")
+    if params.skip_steps_cache_type and not wan:
+        raise InvalidParams(f"params.skip_steps_cache_type {params.skip_steps_cache_type!r}: step caches are "
+                            f"calibrated for Wan models only, not {architecture}")
+    for name, on in (("cfg_star_switch", params.cfg_star_switch), ("apg_switch", params.apg_switch)):
+        if on and not wan:
+            raise InvalidParams(f"params.{name}: this guidance variant needs classifier-free guidance with a "
+                                f"negative prompt pass (Wan models); {architecture} has none")
+    if params.cfg_star_switch and params.apg_switch:
+        raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
+                            "the two passes; choose one")
+    _refuse_unbuilt(params, wan, "RIFLEx_setting" in explicit)
+
+
+def _refuse_unbuilt(params: GenerationParams, wan: bool, riflex_given: bool) -> None:
+    """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
+    if params.slg_switch:
+        raise InvalidParams("params.slg_switch: skip-layer guidance is not supported by this worker yet; "
+                            "set slg_switch to 0")
+    if params.NAG_scale > 1.0:
+        raise InvalidParams(f"params.NAG_scale {params.NAG_scale:g}: normalized attention guidance is not "
+                            f"supported by this worker yet; leave NAG_scale at 1 (off)")
+    window = params.sliding_window_size
+    if window is not None and params.video_length > window:
+        raise InvalidParams(
+            f"params.sliding_window_size {window}: video_length {params.video_length} needs several sliding "
+            f"windows, which this worker does not support yet; ask for at most {window} frames")
+    if wan and (params.RIFLEx_setting == 1
+                or (riflex_given and params.RIFLEx_setting == 0
+                                                and params.video_length > RIFLEX_AUTO_FRAMES)):
+        raise InvalidParams(
+            f"params.RIFLEx_setting {params.RIFLEx_setting}: RIFLEx (for videos longer than "
+            f"{RIFLEX_AUTO_FRAMES} frames, on by default in WanGP) is not supported by this worker yet; set "
+            f"RIFLEx_setting to 2 to generate video_length {params.video_length} without it")

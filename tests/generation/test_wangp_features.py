@@ -1,0 +1,118 @@
+"""WanGP's generation features asked for by a row: applied (and recorded in result) or refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from source.db.models import NewTask, TaskStatus
+from source.settings import WorkerSettings
+from tests.engine.test_generate_video import read_video
+from tests.generation.test_generation_tasks import run_worker_in_process
+from tests.helpers import in_process_worker
+
+BASE = {"model": "tiny_t2v", "prompt": "a cat dances", "seed": 7}
+
+
+def run_rows(store, out: Path, *rows: dict) -> list:
+    ids = [store.add_task(NewTask("t2v", {**BASE, **row})) for row in rows]
+    run_worker_in_process(store, out)
+    return [store.get_task(i) for i in ids]
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch):
+    # No RIFE weights on this machine and no network: temporal upsampling must fall back to optical flow.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_postprocessing_changes_frames_fps_size_and_grain_and_result_says_what_ran(sqlite_store, tmp_path):
+    plain, upsampled, grain = run_rows(
+        sqlite_store, tmp_path / "out", {},
+        {"temporal_upsampling": "rife2", "spatial_upsampling": "lanczos2"},
+        {"film_grain_intensity": 0.2, "film_grain_saturation": 0.7},
+    )
+    for row in (plain, upsampled, grain):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert read_video(plain.output_location).shape == (5, 32, 32, 3)
+    # rife2: (5 - 1) * 2 + 1 frames at twice the fps; lanczos2: twice the size.
+    assert read_video(upsampled.output_location).shape == (9, 64, 64, 3)
+    applied = upsampled.result["postprocessing"]
+    assert applied["temporal_upsampling"]["method"] == "flow"
+    assert "rife_unavailable" in applied["temporal_upsampling"]
+    assert applied["temporal_upsampling"]["fps"] == 32 and upsampled.result["fps"] == 32
+    assert applied["spatial_upsampling"]["resolution"] == "64x64" and upsampled.result["resolution"] == "64x64"
+    assert upsampled.result["frames"] == 9
+    assert "postprocessing" not in plain.result
+    # Same seed, same video, plus grain: a measurable change, recorded.
+    difference = np.abs(read_video(grain.output_location).astype(float) - read_video(plain.output_location)).mean()
+    assert difference > 5, difference
+    assert grain.result["postprocessing"]["film_grain"] == {"intensity": 0.2, "saturation": 0.7}
+
+
+def test_every_video_gets_a_first_frame_thumbnail_beside_it(sqlite_store, tmp_path):
+    (row,) = run_rows(sqlite_store, tmp_path / "out", {"spatial_upsampling": "lanczos1.5"})
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    thumbnail = Path(row.result["thumbnail"])
+    assert thumbnail.parent == Path(row.output_location).parent
+    image = cv2.imread(str(thumbnail))
+    assert image.shape == (48, 48, 3)
+    first = cv2.cvtColor(read_video(row.output_location)[0], cv2.COLOR_RGB2BGR)
+    assert np.abs(image.astype(float) - first).mean() < 12  # JPEG of the first frame
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"slg_switch": 1, "slg_layers": [9]}, "params.slg_switch: skip-layer guidance is not supported"),
+    ({"NAG_scale": 3}, "params.NAG_scale 3: normalized attention guidance is not supported"),
+    ({"skip_steps_cache_type": "tea"}, "params.skip_steps_cache_type 'tea'"),
+    ({"sliding_window_size": 5, "video_length": 9}, "params.sliding_window_size 5: video_length 9 needs several"),
+    ({"RIFLEx_setting": 1}, "params.RIFLEx_setting 1: RIFLEx"),
+    ({"temporal_upsampling": "rife8"}, "params.temporal_upsampling 'rife8' is not supported"),
+    ({"spatial_upsampling": "lanczos3"}, "params.spatial_upsampling 'lanczos3' is not supported"),
+    ({"film_grain_intensity": 2}, "params.film_grain_intensity must be between 0 and 1"),
+])
+def test_a_feature_that_cannot_apply_fails_the_row_naming_the_parameter(sqlite_store, tmp_path, params, message):
+    (row,) = run_rows(sqlite_store, tmp_path / "out", params)
+    assert row.status is TaskStatus.FAILED
+    assert message in row.error_message, row.error_message
+
+
+def test_temporal_upsampling_of_an_image_model_is_refused(sqlite_store, tmp_path):
+    task = sqlite_store.add_task(NewTask("flux", {"model": "tiny_flux", "prompt": "x", "temporal_upsampling": "rife2"}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.FAILED and "params.temporal_upsampling 'rife2'" in row.error_message
+
+
+def test_settings_at_their_off_values_complete_and_are_not_reported_ignored(sqlite_store, tmp_path):
+    off = {"slg_switch": 0, "NAG_scale": 1, "cfg_star_switch": 0, "apg_switch": 0, "sliding_window_size": 129,
+           "sliding_window_overlap": 5, "skip_steps_cache_type": "", "temporal_upsampling": "",
+           "spatial_upsampling": "", "film_grain_intensity": 0, "RIFLEx_setting": 0}
+    (row,) = run_rows(sqlite_store, tmp_path / "out", off)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert not set(off) & set(row.result.get("ignored_params", []))
+    assert row.result["parameter_sources"]["sliding_window_size"] == "task"
+    assert read_video(row.output_location).shape[0] == 5
+
+
+@pytest.mark.postgres
+def test_supabase_mode_uploads_the_thumbnail_with_the_video(fake_supabase, supabase_api_store, tmp_path):
+    import httpx
+
+    from source.publishing import SupabaseStoragePublisher
+    from source.supabase_client import make_client
+    from tests.pg_fixtures import SERVICE_KEY
+
+    task = supabase_api_store.add_task(NewTask("t2v", BASE, project_id="proj-1"))
+    publisher = SupabaseStoragePublisher(make_client(fake_supabase.url, SERVICE_KEY), "image_uploads")
+    settings = WorkerSettings(worker_id="gen-w", main_output_dir=tmp_path / "out")
+    assert in_process_worker(supabase_api_store, settings, publisher=publisher, exit_when_idle=True).run() == 0
+    row = supabase_api_store.get_task(task)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    folder = f"{fake_supabase.url}/storage/v1/object/public/image_uploads/proj-1/{task}/"
+    assert row.output_location.startswith(folder) and row.result["thumbnail"].startswith(folder)
+    assert row.result["thumbnail"].endswith("_thumb.jpg")
+    assert httpx.get(row.result["thumbnail"]).content[:3] == b"\xff\xd8\xff"  # the JPEG itself is served

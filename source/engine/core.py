@@ -29,6 +29,8 @@ from source.engine.params import GenerationParams, ResolvedParameters, resolve, 
 from source.engine.postprocess import postprocess, write_thumbnail
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
+from source.engine.step_cache import check as check_step_cache
+from source.engine.step_cache import step_cache
 from source.errors import CancelReason, TaskCancelled
 
 log = structlog.get_logger(__name__)
@@ -148,6 +150,7 @@ class Engine:
         definition, family, pipe = resident.definition, resident.family, resident.pipe
         # 2. what this pipeline can produce
         family.validate(pipe, params)
+        check_step_cache(params, pipe)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
         # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
@@ -171,7 +174,8 @@ class Engine:
         lora_weights = params.loras_multipliers
         # 6. run, with this call's LoRAs only
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
-                                                   params.activated_loras, lora_weights):
+                                                   params.activated_loras, lora_weights), \
+                step_cache(pipe, params, definition.architecture) as cache_report:
             try:
                 output = pipe(**kwargs)
             finally:
@@ -189,7 +193,8 @@ class Engine:
             model_type=model_type, paths=paths, seed=seed, width=width, height=height,
             frames=last.shape[0] if last.ndim == 4 else family.frame_count(params), steps=total,
             fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
-            applied={"postprocessing": processed[-1].applied} if processed[-1].applied else {},
+            applied={**({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
+                     **({"step_cache": cache_report} if cache_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),

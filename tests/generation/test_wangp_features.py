@@ -116,3 +116,32 @@ def test_supabase_mode_uploads_the_thumbnail_with_the_video(fake_supabase, supab
     assert row.output_location.startswith(folder) and row.result["thumbnail"].startswith(folder)
     assert row.result["thumbnail"].endswith("_thumb.jpg")
     assert httpx.get(row.result["thumbnail"]).content[:3] == b"\xff\xd8\xff"  # the JPEG itself is served
+
+
+def test_mag_step_cache_skips_transformer_passes_after_the_start_step_and_reports_them(sqlite_store, tmp_path):
+    steps = {"num_inference_steps": 10}
+    plain, cached, late = run_rows(
+        sqlite_store, tmp_path / "out", steps,
+        {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2, "skip_steps_start_step_perc": 20},
+        {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2, "skip_steps_start_step_perc": 100},
+    )
+    for row in (plain, cached, late):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+    report = cached.result["step_cache"]
+    # The plan (from the model's magnitude ratios) is what ran: each skipped step is one pass not computed.
+    assert report["passes_skipped"] == report["transformer_passes"] - report["full_passes"]
+    assert report["passes_skipped"] == 10 - report["planned_full_steps"] > 0
+    assert 0.3 <= report["fraction_skipped"] <= 0.6 and report["start_step"] == 2
+    assert late.result["step_cache"]["passes_skipped"] == 0  # never before the start percentage
+    assert "step_cache" not in plain.result
+    difference = np.abs(read_video(cached.output_location).astype(float) - read_video(plain.output_location)).mean()
+    same = np.abs(read_video(late.output_location).astype(float) - read_video(plain.output_location)).mean()
+    assert difference > same and same < 1, (difference, same)
+
+
+def test_step_cache_on_a_family_without_calibration_is_refused(sqlite_store, tmp_path):
+    task = sqlite_store.add_task(NewTask("flux", {"model": "tiny_flux", "prompt": "x", "skip_steps_cache_type": "mag"}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.FAILED
+    assert "params.skip_steps_cache_type 'mag': step caches are calibrated for Wan models only" in row.error_message

@@ -20,6 +20,7 @@ import torch
 
 from source.engine.families import family_for
 from source.engine.families.base import Family
+from source.engine.guidance_variants import guidance_variant
 from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
@@ -175,7 +176,8 @@ class Engine:
         # 6. run, with this call's LoRAs only
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
                                                    params.activated_loras, lora_weights), \
-                step_cache(pipe, params, definition.architecture) as cache_report:
+                step_cache(pipe, params, definition.architecture) as cache_report, \
+                guidance_variant(pipe, params) as guidance_report:
             try:
                 output = pipe(**kwargs)
             finally:
@@ -194,7 +196,8 @@ class Engine:
             frames=last.shape[0] if last.ndim == 4 else family.frame_count(params), steps=total,
             fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
             applied={**({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
-                     **({"step_cache": cache_report} if cache_report else {})},
+                     **({"step_cache": cache_report} if cache_report else {}),
+                     **({"guidance": guidance_report} if guidance_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),

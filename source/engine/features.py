@@ -35,6 +35,9 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
         if on and not wan:
             raise InvalidParams(f"params.{name}: this guidance variant needs classifier-free guidance with a "
                                 f"negative prompt pass (Wan models); {architecture} has none")
+        if on and params.guidance_scale <= 1.0:
+            raise InvalidParams(f"params.{name}: guidance_scale {params.guidance_scale:g} runs no unconditional pass "
+                                f"to combine; it needs guidance_scale above 1")
     if params.cfg_star_switch and params.apg_switch:
         raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
                             "the two passes; choose one")

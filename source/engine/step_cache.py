@@ -27,6 +27,9 @@ log = structlog.get_logger(__name__)
 
 # WanGP's "magcache_K": at most this many consecutive steps skipped.
 MAX_SKIP_STEPS = 2
+# Steps 0 and 1 always run: with batched guidance the first step runs its two halves separately (the hook
+# learns the negative prompt there), so the residual cached at step 0 has half the batch of step 1's.
+FIRST_SKIPPABLE_STEP = 2
 # Conditional-pass ratios (WanGP lists conditional and unconditional interleaved, after two 1.0 steps).
 _WAN_T2V_14B = (
     1.02504, 1.00025, 0.9985, 0.99779, 0.9966, 0.99482, 0.99467, 0.99664, 0.99434, 0.99533, 0.99468, 0.99438,
@@ -78,7 +81,7 @@ def simulate(ratios: Sequence[float], threshold: float, start_step: int) -> list
 
 def plan(architecture: str, steps: int, multiplier: float, start_perc: float) -> CachePlan:
     ratios = interpolate(MAG_RATIOS[architecture], steps)
-    start_step = int(start_perc / 100 * steps + 0.5)
+    start_step = max(FIRST_SKIPPABLE_STEP, int(start_perc / 100 * steps + 0.5))
     target = steps / multiplier
     best: tuple[float, float, int] | None = None
     for threshold in np.arange(0.01, 0.6001, 0.01):

@@ -120,18 +120,21 @@ def test_supabase_mode_uploads_the_thumbnail_with_the_video(fake_supabase, supab
 
 def test_mag_step_cache_skips_transformer_passes_after_the_start_step_and_reports_them(sqlite_store, tmp_path):
     steps = {"num_inference_steps": 10}
-    plain, cached, late = run_rows(
+    plain, cached, late, early = run_rows(
         sqlite_store, tmp_path / "out", steps,
-        {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2, "skip_steps_start_step_perc": 20},
+        {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2, "skip_steps_start_step_perc": 30},
         {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2, "skip_steps_start_step_perc": 100},
+        {**steps, "skip_steps_cache_type": "mag", "skip_steps_multiplier": 2},
     )
-    for row in (plain, cached, late):
+    for row in (plain, cached, late, early):
         assert row.status is TaskStatus.COMPLETE, row.error_message
     report = cached.result["step_cache"]
     # The plan (from the model's magnitude ratios) is what ran: each skipped step is one pass not computed.
     assert report["passes_skipped"] == report["transformer_passes"] - report["full_passes"]
     assert report["passes_skipped"] == 10 - report["planned_full_steps"] > 0
-    assert 0.3 <= report["fraction_skipped"] <= 0.6 and report["start_step"] == 2
+    assert 0.3 <= report["fraction_skipped"] <= 0.6 and report["start_step"] == 3
+    # Steps 0 and 1 always run (batched guidance's first step has a different batch to reuse from).
+    assert early.result["step_cache"]["start_step"] == 2
     assert late.result["step_cache"]["passes_skipped"] == 0  # never before the start percentage
     assert "step_cache" not in plain.result
     difference = np.abs(read_video(cached.output_location).astype(float) - read_video(plain.output_location)).mean()
@@ -145,3 +148,29 @@ def test_step_cache_on_a_family_without_calibration_is_refused(sqlite_store, tmp
     row = sqlite_store.get_task(task)
     assert row.status is TaskStatus.FAILED
     assert "params.skip_steps_cache_type 'mag': step caches are calibrated for Wan models only" in row.error_message
+
+
+def test_guidance_variants_change_the_output_and_are_recorded(sqlite_store, tmp_path):
+    steps = {"num_inference_steps": 4}
+    plain, star, apg = run_rows(sqlite_store, tmp_path / "out", steps,
+                                {**steps, "cfg_star_switch": 1, "cfg_zero_step": 1}, {**steps, "apg_switch": 1})
+    for row in (plain, star, apg):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert star.result["guidance"] == {"variant": "cfg_zero_star", "cfg_zero_step": 1, "steps_combined": 4,
+                                       "steps_zeroed": 2}
+    assert apg.result["guidance"]["variant"] == "apg" and apg.result["guidance"]["steps_combined"] == 4
+    assert "guidance" not in plain.result
+    # Zeroing the first two of four steps moves the video visibly, even through the tiny random VAE.
+    assert not np.array_equal(read_video(star.output_location), read_video(plain.output_location))
+
+
+@pytest.mark.parametrize(("task_type", "params", "message"), [
+    ("flux", {"model": "tiny_flux", "cfg_star_switch": 1}, "params.cfg_star_switch: this guidance variant needs"),
+    ("t2v", {**BASE, "apg_switch": 1, "guidance_scale": 1}, "params.apg_switch: guidance_scale 1 runs no"),
+    ("t2v", {**BASE, "apg_switch": 1, "cfg_star_switch": 1}, "choose one"),
+])
+def test_a_guidance_variant_that_cannot_apply_is_refused(sqlite_store, tmp_path, task_type, params, message):
+    task = sqlite_store.add_task(NewTask(task_type, {"prompt": "x", **params}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message

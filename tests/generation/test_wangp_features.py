@@ -174,3 +174,15 @@ def test_a_guidance_variant_that_cannot_apply_is_refused(sqlite_store, tmp_path,
     run_worker_in_process(sqlite_store, tmp_path / "out")
     row = sqlite_store.get_task(task)
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
+
+
+def test_image_models_take_spatial_upsampling_and_grain_and_get_no_thumbnail(sqlite_store, tmp_path):
+    task = sqlite_store.add_task(NewTask("flux", {"model": "tiny_flux", "prompt": "x", "seed": 2,
+                                                  "spatial_upsampling": "lanczos2", "film_grain_intensity": 0.1}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    width, height = (int(v) for v in row.result["parameters"]["resolution"].split("x"))
+    assert cv2.imread(row.output_location).shape[:2] == (height * 2, width * 2)
+    assert set(row.result["postprocessing"]) == {"spatial_upsampling", "film_grain"}
+    assert "thumbnail" not in row.result

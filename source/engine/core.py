@@ -11,7 +11,7 @@ import gc
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
 from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
+from source.engine.windows import generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
 
 log = structlog.get_logger(__name__)
@@ -149,43 +150,40 @@ class Engine:
         assert self.resident is not None
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe
-        # 2. what this pipeline can produce
-        family.validate(pipe, params)
+        # 2. what this pipeline can produce (per window when the video is made of sliding windows)
+        windowed = needs_windows(params)
+        window = largest_length(params.sliding_window_size or 1, family.temporal_step(pipe))
+        family.validate(pipe, replace(params, video_length=window) if windowed else params)
         check_step_cache(params, pipe)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
         # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
         seed = params.seed if params.seed >= 0 else secrets.randbits(31)
         generator = torch.Generator("cpu").manual_seed(seed)
-        # 5. the call
-        total = params.num_inference_steps
-        kwargs: dict[str, Any] = {
-            "prompt": params.prompt,
-            "height": params.height,
-            "width": params.width,
-            "num_inference_steps": total,
-            "generator": generator,
-            "output_type": "np",
-            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
-            **family.call_kwargs(pipe, params),
-            **dict(definition.pipeline_kwargs),
-        }
-        if family.is_video and params.batch_size > 1:
-            kwargs["num_videos_per_prompt"] = params.batch_size
-        lora_weights = params.loras_multipliers
-        # 6. run, with this call's LoRAs only
+        # 5-6. the call(s), with this generation's LoRAs, step cache and guidance variant only
+        applied: dict[str, Any] = {}
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
-                                                   params.activated_loras, lora_weights), \
+                                                   params.activated_loras, params.loras_multipliers), \
                 step_cache(pipe, params, definition.architecture) as cache_report, \
                 guidance_variant(pipe, params) as guidance_report:
-            try:
-                output = pipe(**kwargs)
-            finally:
-                reset_step_state(pipe)
+            if windowed:
+                def run_window(window: GenerationParams, index: int, count: int) -> Any:
+                    def window_progress(step: int, total: int, message: str) -> None:
+                        if progress is not None:
+                            progress(index * total + step, count * total, f"window {index + 1}/{count}: {message}")
+                    return family.outputs(self._call(pipe, family, definition, window, generator,
+                                                     window_progress, should_abort))[0]
+
+                frames, applied["sliding_windows"] = generate_windows(params, family.temporal_step(pipe), run_window)
+                arrays = [frames]
+            else:
+                arrays = family.outputs(self._call(pipe, family, definition, params, generator, progress,
+                                                   should_abort))
+        total = params.num_inference_steps
         # 7. post-processing (WanGP's upsampling and grain), files and thumbnails
         output_dir.mkdir(parents=True, exist_ok=True)
         fps = family.fps if family.is_video else None
-        processed = [postprocess(array, params, fps, seed) for array in family.outputs(output)]
+        processed = [postprocess(array, params, fps, seed) for array in arrays]
         paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
         thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
                            if path.suffix == ".mp4")
@@ -195,7 +193,7 @@ class Engine:
             model_type=model_type, paths=paths, seed=seed, width=width, height=height,
             frames=last.shape[0] if last.ndim == 4 else family.frame_count(params), steps=total,
             fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
-            applied={**({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
+            applied={**applied, **({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
                      **({"step_cache": cache_report} if cache_report else {}),
                      **({"guidance": guidance_report} if guidance_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
@@ -205,6 +203,27 @@ class Engine:
         log.info("generation_finished", model_type=model_type, files=[p.name for p in paths], seed=seed,
                  seconds=round(result.seconds, 3))
         return result
+
+    def _call(self, pipe, family: Family, definition: ModelDefinition, params: GenerationParams,
+              generator: torch.Generator, progress: ProgressCallback | None,
+              should_abort: Callable[[], bool] | None = None):
+        kwargs: dict[str, Any] = {
+            "prompt": params.prompt,
+            "height": params.height,
+            "width": params.width,
+            "num_inference_steps": params.num_inference_steps,
+            "generator": generator,
+            "output_type": "np",
+            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
+            **family.call_kwargs(pipe, params),
+            **dict(definition.pipeline_kwargs),
+        }
+        if family.is_video and params.batch_size > 1:
+            kwargs["num_videos_per_prompt"] = params.batch_size
+        try:
+            return pipe(**kwargs)
+        finally:
+            reset_step_state(pipe)
 
     @staticmethod
     def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None) -> Path:

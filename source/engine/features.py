@@ -41,10 +41,10 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
     if params.cfg_star_switch and params.apg_switch:
         raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
                             "the two passes; choose one")
-    _refuse_unbuilt(params, wan, "RIFLEx_setting" in explicit)
+    _refuse_unbuilt(params, architecture, "RIFLEx_setting" in explicit)
 
 
-def _refuse_unbuilt(params: GenerationParams, wan: bool, riflex_given: bool) -> None:
+def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
     """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
     if params.slg_switch:
         raise InvalidParams("params.slg_switch: skip-layer guidance is not supported by this worker yet; "
@@ -54,13 +54,31 @@ def _refuse_unbuilt(params: GenerationParams, wan: bool, riflex_given: bool) -> 
                             f"supported by this worker yet; leave NAG_scale at 1 (off)")
     window = params.sliding_window_size
     if window is not None and params.video_length > window:
-        raise InvalidParams(
-            f"params.sliding_window_size {window}: video_length {params.video_length} needs several sliding "
-            f"windows, which this worker does not support yet; ask for at most {window} frames")
-    if wan and (params.RIFLEx_setting == 1
-                or (riflex_given and params.RIFLEx_setting == 0
-                                                and params.video_length > RIFLEX_AUTO_FRAMES)):
+        _check_windows(params, architecture, window)
+    # WanGP decides automatic RIFLEx on the length of one call: a window when windows are used.
+    length = min(params.video_length, window or params.video_length)
+    if architecture.startswith("wan_") and (params.RIFLEx_setting == 1 or (
+            riflex_given and params.RIFLEx_setting == 0 and length > RIFLEX_AUTO_FRAMES)):
         raise InvalidParams(
             f"params.RIFLEx_setting {params.RIFLEx_setting}: RIFLEx (for videos longer than "
             f"{RIFLEX_AUTO_FRAMES} frames, on by default in WanGP) is not supported by this worker yet; set "
             f"RIFLEx_setting to 2 to generate video_length {params.video_length} without it")
+
+
+def _check_windows(params: GenerationParams, architecture: str, window: int) -> None:
+    prefix = f"params.sliding_window_size {window}: video_length {params.video_length} needs several windows"
+    if architecture != "wan_vace":
+        raise InvalidParams(f"{prefix}; only VACE models continue a video from its last frames (as guide frames), "
+                            f"{architecture} cannot: ask for at most {window} frames or use a VACE model")
+    usable = (window - 1) // 4 * 4 + 1
+    overlap, discard = params.sliding_window_overlap, params.sliding_window_discard_last_frames
+    if overlap < 1 or overlap + discard >= usable:
+        raise InvalidParams(f"{prefix}; sliding_window_overlap {overlap} (at least 1) plus "
+                            f"sliding_window_discard_last_frames {discard} must leave new frames in a window of "
+                            f"{usable}")
+    for name, value in (("video_guide2", params.video_guide2), ("batch_size", params.batch_size > 1)):
+        if value:
+            raise InvalidParams(f"{prefix}; {name} is not supported with sliding windows")
+    if params.sliding_window_overlap_noise > 0:
+        raise InvalidParams(f"params.sliding_window_overlap_noise {params.sliding_window_overlap_noise:g}: noise "
+                            f"on the overlapped frames is not supported by this worker; set it to 0")

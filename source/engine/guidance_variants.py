@@ -56,6 +56,7 @@ class GuidanceVariantHook(ModelHook):
 
     def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
         self._cond, self._momentum = None, 0.0
+        self.clock.step = -1  # each call (a sliding window too) counts its steps from 0
         return module
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):

@@ -67,7 +67,7 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "RIFLEx_setting": 0,
     "sliding_window_size": None,
     "sliding_window_overlap": 5,
-    "sliding_window_overlap_noise": 20.0,
+    "sliding_window_overlap_noise": 0.0,
     "sliding_window_discard_last_frames": 0,
     "sliding_window_color_correction_strength": 0.0,
 })

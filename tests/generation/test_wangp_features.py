@@ -186,3 +186,49 @@ def test_image_models_take_spatial_upsampling_and_grain_and_get_no_thumbnail(sql
     assert cv2.imread(row.output_location).shape[:2] == (height * 2, width * 2)
     assert set(row.result["postprocessing"]) == {"spatial_upsampling", "film_grain"}
     assert "thumbnail" not in row.result
+
+
+@pytest.fixture
+def long_guide(tmp_path):
+    from source.engine.outputs import write_video
+
+    ramp = np.linspace(0, 1, 13)[:, None, None, None] * np.ones((13, 32, 32, 3))
+    return str(write_video(ramp, tmp_path / "long_guide.mp4", 16))
+
+
+def test_vace_sliding_windows_make_exactly_the_frames_asked_window_after_window(sqlite_store, tmp_path, long_guide):
+    vace = {"model": "tiny_vace", "video_guide": long_guide, "video_length": 13, "sliding_window_size": 9,
+            "sliding_window_overlap": 5}
+    ids = [sqlite_store.add_task(NewTask("vace", {"prompt": "x", "seed": 5, **vace, **extra}))
+           for extra in ({}, {"sliding_window_color_correction_strength": 1.0},
+                         {"sliding_window_discard_last_frames": 2})]
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    plain, corrected, discarded = (sqlite_store.get_task(i) for i in ids)
+    for row in (plain, corrected, discarded):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+        assert read_video(row.output_location).shape[0] == 13 and row.result["frames"] == 13
+    report = plain.result["sliding_windows"]
+    assert report["windows"] == 2 and report["window_frames"] == [9, 9]
+    # Dropping the last 2 frames of each window but the last leaves 2 new frames per window: 3 windows.
+    assert discarded.result["sliding_windows"]["window_frames"] == [9, 9, 9]
+    first = read_video(plain.output_location)[:9].astype(float)
+    assert np.abs(read_video(corrected.output_location)[:9] - first).mean() < 1  # window 1 is not corrected
+    assert not np.array_equal(read_video(corrected.output_location)[9:], read_video(plain.output_location)[9:])
+
+
+def test_progress_runs_once_across_all_windows(tmp_path, long_guide):
+    from headless_wgp import WanOrchestrator
+
+    seen: list[tuple[int, int, str]] = []
+    result = WanOrchestrator(tmp_path).generate(
+        "tiny_vace", "x", video_guide=long_guide, video_length=13, sliding_window_size=9, sliding_window_overlap=5,
+        num_inference_steps=2, progress=lambda step, total, message: seen.append((step, total, message)))
+    assert result.frames == 13
+    assert [(step, total) for step, total, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert seen[-1][2].startswith("window 2/2")
+
+
+def test_sliding_windows_on_a_model_that_cannot_continue_a_video_are_refused(sqlite_store, tmp_path):
+    (row,) = run_rows(sqlite_store, tmp_path / "out", {"sliding_window_size": 5, "video_length": 9})
+    assert row.status is TaskStatus.FAILED
+    assert "only VACE models continue a video" in row.error_message

@@ -47,6 +47,9 @@ ROUTES: dict[str, str | None] = {
     "different_perspective_orchestrator": f"{PERSPECTIVE}:handle_different_perspective_orchestrator",
     "dp_final_gen": f"{PERSPECTIVE}:handle_dp_final_gen",
     "magic_edit": "source.sm_functions.magic_edit:handle_magic_edit",
+    # VACE edits of existing videos
+    "join_clips": "source.specialized_handlers.vace_edit:handle_join_clips",
+    "inpaint_frames": "source.specialized_handlers.vace_edit:handle_inpaint_frames",
     # utilities
     "extract_frame": "source.specialized_handlers.extract_frame:handle_extract_frame",
     "rife_interpolate_images": "source.specialized_handlers.rife_interpolate:handle_rife_interpolate_images",

@@ -31,7 +31,11 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
     if params.skip_steps_cache_type and not wan:
         raise InvalidParams(f"params.skip_steps_cache_type {params.skip_steps_cache_type!r}: step caches are "
                             f"calibrated for Wan models only, not {architecture}")
-    for name, on in (("cfg_star_switch", params.cfg_star_switch), ("apg_switch", params.apg_switch)):
+    if params.slg_switch and params.slg_start_perc >= params.slg_end_perc:
+        raise InvalidParams(f"params.slg_start_perc {params.slg_start_perc:g} must be below slg_end_perc "
+                            f"{params.slg_end_perc:g}")
+    for name, on in (("cfg_star_switch", params.cfg_star_switch), ("apg_switch", params.apg_switch),
+                     ("slg_switch", params.slg_switch)):
         if on and not wan:
             raise InvalidParams(f"params.{name}: this guidance variant needs classifier-free guidance with a "
                                 f"negative prompt pass (Wan models); {architecture} has none")
@@ -46,9 +50,6 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
 
 def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
     """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
-    if params.slg_switch:
-        raise InvalidParams("params.slg_switch: skip-layer guidance is not supported by this worker yet; "
-                            "set slg_switch to 0")
     if params.NAG_scale > 1.0:
         raise InvalidParams(f"params.NAG_scale {params.NAG_scale:g}: normalized attention guidance is not "
                             f"supported by this worker yet; leave NAG_scale at 1 (off)")

@@ -1,5 +1,8 @@
 """WanGP's guidance variants on Wan's classifier-free guidance: CFG-Zero* (``cfg_star_switch``,
-``cfg_zero_step``) and adaptive projected guidance (``apg_switch``), as a hook on the denoiser's output.
+``cfg_zero_step``), adaptive projected guidance (``apg_switch``), as a hook on the denoiser's output, and
+skip-layer guidance (``slg_switch``, ``slg_layers``, ``slg_start_perc``, ``slg_end_perc``: as in WanGP, the
+unconditional pass of the steps in that range runs without those blocks; batched guidance is paused for
+such a generation, since its two passes then differ in more than the prompt).
 
 diffusers' guiders (ClassifierFreeZeroStarGuidance, AdaptiveProjectedGuidance) plug into modular pipelines
 only; WanPipeline combines the two passes itself as ``u + s * (c - u)``. So the hook keeps the step's
@@ -27,6 +30,7 @@ from diffusers.hooks.hooks import StateManager
 
 from source.engine.guidance_batching import _ContextOnly
 from source.engine.params import GenerationParams
+from source.errors import InvalidParams
 
 log = structlog.get_logger(__name__)
 
@@ -42,12 +46,17 @@ class _Clock:
     step: int = -1
     combined: int = 0
     zeroed: int = 0
+    # Skip-layer guidance: the steps [first, end) whose unconditional pass skips the layers, and whether
+    # the pass running now is one of them.
+    slg_steps: range = range(0)
+    skipping: bool = False
+    skipped_passes: int = 0
 
 
 class GuidanceVariantHook(ModelHook):
     _is_stateful = True
 
-    def __init__(self, variant: str, scale: float, zero_steps: int, clock: _Clock) -> None:
+    def __init__(self, variant: str | None, scale: float, zero_steps: int, clock: _Clock) -> None:
         super().__init__()
         self.state_manager = StateManager(_ContextOnly)
         self.variant, self.scale, self.zero_steps, self.clock = variant, scale, zero_steps, clock
@@ -60,9 +69,18 @@ class GuidanceVariantHook(ModelHook):
         return module
 
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
-        output = self.fn_ref.original_forward(*args, **kwargs)
         context = self.state_manager._context
         name = context.name if context is not None else None
+        self.clock.skipping = name == "uncond" and self.clock.step in self.clock.slg_steps
+        self.clock.skipped_passes += self.clock.skipping
+        try:
+            output = self.fn_ref.original_forward(*args, **kwargs)
+        finally:
+            self.clock.skipping = False
+        if self.variant is None:
+            if name == "cond":
+                self.clock.step += 1
+            return output
         if name == "cond":
             self.clock.step += 1
             self._cond = _sample(output)
@@ -103,6 +121,13 @@ def _with_sample(output, sample: torch.Tensor):
     return (sample, *output[1:]) if isinstance(output, tuple) else type(output)(sample=sample)
 
 
+def _skip_when(clock: _Clock):
+    """A block's forward hook: its input passes through unchanged while the clock says skip."""
+    def hook(module, args, output):
+        return args[0] if clock.skipping else output
+    return hook
+
+
 def variant_of(params: GenerationParams) -> str | None:
     if params.cfg_star_switch:
         return "cfg_zero_star"
@@ -116,28 +141,53 @@ def guidance_variant(pipe, params: GenerationParams) -> Iterator[dict[str, Any] 
     """The variant's hook on each denoiser for one call; yields the row's ``result.guidance`` (filled when
     the call ends), or None when no variant was asked for."""
     variant = variant_of(params)
-    if variant is None:
+    if variant is None and not params.slg_switch:
         yield None
         return
+    from source.engine.guidance_batching import hook_of
     from source.engine.loras import expert_components
 
     clock = _Clock()
+    steps = params.num_inference_steps
+    names = expert_components(pipe)
+    models = [getattr(pipe, name) for name in names]
+    handles = []
+    if params.slg_switch:
+        clock.slg_steps = range(int(params.slg_start_perc / 100 * steps), int(params.slg_end_perc / 100 * steps))
+        depth = min(len(model.blocks) for model in models)
+        if not params.slg_layers or max(params.slg_layers) >= depth:
+            raise InvalidParams(f"params.slg_layers {list(params.slg_layers)}: give block indices below {depth} "
+                                f"(this model's number of blocks)")
+        for model in models:
+            handles += [model.blocks[layer].register_forward_hook(_skip_when(clock)) for layer in params.slg_layers]
+    batched = [hook for hook in (hook_of(model) for model in models) if hook is not None]
+    for hook in batched:
+        hook.enabled = not params.slg_switch
     second = params.guidance2_scale if params.guidance2_scale is not None else params.guidance_scale
     scales = {"transformer": params.guidance_scale, "transformer_2": second}
-    models = [getattr(pipe, name) for name in expert_components(pipe)]
-    for name, model in zip(expert_components(pipe), models, strict=True):
+    for name, model in zip(names, models, strict=True):
         HookRegistry.check_if_exists_or_initialize(model).register_hook(
             GuidanceVariantHook(variant, scales[name], params.cfg_zero_step, clock), HOOK_NAME)
-    report: dict[str, Any] = {"variant": variant}
+    report: dict[str, Any] = {"variant": variant} if variant else {}
     if variant == "cfg_zero_star":
         report["cfg_zero_step"] = params.cfg_zero_step
-    else:
+    elif variant == "apg":
         report.update(momentum=APG_MOMENTUM, norm_threshold=APG_NORM_THRESHOLD)
+    if params.slg_switch:
+        report["skip_layer_guidance"] = {"layers": list(params.slg_layers), "steps": [clock.slg_steps.start,
+                                                                                     clock.slg_steps.stop]}
     try:
         yield report
     finally:
         for model in models:
             HookRegistry.check_if_exists_or_initialize(model).remove_hook(HOOK_NAME, recurse=False)
-        report.update(steps_combined=clock.combined, **({"steps_zeroed": clock.zeroed}
-                                                          if variant == "cfg_zero_star" else {}))
+        for handle in handles:
+            handle.remove()
+        for hook in batched:
+            hook.enabled = True
+        if variant:
+            report.update(steps_combined=clock.combined, **({"steps_zeroed": clock.zeroed}
+                                                              if variant == "cfg_zero_star" else {}))
+        if params.slg_switch:
+            report["skip_layer_guidance"]["unconditional_passes_skipping"] = clock.skipped_passes
         log.info("guidance_variant_applied", **report)

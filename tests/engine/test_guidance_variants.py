@@ -10,6 +10,7 @@ import torch
 from source.engine.guidance_variants import HOOK_NAME, GuidanceVariantHook, _Clock, guidance_variant
 from source.engine.model_defs import EngineOptions, load_model_def
 from source.engine.params import parse_values, resolve
+from source.errors import InvalidParams
 from tests.engine.test_speed_options import pipeline, run
 
 
@@ -60,3 +61,24 @@ def test_a_variant_gives_the_same_output_batched_or_not_and_changes_it(model_typ
     # Removed after the call: the next generation is the plain one again.
     assert plain.transformer._diffusers_hook.get_hook(HOOK_NAME) is None
     assert np.abs(run(plain, model_type, output_type="latent") - without).max() < 1e-6
+
+
+@pytest.mark.parametrize("model_type", ["tiny_t2v", "tiny_t2v_2_2"])
+def test_skip_layer_guidance_skips_the_layers_in_the_unconditional_passes_of_its_steps(model_type):
+    params = params_for(model_type, slg_switch=1, slg_layers=[0], slg_start_perc=25, slg_end_perc=75)
+    plain, batched = pipeline(model_type, EngineOptions(batch_cfg=False)), pipeline(model_type, EngineOptions())
+    without = run(plain, model_type, output_type="latent")
+    with guidance_variant(plain, params) as report_plain:
+        expected = run(plain, model_type, output_type="latent")
+    with guidance_variant(batched, params) as report_batched:
+        got = run(batched, model_type, output_type="latent")
+    assert np.abs(expected - got).max() < 1e-4  # batching pauses: the two passes differ in more than the prompt
+    assert np.abs(expected - without).mean() > 5e-4
+    # Steps 1 and 2 of 4 (25% to 75%): two unconditional passes without block 0.
+    for report in (report_plain, report_batched):
+        assert report["skip_layer_guidance"] == {"layers": [0], "steps": [1, 3], "unconditional_passes_skipping": 2}
+    assert batched.transformer._diffusers_hook.get_hook("batched_guidance").enabled  # restored
+    too_deep = params_for(model_type, slg_switch=1, slg_layers=[99])
+    with pytest.raises(InvalidParams, match="params.slg_layers \\[99\\]: give block indices below"), \
+            guidance_variant(plain, too_deep):
+        pass

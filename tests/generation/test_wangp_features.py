@@ -65,7 +65,8 @@ def test_every_video_gets_a_first_frame_thumbnail_beside_it(sqlite_store, tmp_pa
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    ({"slg_switch": 1, "slg_layers": [9]}, "params.slg_switch: skip-layer guidance is not supported"),
+    ({"slg_switch": 1, "slg_layers": [9]}, "params.slg_layers [9]: give block indices below"),
+    ({"slg_switch": 1, "slg_layers": [0], "slg_start_perc": 50, "slg_end_perc": 10}, "params.slg_start_perc 50"),
     ({"NAG_scale": 3}, "params.NAG_scale 3: normalized attention guidance is not supported"),
     ({"skip_steps_cache_type": "tea"}, "params.skip_steps_cache_type 'tea'"),
     ({"sliding_window_size": 5, "video_length": 9}, "params.sliding_window_size 5: video_length 9 needs several"),
@@ -152,13 +153,16 @@ def test_step_cache_on_a_family_without_calibration_is_refused(sqlite_store, tmp
 
 def test_guidance_variants_change_the_output_and_are_recorded(sqlite_store, tmp_path):
     steps = {"num_inference_steps": 4}
-    plain, star, apg = run_rows(sqlite_store, tmp_path / "out", steps,
-                                {**steps, "cfg_star_switch": 1, "cfg_zero_step": 1}, {**steps, "apg_switch": 1})
-    for row in (plain, star, apg):
+    plain, star, apg, slg = run_rows(sqlite_store, tmp_path / "out", steps,
+                                     {**steps, "cfg_star_switch": 1, "cfg_zero_step": 1}, {**steps, "apg_switch": 1},
+                                     {**steps, "slg_switch": 1, "slg_layers": "0", "slg_start_perc": 0})
+    for row in (plain, star, apg, slg):
         assert row.status is TaskStatus.COMPLETE, row.error_message
     assert star.result["guidance"] == {"variant": "cfg_zero_star", "cfg_zero_step": 1, "steps_combined": 4,
                                        "steps_zeroed": 2}
     assert apg.result["guidance"]["variant"] == "apg" and apg.result["guidance"]["steps_combined"] == 4
+    assert slg.result["guidance"]["skip_layer_guidance"] == {"layers": [0], "steps": [0, 3],
+                                                             "unconditional_passes_skipping": 3}
     assert "guidance" not in plain.result
     # Zeroing the first two of four steps moves the video visibly, even through the tiny random VAE.
     assert not np.array_equal(read_video(star.output_location), read_video(plain.output_location))

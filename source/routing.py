@@ -48,6 +48,9 @@ ROUTES: dict[str, str | None] = {
     "different_perspective_orchestrator": f"{PERSPECTIVE}:handle_different_perspective_orchestrator",
     "dp_final_gen": f"{PERSPECTIVE}:handle_dp_final_gen",
     "magic_edit": "source.orchestrators.magic_edit:handle_magic_edit",
+    # VACE edits of existing videos
+    "join_clips": "source.handlers.vace_edit:handle_join_clips",
+    "inpaint_frames": "source.handlers.vace_edit:handle_inpaint_frames",
     # utilities
     "extract_frame": "source.handlers.extract_frame:handle_extract_frame",
     "rife_interpolate_images": "source.handlers.rife_interpolate:handle_rife_interpolate_images",

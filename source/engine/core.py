@@ -11,7 +11,7 @@ import gc
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,19 @@ import torch
 
 from source.engine.families import family_for
 from source.engine.families.base import Family
+from source.engine.guidance_variants import guidance_variant
 from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.outputs import unique_path, write_image, write_video
 from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
+from source.engine.postprocess import postprocess, write_thumbnail
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
+from source.engine.step_cache import check as check_step_cache
+from source.engine.step_cache import step_cache
+from source.engine.windows import generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
 
 log = structlog.get_logger(__name__)
@@ -57,6 +62,10 @@ class GenerationResult:
     loras: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     # Values rounded to what the model supports (param → requested, used).
     adjusted: Mapping[str, Any] = field(default_factory=dict)
+    # First-frame JPEGs beside each video (source/engine/postprocess.py).
+    thumbnails: tuple[Path, ...] = ()
+    # WanGP features applied (post-processing, step cache, guidance variant), with their values.
+    applied: Mapping[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         summary = {"model": self.model_type, "seed": self.seed, "resolution": f"{self.width}x{self.height}",
@@ -69,6 +78,9 @@ class GenerationResult:
             summary["ignored_params"] = list(self.ignored_params)
         if self.adjusted:
             summary["adjusted"] = dict(self.adjusted)
+        if self.thumbnails:
+            summary["thumbnail"] = str(self.thumbnails[0])
+        summary.update(self.applied)
         if self.loras:
             summary["loras"] = {name: list(weight) for name, weight in self.loras.items()}
         return summary
@@ -145,45 +157,55 @@ class Engine:
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe
         # 2. what this pipeline can produce: size and length rounded as WanGP rounds them, the rest checked
-        params, adjusted = family.conform(pipe, params)
-        family.validate(pipe, params)
+        #    (per window when the video is made of sliding windows: its total length is kept exact)
+        windowed = needs_windows(params)
+        params, adjusted = family.conform(pipe, params, exact_length=windowed)
+        window = largest_length(params.sliding_window_size or 1, family.temporal_step(pipe))
+        family.validate(pipe, replace(params, video_length=window) if windowed else params)
+        check_step_cache(params, pipe)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
         # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
         seed = params.seed if params.seed >= 0 else secrets.randbits(31)
         generator = torch.Generator("cpu").manual_seed(seed)
-        # 5. the call
-        total = params.num_inference_steps
-        kwargs: dict[str, Any] = {
-            "prompt": params.prompt,
-            "height": params.height,
-            "width": params.width,
-            "num_inference_steps": total,
-            "generator": generator,
-            "output_type": "np",
-            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
-            **family.call_kwargs(pipe, params),
-            **dict(definition.pipeline_kwargs),
-        }
-        if family.is_video and params.batch_size > 1:
-            kwargs["num_videos_per_prompt"] = params.batch_size
-        lora_weights = params.loras_multipliers
-        # 6. run, with this call's LoRAs only
+        # 5-6. the call(s), with this generation's LoRAs, step cache and guidance variant only
+        applied: dict[str, Any] = {}
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
-                                                   params.activated_loras, lora_weights):
-            try:
-                output = pipe(**kwargs)
-            finally:
-                reset_step_state(pipe)
-        # 7. files
+                                                   params.activated_loras, params.loras_multipliers), \
+                step_cache(pipe, params, definition.architecture) as cache_report, \
+                guidance_variant(pipe, params) as guidance_report:
+            if windowed:
+                def run_window(window: GenerationParams, index: int, count: int) -> Any:
+                    def window_progress(step: int, total: int, message: str) -> None:
+                        if progress is not None:
+                            progress(index * total + step, count * total, f"window {index + 1}/{count}: {message}")
+                    return family.outputs(self._call(pipe, family, definition, window, generator,
+                                                     window_progress, should_abort))[0]
+
+                frames, applied["sliding_windows"] = generate_windows(params, family.temporal_step(pipe), run_window)
+                arrays = [frames]
+            else:
+                arrays = family.outputs(self._call(pipe, family, definition, params, generator, progress,
+                                                   should_abort))
+        total = params.num_inference_steps
         if progress is not None:
             progress(total, total, "encoding")
+        # 7. post-processing (WanGP's upsampling and grain), files and thumbnails
         output_dir.mkdir(parents=True, exist_ok=True)
-        paths = tuple(self._write(family, array, output_dir, model_type) for array in family.outputs(output))
+        fps = family.fps if family.is_video else None
+        processed = [postprocess(array, params, fps, seed) for array in arrays]
+        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
+        thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
+                           if path.suffix == ".mp4")
+        last = processed[-1].frames
+        height, width = last.shape[-3:-1]
         result = GenerationResult(
-            model_type=model_type, paths=paths, seed=seed, width=params.width, height=params.height,
-            frames=family.frame_count(params), steps=total, fps=family.fps if family.is_video else None,
-            seconds=time.monotonic() - started,
+            model_type=model_type, paths=paths, seed=seed, width=width, height=height,
+            frames=last.shape[0] if last.ndim == 4 else family.frame_count(params), steps=total,
+            fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
+            applied={**applied, **({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
+                     **({"step_cache": cache_report} if cache_report else {}),
+                     **({"guidance": guidance_report} if guidance_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
@@ -193,10 +215,31 @@ class Engine:
                  seconds=round(result.seconds, 3))
         return result
 
+    def _call(self, pipe, family: Family, definition: ModelDefinition, params: GenerationParams,
+              generator: torch.Generator, progress: ProgressCallback | None,
+              should_abort: Callable[[], bool] | None = None):
+        kwargs: dict[str, Any] = {
+            "prompt": params.prompt,
+            "height": params.height,
+            "width": params.width,
+            "num_inference_steps": params.num_inference_steps,
+            "generator": generator,
+            "output_type": "np",
+            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
+            **family.call_kwargs(pipe, params),
+            **dict(definition.pipeline_kwargs),
+        }
+        if family.is_video and params.batch_size > 1:
+            kwargs["num_videos_per_prompt"] = params.batch_size
+        try:
+            return pipe(**kwargs)
+        finally:
+            reset_step_state(pipe)
+
     @staticmethod
-    def _write(family: Family, array, output_dir: Path, stem: str) -> Path:
+    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None) -> Path:
         if family.is_video and array.ndim == 4 and array.shape[0] > 1:
-            return write_video(array, unique_path(output_dir, stem, ".mp4"), family.fps)
+            return write_video(array, unique_path(output_dir, stem, ".mp4"), fps or family.fps)
         frame = array[0] if array.ndim == 4 else array
         return write_image(frame, unique_path(output_dir, stem, ".png"))
 

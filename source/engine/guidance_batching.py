@@ -45,6 +45,8 @@ class BatchedGuidanceHook(ModelHook):
         # Latent size (elements) of the smallest generation whose batch ran out of memory: only smaller batch.
         self.too_large_from: int | None = None
         self._negative: torch.Tensor | None = None
+        # Off while a generation needs its two passes to differ in more than the prompt (skip-layer guidance).
+        self.enabled = True
         self._pending: tuple[dict[str, Any], Any] | None = None
 
     # -- diffusers hook protocol
@@ -68,7 +70,7 @@ class BatchedGuidanceHook(ModelHook):
         self._pending = None
         positive = kwargs.get("encoder_hidden_states")
         negative = self._negative
-        if negative is None or positive is None or negative.shape != positive.shape or self._too_large(kwargs):
+        if not self.enabled or negative is None or positive is None or negative.shape != positive.shape or self._too_large(kwargs):
             return forward(**kwargs)
         batched = dict(kwargs)
         batched["encoder_hidden_states"] = torch.cat([positive, negative])

@@ -45,6 +45,31 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "control_net_weight2": 1.0,
     "activated_loras": (),
     "loras_multipliers": (),
+    # WanGP's generation features (source/engine/features.py says which apply to which family), each
+    # default meaning "off" as in WanGP.
+    "temporal_upsampling": "",
+    "spatial_upsampling": "",
+    "film_grain_intensity": 0.0,
+    "film_grain_saturation": 0.5,
+    "skip_steps_cache_type": "",
+    "skip_steps_multiplier": 1.5,
+    "skip_steps_start_step_perc": 0.0,
+    "cfg_star_switch": 0,
+    "cfg_zero_step": -1,
+    "apg_switch": 0,
+    "slg_switch": 0,
+    "slg_layers": (),
+    "slg_start_perc": 10.0,
+    "slg_end_perc": 90.0,
+    "NAG_scale": 1.0,
+    "NAG_tau": 3.5,
+    "NAG_alpha": 0.5,
+    "RIFLEx_setting": 0,
+    "sliding_window_size": None,
+    "sliding_window_overlap": 5,
+    "sliding_window_overlap_noise": 0.0,
+    "sliding_window_discard_last_frames": 0,
+    "sliding_window_color_correction_strength": 0.0,
 })
 
 # Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
@@ -89,6 +114,29 @@ class GenerationParams:
     control_net_weight2: float
     activated_loras: tuple[str, ...]
     loras_multipliers: tuple[LoraWeight, ...]
+    temporal_upsampling: str
+    spatial_upsampling: str
+    film_grain_intensity: float
+    film_grain_saturation: float
+    skip_steps_cache_type: str
+    skip_steps_multiplier: float
+    skip_steps_start_step_perc: float
+    cfg_star_switch: int
+    cfg_zero_step: int
+    apg_switch: int
+    slg_switch: int
+    slg_layers: tuple[int, ...]
+    slg_start_perc: float
+    slg_end_perc: float
+    NAG_scale: float
+    NAG_tau: float
+    NAG_alpha: float
+    RIFLEx_setting: int
+    sliding_window_size: int | None
+    sliding_window_overlap: int
+    sliding_window_overlap_noise: float
+    sliding_window_discard_last_frames: int
+    sliding_window_color_correction_strength: float
 
     @property
     def resolution(self) -> str:
@@ -266,6 +314,66 @@ VIDEO_PROMPT_LETTERS: Mapping[str, str] = MappingProxyType({
 })
 
 
+# WanGP's value forms: "" is off. rife2/rife4: 2x/4x frames (and fps); lanczos1.5/2: frame size x1.5/x2.
+TEMPORAL_UPSAMPLING = ("", "rife2", "rife4")
+SPATIAL_UPSAMPLING = ("", "lanczos1.5", "lanczos2")
+STEP_CACHES = ("", "tea", "mag")
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
+    def parse(name: str, value: Any) -> str:
+        text = "" if value is None else str(value).strip().lower()
+        if text not in choices:
+            shown = ", ".join(repr(c) for c in choices)
+            raise InvalidParams(f"{name} {value!r} is not supported; choose one of {shown}")
+        return text
+    return parse
+
+
+def _choice_int(choices: tuple[int, ...]) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        number = _int(name, value)
+        if number not in choices:
+            raise InvalidParams(f"{name} must be one of {', '.join(map(str, choices))}, got {number}")
+        return number
+    return parse
+
+
+def _in_range(low: float, high: float) -> Callable[[str, Any], float]:
+    def parse(name: str, value: Any) -> float:
+        number = _float(name, value)
+        if not low <= number <= high:
+            raise InvalidParams(f"{name} must be between {low:g} and {high:g}, got {number:g}")
+        return number
+    return parse
+
+
+def _int_at_least(low: int) -> Callable[[str, Any], int]:
+    def parse(name: str, value: Any) -> int:
+        number = _int(name, value)
+        if number < low:
+            raise InvalidParams(f"{name} must be at least {low}, got {number}")
+        return number
+    return parse
+
+
+def _switch(name: str, value: Any) -> int:
+    """WanGP's on/off settings are 0/1 integers; booleans are taken too."""
+    if isinstance(value, bool):
+        return int(value)
+    return _choice_int((0, 1))(name, value)
+
+
+def _layers(name: str, value: Any) -> tuple[int, ...]:
+    """Block indices: a list, or a comma-separated string ("9" or "9,10")."""
+    if value is None or value == "":
+        return ()
+    parts = value.replace(",", " ").split() if isinstance(value, str) else value
+    if not isinstance(parts, (list, tuple)):
+        parts = [parts]
+    return tuple(_int_at_least(0)(name, part) for part in parts)
+
+
 def _bounded(maximum: int) -> Callable[[str, Any], int]:
     return lambda name, value: _bounded_int(name, value, maximum)
 
@@ -301,6 +409,29 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "control_net_weight2": _float,
     "activated_loras": parse_lora_names,
     "loras_multipliers": parse_multipliers,
+    "temporal_upsampling": _choice(TEMPORAL_UPSAMPLING),
+    "spatial_upsampling": _choice(SPATIAL_UPSAMPLING),
+    "film_grain_intensity": _in_range(0.0, 1.0),
+    "film_grain_saturation": _in_range(0.0, 1.0),
+    "skip_steps_cache_type": _choice(STEP_CACHES),
+    "skip_steps_multiplier": _in_range(1.0, 10.0),
+    "skip_steps_start_step_perc": _in_range(0.0, 100.0),
+    "cfg_star_switch": _switch,
+    "cfg_zero_step": _int_at_least(-1),
+    "apg_switch": _switch,
+    "slg_switch": _switch,
+    "slg_layers": _layers,
+    "slg_start_perc": _in_range(0.0, 100.0),
+    "slg_end_perc": _in_range(0.0, 100.0),
+    "NAG_scale": _in_range(0.0, 100.0),
+    "NAG_tau": _in_range(0.0, 100.0),
+    "NAG_alpha": _in_range(0.0, 1.0),
+    "RIFLEx_setting": _choice_int((0, 1, 2)),
+    "sliding_window_size": _optional(_bounded(MAX_VIDEO_LENGTH)),
+    "sliding_window_overlap": _int_at_least(0),
+    "sliding_window_overlap_noise": _in_range(0.0, 100.0),
+    "sliding_window_discard_last_frames": _int_at_least(0),
+    "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
 

@@ -26,7 +26,7 @@ from source.routing import resolve_handler
 from source.worker.gpu_info import detect_gpu
 from source.worker.heartbeat import Heartbeat
 from source.worker.limits import task_timeout
-from source.worker.publishing import LocalPublisher, OutputPublisher
+from source.worker.publishing import LocalPublisher, OutputPublisher, publish_thumbnail
 from source.worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -365,8 +365,9 @@ class Worker:
         except TaskError as exc:
             self._report_error(task, exc, elapsed, tlog)
             return
+        outcome_result = publish_thumbnail(self.publisher, task, outcome.result)
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
-        result = redact_value({**outcome.result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
+        result = redact_value({**outcome_result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                                "handler_seconds": elapsed})
         if outcome.completes_parent and task.parent_task_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds

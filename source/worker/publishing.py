@@ -107,6 +107,19 @@ class SupabaseStoragePublisher:
         return url
 
 
+def publish_thumbnail(publisher: OutputPublisher, task: Task, result: dict) -> dict:
+    """The result with its ``thumbnail`` published beside the output (a Storage URL in Supabase mode).
+    A thumbnail that cannot be uploaded never fails a finished generation: the local path stays, noted."""
+    local = result.get("thumbnail")
+    if not local or not Path(local).is_file():
+        return result
+    try:
+        return {**result, "thumbnail": publisher.publish(task, Path(local))}
+    except TaskError as exc:
+        log.warning("thumbnail_upload_failed", task_id=task.id, error=str(exc)[:300])
+        return {**result, "thumbnail_upload_error": str(exc)[:300]}
+
+
 def open_publisher(config: StoreConfig, *, keep_local: bool = False) -> OutputPublisher:
     """Supabase Storage when the project URL and key are known, else local paths. ``keep_local``: keep the
     local copy of an uploaded output."""

@@ -42,15 +42,17 @@ class Family:
         # yuv420p H.264 also needs even sizes; every multiple here is already even except Flux's tiny 2.
         return multiple if multiple % 2 == 0 else multiple * 2
 
-    def conform(self, pipe, params: GenerationParams) -> tuple[GenerationParams, dict[str, Any]]:
+    def conform(self, pipe, params: GenerationParams, *,
+                exact_length: bool = False) -> tuple[GenerationParams, dict[str, Any]]:
         """``params`` with the size rounded to the nearest multiple this pipeline needs and a video length
         to the nearest ``step*k+1``, as WanGP adjusts them instead of refusing; ``adjusted`` says what changed
-        (param → requested, used), and each change is logged as a warning."""
+        (param → requested, used), and each change is logged as a warning. ``exact_length``: a video made of
+        sliding windows keeps the length asked for (each window is a valid length of its own)."""
         multiple, step = self._multiple(pipe), self.temporal_step(pipe)
         width, height = nearest_valid(params.width, multiple), nearest_valid(params.height, multiple)
         # one frame (k = 0) is a valid length: single images from video models
-        length = nearest_valid(params.video_length, step, offset=1, minimum=1) if self.is_video \
-            else params.video_length
+        length = nearest_valid(params.video_length, step, offset=1, minimum=1) \
+            if self.is_video and not exact_length else params.video_length
         adjusted: dict[str, Any] = {}
         if (width, height) != (params.width, params.height):
             adjusted["resolution"] = {"requested": params.resolution, "used": f"{width}x{height}"}

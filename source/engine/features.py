@@ -1,0 +1,85 @@
+"""WanGP's generation features: which ones a row switched on, and a refusal naming the parameter for those
+this engine (or this family) cannot apply. Checked in the prepare stage, before any model switch.
+
+Each feature is off at its WanGP default (source/engine/params.py); a row that carries a setting at its
+off value asks for nothing, and one that switches a feature on gets it or fails with the reason.
+"""
+
+from __future__ import annotations
+
+from source.engine.params import GenerationParams
+from source.errors import InvalidParams
+
+# WanGP switches RIFLEx on by itself (RIFLEx_setting 0) past the length Wan was trained on.
+RIFLEX_AUTO_FRAMES = 81
+
+
+def check_supported(params: GenerationParams, architecture: str, *, image_output: bool,
+                    explicit: frozenset[str] = frozenset()) -> None:
+    """Raise InvalidParams for the first requested feature that cannot apply here. ``explicit``: the
+    parameters a task or the model JSON gave (WanGP's automatic RIFLEx is refused only when asked for)."""
+    wan = architecture.startswith("wan_")
+    if image_output or params.video_length == 1:
+        for name in ("temporal_upsampling",):
+            if getattr(params, name):
+                raise InvalidParams(f"params.{name} {getattr(params, name)!r}: this model makes images, "
+                                    f"there are no frames to interpolate; leave {name} out")
+    if params.skip_steps_cache_type == "tea":
+        raise InvalidParams(
+            "params.skip_steps_cache_type 'tea': TeaCache has no implementation in this engine's diffusers; "
+            "use 'mag' (MagCache, planned to meet skip_steps_multiplier) or leave it empty")
+    if params.skip_steps_cache_type and not wan:
+        raise InvalidParams(f"params.skip_steps_cache_type {params.skip_steps_cache_type!r}: step caches are "
+                            f"calibrated for Wan models only, not {architecture}")
+    if params.slg_switch and params.slg_start_perc >= params.slg_end_perc:
+        raise InvalidParams(f"params.slg_start_perc {params.slg_start_perc:g} must be below slg_end_perc "
+                            f"{params.slg_end_perc:g}")
+    for name, on in (("cfg_star_switch", params.cfg_star_switch), ("apg_switch", params.apg_switch),
+                     ("slg_switch", params.slg_switch)):
+        if on and not wan:
+            raise InvalidParams(f"params.{name}: this guidance variant needs classifier-free guidance with a "
+                                f"negative prompt pass (Wan models); {architecture} has none")
+        if on and params.guidance_scale <= 1.0:
+            raise InvalidParams(f"params.{name}: guidance_scale {params.guidance_scale:g} runs no unconditional pass "
+                                f"to combine; it needs guidance_scale above 1")
+    if params.cfg_star_switch and params.apg_switch:
+        raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
+                            "the two passes; choose one")
+    _refuse_unbuilt(params, architecture, "RIFLEx_setting" in explicit)
+
+
+def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
+    """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
+    if params.NAG_scale > 1.0:
+        raise InvalidParams(f"params.NAG_scale {params.NAG_scale:g}: normalized attention guidance is not "
+                            f"supported by this worker yet; leave NAG_scale at 1 (off)")
+    window = params.sliding_window_size
+    if window is not None and params.video_length > window:
+        _check_windows(params, architecture, window)
+    # WanGP decides automatic RIFLEx on the length of one call: a window when windows are used.
+    length = min(params.video_length, window or params.video_length)
+    if architecture.startswith("wan_") and (params.RIFLEx_setting == 1 or (
+            riflex_given and params.RIFLEx_setting == 0 and length > RIFLEX_AUTO_FRAMES)):
+        raise InvalidParams(
+            f"params.RIFLEx_setting {params.RIFLEx_setting}: RIFLEx (for videos longer than "
+            f"{RIFLEX_AUTO_FRAMES} frames, on by default in WanGP) is not supported by this worker yet; set "
+            f"RIFLEx_setting to 2 to generate video_length {params.video_length} without it")
+
+
+def _check_windows(params: GenerationParams, architecture: str, window: int) -> None:
+    prefix = f"params.sliding_window_size {window}: video_length {params.video_length} needs several windows"
+    if architecture != "wan_vace":
+        raise InvalidParams(f"{prefix}; only VACE models continue a video from its last frames (as guide frames), "
+                            f"{architecture} cannot: ask for at most {window} frames or use a VACE model")
+    usable = (window - 1) // 4 * 4 + 1
+    overlap, discard = params.sliding_window_overlap, params.sliding_window_discard_last_frames
+    if overlap < 1 or overlap + discard >= usable:
+        raise InvalidParams(f"{prefix}; sliding_window_overlap {overlap} (at least 1) plus "
+                            f"sliding_window_discard_last_frames {discard} must leave new frames in a window of "
+                            f"{usable}")
+    for name, value in (("video_guide2", params.video_guide2), ("batch_size", params.batch_size > 1)):
+        if value:
+            raise InvalidParams(f"{prefix}; {name} is not supported with sliding windows")
+    if params.sliding_window_overlap_noise > 0:
+        raise InvalidParams(f"params.sliding_window_overlap_noise {params.sliding_window_overlap_noise:g}: noise "
+                            f"on the overlapped frames is not supported by this worker; set it to 0")

@@ -1,0 +1,97 @@
+"""Sliding windows (WanGP's ``sliding_window_*``): a VACE video longer than one window is generated
+window after window, each one's first ``sliding_window_overlap`` frames guided by the previous window's
+last frames (mask black: keep them), the rest by the row's own guide and mask at the same positions.
+
+Windows are joined without duplicated frames (the regenerated overlap is dropped), each optionally
+colour-matched to the frames it continues, and the video is cut to exactly ``video_length`` frames.
+``sliding_window_discard_last_frames`` drops that many frames from the end of every window but the last
+before the next one continues from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from source.engine.inputs import load_video
+from source.engine.params import GenerationParams
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int  # output position of its first frame
+    length: int  # frames generated (4n+1)
+    final: bool
+
+
+def needs_windows(params: GenerationParams) -> bool:
+    return params.sliding_window_size is not None and params.video_length > params.sliding_window_size
+
+
+def largest_length(size: int, step: int) -> int:
+    return (size - 1) // step * step + 1
+
+
+def plan(total: int, size: int, overlap: int, discard: int, step: int) -> list[Window]:
+    """The windows, decided before any runs (their lengths do not depend on what they generate)."""
+    size = largest_length(size, step)
+    windows: list[Window] = []
+    produced = 0
+    while produced < total:
+        start = 0 if not windows else produced - overlap
+        need = total - start
+        length = min(size, (need - 1 + step - 1) // step * step + 1)
+        final = start + length >= total
+        windows.append(Window(start, length, final))
+        produced = start + length - (0 if final else discard)
+    return windows
+
+
+def color_match(frames: np.ndarray, generated_overlap: np.ndarray, reference: np.ndarray,
+                strength: float) -> np.ndarray:
+    """Per-channel mean and spread of the window moved toward those of the frames it continues, measured
+    on the overlap (the same moments in both), blended by ``strength``."""
+    mean_new, std_new = generated_overlap.mean(axis=(0, 1, 2)), generated_overlap.std(axis=(0, 1, 2)) + 1e-6
+    mean_ref, std_ref = reference.mean(axis=(0, 1, 2)), reference.std(axis=(0, 1, 2))
+    matched = (frames - mean_new) / std_new * std_ref + mean_ref
+    return np.clip(frames + strength * (matched - frames), 0.0, 1.0)
+
+
+def generate_windows(params: GenerationParams, step: int,
+                     run_window: Callable[[GenerationParams, int, int], np.ndarray]) -> tuple[np.ndarray, dict]:
+    """``run_window(window_params, index, count)`` → that window's frames (F, H, W, 3) in [0, 1]."""
+    size = (params.width, params.height)
+    total, overlap = params.video_length, params.sliding_window_overlap
+    windows = plan(total, params.sliding_window_size, overlap, params.sliding_window_discard_last_frames, step)
+    guide = load_video(params.video_guide, "video_guide", total, size)
+    mask = load_video(params.video_mask, "video_mask", total, size) if params.video_mask is not None else None
+    white, black = Image.new("RGB", size, (255, 255, 255)), Image.new("RGB", size, (0, 0, 0))
+    out: np.ndarray | None = None
+    for index, window in enumerate(windows):
+        span = range(window.start, window.start + window.length)
+        frames_guide = [guide[min(i, total - 1)] for i in span]
+        frames_mask = [mask[min(i, total - 1)] if mask is not None else white for i in span]
+        if out is not None:
+            previous = out[-overlap:]
+            frames_guide[:overlap] = [Image.fromarray((f * 255).round().astype(np.uint8)) for f in previous]
+            frames_mask[:overlap] = [black] * overlap
+        frames = run_window(replace(params, video_length=window.length, video_guide=frames_guide,
+                                    video_mask=frames_mask), index, len(windows))
+        if out is None:
+            out = frames
+        else:
+            if params.sliding_window_color_correction_strength > 0:
+                frames = color_match(frames, frames[:overlap], out[-overlap:],
+                                     params.sliding_window_color_correction_strength)
+            out = np.concatenate([out, frames[overlap:]])
+        if not window.final and params.sliding_window_discard_last_frames:
+            out = out[:-params.sliding_window_discard_last_frames]
+    assert out is not None
+    report = {"windows": len(windows), "size": params.sliding_window_size, "overlap": overlap,
+              "discard_last_frames": params.sliding_window_discard_last_frames,
+              "color_correction_strength": params.sliding_window_color_correction_strength,
+              "window_frames": [w.length for w in windows], "frames": total}
+    return out[:total], report

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler
 from click.testing import CliRunner
 
 import source.cli.tasks as task_cli
+import wgp
 from source.db.models import NewTask, TaskStatus
-from source.engine.core import Engine
 from source.handlers.context import CancelSignal, ProgressState
 from source.worker.heartbeat import Heartbeat
 from tests.helpers import REPO_ROOT, _worker_env, http_server, log_events, run_worker, wait_for
@@ -75,8 +75,8 @@ def test_prefetch_fetches_what_a_definition_needs_and_refuses_unknown_names():
 
 def test_engine_reports_loading_denoising_decoding_encoding_in_order(tmp_path):
     phases = []
-    Engine().generate("tiny_t2v", {"prompt": "a cat", "seed": 2, "num_inference_steps": 3}, output_dir=tmp_path,
-                      progress=lambda step, total, phase: phases.append(phase))
+    wgp.generate_video({"gen": {"file_list": []}}, "tiny_t2v", output_dir=tmp_path, prompt="a cat", seed=2,
+                       num_inference_steps=3, progress_callback=lambda step, total, phase: phases.append(phase))
     assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == \
         ["loading", "denoising", "decoding", "encoding"]
 

@@ -41,7 +41,8 @@ def vace_row(media, letters: str | None, **extra):
 
 def run_rows(store, tmp_path, rows):
     ids = [store.add_task(row) for row in rows]
-    run_worker_in_process(store, tmp_path / "out", generation_queue(tmp_path / "out"))
+    # keep_work_dirs (as --debug does): the test reads the control videos the model saw from the work folder
+    run_worker_in_process(store, tmp_path / "out", generation_queue(tmp_path / "out"), keep_work_dirs=True)
     return [store.get_task(task_id) for task_id in ids]
 
 

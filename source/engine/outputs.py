@@ -11,6 +11,11 @@ import numpy as np
 from PIL import Image
 
 CRF = 10
+# x264's canonical code paths instead of its CPU-dependent assembly (the 4x4/8x8 intra-mode search and the
+# mb-tree cost propagation, both approximations that x264 itself documents as not reproducible): with them the
+# same frames encoded twice in one worker process, right after a generation, came out different (a few
+# macroblocks of one frame, up to 14/255 apart once decoded). Same speed within noise on 832x480.
+X264_PARAMS = "cpu-independent=1"
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -36,15 +41,16 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
                        preset: str = "veryfast") -> Path:
     """Streams uint8 RGB frames of ``size`` (width, height) into an mp4, one at a time.
 
-    CRF 10 keeps generated detail (near-transparent quality). x264's veryfast preset encodes 832x480x81 in
-    less than half the time of its default (medium) at that quality (benchmarks/video_encoding.py), so
+    The same frames always give the same bytes (``X264_PARAMS``). CRF 10 keeps generated detail
+    (near-transparent quality). x264's veryfast preset encodes 832x480x81 in less than half the time of its default (medium) at that quality (benchmarks/video_encoding.py), so
     writing never dominates a fast task; encoding in-process also spares a pipe to an ffmpeg process.
     """
     import av
 
     width, height = size
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset})
+        stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset,
+                                                                  "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))

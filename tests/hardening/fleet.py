@@ -25,6 +25,8 @@ class WorkerFleet:
     kill_every: tuple[float, float] = (1.0, 3.0)
     # A worker younger than this is left alone: it is still importing, and killing it tests nothing.
     min_age_before_kill: float = 1.0
+    # How long a (re)started worker may take to import and install its signal handlers (see stop).
+    startup_seconds: float = 5.0
     seed: int = 0
     # The In Progress row ids by worker id. When given, victims are drawn from the workers holding a row
     # (a kill between two tasks, or of a worker still importing, tests nothing), and the rows a killed
@@ -82,7 +84,11 @@ class WorkerFleet:
         self._spawn(slot)  # the supervisor restarts it at once (Restart=always)
         if self.held_rows is None:
             return True
-        left = self.held_rows().get(worker_id, [])
+        # A statement the worker sent just before it died (its completion) may still commit on the server:
+        # a row is orphaned only if it is still held a moment later.
+        first = set(self.held_rows().get(worker_id, []))
+        time.sleep(0.5)
+        left = [row for row in self.held_rows().get(worker_id, []) if row in first]
         self.orphaned.extend(left)
         return bool(left)
 
@@ -98,6 +104,10 @@ class WorkerFleet:
     def stop(self, timeout: float = 30) -> list[int]:
         """SIGTERM every live worker (graceful shutdown) and return their exit codes."""
         self.stop_chaos()
+        # A worker the chaos just restarted may still be importing, before its graceful handlers exist: give
+        # it time to start (this tests the shutdown of running workers, not of starting ones).
+        youngest = max((born for _, born, _ in self._procs.values()), default=0.0)
+        time.sleep(max(0.0, youngest + self.startup_seconds - time.monotonic()))
         procs = [entry[0] for entry in self._procs.values()]
         for proc in procs:
             if proc.poll() is None:

@@ -9,8 +9,9 @@
 -- Policies a project already has on its tasks table are left as they are (policies add up).
 -- On a plain Postgres without those roles nothing changes: the owner (the worker's role) is not bound by RLS.
 
--- The functions that only workers and operators call. A later migration that adds one replaces this list;
--- the migration runner applies tasks_apply_security() after every run.
+-- The functions that only workers and operators call, those of later migrations (007-022) included: one
+-- list, defined once. A name whose function does not exist yet is skipped (the lookup joins pg_proc), and the
+-- migration runner applies tasks_apply_security() after every run, when they all exist.
 CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
     SELECT ARRAY[
@@ -20,7 +21,13 @@ LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
         'reclaim_expired_leases', 'fail_orphaned_dependants', 'get_task', 'task_status', 'list_tasks',
         'count_tasks_by_status', 'count_tasks_by_worker', 'tasks_change_marker',
         'register_worker', 'touch_worker', 'list_workers', 'tasks_set_blocked', 'tasks_unblock_dependants',
-        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security']::text[];
+        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security',
+        'tasks_hash_token', 'user_api_tokens_hash', 'tasks_token_user', 'tasks_user_projects',
+        'tasks_token_projects', 'tasks_token_task',
+        'requeue_task_on_shutdown', 'fail_unrunnable_tasks',
+        'tasks_worker_channel', 'tasks_dispatch_lock', 'worker_idle', 'worker_busy', 'worker_woken',
+        'tasks_wake_idle_workers', 'tasks_dispatch_inserted', 'tasks_dispatch_changed',
+        'purge_tasks', 'retry_later']::text[];
 $$;
 
 CREATE OR REPLACE FUNCTION tasks_supabase_roles_exist() RETURNS boolean

@@ -289,21 +289,6 @@ RETURNS boolean LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURR
                 THEN touch_worker(p_id, p_resident_model, p_current_task_id, p_status, p_stats) END;
 $$;
 
--- The helpers above answer questions about any user or token: not for the API roles.
-CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
-    SELECT ARRAY[
-        'add_task', 'claim_next_task', 'has_claimable_task', 'heartbeat_task', 'complete_task', 'fail_task',
-        'requeue_task', 'add_child_tasks', 'list_child_tasks', 'park_awaiting_children', 'complete_parent',
-        'fail_parents_of_ended_children', 'cancel_children_of_ended_parents', 'cancel_task', 'retry_task',
-        'reclaim_expired_leases', 'fail_orphaned_dependants', 'get_task', 'task_status', 'list_tasks',
-        'count_tasks_by_status', 'count_tasks_by_worker', 'tasks_change_marker',
-        'register_worker', 'touch_worker', 'list_workers', 'tasks_set_blocked', 'tasks_unblock_dependants',
-        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security',
-        'tasks_hash_token', 'user_api_tokens_hash', 'tasks_token_user', 'tasks_user_projects',
-        'tasks_token_projects', 'tasks_token_task']::text[];
-$$;
-
 -- Tokens are the service side's business (and each user's own rows, where Supabase auth is there).
 DO $$
 BEGIN

@@ -151,22 +151,6 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT AS $$
     SELECT f.id, f.reason FROM fail_unrunnable_tasks() AS f WHERE tasks_token_task(p_token, f.id);
 $$;
 
--- The functions tasks_apply_security() keeps away from anon/authenticated: 007's list and this file's.
-CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
-    SELECT ARRAY[
-        'add_task', 'claim_next_task', 'has_claimable_task', 'heartbeat_task', 'complete_task', 'fail_task',
-        'requeue_task', 'add_child_tasks', 'list_child_tasks', 'park_awaiting_children', 'complete_parent',
-        'fail_parents_of_ended_children', 'cancel_children_of_ended_parents', 'cancel_task', 'retry_task',
-        'reclaim_expired_leases', 'fail_orphaned_dependants', 'get_task', 'task_status', 'list_tasks',
-        'count_tasks_by_status', 'count_tasks_by_worker', 'tasks_change_marker',
-        'register_worker', 'touch_worker', 'list_workers', 'tasks_set_blocked', 'tasks_unblock_dependants',
-        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security',
-        'tasks_hash_token', 'user_api_tokens_hash', 'tasks_token_user', 'tasks_user_projects',
-        'tasks_token_projects', 'tasks_token_task',
-        'requeue_task_on_shutdown', 'fail_unrunnable_tasks']::text[];
-$$;
-
 -- The API store checks this before it starts: the schema must be at least what the code expects.
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$

@@ -169,24 +169,6 @@ ALTER FUNCTION tasks_dispatch_inserted() SECURITY DEFINER;
 ALTER FUNCTION tasks_dispatch_changed() SECURITY DEFINER;
 ALTER FUNCTION tasks_unblock_dependants() SECURITY DEFINER;
 
--- The functions that only workers and operators call (006): 010's list plus this migration's.
-CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
-    SELECT ARRAY[
-        'add_task', 'claim_next_task', 'has_claimable_task', 'heartbeat_task', 'complete_task', 'fail_task',
-        'requeue_task', 'add_child_tasks', 'list_child_tasks', 'park_awaiting_children', 'complete_parent',
-        'fail_parents_of_ended_children', 'cancel_children_of_ended_parents', 'cancel_task', 'retry_task',
-        'reclaim_expired_leases', 'fail_orphaned_dependants', 'get_task', 'task_status', 'list_tasks',
-        'count_tasks_by_status', 'count_tasks_by_worker', 'tasks_change_marker',
-        'register_worker', 'touch_worker', 'list_workers', 'tasks_set_blocked', 'tasks_unblock_dependants',
-        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security',
-        'tasks_hash_token', 'user_api_tokens_hash', 'tasks_token_user', 'tasks_user_projects',
-        'tasks_token_projects', 'tasks_token_task',
-        'requeue_task_on_shutdown', 'fail_unrunnable_tasks',
-        'tasks_worker_channel', 'tasks_dispatch_lock', 'worker_idle', 'worker_busy', 'worker_woken',
-        'tasks_wake_idle_workers', 'tasks_dispatch_inserted', 'tasks_dispatch_changed']::text[];
-$$;
-
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
     SELECT 11;

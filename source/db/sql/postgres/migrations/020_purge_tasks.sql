@@ -24,7 +24,7 @@ LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $$
     WHERE p_dry_run;
 $$;
 
--- Not in tasks_worker_functions() (workers never call it), so locked away here: Supabase's default privileges
+-- Locked away here as well as by tasks_worker_functions() (an operator function): Supabase's default privileges
 -- would hand a new function to anon and authenticated.
 REVOKE EXECUTE ON FUNCTION purge_tasks(double precision, text[], boolean) FROM PUBLIC;
 DO $$

@@ -94,6 +94,10 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
                    WHERE t.id = p_task_id::tasks_id_t AND t.project_id::text = ANY (tasks_token_projects(p_token)));
 $$;
 
+-- Retries (022's retry_later) put a row back with run_after; the claim skips rows not yet due.
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS run_after timestamptz NULL;
+CREATE INDEX IF NOT EXISTS tasks_run_after_idx ON tasks (run_after) WHERE status = 'Queued' AND run_after IS NOT NULL;
+
 -- The claim gains a project filter (NULL: every project, what the service worker asks for).
 DROP FUNCTION IF EXISTS claim_next_task(text, double precision, text, text[], double precision);
 CREATE OR REPLACE FUNCTION claim_next_task(
@@ -109,6 +113,7 @@ BEGIN
         SELECT t.id, t.priority, t.created_at
         FROM tasks AS t
         WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
+          AND (t.run_after IS NULL OR t.run_after <= now())
           AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
         ORDER BY t.priority DESC, t.created_at, t.id
         LIMIT 1
@@ -123,7 +128,8 @@ BEGIN
         SELECT c.id, c.created_at
         FROM affine_head AS h,
         LATERAL (SELECT t.id, t.created_at FROM tasks AS t
-                 WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND t.priority = h.priority
+                 WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
+          AND (t.run_after IS NULL OR t.run_after <= now()) AND t.priority = h.priority
                    AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
                    AND (t.params ->> 'model') = p_resident_model
                  ORDER BY t.created_at, t.id
@@ -133,7 +139,8 @@ BEGIN
         SELECT c.id, c.created_at
         FROM affine_head AS h, unnest(p_resident_task_types) AS rt(task_type),
         LATERAL (SELECT t.id, t.created_at FROM tasks AS t
-                 WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND t.priority = h.priority
+                 WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
+          AND (t.run_after IS NULL OR t.run_after <= now()) AND t.priority = h.priority
                    AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
                    AND (t.params ->> 'model') IS NULL AND t.task_type = rt.task_type
                  ORDER BY t.created_at, t.id
@@ -160,6 +167,12 @@ BEGIN
     WHERE tasks.id = pick.id AND tasks.status = 'Queued'
     RETURNING tasks.*;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION has_claimable_task() RETURNS boolean
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'Queued' AND NOT blocked_by_dependency
+                                            AND (run_after IS NULL OR run_after <= now()));
 $$;
 
 -- The token worker's verbs: check the token and the row, then run the worker's own function.

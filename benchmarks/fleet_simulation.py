@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -337,6 +338,8 @@ def main(sizes: str, modes: str, processes: int, mean_task_seconds: float, idle_
     chosen = [m for m in modes.split(",") if m]
     if not set(chosen) <= {"all", "one"}:
         raise click.BadParameter("modes are all, one", param_hint="--modes")
+    # a plain kill (SIGTERM) unwinds like Ctrl-C, so the throwaway cluster is stopped and its folder removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="wangp-fleet-"))
     try:
         with throwaway_cluster(root, max_connections=4 * max(fleet_sizes) + 50) as admin_url:

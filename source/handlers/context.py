@@ -139,6 +139,11 @@ class TaskContext:
         """Scratch space for this task (downloads, intermediate frames) inside the output root."""
         return task_work_dir(self.output_dir, self.task.id)
 
+    def scratch_record(self, name: str, path: Path) -> dict[str, str]:
+        """``{name: path}`` for a row's ``result`` when the scratch file outlives the task (work folders kept,
+        worker.py --debug); empty otherwise, so a result never points at a file that is deleted."""
+        return {name: str(path)} if self.settings.keep_work_dirs else {}
+
     @property
     def inputs(self) -> TaskInputs:
         """What this task may read (the worker's input policy) and where its downloads go."""

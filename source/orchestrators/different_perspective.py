@@ -123,6 +123,6 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     image_path = ctx.output_path("different_perspective.png", subdir=safe_filename(f"dp_{p.orchestrator_task_id_ref}"))
     Image.fromarray(last).save(image_path)
     return TaskOutcome(output_path=image_path, completes_parent=True, result={
-        **output.summary(), "video": str(video), "guide_video": str(guide_path),
+        **output.summary(), "video": str(video), **ctx.scratch_record("guide_video", guide_path),
         "perspective_type": p.perspective_type, **(older.result_extras() if older else {}),
     })

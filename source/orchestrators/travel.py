@@ -181,7 +181,7 @@ def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     output = generate(ctx, "vace", request)
     video = output.paths[0]
     result: dict[str, Any] = {**output.summary(), "segment_index": p.segment_index,
-                              "orchestrator_run_id": p.orchestrator_run_id, "guide_video": str(guide_path),
+                              "orchestrator_run_id": p.orchestrator_run_id, **ctx.scratch_record("guide_video", guide_path),
                               "kept_frames": [int(i) for i in np.flatnonzero(guide.kept)],
                               **(older.result_extras() if older else {})}
     if ctx.settings.colour_match_videos and start is not None:

@@ -95,6 +95,8 @@ def test_different_perspective_depth_end_to_end_on_tiny_models(sqlite_store, tmp
     done = sqlite_store.get_task(parent)
     assert done.status is TaskStatus.COMPLETE and done.output_location == children["final"].output_location
     assert cv2.imread(done.output_location) is not None
+    # the guide was scratch, deleted with the task's work folder: the row does not point at it
+    assert "guide_video" not in children["final"].result
 
 
 def test_different_perspective_pose_runs_real_detection_and_fails_on_a_view_without_a_person(

@@ -16,4 +16,6 @@ if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
     || echo "chromium could not be installed: the browser test will skip" >&2
 fi
 python -m ruff check .
-python -m pytest -q "$@"
+# One test process per core (-n auto; two on CI): most tests wait on a worker process, a subprocess or the
+# database, so the suite takes about half the time of one process. `-n 0` runs it in one process.
+python -m pytest -q -n auto --dist worksteal "$@"

@@ -83,8 +83,8 @@ def older_worker_wrote(store, task_id: str, status: str, output_location: str | 
         with store._write() as conn:
             conn.execute("UPDATE tasks SET status = ?, output_location = ? WHERE id = ?",
                          (status, output_location, task_id))
-    else:
-        with psycopg.connect(store._conninfo, autocommit=True) as conn:
+    else:  # the Supabase API store's own schema, or a direct store's
+        with psycopg.connect(getattr(store, "schema_url", None) or store._conninfo, autocommit=True) as conn:
             conn.execute("UPDATE tasks SET status = %s, output_location = %s WHERE id::text = %s",
                          (status, output_location, task_id))
 
@@ -180,6 +180,21 @@ def test_an_older_stitch_completes_the_older_orchestrator_with_the_final_video(s
     assert row.result["completed_by_task_id"] == stitch and row.attempts == 0
     assert sqlite_store.list_child_tasks(orchestrator) == []  # not run again as a current orchestrator
     assert "older_orchestrator_left" not in final.result
+
+
+def test_an_older_orchestrator_is_not_reclaimed_until_its_older_final_child_has_ended(store):
+    """Every backend: a lease-less In Progress row is the older worker's, normally reclaimed; its waiting
+    orchestrator is left to the older stitch that names it, and reclaimed (run again) once that ended."""
+    orchestrator = store.add_task(NewTask("travel_orchestrator", {}))
+    older_worker_wrote(store, orchestrator, "In Progress", None)
+    stitch = store.add_task(NewTask("travel_stitch", {"orchestrator_task_id_ref": orchestrator,
+                                                      "full_orchestrator_payload": {}}))
+    assert orchestrator not in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.claim_next_task("w1", lease_seconds=30).id == stitch
+    assert orchestrator not in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.fail_task(stitch, "w1", error_message="boom")
+    assert orchestrator in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.get_task(orchestrator).status is TaskStatus.QUEUED
 
 
 @pytest.mark.parametrize(("status", "reason"), [("Complete", "it is Complete, not In Progress"),

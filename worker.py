@@ -63,8 +63,8 @@ log = structlog.get_logger("worker")
 @click.option("--legacy-unknown-task-types", is_flag=True, envvar="WORKER_LEGACY_UNKNOWN_TASK_TYPES",
               help="Generate an unknown task type that has params.model as generate_video (the older worker's way).")
 @click.option("--legacy-output-location", is_flag=True, envvar="WORKER_LEGACY_OUTPUT_LOCATION",
-              help="SQLite: write a failed row's error text into output_location and publish outputs as "
-                   "files/<name> under <db folder>/public/files (the older worker's convention).")
+              help="Write a failed row's error text into output_location too; on SQLite also publish outputs "
+                   "as files/<name> under <db folder>/public/files (the older worker's conventions).")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
@@ -117,9 +117,6 @@ def main(config: StoreConfig, **opts: object) -> None:
     except StoreConfigError as exc:
         raise click.UsageError(str(exc)) from None
 
-    if opts["legacy_output_location"] and config.db_type is not DbType.SQLITE:
-        raise click.UsageError("--legacy-output-location applies to the SQLite backend only; on Postgres and "
-                               "Supabase the error text is in error_message")
     if opts["delete_db"]:
         if config.db_type is not DbType.SQLITE:
             raise click.UsageError("--delete-db only applies to the SQLite backend; refusing to touch a shared database")
@@ -169,7 +166,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         in_scene_lora=opts["in_scene_lora"] or None,  # type: ignore[arg-type]
         legacy_unknown_task_types=bool(opts["legacy_unknown_task_types"]),
         legacy_output_location=bool(opts["legacy_output_location"]),
-        legacy_public_root=Path(config.db_file).resolve().parent / "public" if opts["legacy_output_location"] else None,
+        # The files/<name> form is relative to the SQLite file's folder; Postgres rows keep paths or URLs.
+        legacy_public_root=Path(config.db_file).resolve().parent / "public"
+        if opts["legacy_output_location"] and config.db_type is DbType.SQLITE else None,
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))

@@ -171,10 +171,13 @@ class RpcTaskStore(ABC):
                           p_output_location=output_location, p_result=result)
 
     def fail_task(
-        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None,
+        output_location: str | None = None,
     ) -> bool:
+        # p_output_location (migration 024) only when there is one: without it, the same call as before.
+        extra = {"p_output_location": output_location} if output_location is not None else {}
         return self._flag("fail_task", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
-                          p_result=result)
+                          p_result=result, **extra)
 
     def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
         return self._flag("requeue_task_on_shutdown", p_task_id=task_id, p_worker_id=worker_id,
@@ -184,9 +187,11 @@ class RpcTaskStore(ABC):
         return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]
 
     def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
-                    delay_seconds: float) -> TaskStatus | None:
+                    delay_seconds: float, error_in_output_location: bool = False) -> TaskStatus | None:
+        # p_error_in_output_location (migration 024) only when asked: without it, the same call as before.
+        extra = {"p_error_in_output_location": True} if error_in_output_location else {}
         rows = self._rows("retry_later", p_task_id=task_id, p_worker_id=worker_id, p_error_message=error_message,
-                          p_delay_seconds=float(delay_seconds))
+                          p_delay_seconds=float(delay_seconds), **extra)
         return TaskStatus(rows[0]["status"]) if rows else None
 
     def reclaim_expired_leases(self) -> list[LeaseReclaim]:

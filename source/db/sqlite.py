@@ -195,11 +195,12 @@ class SqliteTaskStore:
         return retried
 
     def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
-                    delay_seconds: float) -> TaskStatus | None:
+                    delay_seconds: float, error_in_output_location: bool = False) -> TaskStatus | None:
         with self._write() as conn:
             row = conn.execute(self._q("retry_later"), {
                 "id": task_id, "worker_id": worker_id, "error_message": error_message,
-                "delay_modifier": _seconds_modifier(delay_seconds)}).fetchone()
+                "delay_modifier": _seconds_modifier(delay_seconds),
+                "error_in_output_location": int(error_in_output_location)}).fetchone()
         return TaskStatus(row["status"]) if row else None
 
     def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],

@@ -65,13 +65,18 @@ class TaskStore(Protocol):
         """Mark Complete; refused (False) if the worker no longer holds the row."""
 
     def fail_task(
-        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None
-    ) -> bool: ...
+        self, task_id: str, worker_id: str, *, error_message: str, result: dict[str, Any] | None = None,
+        output_location: str | None = None,
+    ) -> bool:
+        """Mark Failed with ``error_message``; refused (False) if the worker no longer holds the row.
+        ``output_location``: also written there (--legacy-output-location: the older worker's frontends read
+        a failed row's error text from that column); None leaves the column as it is."""
 
     def retry_later(self, task_id: str, worker_id: str, *, error_message: str,
-                    delay_seconds: float) -> TaskStatus | None:
+                    delay_seconds: float, error_in_output_location: bool = False) -> TaskStatus | None:
         """A transient failure: Queued again, claimable after ``delay_seconds`` (``run_after``), or Failed once
-        its max_attempts are used. None when the row is no longer this worker's."""
+        its max_attempts are used (the error then also in ``output_location`` when
+        ``error_in_output_location``: --legacy-output-location). None when the row is no longer this worker's."""
 
     def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
         """Give a row back (graceful shutdown): Queued again, the attempt not counted for the row's first

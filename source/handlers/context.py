@@ -30,13 +30,16 @@ class TaskOutcome:
 
     ``awaiting_children``: an orchestrator created child rows that will finish this row; the worker parks
     it (still In Progress, no lease) instead of completing it. ``completes_parent``: this child's published
-    output also completes its parent row (the last step of an orchestrated workflow).
+    output also completes its parent row (the last step of an orchestrated workflow): the task's
+    ``parent_task_id``, or ``parent_task_id`` here for a child without that link (an older-shape child names
+    its older orchestrator in its params).
     """
 
     output_path: Path | None = None
     result: dict[str, Any] = field(default_factory=dict)
     awaiting_children: bool = False
     completes_parent: bool = False
+    parent_task_id: str | None = None
 
 
 class CancelSignal:

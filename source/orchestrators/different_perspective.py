@@ -19,7 +19,7 @@ from source.handlers.task_paths import safe_filename
 from source.media.video import read_image, read_video, save_video
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
-from source.orchestrators.older_shapes import translate_older_child
+from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
 
 PERSPECTIVE_TASK_TYPES = {"pose": "generate_openpose", "depth": "generate_depth"}
 # The intermediate "single frame" is the shortest clip Wan makes (4*1+1 frames); extract_frame takes frame 0.
@@ -122,7 +122,8 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     last = read_video(video, "final video")[-1]
     image_path = ctx.output_path("different_perspective.png", subdir=safe_filename(f"dp_{p.orchestrator_task_id_ref}"))
     Image.fromarray(last).save(image_path)
-    return TaskOutcome(output_path=image_path, completes_parent=True, result={
+    older_parent, older_note = older_orchestrator_to_complete(ctx.store, ctx.task, older)
+    return TaskOutcome(output_path=image_path, completes_parent=True, parent_task_id=older_parent, result={
         **output.summary(), "video": str(video), **ctx.scratch_record("guide_video", guide_path),
-        "perspective_type": p.perspective_type, **(older.result_extras() if older else {}),
+        "perspective_type": p.perspective_type, **(older.result_extras() if older else {}), **older_note,
     })

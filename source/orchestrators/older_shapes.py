@@ -15,6 +15,8 @@ from typing import Any
 
 import structlog
 
+from source.db.models import Task, TaskStatus
+from source.db.store import TaskStore
 from source.errors import InvalidParams
 from source.orchestrators.checks import nearest_frame_count
 
@@ -25,6 +27,14 @@ OLDER_MARKS = {
     "travel_segment": "full_orchestrator_payload",
     "travel_stitch": "full_orchestrator_payload",
     "dp_final_gen": "dp_orchestrator_payload",
+}
+
+
+# The orchestrator row each older final child finished: the older stitch and dp_final_gen set the row named by
+# orchestrator_task_id_ref Complete with the final output (the older worker left it In Progress until then).
+OLDER_ORCHESTRATORS = {
+    "travel_stitch": "travel_orchestrator",
+    "dp_final_gen": "different_perspective_orchestrator",
 }
 
 
@@ -76,6 +86,34 @@ def translate_older_child(task_type: str, params: Mapping[str, Any]) -> Translat
     log.info("older_shape_translated", task_type=task_type, ignored=list(translated.ignored),
              adjusted=translated.adjusted)
     return translated
+
+
+def older_orchestrator_to_complete(store: TaskStore, task: Task, older: Translated | None
+                                   ) -> tuple[str | None, dict[str, Any]]:
+    """The older orchestrator row this final older-shape child completes (the worker completes it through
+    ``complete_parent``, like any parent), and what to add to the child's result. Only a row an older worker
+    left waiting qualifies: the orchestrator type of this child, in the same project, In Progress, without a
+    lease or children of its own (a row of this version's workers has one or the other). Any other row is
+    left as it is, and the child's ``result.older_orchestrator_left`` says why."""
+    if older is None:
+        return None, {}
+    ref = str(older.params["orchestrator_task_id_ref"])
+    expected = OLDER_ORCHESTRATORS[task.task_type]
+    row = store.get_task(ref)
+    if row is None:
+        reason = "it does not exist"
+    elif row.task_type != expected:
+        reason = f"it is a {row.task_type}, not a {expected}"
+    elif row.project_id != task.project_id:
+        reason = "it belongs to another project"
+    elif row.awaiting_children or row.lease_expires_at is not None:
+        reason = "a worker of this version holds it (it has a lease or children of its own)"
+    elif row.status is not TaskStatus.IN_PROGRESS:
+        reason = f"it is {row.status.value}, not In Progress"
+    else:
+        return ref, {}
+    log.info("older_orchestrator_left", task_id=task.id, orchestrator_task_id=ref, reason=reason)
+    return None, {"older_orchestrator_left": f"{ref}: {reason}"}
 
 
 def _frames(name: str, value: Any, adjusted: dict[str, Any]) -> int:
@@ -170,11 +208,9 @@ def _stitch(top: _Reads, payload: _Reads) -> Translated:
     # The overlap each segment was given by the older orchestrator (its segment rows carry the same values).
     into = [overlaps[0] if continued and overlaps else 0]
     into += [overlaps[i - 1] if i - 1 < len(overlaps) else 0 for i in range(1, count)]
+    # The older stitch sent the video through upscale_model_name at the larger size; here it is resized with
+    # Lanczos (upscale_model_name stays unread, so it is listed in ignored_params).
     upscale = top.get("upscale_factor", payload.get("upscale_factor", 0.0))
-    if not isinstance(upscale, int | float) or isinstance(upscale, bool) or upscale > 1.0:
-        raise InvalidParams(f"params.upscale_factor is {upscale!r}: travel_stitch does not upscale here; send 0 "
-                            "(or leave it out) and upscale the final video as a separate task")
-    top.get("upscale_model_name")  # only meaningful with an upscale factor, which was refused above
     params = {
         "orchestrator_task_id_ref": top.need("orchestrator_task_id_ref", "the id of the travel_orchestrator row"),
         "orchestrator_run_id": str(top.need("orchestrator_run_id", "the run id the segments and stitch share")),
@@ -185,6 +221,7 @@ def _stitch(top: _Reads, payload: _Reads) -> Translated:
         "resolution": top.get("parsed_resolution_wh")
         or payload.need("parsed_resolution_wh", "the output size as 'WIDTHxHEIGHT'"),
         "continue_from_video_resolved_path": continued,
+        "upscale_factor": upscale,
     }
     return Translated({k: v for k, v in params.items() if v is not None}, _travel_ignored(top, payload))
 

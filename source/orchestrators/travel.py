@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from source.db.models import TaskStatus
+from source.engine.postprocess import upsample_space
 from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
 from source.generation.handler import generate
@@ -28,8 +29,8 @@ from source.orchestrators.children import (
     dependency_output,
     spawn_chain,
 )
-from source.orchestrators.older_shapes import translate_older_child
-from source.orchestrators.travel_params import SegmentPlan, TravelPlan, plan_travel
+from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
+from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
 
 STITCH_KEY = "stitch"
@@ -98,6 +99,7 @@ def _stitch_payload(ctx: TaskContext, plan: TravelPlan) -> dict[str, Any]:
         resolution=plan.resolution,
         continue_from_video_resolved_path=d.continue_from_video_resolved_path,
         expected_frames=plan.final_frames,
+        upscale_factor=d.upscale_factor,
     ))
 
 
@@ -203,6 +205,7 @@ class StitchParams(TaskParams):
     resolution: str
     continue_from_video_resolved_path: str | None = None
     expected_frames: int | None = None
+    upscale_factor: float = Field(0.0, ge=0.0, le=MAX_UPSCALE_FACTOR)
 
 
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
@@ -226,14 +229,27 @@ def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
     final = crossfade_join(clips, overlaps, p.crossfade_sharp_amt)
     if p.expected_frames is not None and not p.continue_from_video_resolved_path and len(final) != p.expected_frames:
         raise TaskError(f"stitched {len(final)} frames, expected {p.expected_frames}: a segment has the wrong length")
+    result: dict[str, Any] = {}
+    if p.upscale_factor > 1.0:
+        ctx.check_cancelled()
+        final = _upscale(final, p.upscale_factor)
+        result["upscale"] = {"factor": p.upscale_factor, "method": "lanczos",
+                             "resolution": f"{final.shape[2]}x{final.shape[1]}"}
     path = save_video(final, ctx.output_path("travel_final.mp4", subdir=_run_dir(p.orchestrator_run_id)),
                       p.fps_final_video)
-    ctx.log.info("travel_stitched", frames=len(final), segments=len(segments), path=str(path))
-    return TaskOutcome(output_path=path, completes_parent=True, result={
+    ctx.log.info("travel_stitched", frames=len(final), segments=len(segments), path=str(path), **result)
+    older_parent, older_note = older_orchestrator_to_complete(ctx.store, ctx.task, older)
+    return TaskOutcome(output_path=path, completes_parent=True, parent_task_id=older_parent, result={
         "frames": len(final), "fps": p.fps_final_video, "orchestrator_run_id": p.orchestrator_run_id,
         "segment_task_ids": [row.id for row in segments], "segment_frames": [len(c) for c in clips],
-        "frame_overlaps": overlaps, **(older.result_extras() if older else {}),
+        "frame_overlaps": overlaps, **result, **(older.result_extras() if older else {}), **older_note,
     })
+
+
+def _upscale(frames: np.ndarray, factor: float) -> np.ndarray:
+    """The stitched video resized by ``factor`` with WanGP's Lanczos spatial upsampling (sides even)."""
+    resized = upsample_space(frames.astype(np.float32) / 255.0, factor)
+    return (resized * 255.0).round().astype(np.uint8)
 
 
 def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:

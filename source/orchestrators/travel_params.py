@@ -18,6 +18,8 @@ from source.orchestrators.checks import check_model, check_resolution, nearest_f
 from source.orchestrators.travel_segment import Fade
 
 WHERE = "params.orchestrator_details"
+# A stitched video resized past this holds too many pixels in memory; upscale it as a separate task instead.
+MAX_UPSCALE_FACTOR = 4.0
 
 
 class TravelDetails(TaskParams):
@@ -41,6 +43,8 @@ class TravelDetails(TaskParams):
     guidance_scale: float | None = None
     flow_shift: float | None = None
     crossfade_sharp_amt: float = Field(0.3, ge=0.0, le=10.0)
+    # The final video resized by this factor (Lanczos) when above 1; 0 or 1: no resize (the older default 0.0).
+    upscale_factor: float = Field(0.0, ge=0.0, le=MAX_UPSCALE_FACTOR)
     continue_from_video_resolved_path: str | None = None
     fade_in_params_json_str: str | None = None
     fade_out_params_json_str: str | None = None

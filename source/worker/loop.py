@@ -369,15 +369,16 @@ class Worker:
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
         result = redact_value({**outcome_result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                                "handler_seconds": elapsed})
-        if outcome.completes_parent and task.parent_task_id:
+        parent_id = task.parent_task_id or outcome.parent_task_id
+        if outcome.completes_parent and parent_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds
             # the parent already Complete; the other order could leave the parent waiting forever.
             parent_result = redact_value({**outcome.result, "completed_by_task_id": task.id})
             if self._report("complete_parent", lambda: self.store.complete_parent(
-                    task.parent_task_id, output_location=location, result=parent_result), tlog):
-                tlog.info("parent_completed", parent_task_id=task.parent_task_id, output_location=location)
+                    parent_id, output_location=location, result=parent_result), tlog):
+                tlog.info("parent_completed", parent_task_id=parent_id, output_location=location)
             else:
-                tlog.warning("parent_completion_refused", parent_task_id=task.parent_task_id,
+                tlog.warning("parent_completion_refused", parent_task_id=parent_id,
                              reason="the parent is no longer In Progress")
         if self._report("complete_task", lambda: self.store.complete_task(
                 task.id, self.settings.worker_id, output_location=location, result=result), tlog):
@@ -418,7 +419,8 @@ class Worker:
         """A transient failure: the row waits out a backoff (run_after) and runs again, on any worker."""
         delay = round(self.settings.retry_backoff.delay(task.attempts), 3)
         status = self._report("retry_later", lambda: self.store.retry_later(
-            task.id, self.settings.worker_id, error_message=str(error), delay_seconds=delay), tlog)
+            task.id, self.settings.worker_id, error_message=str(error), delay_seconds=delay,
+            error_in_output_location=self.settings.legacy_output_location), tlog)
         if status is TaskStatus.QUEUED:
             tlog.warning("task_retry_scheduled", error=str(error), attempt=task.attempts,
                          max_attempts=task.max_attempts, retry_in=delay)
@@ -462,7 +464,7 @@ class Worker:
               result: dict[str, Any] | None = None) -> None:
         message = redact(message)[:MAX_ERROR_CHARS] or "the task failed without a message"
         result = redact_value(result)
-        # --legacy-output-location (SQLite only): old frontends read the error text from output_location
+        # --legacy-output-location: old frontends read the error text from output_location
         legacy = {"output_location": message} if self.settings.legacy_output_location else {}
         if self._report("fail_task", lambda: self.store.fail_task(
                 task.id, self.settings.worker_id, error_message=message, result=result, **legacy), tlog):

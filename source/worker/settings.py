@@ -51,7 +51,7 @@ class WorkerSettings:
     # The older worker's conventions, for frontends written against it (both off by default):
     # an unknown task type with params.model is generated as generate_video;
     legacy_unknown_task_types: bool = False
-    # a failed row's error text also goes into output_location (set only with the SQLite store).
+    # a failed row's error text also goes into output_location (every backend).
     legacy_output_location: bool = False
     # With legacy_output_location on SQLite: <db folder>/public; outputs are published as "files/<name>".
     legacy_public_root: Path | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from source.db.models import NewTask, TaskStatus
 from tests.orchestrators.conftest import run_in_process
 
@@ -51,11 +53,31 @@ def test_legacy_output_location_writes_files_form_and_error_text_on_sqlite(sqlit
     assert failed.output_location == failed.error_message and "video_length" in failed.error_message
 
 
-def test_legacy_output_location_is_refused_on_postgres(postgres_url, tmp_path):
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres_store", "postgres_adopted_store"])
+def test_legacy_output_location_writes_the_error_text_on_postgres(request, backend, tmp_path):
+    """Through the real worker process, on our table and on the adopted web-app table: a failed row carries
+    its error in output_location; a finished one keeps its plain path (files/<name> is SQLite's form)."""
     from tests.helpers import run_worker
 
-    done = run_worker(postgres_url, tmp_path / "out", "--once", "--legacy-output-location")
-    assert done.returncode != 0 and "--legacy-output-location applies to the SQLite backend only" in done.stderr
+    store = request.getfixturevalue(backend)
+    broken = store.add_task(NewTask("t2v", {**T2V, "video_length": "many"}))
+    fine = store.add_task(NewTask("ping", {}))
+    done = run_worker(store._conninfo, tmp_path / "out", "--once", "--legacy-output-location", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    failed = store.get_task(broken)
+    assert failed.status is TaskStatus.FAILED and "video_length" in failed.error_message
+    assert failed.output_location == failed.error_message
+    ping = store.get_task(fine)
+    assert ping.status is TaskStatus.COMPLETE and Path(ping.output_location).is_absolute()
+
+
+@pytest.mark.postgres
+def test_legacy_output_location_writes_the_error_text_over_the_supabase_api(supabase_api_store, tmp_path):
+    broken = supabase_api_store.add_task(NewTask("t2v", {**T2V, "video_length": "many"}))
+    run_in_process(supabase_api_store, tmp_path / "out", legacy_output_location=True)
+    failed = supabase_api_store.get_task(broken)
+    assert failed.status is TaskStatus.FAILED and failed.output_location == failed.error_message
 
 
 def test_switches_are_off_by_default(sqlite_store, tmp_path):

@@ -60,6 +60,18 @@ def test_a_retried_row_is_not_claimable_before_run_after_then_fails_once_attempt
     assert row.status is TaskStatus.FAILED and row.error_message == "gave up after 2 attempts: hub answered 503"
 
 
+def test_a_row_that_used_up_its_retries_carries_its_error_in_output_location_only_when_asked(store):
+    """--legacy-output-location: the older worker's frontends read a failed row's error text there."""
+    plain = store.add_task(NewTask("ping", {}, max_attempts=1))
+    legacy = store.add_task(NewTask("ping", {}, max_attempts=1))
+    store.claim_next_task("w", lease_seconds=30), store.claim_next_task("w", lease_seconds=30)
+    assert store.retry_later(plain, "w", error_message="503", delay_seconds=1) is TaskStatus.FAILED
+    assert store.retry_later(legacy, "w", error_message="503", delay_seconds=1,
+                             error_in_output_location=True) is TaskStatus.FAILED
+    assert store.get_task(plain).output_location is None
+    assert store.get_task(legacy).output_location == "gave up after 1 attempts: 503"
+
+
 def test_a_delayed_row_does_not_hold_back_the_rows_behind_it(store):
     first = store.add_task(NewTask("ping", {}, priority=5))
     second = store.add_task(NewTask("ping", {}))

@@ -56,6 +56,16 @@ def test_failed_dependency_fails_the_whole_chain_naming_each_link(store):
     assert tail_row.error_message.startswith(f"dependency {middle} ended Failed")
 
 
+def test_a_failed_row_carries_its_error_in_output_location_only_when_asked(store):
+    """--legacy-output-location: frontends written for the older worker read the error text there."""
+    plain, legacy = store.add_task(NewTask("ping", {})), store.add_task(NewTask("ping", {}))
+    claim(store), claim(store)
+    assert store.fail_task(plain, "w1", error_message="boom")
+    assert store.fail_task(legacy, "w1", error_message="bang", output_location="bang")
+    assert (store.get_task(plain).output_location, store.get_task(legacy).output_location) == (None, "bang")
+    assert store.get_task(legacy).error_message == "bang"
+
+
 def test_cancelled_dependency_fails_its_dependant(store):
     head = store.add_task(NewTask("ping", {}))
     child = store.add_task(NewTask("ping", {}, dependant_on=head))

@@ -7,9 +7,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from source.db.models import NewTask, TaskStatus
+from source.db.sqlite import SqliteTaskStore
 from source.engine.outputs import write_video
 from source.media.video import read_video
 from tests.orchestrators.conftest import SIZE, run_in_process
@@ -65,7 +67,8 @@ def older_stitch(payload: dict[str, Any], orchestrator_id: str) -> dict[str, Any
         "current_run_base_output_dir": "/srv/older/outputs",
         "frame_overlap_settings_expanded": payload["frame_overlap_expanded"],
         "crossfade_sharp_amt": payload["crossfade_sharp_amt"], "parsed_resolution_wh": payload["parsed_resolution_wh"],
-        "fps_final_video": 16, "upscale_factor": 0.0, "upscale_model_name": None, "seed_for_upscale": 5011,
+        "fps_final_video": 16, "upscale_factor": payload["upscale_factor"], "upscale_model_name": None,
+        "seed_for_upscale": 5011,
         "debug_mode_enabled": False, "skip_cleanup_enabled": False, "initial_continued_video_path": None,
         "final_stitched_output_path": "/srv/older/outputs/travel_final.mp4",
         "poll_interval_from_orchestrator": 15, "poll_timeout_from_orchestrator": 1800,
@@ -73,17 +76,29 @@ def older_stitch(payload: dict[str, Any], orchestrator_id: str) -> dict[str, Any
     }
 
 
+def older_worker_wrote(store, task_id: str, status: str, output_location: str | None) -> None:
+    """What the older worker itself wrote on its orchestrator row once it had queued the children (it kept
+    no lease), on any backend."""
+    if isinstance(store, SqliteTaskStore):
+        with store._write() as conn:
+            conn.execute("UPDATE tasks SET status = ?, output_location = ? WHERE id = ?",
+                         (status, output_location, task_id))
+    else:  # the Supabase API store's own schema, or a direct store's
+        with psycopg.connect(getattr(store, "schema_url", None) or store._conninfo, autocommit=True) as conn:
+            conn.execute("UPDATE tasks SET status = %s, output_location = %s WHERE id::text = %s",
+                         (status, output_location, task_id))
+
+
 def queue_older_travel(store, images: list[str], *, orchestrator_row: bool = True,
-                       **overrides: Any) -> tuple[str, list[str], str]:
-    """An older orchestrator row (the older worker marked it Complete once it had queued its children; on
-    SQLite) and its children, chained by dependant_on exactly as the older worker inserted them."""
+                       orchestrator_status: str = "In Progress", **overrides: Any) -> tuple[str, list[str], str]:
+    """An older orchestrator row and its children, chained by dependant_on exactly as the older worker
+    inserted them. The older worker left its orchestrator In Progress until the stitch completed it (its
+    June 2025 versions marked it Complete at once: ``orchestrator_status="Complete"``)."""
     payload = older_travel_payload(images, **overrides)
     orchestrator = "older-orchestrator-gone"
     if orchestrator_row:
         orchestrator = store.add_task(NewTask("travel_orchestrator", {"orchestrator_details": copy.deepcopy(payload)}))
-        with store._write() as conn:
-            conn.execute("UPDATE tasks SET status = 'Complete', output_location = 'Orchestration queued' "
-                         "WHERE id = ?", (orchestrator,))
+        older_worker_wrote(store, orchestrator, orchestrator_status, "Orchestration queued")
     segments, previous = [], None
     for idx in range(payload["num_new_segments_to_generate"]):
         previous = store.add_task(NewTask("travel_segment", older_segment(payload, orchestrator, idx),
@@ -153,13 +168,96 @@ def test_a_broken_older_segment_fails_naming_the_key(sqlite_store, tmp_path, key
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
 
 
-def test_an_older_stitch_asking_for_an_upscale_fails_with_what_to_send(sqlite_store, tmp_path, keyframes):
+def test_an_older_stitch_completes_the_older_orchestrator_with_the_final_video(sqlite_store, tmp_path, keyframes):
+    """The older stitch set the row named by orchestrator_task_id_ref Complete with the final output; the
+    reclaim of lease-less rows leaves that row waiting meanwhile (it would otherwise run it all again)."""
+    orchestrator, _, stitch = queue_older_travel(sqlite_store, keyframes[:2])
+    run_in_process(sqlite_store, tmp_path / "out")
+    final = sqlite_store.get_task(stitch)
+    assert final.status is TaskStatus.COMPLETE, final.error_message
+    row = sqlite_store.get_task(orchestrator)
+    assert row.status is TaskStatus.COMPLETE and row.output_location == final.output_location
+    assert row.result["completed_by_task_id"] == stitch and row.attempts == 0
+    assert sqlite_store.list_child_tasks(orchestrator) == []  # not run again as a current orchestrator
+    assert "older_orchestrator_left" not in final.result
+
+
+def test_an_older_orchestrator_is_not_reclaimed_until_its_older_final_child_has_ended(store):
+    """Every backend: a lease-less In Progress row is the older worker's, normally reclaimed; its waiting
+    orchestrator is left to the older stitch that names it, and reclaimed (run again) once that ended."""
+    orchestrator = store.add_task(NewTask("travel_orchestrator", {}))
+    older_worker_wrote(store, orchestrator, "In Progress", None)
+    stitch = store.add_task(NewTask("travel_stitch", {"orchestrator_task_id_ref": orchestrator,
+                                                      "full_orchestrator_payload": {}}))
+    assert orchestrator not in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.claim_next_task("w1", lease_seconds=30).id == stitch
+    assert orchestrator not in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.fail_task(stitch, "w1", error_message="boom")
+    assert orchestrator in {r.task_id for r in store.reclaim_expired_leases()}
+    assert store.get_task(orchestrator).status is TaskStatus.QUEUED
+
+
+@pytest.mark.parametrize(("status", "reason"), [("Complete", "it is Complete, not In Progress"),
+                                                ("ping", "it is a ping, not a travel_orchestrator")])
+def test_an_older_stitch_leaves_a_row_that_is_not_a_waiting_older_orchestrator(sqlite_store, tmp_path, keyframes,
+                                                                               status, reason):
+    """June 2025 older workers marked the orchestrator Complete at once (their stitch left it alone); a row
+    of another type is never completed by a stitch that names it."""
+    if status == "ping":
+        orchestrator = sqlite_store.add_task(NewTask("ping", {}))
+        older_worker_wrote(sqlite_store, orchestrator, "Complete", "/elsewhere/ping.json")
+        _, _, stitch = queue_older_travel(sqlite_store, keyframes[:2], orchestrator_row=False)
+        with sqlite_store._write() as conn:
+            conn.execute("UPDATE tasks SET params = json_set(params, '$.orchestrator_task_id_ref', ?) WHERE id = ?",
+                         (orchestrator, stitch))
+    else:
+        orchestrator, _, stitch = queue_older_travel(sqlite_store, keyframes[:2], orchestrator_status=status)
+    run_in_process(sqlite_store, tmp_path / "out")
+    final = sqlite_store.get_task(stitch)
+    assert final.status is TaskStatus.COMPLETE, final.error_message
+    assert final.result["older_orchestrator_left"] == f"{orchestrator}: {reason}"
+    row = sqlite_store.get_task(orchestrator)
+    assert row.status is TaskStatus.COMPLETE and row.output_location != final.output_location
+
+
+def test_an_older_stitch_with_an_upscale_factor_resizes_the_final_video(sqlite_store, tmp_path, keyframes):
+    """The older stitch upscaled the final video by upscale_factor (through upscale_model_name); here with
+    WanGP's Lanczos spatial upsampling, recorded in result, the model name listed as ignored."""
+    _, _, stitch = queue_older_travel(sqlite_store, keyframes[:2], upscale_factor=1.5,
+                                      upscale_model_name="older-upscaler")
+    run_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(stitch)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    final = read_video(row.output_location, "final")
+    assert len(final) == 9 and final.shape[1:3] == (SIZE * 3 // 2, SIZE * 3 // 2)
+    assert row.result["upscale"] == {"factor": 1.5, "method": "lanczos", "resolution": "48x48"}
+    assert "full_orchestrator_payload.upscale_model_name" in row.result["ignored_params"]
+
+
+def test_an_older_stitch_asking_for_too_large_an_upscale_fails_naming_the_limit(sqlite_store, tmp_path, keyframes):
     payload = older_travel_payload(keyframes)
-    task = sqlite_store.add_task(NewTask("travel_stitch", {**older_stitch(payload, "gone"), "upscale_factor": 2.0}))
+    task = sqlite_store.add_task(NewTask("travel_stitch", {**older_stitch(payload, "gone"), "upscale_factor": 8.0}))
     run_in_process(sqlite_store, tmp_path / "out")
     row = sqlite_store.get_task(task)
     assert row.status is TaskStatus.FAILED
-    assert "params.upscale_factor is 2.0" in row.error_message and "send 0" in row.error_message
+    assert "params.upscale_factor: Input should be less than or equal to 4" in row.error_message
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres_store", "postgres_adopted_store"])
+def test_an_older_travel_completes_its_older_orchestrator_through_a_worker_process_on_postgres(
+        request, backend, tmp_path, keyframes):
+    from tests.helpers import run_worker
+
+    store = request.getfixturevalue(backend)
+    orchestrator, segments, stitch = queue_older_travel(store, keyframes[:2])
+    done = run_worker(store._conninfo, tmp_path / "out", "--once", "--input-roots", str(tmp_path), timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [store.get_task(t) for t in [*segments, stitch]]
+    assert [r.status for r in rows] == [TaskStatus.COMPLETE] * 2, [r.error_message for r in rows]
+    row = store.get_task(orchestrator)
+    assert row.status is TaskStatus.COMPLETE and row.output_location == rows[-1].output_location
+    assert row.result["completed_by_task_id"] == stitch and store.list_child_tasks(orchestrator) == []
 
 
 def test_older_dp_final_gen_reads_its_steps_by_the_older_task_ids(sqlite_store, tmp_path, keyframes):
@@ -172,8 +270,10 @@ def test_older_dp_final_gen_reads_its_steps_by_the_older_task_ids(sqlite_store, 
     original = {"input_image_path": keyframes[0], "prompt": "the same scene from the left",
                 "model_name": "tiny_vace", "resolution": f"{SIZE}x{SIZE}", "seed": 3, "perspective_type": "pose",
                 "fps_helpers": 16, "use_causvid_lora": False, "debug_mode": False}  # output_video_frames: older 16
+    orchestrator = sqlite_store.add_task(NewTask("different_perspective_orchestrator", original))
+    older_worker_wrote(sqlite_store, orchestrator, "In Progress", None)  # the older worker left it waiting
     params = {"task_id": "dp_final_gen_x", "dp_orchestrator_payload": {
-        "run_id": "dp_run_x", "orchestrator_task_id": "gone", "work_dir": "/srv/older/work",
+        "run_id": "dp_run_x", "orchestrator_task_id": orchestrator, "work_dir": "/srv/older/work",
         "main_output_dir": "/srv/older/public/files", "original_params": original, "perspective_type": "pose",
         "task_ids": {"user_persp": user_pose, "t2i": "t", "extract": "e", "t2i_persp": view_pose, "final_gen": "f"},
         "debug_mode": False, "skip_cleanup": False}}
@@ -185,6 +285,9 @@ def test_older_dp_final_gen_reads_its_steps_by_the_older_task_ids(sqlite_store, 
     assert row.result["adjusted"] == {"output_video_frames": {"requested": 16, "used": 17}}
     assert {"task_id", "dp_orchestrator_payload.work_dir", "dp_orchestrator_payload.original_params.debug_mode"} \
         <= set(row.result["ignored_params"])
+    # the older final step completed the orchestrator row with the final image
+    parent = sqlite_store.get_task(orchestrator)
+    assert parent.status is TaskStatus.COMPLETE and parent.output_location == row.output_location
 
 
 def test_older_continue_from_video_segment_uses_the_video_tail(sqlite_store, tmp_path, keyframes):

@@ -197,3 +197,16 @@ def test_frame_counts_and_sizes_wangp_would_adjust_are_rounded_and_recorded(sqli
     segments = [c.params() for c in sqlite_store.list_child_tasks(orchestrator) if c.task_type == "travel_segment"]
     assert [s["segment_frames_target"] for s in segments] == [9, 9]
     assert {s["resolution"] for s in segments} == {"32x32"}
+
+
+def test_the_orchestrators_upscale_factor_reaches_its_stitch(sqlite_store, tmp_path, keyframes):
+    """upscale_factor is honoured by the stitch (Lanczos, see test_older_children); the model name the older
+    stitch ran it through is not, and says so."""
+    params = travel_params(keyframes, upscale_factor=2.0, upscale_model_name="older-upscaler")
+    orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", params))
+    run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
+    row = sqlite_store.get_task(orchestrator)
+    assert row.awaiting_children, row.error_message
+    assert row.result["ignored_params"] == ["orchestrator_details.upscale_model_name"]
+    stitch = next(c for c in sqlite_store.list_child_tasks(orchestrator) if c.task_type == "travel_stitch")
+    assert stitch.params()["upscale_factor"] == 2.0

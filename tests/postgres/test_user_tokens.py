@@ -136,11 +136,19 @@ def test_token_store_over_a_direct_connection_with_a_low_privilege_role(token_db
         assert store.claim_next_task("alice-box", lease_seconds=30) is None  # Bob's row is not hers
         assert store.heartbeat(task.id, "alice-box", lease_seconds=30, progress=0.5)
         assert store.task_status(token_db["bob_task"]) is None
-        assert not store.fail_task(token_db["bob_task"], "alice-box", error_message="no")
+        assert not store.fail_task(token_db["bob_task"], "alice-box", error_message="no", output_location="no")
         assert store.complete_task(task.id, "alice-box", output_location="/out/a.json", result={"ok": True})
         assert store.get_task(task.id).status is TaskStatus.COMPLETE
         with pytest.raises(PermissionError, match="personal access token"):
             store.stats()
+    finally:
+        store.close()
+
+    store = PostgresTaskStore(low_privilege_url, access_token=BOB_TOKEN)
+    try:  # user_fail_task writes the error into output_location too when asked (--legacy-output-location)
+        task = store.claim_next_task("bob-box", lease_seconds=30)
+        assert store.fail_task(task.id, "bob-box", error_message="broken", output_location="broken")
+        assert store.get_task(task.id).output_location == "broken"
     finally:
         store.close()
 

@@ -145,7 +145,9 @@ RETURNING id;
 
 -- name: reclaim_expired_leases
 -- A missing lease on an In Progress row means a row left behind by the older worker: reclaim it too,
--- unless it is an orchestrator parked until its children finish it.
+-- unless it is an orchestrator parked until its children finish it, or an older worker's orchestrator
+-- whose older final child (travel_stitch / dp_final_gen, naming it in its params) has not run yet: that
+-- child completes it (older_shapes.py), as the older worker did.
 UPDATE tasks
 SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     error_message = CASE WHEN attempts >= max_attempts
@@ -156,6 +158,12 @@ SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'In Progress' AND awaiting_children = 0
   AND (lease_expires_at IS NULL OR lease_expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+  AND NOT (lease_expires_at IS NULL
+           AND task_type IN ('travel_orchestrator', 'different_perspective_orchestrator')
+           AND EXISTS (SELECT 1 FROM tasks AS c
+                       WHERE c.status IN ('Queued', 'In Progress') AND c.parent_task_id IS NULL
+                         AND c.task_type IN ('travel_stitch', 'dp_final_gen')
+                         AND instr(CAST(c.params AS TEXT), tasks.id) > 0))
 RETURNING id, status, attempts;
 
 -- name: fail_orphaned_dependants
@@ -373,7 +381,8 @@ RETURNING id, status, output_location;
 
 -- name: retry_later
 -- A transient failure: back to Queued, claimable from now + the backoff delay, until max_attempts are used;
--- then Failed with the last error.
+-- then Failed with the last error (also in output_location with :error_in_output_location, the older
+-- worker's convention: --legacy-output-location).
 UPDATE tasks
 SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     worker_id = CASE WHEN attempts >= max_attempts THEN worker_id END,
@@ -382,6 +391,9 @@ SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     error_message = CASE WHEN attempts >= max_attempts
                          THEN 'gave up after ' || attempts || ' attempts: ' || :error_message
                          ELSE :error_message END,
+    output_location = CASE WHEN attempts >= max_attempts AND :error_in_output_location
+                           THEN 'gave up after ' || attempts || ' attempts: ' || :error_message
+                           ELSE output_location END,
     lease_expires_at = NULL, heartbeat_at = NULL, progress = NULL,
     generation_processed_at = CASE WHEN attempts >= max_attempts
                                    THEN strftime('%Y-%m-%dT%H:%M:%fZ', 'now') END,

@@ -50,14 +50,15 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
     if params.cfg_star_switch and params.apg_switch:
         raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
                             "the two passes; choose one")
+    window = params.sliding_window_size
+    if window is not None and params.video_length > window:
+        _check_windows(params, architecture, window)
     _refuse_unbuilt(params, architecture, "RIFLEx_setting" in explicit)
 
 
 def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
     """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
     window = params.sliding_window_size
-    if window is not None and params.video_length > window:
-        _check_windows(params, architecture, window)
     # WanGP decides automatic RIFLEx on the length of one call: a window when windows are used.
     length = min(params.video_length, window or params.video_length)
     if architecture.startswith("wan_") and (params.RIFLEx_setting == 1 or (
@@ -70,7 +71,8 @@ def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: b
 
 def _check_windows(params: GenerationParams, architecture: str, window: int) -> None:
     prefix = f"params.sliding_window_size {window}: video_length {params.video_length} needs several windows"
-    if continuation_for(architecture) is None:
+    continuation = continuation_for(architecture)
+    if continuation is None:
         able = " and ".join(CONTINUATIONS)
         raise InvalidParams(f"{prefix}; only {able} models continue a video from its last frames, {architecture} "
                             f"cannot (WanGP's text-to-video windows are not connected to each other): ask for at "
@@ -85,7 +87,7 @@ def _check_windows(params: GenerationParams, architecture: str, window: int) -> 
                         ("image_end", params.image_end)):
         if value:
             raise InvalidParams(f"{prefix}; {name} is not supported with sliding windows")
-    if params.sliding_window_overlap_noise > 0 and architecture != "wan_vace":
+    if params.sliding_window_overlap_noise > 0 and not continuation.takes_overlap_noise:
         raise InvalidParams(f"params.sliding_window_overlap_noise {params.sliding_window_overlap_noise:g}: noise "
                             f"on the overlapped frames goes into VACE's guide; {architecture} continues from its "
                             f"start image instead: set it to 0")

@@ -36,6 +36,7 @@ class Continuation:
     how: str  # for result and messages
     fixed_overlap: int | None  # frames continued from, whatever sliding_window_overlap says (None: it)
     inputs: Callable[[GenerationParams, int], WindowInputs]  # (row params, overlap) -> window inputs
+    takes_overlap_noise: bool  # continued frames in a context that sliding_window_overlap_noise can blur
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,8 @@ def _start_image_inputs(params: GenerationParams, overlap: int) -> WindowInputs:
 
 
 CONTINUATIONS: dict[str, Continuation] = {
-    "wan_vace": Continuation("guide frames kept by the mask", None, _vace_inputs),
-    "wan_i2v": Continuation("last frame as the next start image", 1, _start_image_inputs),
+    "wan_vace": Continuation("guide frames kept by the mask", None, _vace_inputs, takes_overlap_noise=True),
+    "wan_i2v": Continuation("last frame as the next start image", 1, _start_image_inputs, takes_overlap_noise=False),
 }
 
 

@@ -69,6 +69,9 @@ class NagContextHook(ModelHook):
         self.state_manager = StateManager(_ContextOnly)
         self.negative_for, self.state = negative_for, state
 
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module  # what it keeps lasts exactly the call it is installed for
+
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         text = kwargs.get("encoder_hidden_states")
         if args or text is None:

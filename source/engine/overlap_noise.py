@@ -57,6 +57,9 @@ class OverlapNoiseHook(ModelHook):
         self.state_manager = StateManager(_ContextOnly)
         self.noise = noise
 
+    def reset_state(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module  # what it keeps lasts exactly the call it is installed for
+
     def new_forward(self, module: torch.nn.Module, *args, **kwargs):
         control = kwargs.get("control_hidden_states")
         if control is not None:

@@ -307,14 +307,16 @@ def test_each_image_to_video_window_starts_from_the_frame_the_previous_one_ended
     # Dropping the last 4 frames of the first window: the second starts from its 5th frame (9 + 9 - 4 - 1).
     assert result.applied["sliding_windows"]["window_frames"] == [9, 9]
     assert result.frames == 13
-    video = read_video(result.paths[0]).astype(float)
     assert len(starts) == 2 and not isinstance(starts[0], Image.Image) and isinstance(starts[1], Image.Image)
-    assert np.abs(np.asarray(starts[1], dtype=float) - video[4]).mean() < 3  # (mp4 encoding)
-    assert np.abs(np.asarray(starts[1], dtype=float) - video[8]).mean() > 3
+    # Compared with the frames of the video (read as BGR; yuv420 mp4 blurs the tiny model's colour noise).
+    video = read_video(result.paths[0]).astype(float)[..., ::-1]
+    differences = [np.abs(np.asarray(starts[1], dtype=float) - frame).mean() for frame in video]
+    assert differences[4] < 12 and min(differences[:4]) > 25, differences
 
 
 def test_overlap_noise_changes_only_the_windows_that_continue_and_is_recorded(sqlite_store, tmp_path, long_guide):
-    vace = {"model": "tiny_vace", "prompt": "x", "seed": 5, "video_guide": long_guide, "video_length": 13,
+    # (tiny_vace_2_2: the one-expert tiny VACE barely passes a change of its context on to the video)
+    vace = {"model": "tiny_vace_2_2", "prompt": "x", "seed": 5, "video_guide": long_guide, "video_length": 13,
             "sliding_window_size": 9, "sliding_window_overlap": 5}
     ids = [sqlite_store.add_task(NewTask("vace", {**vace, **extra}))
            for extra in ({}, {"sliding_window_overlap_noise": 100})]
@@ -328,7 +330,7 @@ def test_overlap_noise_changes_only_the_windows_that_continue_and_is_recorded(sq
     before, after = read_video(plain.output_location).astype(float), read_video(noised.output_location)
     assert after.shape[0] == 13
     assert np.abs(after[:9] - before[:9]).mean() < 1
-    assert not np.array_equal(after[9:], before[9:].astype(np.uint8))
+    assert np.abs(after[9:] - before[9:]).mean() > 2
 
 
 @pytest.mark.parametrize(("params", "message"), [

@@ -221,18 +221,28 @@ def test_vace_sliding_windows_make_exactly_the_frames_asked_window_after_window(
     assert not np.array_equal(read_video(corrected.output_location)[9:], read_video(plain.output_location)[9:])
 
 
-def test_progress_runs_once_across_all_windows(tmp_path, long_guide):
+@pytest.mark.parametrize("model", ["tiny_vace", "tiny_i2v"])
+def test_progress_runs_once_across_all_windows_and_cancel_stops_inside_one(tmp_path, long_guide, start_image, model):
     from headless_wgp import WanOrchestrator
+    from source.errors import TaskCancelled
 
+    inputs = {"video_guide": long_guide} if model == "tiny_vace" else {"image_start": start_image}
     seen: list[tuple[int, int, str]] = []
     result = WanOrchestrator(tmp_path).generate(
-        "tiny_vace", "x", video_guide=long_guide, video_length=13, sliding_window_size=9, sliding_window_overlap=5,
+        model, "x", **inputs, video_length=13, sliding_window_size=9, sliding_window_overlap=5,
         num_inference_steps=2, progress=lambda step, total, message: seen.append((step, total, message)))
     assert result.frames == 13
     # step reports only (the phases "loading" and "encoding" are reported beside them)
     steps = [(step, total) for step, total, message in seen if message.startswith("window")]
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert [message for *_, message in seen if message.startswith("window")][-1].startswith("window 2/2")
+    seen.clear()
+    with pytest.raises(TaskCancelled, match="stopped after denoising step 1 of 2"):
+        WanOrchestrator(tmp_path).generate(
+            model, "x", **inputs, video_length=13, sliding_window_size=9, num_inference_steps=2,
+            progress=lambda step, total, message: seen.append((step, total, message)),
+            should_abort=lambda: any(message.startswith("window 2/2") for *_, message in seen))
+    assert [step for step, _, message in seen if message.startswith("window")] == [1, 2, 3]
 
 
 def test_sliding_windows_on_a_model_that_cannot_continue_a_video_are_refused(sqlite_store, tmp_path):

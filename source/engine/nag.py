@@ -98,7 +98,8 @@ class NagAttnProcessor:
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
                  attention_mask: torch.Tensor | None = None, rotary_emb=None) -> torch.Tensor:
-        # Wan's cross-attention takes no mask and no rotary embedding.
+        # Wan's cross-attention takes no mask and no rotary embedding. The image tokens (I2V) are what
+        # precedes the text: diffusers assumes 512 text tokens, the same at the real models' length.
         tokens, rows = self.state.text_tokens, self.state.conditional_rows
         image = encoder_hidden_states[:, :-2 * tokens] if attn.add_k_proj is not None else None
         text, negative = encoder_hidden_states[:, -2 * tokens:-tokens], encoder_hidden_states[:rows, -tokens:]

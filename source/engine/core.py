@@ -25,14 +25,16 @@ from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.nag import normalized_attention_guidance
 from source.engine.outputs import unique_path, write_image, write_video
+from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
 from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
-from source.engine.windows import generate_windows, largest_length, needs_windows
+from source.engine.windows import fit_overlap, generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
 
 log = structlog.get_logger(__name__)
@@ -160,6 +162,9 @@ class Engine:
         #    (per window when the video is made of sliding windows: its total length is kept exact)
         windowed = needs_windows(params)
         params, adjusted = family.conform(pipe, params, exact_length=windowed)
+        if windowed:
+            params, overlap_adjusted = fit_overlap(params, definition.architecture)
+            adjusted.update(overlap_adjusted)
         window = largest_length(params.sliding_window_size or 1, family.temporal_step(pipe))
         family.validate(pipe, replace(params, video_length=window) if windowed else params)
         check_step_cache(params, pipe)
@@ -173,16 +178,26 @@ class Engine:
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
                                                    params.activated_loras, params.loras_multipliers), \
                 step_cache(pipe, params, definition.architecture) as cache_report, \
-                guidance_variant(pipe, params) as guidance_report:
+                guidance_variant(pipe, params) as guidance_report, \
+                normalized_attention_guidance(pipe, params) as nag_report:
             if windowed:
-                def run_window(window: GenerationParams, index: int, count: int) -> Any:
+                temporal_step = family.temporal_step(pipe)
+                noised: list[int] = []
+
+                def run_window(window: GenerationParams, index: int, count: int, continued: int) -> Any:
                     def window_progress(step: int, total: int, message: str) -> None:
                         if progress is not None:
                             progress(index * total + step, count * total, f"window {index + 1}/{count}: {message}")
-                    return family.outputs(self._call(pipe, family, definition, window, generator,
-                                                     window_progress, should_abort))[0]
+                    with overlap_noise(pipe, window, continued, temporal_step, seed + index) as latent_frames:
+                        noised.append(latent_frames)
+                        return family.outputs(self._call(pipe, family, definition, window, generator,
+                                                         window_progress, should_abort))[0]
 
-                frames, applied["sliding_windows"] = generate_windows(params, family.temporal_step(pipe), run_window)
+                frames, applied["sliding_windows"] = generate_windows(params, definition.architecture,
+                                                                      temporal_step, run_window)
+                if params.sliding_window_overlap_noise > 0:
+                    applied["sliding_windows"]["overlap_noise"] = {
+                        "strength": params.sliding_window_overlap_noise, "latent_frames_noised": noised}
                 arrays = [frames]
             else:
                 arrays = family.outputs(self._call(pipe, family, definition, params, generator, progress,
@@ -205,7 +220,8 @@ class Engine:
             fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
             applied={**applied, **({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
                      **({"step_cache": cache_report} if cache_report else {}),
-                     **({"guidance": guidance_report} if guidance_report else {})},
+                     **({"guidance": guidance_report} if guidance_report else {}),
+                     **({"normalized_attention_guidance": nag_report} if nag_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),

@@ -8,6 +8,7 @@ off value asks for nothing, and one that switches a feature on gets it or fails 
 from __future__ import annotations
 
 from source.engine.params import GenerationParams
+from source.engine.windows import CONTINUATIONS, continuation_for, overlap_for
 from source.errors import InvalidParams
 
 # WanGP switches RIFLEx on by itself (RIFLEx_setting 0) past the length Wan was trained on.
@@ -42,20 +43,22 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
         if on and params.guidance_scale <= 1.0:
             raise InvalidParams(f"params.{name}: guidance_scale {params.guidance_scale:g} runs no unconditional pass "
                                 f"to combine; it needs guidance_scale above 1")
+    if params.NAG_scale > 1.0 and not wan:
+        raise InvalidParams(f"params.NAG_scale {params.NAG_scale:g}: normalized attention guidance is built for "
+                            f"Wan models' text cross-attention only, not {architecture}; leave NAG_scale at 1 "
+                            f"(off)")
     if params.cfg_star_switch and params.apg_switch:
         raise InvalidParams("params.cfg_star_switch and params.apg_switch both change how guidance combines "
                             "the two passes; choose one")
+    window = params.sliding_window_size
+    if window is not None and params.video_length > window:
+        _check_windows(params, architecture, window)
     _refuse_unbuilt(params, architecture, "RIFLEx_setting" in explicit)
 
 
 def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
     """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
-    if params.NAG_scale > 1.0:
-        raise InvalidParams(f"params.NAG_scale {params.NAG_scale:g}: normalized attention guidance is not "
-                            f"supported by this worker yet; leave NAG_scale at 1 (off)")
     window = params.sliding_window_size
-    if window is not None and params.video_length > window:
-        _check_windows(params, architecture, window)
     # WanGP decides automatic RIFLEx on the length of one call: a window when windows are used.
     length = min(params.video_length, window or params.video_length)
     if architecture.startswith("wan_") and (params.RIFLEx_setting == 1 or (
@@ -68,18 +71,23 @@ def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: b
 
 def _check_windows(params: GenerationParams, architecture: str, window: int) -> None:
     prefix = f"params.sliding_window_size {window}: video_length {params.video_length} needs several windows"
-    if architecture != "wan_vace":
-        raise InvalidParams(f"{prefix}; only VACE models continue a video from its last frames (as guide frames), "
-                            f"{architecture} cannot: ask for at most {window} frames or use a VACE model")
+    continuation = continuation_for(architecture)
+    if continuation is None:
+        able = " and ".join(CONTINUATIONS)
+        raise InvalidParams(f"{prefix}; only {able} models continue a video from its last frames, {architecture} "
+                            f"cannot (WanGP's text-to-video windows are not connected to each other): ask for at "
+                            f"most {window} frames or use a VACE or image-to-video model")
     usable = (window - 1) // 4 * 4 + 1
-    overlap, discard = params.sliding_window_overlap, params.sliding_window_discard_last_frames
+    overlap, discard = overlap_for(params, architecture), params.sliding_window_discard_last_frames
     if overlap < 1 or overlap + discard >= usable:
         raise InvalidParams(f"{prefix}; sliding_window_overlap {overlap} (at least 1) plus "
                             f"sliding_window_discard_last_frames {discard} must leave new frames in a window of "
                             f"{usable}")
-    for name, value in (("video_guide2", params.video_guide2), ("batch_size", params.batch_size > 1)):
+    for name, value in (("video_guide2", params.video_guide2), ("batch_size", params.batch_size > 1),
+                        ("image_end", params.image_end)):
         if value:
             raise InvalidParams(f"{prefix}; {name} is not supported with sliding windows")
-    if params.sliding_window_overlap_noise > 0:
+    if params.sliding_window_overlap_noise > 0 and not continuation.takes_overlap_noise:
         raise InvalidParams(f"params.sliding_window_overlap_noise {params.sliding_window_overlap_noise:g}: noise "
-                            f"on the overlapped frames is not supported by this worker; set it to 0")
+                            f"on the overlapped frames goes into VACE's guide; {architecture} continues from its "
+                            f"start image instead: set it to 0")

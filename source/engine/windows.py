@@ -1,6 +1,13 @@
-"""Sliding windows (WanGP's ``sliding_window_*``): a VACE video longer than one window is generated
-window after window, each one's first ``sliding_window_overlap`` frames guided by the previous window's
-last frames (mask black: keep them), the rest by the row's own guide and mask at the same positions.
+"""Sliding windows (WanGP's ``sliding_window_*``): a video longer than one window is generated window after
+window, each continuing from the frames the previous one ended with, in the way its model can:
+
+- VACE: each window's first ``sliding_window_overlap`` frames are guided by the previous window's last
+  frames (mask black: keep them), the rest by the row's own guide and mask at the same positions.
+- Image-to-video: as in WanGP, the previous window's last frame is the next window's start image, so the
+  overlap is always 1 frame (a row's other ``sliding_window_overlap`` is adjusted to 1 and recorded).
+
+Text-to-video models have no input to continue from; WanGP generates their windows unconnected, which is no
+continuation, so they are refused (features.py) naming the models that can.
 
 Windows are joined without duplicated frames (the regenerated overlap is dropped), each optionally
 colour-matched to the frames it continues, and the video is cut to exactly ``video_length`` frames.
@@ -12,12 +19,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from source.engine.inputs import load_video
 from source.engine.params import GenerationParams
+
+# A window's own inputs, from the row's and from the last frames generated before it (None: the first).
+WindowInputs = Callable[["Window", "np.ndarray | None"], GenerationParams]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    how: str  # for result and messages
+    fixed_overlap: int | None  # frames continued from, whatever sliding_window_overlap says (None: it)
+    inputs: Callable[[GenerationParams, int], WindowInputs]  # (row params, overlap) -> window inputs
+    takes_overlap_noise: bool  # continued frames in a context that sliding_window_overlap_noise can blur
 
 
 @dataclass(frozen=True)
@@ -60,26 +79,72 @@ def color_match(frames: np.ndarray, generated_overlap: np.ndarray, reference: np
     return np.clip(frames + strength * (matched - frames), 0.0, 1.0)
 
 
-def generate_windows(params: GenerationParams, step: int,
-                     run_window: Callable[[GenerationParams, int, int], np.ndarray]) -> tuple[np.ndarray, dict]:
-    """``run_window(window_params, index, count)`` → that window's frames (F, H, W, 3) in [0, 1]."""
-    size = (params.width, params.height)
-    total, overlap = params.video_length, params.sliding_window_overlap
-    windows = plan(total, params.sliding_window_size, overlap, params.sliding_window_discard_last_frames, step)
+def _image(frame: np.ndarray) -> Image.Image:
+    return Image.fromarray((frame * 255).round().astype(np.uint8))
+
+
+def _vace_inputs(params: GenerationParams, overlap: int) -> WindowInputs:
+    size, total = (params.width, params.height), params.video_length
     guide = load_video(params.video_guide, "video_guide", total, size)
     mask = load_video(params.video_mask, "video_mask", total, size) if params.video_mask is not None else None
     white, black = Image.new("RGB", size, (255, 255, 255)), Image.new("RGB", size, (0, 0, 0))
-    out: np.ndarray | None = None
-    for index, window in enumerate(windows):
+
+    def inputs(window: Window, previous: np.ndarray | None) -> GenerationParams:
         span = range(window.start, window.start + window.length)
         frames_guide = [guide[min(i, total - 1)] for i in span]
         frames_mask = [mask[min(i, total - 1)] if mask is not None else white for i in span]
-        if out is not None:
-            previous = out[-overlap:]
-            frames_guide[:overlap] = [Image.fromarray((f * 255).round().astype(np.uint8)) for f in previous]
+        if previous is not None:
+            frames_guide[:overlap] = [_image(frame) for frame in previous]
             frames_mask[:overlap] = [black] * overlap
-        frames = run_window(replace(params, video_length=window.length, video_guide=frames_guide,
-                                    video_mask=frames_mask), index, len(windows))
+        return replace(params, video_length=window.length, video_guide=frames_guide, video_mask=frames_mask)
+    return inputs
+
+
+def _start_image_inputs(params: GenerationParams, overlap: int) -> WindowInputs:
+    def inputs(window: Window, previous: np.ndarray | None) -> GenerationParams:
+        if previous is None:
+            return replace(params, video_length=window.length)
+        return replace(params, video_length=window.length, image_start=_image(previous[-1]))
+    return inputs
+
+
+CONTINUATIONS: dict[str, Continuation] = {
+    "wan_vace": Continuation("guide frames kept by the mask", None, _vace_inputs, takes_overlap_noise=True),
+    "wan_i2v": Continuation("last frame as the next start image", 1, _start_image_inputs, takes_overlap_noise=False),
+}
+
+
+def continuation_for(architecture: str) -> Continuation | None:
+    return CONTINUATIONS.get(architecture)
+
+
+def overlap_for(params: GenerationParams, architecture: str) -> int:
+    continuation = CONTINUATIONS.get(architecture)
+    fixed = continuation.fixed_overlap if continuation is not None else None
+    return fixed if fixed is not None else params.sliding_window_overlap
+
+
+def fit_overlap(params: GenerationParams, architecture: str) -> tuple[GenerationParams, dict[str, Any]]:
+    """The row's overlap set to the one its model continues from (image-to-video: 1), with what changed."""
+    overlap = overlap_for(params, architecture)
+    if overlap == params.sliding_window_overlap:
+        return params, {}
+    return (replace(params, sliding_window_overlap=overlap),
+            {"sliding_window_overlap": {"requested": params.sliding_window_overlap, "used": overlap}})
+
+
+def generate_windows(params: GenerationParams, architecture: str, step: int,
+                     run_window: Callable[[GenerationParams, int, int, int], np.ndarray]) -> tuple[np.ndarray, dict]:
+    """``run_window(window_params, index, count, continued)`` → that window's frames (F, H, W, 3) in [0, 1];
+    ``continued``: how many of its first frames continue the previous window's last ones (0 for the first)."""
+    continuation = CONTINUATIONS[architecture]
+    total, overlap = params.video_length, overlap_for(params, architecture)
+    windows = plan(total, params.sliding_window_size, overlap, params.sliding_window_discard_last_frames, step)
+    inputs = continuation.inputs(params, overlap)
+    out: np.ndarray | None = None
+    for index, window in enumerate(windows):
+        previous = out[-overlap:] if out is not None else None
+        frames = run_window(inputs(window, previous), index, len(windows), 0 if previous is None else overlap)
         if out is None:
             out = frames
         else:
@@ -90,7 +155,8 @@ def generate_windows(params: GenerationParams, step: int,
         if not window.final and params.sliding_window_discard_last_frames:
             out = out[:-params.sliding_window_discard_last_frames]
     assert out is not None
-    report = {"windows": len(windows), "size": params.sliding_window_size, "overlap": overlap,
+    report = {"windows": len(windows), "size": params.sliding_window_size, "continuation": continuation.how,
+              "overlap": overlap,
               "discard_last_frames": params.sliding_window_discard_last_frames,
               "color_correction_strength": params.sliding_window_color_correction_strength,
               "window_frames": [w.length for w in windows], "frames": total}

@@ -67,7 +67,6 @@ def test_every_video_gets_a_first_frame_thumbnail_beside_it(sqlite_store, tmp_pa
 @pytest.mark.parametrize(("params", "message"), [
     ({"slg_switch": 1, "slg_layers": [9]}, "params.slg_layers [9]: give block indices below"),
     ({"slg_switch": 1, "slg_layers": [0], "slg_start_perc": 50, "slg_end_perc": 10}, "params.slg_start_perc 50"),
-    ({"NAG_scale": 3}, "params.NAG_scale 3: normalized attention guidance is not supported"),
     ({"skip_steps_cache_type": "tea"}, "params.skip_steps_cache_type 'tea'"),
     ({"sliding_window_size": 5, "video_length": 9}, "params.sliding_window_size 5: video_length 9 needs several"),
     ({"RIFLEx_setting": 1}, "params.RIFLEx_setting 1: RIFLEx"),
@@ -172,6 +171,8 @@ def test_guidance_variants_change_the_output_and_are_recorded(sqlite_store, tmp_
     ("flux", {"model": "tiny_flux", "cfg_star_switch": 1}, "params.cfg_star_switch: this guidance variant needs"),
     ("t2v", {**BASE, "apg_switch": 1, "guidance_scale": 1}, "params.apg_switch: guidance_scale 1 runs no"),
     ("t2v", {**BASE, "apg_switch": 1, "cfg_star_switch": 1}, "choose one"),
+    ("flux", {"model": "tiny_flux", "NAG_scale": 2}, "params.NAG_scale 2: normalized attention guidance is built "
+                                                     "for Wan models' text cross-attention only, not flux"),
 ])
 def test_a_guidance_variant_that_cannot_apply_is_refused(sqlite_store, tmp_path, task_type, params, message):
     task = sqlite_store.add_task(NewTask(task_type, {"prompt": "x", **params}))
@@ -220,21 +221,138 @@ def test_vace_sliding_windows_make_exactly_the_frames_asked_window_after_window(
     assert not np.array_equal(read_video(corrected.output_location)[9:], read_video(plain.output_location)[9:])
 
 
-def test_progress_runs_once_across_all_windows(tmp_path, long_guide):
+@pytest.mark.parametrize("model", ["tiny_vace", "tiny_i2v"])
+def test_progress_runs_once_across_all_windows_and_cancel_stops_inside_one(tmp_path, long_guide, start_image, model):
     from headless_wgp import WanOrchestrator
+    from source.errors import TaskCancelled
 
+    inputs = {"video_guide": long_guide} if model == "tiny_vace" else {"image_start": start_image}
     seen: list[tuple[int, int, str]] = []
     result = WanOrchestrator(tmp_path).generate(
-        "tiny_vace", "x", video_guide=long_guide, video_length=13, sliding_window_size=9, sliding_window_overlap=5,
+        model, "x", **inputs, video_length=13, sliding_window_size=9, sliding_window_overlap=5,
         num_inference_steps=2, progress=lambda step, total, message: seen.append((step, total, message)))
     assert result.frames == 13
     # step reports only (the phases "loading" and "encoding" are reported beside them)
     steps = [(step, total) for step, total, message in seen if message.startswith("window")]
     assert steps == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert [message for *_, message in seen if message.startswith("window")][-1].startswith("window 2/2")
+    seen.clear()
+    with pytest.raises(TaskCancelled, match="stopped after denoising step 1 of 2"):
+        WanOrchestrator(tmp_path).generate(
+            model, "x", **inputs, video_length=13, sliding_window_size=9, num_inference_steps=2,
+            progress=lambda step, total, message: seen.append((step, total, message)),
+            should_abort=lambda: any(message.startswith("window 2/2") for *_, message in seen))
+    assert [step for step, _, message in seen if message.startswith("window")] == [1, 2, 3]
 
 
 def test_sliding_windows_on_a_model_that_cannot_continue_a_video_are_refused(sqlite_store, tmp_path):
     (row,) = run_rows(sqlite_store, tmp_path / "out", {"sliding_window_size": 5, "video_length": 9})
     assert row.status is TaskStatus.FAILED
-    assert "only VACE models continue a video" in row.error_message
+    assert "only wan_vace and wan_i2v models continue a video from its last frames, wan_t2v cannot" \
+        in row.error_message
+
+
+def test_nag_changes_the_video_with_or_without_cfg_and_is_recorded(sqlite_store, tmp_path):
+    steps = {"num_inference_steps": 4}
+    rows = run_rows(sqlite_store, tmp_path / "out", steps, {**steps, "NAG_scale": 3},
+                    {**steps, "guidance_scale": 1}, {**steps, "guidance_scale": 1, "NAG_scale": 3, "NAG_alpha": 1})
+    plain, nag, no_cfg, nag_no_cfg = rows
+    for row in rows:
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+        assert read_video(row.output_location).shape[0] == 5
+    assert nag.result["normalized_attention_guidance"] == {
+        "scale": 3.0, "tau": 3.5, "alpha": 0.5, "cross_attention_layers": 2, "guided_passes": 4}
+    assert nag_no_cfg.result["normalized_attention_guidance"]["alpha"] == 1.0
+    assert "normalized_attention_guidance" not in plain.result
+    for without, guided in ((plain, nag), (no_cfg, nag_no_cfg)):
+        difference = np.abs(read_video(guided.output_location).astype(float) - read_video(without.output_location))
+        assert difference.mean() > 0.5, difference.mean()
+
+
+@pytest.fixture
+def start_image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "start.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_image_to_video_windows_continue_from_the_last_frame_with_an_overlap_of_one(sqlite_store, tmp_path,
+                                                                                     start_image):
+    i2v = {"model": "tiny_i2v", "prompt": "x", "seed": 5, "image_start": start_image, "NAG_scale": 2}
+    ids = [sqlite_store.add_task(NewTask("i2v", {**i2v, **extra})) for extra in (
+        {"video_length": 9},
+        {"video_length": 13, "sliding_window_size": 9},
+        {"video_length": 13, "sliding_window_size": 9, "sliding_window_color_correction_strength": 1.0})]
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    single, windowed, corrected = (sqlite_store.get_task(i) for i in ids)
+    for row in (single, windowed, corrected):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert single.result["normalized_attention_guidance"]["cross_attention_layers"] == 2
+    report = windowed.result["sliding_windows"]
+    # 9 frames, then a window of 5 whose first frame is the 9th: 9 + 4 = 13, exactly.
+    assert report["window_frames"] == [9, 5] and report["overlap"] == 1
+    assert report["continuation"] == "last frame as the next start image"
+    assert windowed.result["adjusted"]["sliding_window_overlap"] == {"requested": 5, "used": 1}
+    video = read_video(windowed.output_location)
+    assert video.shape[0] == 13 and windowed.result["frames"] == 13
+    # The first window is the 9-frame generation itself; colour correction changes only later windows.
+    assert np.abs(video[:9].astype(float) - read_video(single.output_location)).mean() < 1
+    colour = read_video(corrected.output_location).astype(float)
+    assert np.abs(colour[:9] - video[:9]).mean() < 1 and np.abs(colour[9:] - video[9:]).mean() > 1
+
+
+def test_each_image_to_video_window_starts_from_the_frame_the_previous_one_ended_with(tmp_path, start_image):
+    from PIL import Image
+
+    from headless_wgp import WanOrchestrator
+    from source.engine.core import Engine
+
+    starts: list = []
+    engine = Engine(step_hooks=(lambda params, step: starts.append(params.image_start) if step == 0 else None,))
+    result = WanOrchestrator(tmp_path, engine=engine).generate(
+        "tiny_i2v", "x", image_start=start_image, video_length=13, sliding_window_size=9, seed=3,
+        sliding_window_discard_last_frames=4)
+    # Dropping the last 4 frames of the first window: the second starts from its 5th frame (9 + 9 - 4 - 1).
+    assert result.applied["sliding_windows"]["window_frames"] == [9, 9]
+    assert result.frames == 13
+    assert len(starts) == 2 and not isinstance(starts[0], Image.Image) and isinstance(starts[1], Image.Image)
+    # Compared with the frames of the video (read as BGR; yuv420 mp4 blurs the tiny model's colour noise).
+    video = read_video(result.paths[0]).astype(float)[..., ::-1]
+    differences = [np.abs(np.asarray(starts[1], dtype=float) - frame).mean() for frame in video]
+    assert differences[4] < 12 and min(differences[:4]) > 25, differences
+
+
+def test_overlap_noise_changes_only_the_windows_that_continue_and_is_recorded(sqlite_store, tmp_path, long_guide):
+    # (tiny_vace_2_2: the one-expert tiny VACE barely passes a change of its context on to the video)
+    vace = {"model": "tiny_vace_2_2", "prompt": "x", "seed": 5, "video_guide": long_guide, "video_length": 13,
+            "sliding_window_size": 9, "sliding_window_overlap": 5}
+    ids = [sqlite_store.add_task(NewTask("vace", {**vace, **extra}))
+           for extra in ({}, {"sliding_window_overlap_noise": 100})]
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    plain, noised = (sqlite_store.get_task(i) for i in ids)
+    for row in (plain, noised):
+        assert row.status is TaskStatus.COMPLETE, row.error_message
+    # The second window continues 5 frames: latent frames 0 and 1 of its VACE context get the noise.
+    assert noised.result["sliding_windows"]["overlap_noise"] == {"strength": 100.0, "latent_frames_noised": [0, 2]}
+    assert "overlap_noise" not in plain.result["sliding_windows"]
+    before, after = read_video(plain.output_location).astype(float), read_video(noised.output_location)
+    assert after.shape[0] == 13
+    assert np.abs(after[:9] - before[:9]).mean() < 1
+    assert np.abs(after[9:] - before[9:]).mean() > 2
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"sliding_window_overlap_noise": 20}, "params.sliding_window_overlap_noise 20: noise on the overlapped frames "
+                                           "goes into VACE's guide; wan_i2v continues from its start image"),
+    ({"image_end": "IMAGE"}, "image_end is not supported with sliding windows"),
+])
+def test_image_to_video_window_settings_it_cannot_take_are_refused(sqlite_store, tmp_path, start_image, params,
+                                                                   message):
+    params = {key: start_image if value == "IMAGE" else value for key, value in params.items()}
+    task = sqlite_store.add_task(NewTask("i2v", {"model": "tiny_i2v", "prompt": "x", "image_start": start_image,
+                                                 "video_length": 13, "sliding_window_size": 9, **params}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from source.db.models import (
+    UNRESTRICTED,
+    Capabilities,
     CascadeFailure,
     LeaseReclaim,
     NewTask,
@@ -43,10 +45,12 @@ class TaskStore(Protocol):
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
+        capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
-        """Atomically take the next claimable row (priority, age, dependencies, model affinity)."""
+        """Atomically take the next claimable row (priority, age, dependencies, model affinity) among those
+        ``capabilities`` allow; their cost does not grow with the rows they exclude (index probes per group)."""
 
-    def has_claimable_task(self) -> bool:
+    def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:
         """Cheap read-only check used before a claim when the worker is woken up."""
 
     def heartbeat(

@@ -265,6 +265,21 @@ class UnrunnableTask:
 
 
 @dataclass(frozen=True)
+class QueuedKind:
+    """Queued rows of one task type and params.model (None: the row names no model)."""
+
+    task_type: str
+    model: str | None
+    count: int
+    oldest: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueuedKind:
+        model = row["model"]
+        return cls(str(row["task_type"]), None if model is None else str(model), int(row["n"]), _text(row["oldest"]))
+
+
+@dataclass(frozen=True)
 class QueueStats:
     by_status: dict[str, int]
     by_worker: dict[str, dict[str, int]]

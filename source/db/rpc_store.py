@@ -19,6 +19,7 @@ from source.db.models import (
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskStatus,
@@ -131,6 +132,9 @@ class RpcTaskStore(ABC):
         for row in self._rows("count_tasks_by_worker"):
             by_worker.setdefault(row["worker_id"], {})[row["status"]] = int(row["n"])
         return QueueStats(by_status=by_status, by_worker=by_worker)
+
+    def queued_kinds(self) -> list[QueuedKind]:
+        return [QueuedKind.from_row(row) for row in self._rows("count_queued_by_kind")]
 
     # -- worker verbs --------------------------------------------------------------------------------
     def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:

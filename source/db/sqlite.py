@@ -22,6 +22,7 @@ from source.db.models import (
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskRejected,
@@ -219,6 +220,9 @@ class SqliteTaskStore:
         for row in conn.execute(self._q("count_by_worker")):
             by_worker.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
         return QueueStats(by_status=by_status, by_worker=by_worker)
+
+    def queued_kinds(self) -> list[QueuedKind]:
+        return [QueuedKind.from_row(row) for row in self._conn().execute(self._q("count_queued_by_kind"))]
 
     # -- worker verbs --------------------------------------------------------------------------------
     def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:

@@ -13,6 +13,7 @@ from source.db.models import (
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskStatus,
@@ -126,6 +127,10 @@ class TaskStore(Protocol):
         over the parent's own (JSON object merge)."""
 
     def stats(self) -> QueueStats: ...
+
+    def queued_kinds(self) -> list[QueuedKind]:
+        """Queued rows counted by (task type, params.model): what `tasks stats` holds against the live workers'
+        capabilities to report rows nobody can run."""
 
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Block until another connection changes the table (True) or ``timeout`` passes (False)."""

@@ -409,6 +409,12 @@ LIMIT :limit;
 SELECT CASE WHEN typeof(status) = 'text' THEN status ELSE quote(status) END AS status, COUNT(*) AS n
 FROM tasks GROUP BY 1;
 
+-- name: count_queued_by_kind
+-- `tasks stats` / `tasks list --stuck`: the Queued rows by (task type, params.model).
+SELECT task_type, CASE WHEN json_valid(params) THEN json_extract(params, '$.model') END AS model, COUNT(*) AS n,
+       MIN(created_at) AS oldest
+FROM tasks WHERE status = 'Queued' GROUP BY 1, 2 ORDER BY 3 DESC;
+
 -- name: count_by_worker
 SELECT worker_id, status, COUNT(*) AS n FROM tasks WHERE worker_id IS NOT NULL GROUP BY worker_id, status;
 

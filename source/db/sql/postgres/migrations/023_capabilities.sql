@@ -376,6 +376,15 @@ ALTER FUNCTION tasks_dispatch_inserted() SECURITY DEFINER;
 ALTER FUNCTION tasks_dispatch_changed() SECURITY DEFINER;
 ALTER FUNCTION tasks_unblock_dependants() SECURITY DEFINER;
 
+-- `tasks stats` / `tasks list --stuck`: the Queued rows by (task type, params.model), to hold against what the
+-- live workers accept (an operator's read: one pass over the Queued rows).
+CREATE OR REPLACE FUNCTION count_queued_by_kind()
+RETURNS TABLE (task_type text, model text, n bigint, oldest timestamptz)
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    SELECT t.task_type, t.params ->> 'model', count(*), min(t.created_at) FROM tasks AS t
+    WHERE t.status = 'Queued' GROUP BY 1, 2 ORDER BY 3 DESC;
+$$;
+
 -- 006's list with this migration's functions added (tasks_apply_security() runs after every migration run).
 CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
@@ -394,7 +403,7 @@ LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
         'tasks_wake_idle_workers', 'tasks_dispatch_inserted', 'tasks_dispatch_changed',
         'purge_tasks', 'retry_later',
         'tasks_claim_any', 'tasks_claim_capable', 'tasks_capable_heads', 'tasks_worker_accepts',
-        'tasks_capabilities_json']::text[];
+        'tasks_capabilities_json', 'count_queued_by_kind']::text[];
 $$;
 
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer

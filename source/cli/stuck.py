@@ -39,20 +39,23 @@ def stuck_kinds(kinds: Sequence[QueuedKind], workers: Sequence[WorkerRecord],
 def _reason(kind: QueuedKind, live: Sequence[WorkerRecord], known_models: Sequence[str]) -> str:
     if not live:
         return "no live worker"
-    n = f"{len(live)} live worker{'s' if len(live) != 1 else ''}"
-    memory = _memory(live)
     if kind.model is None:
         default = default_model(kind.task_type)
         needs = f" (it runs the default model {default!r})" if default else ""
-        takes = _names(w.capabilities.modelless_task_types for w in live)
-        return (f"no live worker accepts task type {kind.task_type!r} without params.model{needs}: {n} take "
-                f"such rows of {takes}{memory}")
-    if not any(w.capabilities.task_types is None or kind.task_type in w.capabilities.task_types for w in live):
-        return (f"no live worker accepts task type {kind.task_type!r}: {n} take task types "
+        return (f"no live worker accepts task type {kind.task_type!r} without params.model{needs}: {_count(live)} "
+                f"take such rows of task types {_names(w.capabilities.modelless_task_types for w in live)}"
+                f"{_memory(live)}")
+    takers = [w for w in live if w.capabilities.task_types is None or kind.task_type in w.capabilities.task_types]
+    if not takers:
+        return (f"no live worker accepts task type {kind.task_type!r}: {_count(live)} take task types "
                 f"{_names(w.capabilities.task_types for w in live)}")
     unknown = f" (no definition named {kind.model!r} exists)" if known_models and kind.model not in known_models else ""
-    return (f"no live worker accepts model {kind.model!r}{unknown}: {n} take models "
-            f"{_names(w.capabilities.models for w in live)}{memory}")
+    return (f"no live worker accepts model {kind.model!r}{unknown}: {_count(takers)} taking {kind.task_type!r} "
+            f"take models {_names(w.capabilities.models for w in takers)}{_memory(takers)}")
+
+
+def _count(workers: Sequence[WorkerRecord]) -> str:
+    return f"{len(workers)} live worker{'s' if len(workers) != 1 else ''}"
 
 
 def _names(lists: object) -> str:

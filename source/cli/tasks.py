@@ -25,7 +25,7 @@ from source.db import (
     prepare_schema,
 )
 from source.db.config import StoreUnavailable
-from source.db.models import PurgedTask, Task, TaskRejected
+from source.db.models import Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
 from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
@@ -212,6 +212,14 @@ def stats(config: StoreConfig, as_json: bool) -> None:
         click.echo(f"  {item.kind.count} x {item.kind.task_type}{model}: {item.reason}")
 
 
+def _takes(capabilities: Capabilities) -> str:
+    if not capabilities.restricted:
+        return ""
+    shown = {name: ",".join(items) if items is not None else "any"
+             for name, items in (("types", capabilities.task_types), ("models", capabilities.models))}
+    return f" takes types={shown['types']} models={shown['models']}"
+
+
 def _stuck(store: TaskStore) -> list[StuckKind]:
     from source.engine.model_defs import list_model_types
 
@@ -252,13 +260,13 @@ def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
     """Live and dead workers: host, GPU, resident model, current task, last heartbeat."""
     for record in _open(config).list_workers(alive_within_seconds=alive_within):
         if as_json:
-            click.echo(json.dumps(record.__dict__, default=str))
+            click.echo(json.dumps({**record.__dict__, "capabilities": record.capabilities.as_json()}, default=str))
             continue
         state = "alive" if record.alive else ("stopped" if record.status == "stopped" else "DEAD")
         gpu = f"{record.gpu_name} {record.gpu_memory_gb} GiB" if record.gpu_name else "no GPU"
         click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
                    f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
-                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
+                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}{_takes(record.capabilities)}")
 
 
 @cli.command()

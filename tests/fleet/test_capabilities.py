@@ -64,7 +64,7 @@ def test_a_task_type_restriction_alone_takes_rows_of_any_model(store):
     store.add_task(NewTask("t2v", {"model": "m1"}))
     store.add_task(NewTask("ping", {"model": "not-a-definition"}))
     store.add_task(NewTask("ping", {}))
-    assert sorted(_claim_all(store, "w", caps), key=str) == [("ping", None), ("ping", "not-a-definition")]
+    assert set(_claim_all(store, "w", caps)) == {("ping", None), ("ping", "not-a-definition")}
 
 
 def test_resolving_flags_expands_globs_and_drops_models_that_do_not_fit_the_gpu():

@@ -40,66 +40,85 @@ RETURNS boolean LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
         END, false);
 $$;
 
--- The first ready row of each group a worker may claim, without locks. The branches whose list is NULL
--- fall back to one walk over the rows naming a model / naming none (no worker of ours sends that: a
--- restricted worker always sends p_modelless_task_types and one of the other two). plpgsql: its plan is
--- prepared once per connection.
+-- The first ready row of each group a worker may claim, without locks: one statement per kind of group, each
+-- an ordered walk of one tasks_queued_* index that stops at its first row. Plans are prepared once per connection
+-- (generic: planning the probes for each call's values cost a millisecond, twenty times the probes), and a generic
+-- plan estimates the run_after/project conditions at one row, which makes reading a whole group and sorting it
+-- look cheaper than the ordered walk: sorts and bitmap scans are off inside this function. A list left NULL beside
+-- others (no worker of ours sends that: a restricted worker always sends p_modelless_task_types and one of the
+-- other two) means one walk over all the rows naming a model / naming none.
 CREATE OR REPLACE FUNCTION tasks_capable_heads(
     p_task_types text[], p_models text[], p_modelless_task_types text[], p_project_ids text[] DEFAULT NULL,
     p_resident_model text DEFAULT NULL)
 RETURNS TABLE (id text, priority integer, created_at timestamptz, model text, task_type text)
-LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan
+    SET enable_sort = off SET enable_incremental_sort = off SET enable_bitmapscan = off AS $$
 BEGIN
-    RETURN QUERY
-    -- each allowed model: its first row whose task type is allowed too
-    SELECT h.* FROM unnest(p_models) AS m(model), LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = m.model
-          AND (p_task_types IS NULL OR t.task_type = ANY (p_task_types))
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h
-    UNION ALL
-    -- any model, restricted task types: per task type, its first row naming a model
-    SELECT h.* FROM unnest(CASE WHEN p_models IS NULL THEN p_task_types END) AS tt(task_type), LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
-          AND t.task_type = tt.task_type
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h
-    UNION ALL
-    -- ... and the resident model's first row (the affinity order needs it among the heads)
-    SELECT h.* FROM (SELECT WHERE p_models IS NULL AND p_resident_model IS NOT NULL) AS one, LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = p_resident_model
-          AND (p_task_types IS NULL OR t.task_type = ANY (p_task_types))
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h
-    UNION ALL
-    SELECT h.* FROM (SELECT WHERE p_models IS NULL AND p_task_types IS NULL) AS one, LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h
-    UNION ALL
-    -- each allowed model-less task type: its first row naming no model
-    SELECT h.* FROM unnest(p_modelless_task_types) AS tt(task_type), LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
-          AND t.task_type = tt.task_type
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h
-    UNION ALL
-    SELECT h.* FROM (SELECT WHERE p_modelless_task_types IS NULL) AS one, LATERAL (
-        SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
-        WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
-          AND (t.run_after IS NULL OR t.run_after <= now())
-          AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
-        ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    IF p_models IS NOT NULL AND p_task_types IS NULL THEN
+        -- each allowed model: its first row
+        RETURN QUERY SELECT h.* FROM unnest(p_models) AS m(model), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = m.model
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    ELSIF p_models IS NOT NULL THEN
+        -- each allowed model: its first row whose task type is allowed too
+        RETURN QUERY SELECT h.* FROM unnest(p_models) AS m(model), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = m.model
+              AND t.task_type = ANY (p_task_types)
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    ELSIF p_task_types IS NOT NULL THEN
+        -- any model, restricted task types: per task type, its first row naming a model; and the resident
+        -- model's first row (the affinity order needs it among the heads)
+        RETURN QUERY SELECT h.* FROM unnest(p_task_types) AS tt(task_type), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
+              AND t.task_type = tt.task_type
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+        RETURN QUERY SELECT h.* FROM unnest(ARRAY[p_resident_model]) AS r(model), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = r.model
+              AND t.task_type = ANY (p_task_types)
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    ELSE
+        RETURN QUERY SELECT h.* FROM (SELECT) AS one, LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+        RETURN QUERY SELECT h.* FROM unnest(ARRAY[p_resident_model]) AS r(model), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = r.model
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    END IF;
+    IF p_modelless_task_types IS NOT NULL THEN
+        -- each allowed model-less task type: its first row naming no model
+        RETURN QUERY SELECT h.* FROM unnest(p_modelless_task_types) AS tt(task_type), LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
+              AND t.task_type = tt.task_type
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    ELSE
+        RETURN QUERY SELECT h.* FROM (SELECT) AS one, LATERAL (
+            SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
+            WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
+              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
+            ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
+    END IF;
 END
 $$;
 

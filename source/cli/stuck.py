@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from source.db.models import QueuedKind, WorkerRecord
 from source.routing import default_model
 
-# A running worker heard from within this many seconds counts as live (as `tasks workers` shows by default).
-ALIVE_WITHIN_SECONDS = 120.0
 SHOWN_NAMES = 6
 
 

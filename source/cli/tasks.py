@@ -13,7 +13,7 @@ import click
 import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
-from source.cli.stuck import ALIVE_WITHIN_SECONDS, StuckKind, stuck_kinds
+from source.cli.stuck import StuckKind, stuck_kinds
 from source.cli.submission import SubmissionRefused, check_submission
 from source.db import (
     NewTask,
@@ -25,7 +25,7 @@ from source.db import (
     prepare_schema,
 )
 from source.db.config import StoreUnavailable
-from source.db.models import Capabilities, PurgedTask, Task, TaskRejected
+from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
 from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
@@ -253,7 +253,7 @@ def _model_of(task: Task) -> str | None:
 
 @cli.command()
 @with_store_config
-@click.option("--alive-within", type=float, default=120.0, show_default=True,
+@click.option("--alive-within", type=float, default=ALIVE_WITHIN_SECONDS, show_default=True,
               help="A running worker heard from within this many seconds counts as alive.")
 @click.option("--json", "as_json", is_flag=True)
 def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:

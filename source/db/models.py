@@ -344,6 +344,11 @@ class WorkerInfo:
     capabilities: Capabilities = UNRESTRICTED
 
 
+# A running worker heard from within this many seconds counts as live (`tasks workers`, the web page, the stuck
+# report); a worker touches its row at least every few seconds.
+ALIVE_WITHIN_SECONDS = 120.0
+
+
 @dataclass(frozen=True)
 class WorkerRecord:
     """A row of the ``workers`` table; ``alive`` = running and heard from recently."""

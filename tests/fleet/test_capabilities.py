@@ -43,6 +43,16 @@ def test_a_worker_claims_only_the_rows_its_capabilities_allow(store):
         [("t2v", "big"), ("t2v", None), ("i2v", "small"), ("extract_frame", None)], key=str)
 
 
+def test_the_restricted_claim_still_waits_for_dependencies_and_retry_delays(store):
+    dependency = store.add_task(NewTask("t2v", {"model": "big"}))  # this box cannot run it: it stays Queued
+    store.add_task(NewTask("ping", {}, dependant_on=dependency))
+    runnable = store.add_task(NewTask("t2v", {"model": "small"}))
+    assert store.claim_next_task("w", lease_seconds=60, capabilities=SMALL_BOX).id == runnable
+    assert store.retry_later(runnable, "w", error_message="hub timeout", delay_seconds=3600) is TaskStatus.QUEUED
+    assert store.claim_next_task("w", lease_seconds=60, capabilities=SMALL_BOX) is None
+    assert not store.has_claimable_task(SMALL_BOX)
+
+
 def test_priority_age_and_model_affinity_order_hold_within_the_allowed_rows(store):
     caps = Capabilities(task_types=None, models=("a", "b"), modelless_task_types=("ping",))
     ids = {}

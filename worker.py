@@ -16,10 +16,13 @@ from headless_wgp import WanOrchestrator
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import StoreUnavailable
+from source.db.models import Capabilities
 from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.retry import TASK_RETRY, Backoff
+from source.worker.capabilities import CapabilityError, parse_list, resolve_capabilities
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
+from source.worker.gpu_info import detect_gpu
 from source.worker.loop import Worker
 from source.worker.publishing import LegacyFilesPublisher, open_publisher
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
@@ -104,6 +107,11 @@ log = structlog.get_logger("worker")
 @click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
               help="Load this model (downloading its weights if needed) before claiming the first task "
                    "[env WORKER_PRELOAD_MODEL].")
+@click.option("--task-types", "task_types", multiple=True, envvar="WORKER_TASK_TYPES", metavar="TYPES",
+              help="Claim only these task types (comma-separated or repeated) [env WORKER_TASK_TYPES; default: all].")
+@click.option("--models", "model_patterns", multiple=True, envvar="WORKER_MODELS", metavar="GLOBS",
+              help="Claim only rows for these models: globs over the model definitions, e.g. 't2v*,flux' "
+                   "[env WORKER_MODELS; default: every model whose memory need at its profile fits the GPU found].")
 def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"],  # type: ignore[arg-type]
@@ -146,6 +154,7 @@ def main(config: StoreConfig, **opts: object) -> None:
     if opts["queue_workers"] is not None:
         log.warning("queue_workers_ignored", reason="generation runs in the task's handler, one at a time; "
                     "drop --queue-workers")
+    capabilities = _capabilities(opts)
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),
         main_output_dir=Path(opts["main_output_dir"]),  # type: ignore[arg-type]
@@ -169,6 +178,7 @@ def main(config: StoreConfig, **opts: object) -> None:
         # The files/<name> form is relative to the SQLite file's folder; Postgres rows keep paths or URLs.
         legacy_public_root=Path(config.db_file).resolve().parent / "public"
         if opts["legacy_output_location"] and config.db_type is DbType.SQLITE else None,
+        capabilities=capabilities,
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))
@@ -202,6 +212,16 @@ def main(config: StoreConfig, **opts: object) -> None:
         sys.stderr.flush()
         # A handler thread that ignored cancellation must not keep the process alive.
         os._exit(code)
+
+
+def _capabilities(opts: dict[str, object]) -> Capabilities:
+    """--task-types / --models and the detected GPU's memory, as the lists the claim takes."""
+    try:
+        return resolve_capabilities(parse_list(opts["task_types"]), parse_list(opts["model_patterns"]),  # type: ignore[arg-type]
+                                    detect_gpu()[1],
+                                    allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]))
+    except CapabilityError as exc:
+        raise click.BadParameter(str(exc), param_hint=exc.flag) from None
 
 
 def _preload(generation: HeadlessTaskQueue, model_type: str) -> None:

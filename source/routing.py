@@ -60,6 +60,10 @@ ROUTES: dict[str, str | None] = {
     "ping": "source.handlers.ping:handle_ping",
 }
 
+# Edits that run one generation of another task type (source/handlers/vace_edit.py): a row naming no model
+# needs that type's default model (what the worker's --models must allow for it).
+GENERATES_AS: Mapping[str, str] = MappingProxyType({"join_clips": "vace", "inpaint_frames": "vace"})
+
 # Task types that existing producers still insert.
 LEGACY_ALIASES: dict[str, str] = {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
 
@@ -71,6 +75,13 @@ def canonical_task_type(task_type: str) -> str:
 def model_for_task_type(task_type: str) -> str | None:
     """The model a direct-generation task type runs by default (None for every other task type)."""
     return GENERATION_MODELS.get(canonical_task_type(task_type))
+
+
+def default_model(task_type: str) -> str | None:
+    """The model a row of this type runs when it names none: its own (model_for_task_type) or that of the
+    generation it runs (GENERATES_AS); None for a type that needs no model."""
+    name = canonical_task_type(task_type)
+    return model_for_task_type(GENERATES_AS.get(name, name))
 
 
 def known_task_types() -> list[str]:

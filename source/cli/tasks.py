@@ -13,6 +13,7 @@ import click
 import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
+from source.cli.stuck import StuckKind, stuck_kinds
 from source.cli.submission import SubmissionRefused, check_submission
 from source.db import (
     NewTask,
@@ -24,7 +25,8 @@ from source.db import (
     prepare_schema,
 )
 from source.db.config import StoreUnavailable
-from source.db.models import PurgedTask, Task, TaskRejected
+from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
+from source.errors import InvalidParams
 from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
 
@@ -120,12 +122,26 @@ def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, d
 @click.option("--type", "task_type", default=None)
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_(config: StoreConfig, status: str | None, task_type: str | None, limit: int, as_json: bool) -> None:
+@click.option("--stuck", is_flag=True, help="Only Queued rows that no live worker can run (task type or model "
+                                            "outside every live worker's --task-types/--models), with the reason.")
+def list_(config: StoreConfig, status: str | None, task_type: str | None, limit: int, as_json: bool,
+          stuck: bool) -> None:
     """List tasks, newest first."""
-    tasks = _open(config).list_tasks(status=TaskStatus(status) if status else None, task_type=task_type, limit=limit)
+    store = _open(config)
+    reasons: dict[str, str] = {}
+    if stuck:
+        if status not in (None, TaskStatus.QUEUED.value):
+            raise click.UsageError("--stuck lists Queued rows; drop --status")
+        tasks, reasons = _stuck_tasks(store, task_type, limit)
+    else:
+        tasks = store.list_tasks(status=TaskStatus(status) if status else None, task_type=task_type, limit=limit)
     for task in tasks:
         if as_json:
-            click.echo(json.dumps(_row(task), default=str))
+            click.echo(json.dumps({**_row(task), **({"stuck_reason": reasons[task.id]} if stuck else {})},
+                                  default=str))
+        elif stuck:
+            click.echo(f"{task.id}  {task.task_type:<28} p={task.priority:<3} {task.created_at or ''}  "
+                       f"{reasons[task.id]}")
         else:
             progress = f"{task.progress:.0%}" if task.progress is not None else ""
             if task.status is TaskStatus.IN_PROGRESS and task.progress_phase:
@@ -172,12 +188,14 @@ def retry(config: StoreConfig, task_id: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stats(config: StoreConfig, as_json: bool) -> None:
     """Counts by status and by worker."""
-    result = _open(config).stats()
+    store = _open(config)
+    result = store.stats()
+    stuck = _stuck(store)
     # A status no worker looks for ('queued', ...) is shown, not hidden: such rows never run.
     unknown = {status: n for status, n in result.by_status.items() if status not in {s.value for s in TaskStatus}}
     if as_json:
         click.echo(json.dumps({"by_status": result.by_status, "by_worker": result.by_worker,
-                               "unknown_statuses": unknown}))
+                               "unknown_statuses": unknown, "stuck": [s.as_dict() for s in stuck]}))
         return
     click.echo("by status:")
     for status in TaskStatus:
@@ -187,24 +205,68 @@ def stats(config: StoreConfig, as_json: bool) -> None:
     click.echo("by worker:")
     for worker, counts in sorted(result.by_worker.items()):
         click.echo(f"  {worker}: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    if stuck:
+        click.echo("stuck (Queued, no live worker can run them; `tasks list --stuck` lists the rows):")
+    for item in stuck:
+        model = f" model={item.kind.model}" if item.kind.model is not None else ""
+        click.echo(f"  {item.kind.count} x {item.kind.task_type}{model}: {item.reason}")
+
+
+def _takes(capabilities: Capabilities) -> str:
+    if not capabilities.restricted:
+        return ""
+    shown = {name: ",".join(items) if items is not None else "any"
+             for name, items in (("types", capabilities.task_types), ("models", capabilities.models))}
+    return f" takes types={shown['types']} models={shown['models']}"
+
+
+def _stuck(store: TaskStore) -> list[StuckKind]:
+    from source.engine.model_defs import list_model_types
+
+    return stuck_kinds(store.queued_kinds(), store.list_workers(alive_within_seconds=ALIVE_WITHIN_SECONDS),
+                       list_model_types())
+
+
+def _stuck_tasks(store: TaskStore, task_type: str | None, limit: int) -> tuple[list[Task], dict[str, str]]:
+    """The Queued rows of the stuck kinds (oldest kinds' rows as list_tasks gives them), with their reasons."""
+    tasks: list[Task] = []
+    reasons: dict[str, str] = {}
+    for item in _stuck(store):
+        if task_type is not None and item.kind.task_type != task_type:
+            continue
+        for task in store.list_tasks(status=TaskStatus.QUEUED, task_type=item.kind.task_type, limit=10**9):
+            if len(tasks) >= limit:
+                return tasks, reasons
+            if _model_of(task) == item.kind.model:
+                tasks.append(task)
+                reasons[task.id] = item.reason
+    return tasks, reasons
+
+
+def _model_of(task: Task) -> str | None:
+    try:
+        model = task.params().get("model")
+    except InvalidParams:
+        return None
+    return None if model is None else str(model) if not isinstance(model, dict | list) else json.dumps(model)
 
 
 @cli.command()
 @with_store_config
-@click.option("--alive-within", type=float, default=120.0, show_default=True,
+@click.option("--alive-within", type=float, default=ALIVE_WITHIN_SECONDS, show_default=True,
               help="A running worker heard from within this many seconds counts as alive.")
 @click.option("--json", "as_json", is_flag=True)
 def workers(config: StoreConfig, alive_within: float, as_json: bool) -> None:
     """Live and dead workers: host, GPU, resident model, current task, last heartbeat."""
     for record in _open(config).list_workers(alive_within_seconds=alive_within):
         if as_json:
-            click.echo(json.dumps(record.__dict__, default=str))
+            click.echo(json.dumps({**record.__dict__, "capabilities": record.capabilities.as_json()}, default=str))
             continue
         state = "alive" if record.alive else ("stopped" if record.status == "stopped" else "DEAD")
         gpu = f"{record.gpu_name} {record.gpu_memory_gb} GiB" if record.gpu_name else "no GPU"
         click.echo(f"{record.id:<28} {state:<7} {record.host or ''}:{record.pid or ''}  {gpu}  "
                    f"model={record.resident_model or '-'} task={record.current_task_id or '-'} "
-                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}")
+                   f"last={record.last_heartbeat}{_queue_summary(record.stats)}{_takes(record.capabilities)}")
 
 
 @cli.command()

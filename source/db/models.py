@@ -265,9 +265,71 @@ class UnrunnableTask:
 
 
 @dataclass(frozen=True)
+class QueuedKind:
+    """Queued rows of one task type and params.model (None: the row names no model)."""
+
+    task_type: str
+    model: str | None
+    count: int
+    oldest: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueuedKind:
+        model = row["model"]
+        return cls(str(row["task_type"]), None if model is None else str(model), int(row["n"]), _text(row["oldest"]))
+
+
+@dataclass(frozen=True)
 class QueueStats:
     by_status: dict[str, int]
     by_worker: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a worker may claim, as concrete lists (None: no restriction). A row is claimable iff it names a
+    ``params.model`` and both its task type and that model are allowed, or it names none and its task type is
+    in ``modelless_task_types`` (a type whose default model is allowed, or one that needs no model). The
+    worker builds it from --task-types/--models and its GPU (source/worker/capabilities.py); the claim, the
+    idle registry and the stuck report all read these same three lists."""
+
+    task_types: tuple[str, ...] | None = None
+    models: tuple[str, ...] | None = None
+    modelless_task_types: tuple[str, ...] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return not (self.task_types is None and self.models is None and self.modelless_task_types is None)
+
+    def accepts(self, task_type: str, model: str | None) -> bool:
+        """The claim's rule, for one row (the SQL functions apply the same rule in the database)."""
+        if model is None:
+            return self.modelless_task_types is None or task_type in self.modelless_task_types
+        return ((self.task_types is None or task_type in self.task_types)
+                and (self.models is None or model in self.models))
+
+    def as_json(self) -> dict[str, list[str] | None]:
+        return {"task_types": _listed(self.task_types), "models": _listed(self.models),
+                "modelless_task_types": _listed(self.modelless_task_types)}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Capabilities:
+        """From a workers row (a missing or broken value: unrestricted, what a worker of an earlier version is)."""
+        if not isinstance(value, Mapping):
+            return cls()
+
+        def read(key: str) -> tuple[str, ...] | None:
+            items = value.get(key)
+            return tuple(str(item) for item in items) if isinstance(items, list) else None
+
+        return cls(read("task_types"), read("models"), read("modelless_task_types"))
+
+
+UNRESTRICTED = Capabilities()
+
+
+def _listed(items: tuple[str, ...] | None) -> list[str] | None:
+    return None if items is None else list(items)
 
 
 @dataclass(frozen=True)
@@ -279,6 +341,12 @@ class WorkerInfo:
     pid: int | None = None
     gpu_name: str | None = None
     gpu_memory_gb: float | None = None
+    capabilities: Capabilities = UNRESTRICTED
+
+
+# A running worker heard from within this many seconds counts as live (`tasks workers`, the web page, the stuck
+# report); a worker touches its row at least every few seconds.
+ALIVE_WITHIN_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +365,7 @@ class WorkerRecord:
     last_heartbeat: str | None
     alive: bool
     stats: dict[str, Any] | None = None
+    capabilities: Capabilities = UNRESTRICTED
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> WorkerRecord:
@@ -306,4 +375,6 @@ class WorkerRecord:
             current_task_id=row["current_task_id"], status=row["status"],
             started_at=_text(row["started_at"]), last_heartbeat=_text(row["last_heartbeat"]), alive=bool(row["alive"]),
             stats=_json_object(row["stats"]),
+            capabilities=Capabilities.from_json(
+                _json_object(row["capabilities"]) if "capabilities" in row.keys() else None),  # noqa: SIM118 (sqlite3.Row)
         )

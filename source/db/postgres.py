@@ -28,9 +28,9 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
-from source.db.models import NewTask, Task, TaskRejected
+from source.db.models import UNRESTRICTED, Capabilities, NewTask, Task, TaskRejected
 from source.db.pg_listener import CHANNEL, ChangeListener
-from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
+from source.db.rpc_store import Row, RpcTaskStore, capability_params, expected_schema_version
 from source.db.sql_files import Migration, list_migrations, load_queries
 
 log = structlog.get_logger(__name__)
@@ -270,19 +270,19 @@ class PostgresTaskStore(RpcTaskStore):
         return task
 
     def wait_for_work(self, worker_id: str, *, resident_model: str | None, timeout: float, poll_interval: float,
-                      stop: threading.Event | None = None) -> bool:
+                      stop: threading.Event | None = None, capabilities: Capabilities = UNRESTRICTED) -> bool:
         """The claim loop's idle wait; True means claim now. Wake-one: (re)register as idle once per poll
         interval, which also answers whether a row is claimable (the fallback when a chosen worker died),
         then sleep until the dispatcher picks this worker. Wake-all: any change, then a look at the table."""
         if self.wake == "all":
-            return self.wait_for_change(timeout, stop) and self.has_claimable_task()
+            return self.wait_for_change(timeout, stop) and self.has_claimable_task(capabilities)
         idle = self._idle
         listener = None if self._through_transaction_pooler else self._own_channel(worker_id, wait=True)
         now = time.monotonic()
         if not idle.registered or now >= idle.renew_at:
             seen_before = listener.version if listener is not None else 0
             claimable = self._flag("worker_idle", p_worker_id=worker_id, p_resident_model=resident_model,
-                                   p_poll_seconds=float(poll_interval))
+                                   p_poll_seconds=float(poll_interval), **capability_params(capabilities))
             idle.registered, idle.renew_at = True, now + poll_interval
             idle.seen = seen_before if listener is not None else idle.seen
             if claimable:

@@ -12,11 +12,14 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    UNRESTRICTED,
+    Capabilities,
     CascadeFailure,
     CascadeKind,
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskStatus,
@@ -44,6 +47,14 @@ TOKEN_FUNCTIONS = frozenset({
 
 def expected_schema_version() -> int:
     return max(m.version for m in list_migrations("postgres"))
+
+
+def capability_params(capabilities: Capabilities) -> dict[str, list[str]]:
+    """The claim functions' p_task_types, p_models, p_modelless_task_types (migration 023); none at all for an
+    unrestricted worker, whose calls stay exactly what they were before."""
+    if not capabilities.restricted:
+        return {}
+    return {f"p_{key}": items for key, items in capabilities.as_json().items()}  # type: ignore[misc]
 
 
 class NotAllowedWithToken(PermissionError):
@@ -122,9 +133,12 @@ class RpcTaskStore(ABC):
             by_worker.setdefault(row["worker_id"], {})[row["status"]] = int(row["n"])
         return QueueStats(by_status=by_status, by_worker=by_worker)
 
+    def queued_kinds(self) -> list[QueuedKind]:
+        return [QueuedKind.from_row(row) for row in self._rows("count_queued_by_kind")]
+
     # -- worker verbs --------------------------------------------------------------------------------
-    def has_claimable_task(self) -> bool:
-        return self._flag("has_claimable_task")
+    def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:
+        return self._flag("has_claimable_task", **capability_params(capabilities))
 
     def claim_next_task(
         self,
@@ -134,12 +148,13 @@ class RpcTaskStore(ABC):
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
+        capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
             rows = self._rows(
                 "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
                 p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
-                p_affinity_window_seconds=float(affinity_window_seconds),
+                p_affinity_window_seconds=float(affinity_window_seconds), **capability_params(capabilities),
             )
             if not rows:
                 return None
@@ -237,7 +252,7 @@ class RpcTaskStore(ABC):
     # -- worker registry -----------------------------------------------------------------------------
     def register_worker(self, info: WorkerInfo) -> None:
         self._value("register_worker", p_id=info.id, p_host=info.host, p_pid=info.pid, p_gpu_name=info.gpu_name,
-                    p_gpu_memory_gb=info.gpu_memory_gb)
+                    p_gpu_memory_gb=info.gpu_memory_gb, p_capabilities=info.capabilities.as_json())
 
     def touch_worker(
         self, worker_id: str, *, resident_model: str | None, current_task_id: str | None, status: str = "running",

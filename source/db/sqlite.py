@@ -15,11 +15,14 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    UNRESTRICTED,
+    Capabilities,
     CascadeFailure,
     CascadeKind,
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskRejected,
@@ -219,9 +222,20 @@ class SqliteTaskStore:
             by_worker.setdefault(row["worker_id"], {})[row["status"]] = row["n"]
         return QueueStats(by_status=by_status, by_worker=by_worker)
 
+    def queued_kinds(self) -> list[QueuedKind]:
+        return [QueuedKind.from_row(row) for row in self._conn().execute(self._q("count_queued_by_kind"))]
+
     # -- worker verbs --------------------------------------------------------------------------------
-    def has_claimable_task(self) -> bool:
+    def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:
+        if capabilities.restricted:
+            return self._pick(self._conn(), capabilities, {"resident_model": None, "resident_task_types": "[]",
+                                                            "affinity_modifier": "+0 seconds"}) is not None
         return self._conn().execute(self._q("has_claimable_task")).fetchone() is not None
+
+    def _pick(self, conn: sqlite3.Connection, capabilities: Capabilities, params: dict[str, Any]) -> int | None:
+        """The rowid a worker with ``capabilities`` claims next (pick_capable_task), or None."""
+        row = conn.execute(self._q("pick_capable_task"), {**params, **_capability_params(capabilities)}).fetchone()
+        return None if row is None else int(row["row_number"])
 
     def claim_next_task(
         self,
@@ -231,6 +245,7 @@ class SqliteTaskStore:
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
+        capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         params = {
             "worker_id": worker_id,
@@ -238,9 +253,14 @@ class SqliteTaskStore:
             "affinity_modifier": _seconds_modifier(-affinity_window_seconds),
             "resident_model": resident_model,
             "resident_task_types": json.dumps(list(resident_task_types)),
+            "picked_row": None,
         }
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
             with self._write() as conn:
+                if capabilities.restricted:
+                    params["picked_row"] = self._pick(conn, capabilities, params)
+                    if params["picked_row"] is None:
+                        return None
                 row = conn.execute(self._q("claim_next_task"), params).fetchone()
                 if row is None:
                     return None
@@ -328,7 +348,7 @@ class SqliteTaskStore:
         with self._write() as conn:
             conn.execute(self._q("register_worker"), {
                 "id": info.id, "host": info.host, "pid": info.pid, "gpu_name": info.gpu_name,
-                "gpu_memory_gb": info.gpu_memory_gb,
+                "gpu_memory_gb": info.gpu_memory_gb, "capabilities": json.dumps(info.capabilities.as_json()),
             })
 
     def touch_worker(
@@ -410,6 +430,10 @@ def _as_text(value: Any) -> str:
 
 def _data_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def _capability_params(capabilities: Capabilities) -> dict[str, str | None]:
+    return {key: None if items is None else json.dumps(items) for key, items in capabilities.as_json().items()}
 
 
 def _seconds_modifier(seconds: float) -> str:

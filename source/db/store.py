@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from source.db.models import (
+    UNRESTRICTED,
+    Capabilities,
     CascadeFailure,
     LeaseReclaim,
     NewTask,
     PurgedTask,
+    QueuedKind,
     QueueStats,
     Task,
     TaskStatus,
@@ -43,10 +46,12 @@ class TaskStore(Protocol):
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
         affinity_window_seconds: float = 120.0,
+        capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
-        """Atomically take the next claimable row (priority, age, dependencies, model affinity)."""
+        """Atomically take the next claimable row (priority, age, dependencies, model affinity) among those
+        ``capabilities`` allow; their cost does not grow with the rows they exclude (index probes per group)."""
 
-    def has_claimable_task(self) -> bool:
+    def has_claimable_task(self, capabilities: Capabilities = UNRESTRICTED) -> bool:
         """Cheap read-only check used before a claim when the worker is woken up."""
 
     def heartbeat(
@@ -127,6 +132,10 @@ class TaskStore(Protocol):
         over the parent's own (JSON object merge)."""
 
     def stats(self) -> QueueStats: ...
+
+    def queued_kinds(self) -> list[QueuedKind]:
+        """Queued rows counted by (task type, params.model): what `tasks stats` holds against the live workers'
+        capabilities to report rows nobody can run."""
 
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """Block until another connection changes the table (True) or ``timeout`` passes (False)."""

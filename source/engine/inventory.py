@@ -47,6 +47,21 @@ def _hub_cache() -> dict[str, float]:
     return {repo.repo_id: repo.size_on_disk / 1e9 for repo in info.repos if repo.repo_type == "model"}
 
 
+def memory_need_gb(definition: ModelDefinition, profile: int | None = None) -> float | None:
+    """Accelerator memory the definition declares it needs at ``profile`` (default: the profile it runs with,
+    after --wgp-profile): every component (1), the largest one (2, 3: model offload), with HEADROOM. None when
+    nothing bounds it here: weights not recorded, or block/sequential offload (4, 5) that streams the weights."""
+    weights = definition.weights
+    if weights.tiny:
+        return 0.0
+    profile = definition.engine.profile if profile is None else profile
+    whole = weights.memory_gb or weights.size_gb
+    largest = weights.largest_gb or whole
+    if whole is None or profile >= 4:
+        return None
+    return round((whole if profile == 1 else largest) * HEADROOM, 1)  # type: ignore[operator]
+
+
 def memory_profile(definition: ModelDefinition, gpu_gb: float | None) -> tuple[int | None, str]:
     """Profile 1 keeps every component on the accelerator, 2 one component at a time (model offload), 4 streams
     the largest one block by block (group offload), so it fits where 2 does not."""

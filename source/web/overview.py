@@ -10,13 +10,13 @@ from typing import Any
 
 from source.cli.tasks import _row as task_row
 from source.db import Task, TaskStatus, TaskStore
+from source.db.models import ALIVE_WITHIN_SECONDS
 from source.errors import InvalidParams
 
 RECENT_ROWS = 500  # rows read per refresh for the hour's metrics; the page lists the newest of them
 ACTIVE_ROWS = 1000  # Queued and In Progress rows counted by task type (a deeper queue shows as 1000+)
 SHOWN_ROWS = 50
 PROMPT_CHARS = 200
-ALIVE_WITHIN_SECONDS = 120.0
 
 
 def task_json(task: Task) -> dict[str, Any]:

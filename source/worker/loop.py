@@ -163,6 +163,7 @@ class Worker:
             output_dir=str(self.settings.main_output_dir),
             poll_interval=self.settings.poll_interval,
             lease_seconds=self.settings.lease_seconds,
+            capabilities=self.settings.capabilities.as_json() if self.settings.capabilities.restricted else None,
         )
         while not self.stop_requested.is_set():
             task = self._next_task()
@@ -183,7 +184,8 @@ class Worker:
         gpu_name, gpu_memory = detect_gpu()
         try:
             self.store.register_worker(WorkerInfo(id=self.settings.worker_id, host=socket.gethostname(),
-                                                  pid=os.getpid(), gpu_name=gpu_name, gpu_memory_gb=gpu_memory))
+                                                  pid=os.getpid(), gpu_name=gpu_name, gpu_memory_gb=gpu_memory,
+                                                  capabilities=self.settings.capabilities))
         except Exception as exc:  # the registry is for operators; never a reason not to work
             self.log.warning("worker_register_failed", error=str(exc))
 
@@ -225,6 +227,7 @@ class Worker:
             resident_model=resident_model,
             resident_task_types=resident_types,
             affinity_window_seconds=self.settings.affinity_window,
+            capabilities=self.settings.capabilities,
         )
 
     def _wait_for_work(self) -> bool:
@@ -242,10 +245,10 @@ class Worker:
                 if wait_for_work is not None:
                     if wait_for_work(self.settings.worker_id, resident_model=self.affinity()[0],
                                      timeout=min(remaining, 1.0), poll_interval=self.settings.poll_interval,
-                                     stop=self.stop_requested):
+                                     stop=self.stop_requested, capabilities=self.settings.capabilities):
                         return True
                 elif self.store.wait_for_change(min(remaining, 1.0), stop=self.stop_requested) and (
-                    self.store.has_claimable_task()
+                    self.store.has_claimable_task(self.settings.capabilities)
                 ):
                     return True
             except Exception as exc:  # database away: the claim path backs off and reports it

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from source.db.models import UNRESTRICTED, Capabilities
 from source.handlers.input_policy import InputPolicy, default_roots
 from source.handlers.task_paths import LEGACY_FILES
 from source.retry import TASK_RETRY, Backoff
@@ -58,6 +59,8 @@ class WorkerSettings:
 
     # A row given back on shutdown this many times without counting the attempt; after that it counts.
     free_shutdown_requeues: int = 3
+    # What this worker may claim (--task-types, --models, the GPU's memory: source/worker/capabilities.py).
+    capabilities: Capabilities = UNRESTRICTED
 
     @property
     def input_policy(self) -> InputPolicy:

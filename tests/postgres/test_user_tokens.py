@@ -16,7 +16,7 @@ from postgrest.exceptions import APIError
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
-from source.db.models import TaskStatus
+from source.db.models import Capabilities, TaskStatus
 from source.db.postgres import PostgresTaskStore
 from source.db.supabase_client import make_client
 from tests.helpers import run_worker
@@ -178,3 +178,22 @@ def test_a_service_key_passed_as_access_token_still_serves_every_project(token_d
     with psycopg.connect(token_db["url"], autocommit=True) as conn:
         assert conn.execute("SELECT array_agg(DISTINCT status::text) FROM tasks").fetchone()[0] == ["Complete"]
     assert "POST /rest/v1/rpc/claim_next_task" in anon_api.requests
+
+
+def test_a_token_worker_with_capabilities_claims_only_its_users_rows_it_can_run(token_db, low_privilege_url):
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        for who in ("alice", "bob"):
+            conn.execute("INSERT INTO tasks (task_type, params, status, project_id) "
+                         "SELECT t, p::jsonb, 'Queued', project_id FROM tasks, (VALUES ('t2v', '{\"model\": \"small\"}'), "
+                         "('t2v', '{\"model\": \"big\"}')) AS v(t, p) WHERE id = %s", (token_db[f"{who}_task"],))
+    caps = Capabilities(task_types=("t2v", "ping"), models=("small",), modelless_task_types=("ping",))
+    store = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        assert store.has_claimable_task(caps)
+        taken = []
+        while (task := store.claim_next_task("alice-box", lease_seconds=30, capabilities=caps)) is not None:
+            taken.append((task.task_type, task.params().get("model"), task.project_id))
+        assert sorted(taken, key=str) == sorted([("ping", None, taken[0][2]), ("t2v", "small", taken[0][2])], key=str)
+        assert not store.has_claimable_task(caps)  # her t2v/big row and all of Bob's rows stay Queued
+    finally:
+        store.close()

@@ -35,8 +35,9 @@ SET status = 'In Progress',
     progress = 0,
     error_message = NULL,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE rowid = (
-    -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed
+-- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed. :picked_row: the
+-- row pick_capable_task chose for a worker with capabilities (it runs first, in the same transaction).
+WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
     SELECT t.rowid FROM tasks AS t
     WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
       AND (t.dependant_on IS NULL
@@ -53,9 +54,95 @@ WHERE rowid = (
              END,
              t.created_at, t.rowid
     LIMIT 1
-)
+) END
 AND status = 'Queued'
 RETURNING rowid AS row_number, *;
+
+-- name: pick_capable_task
+-- The row a worker with capabilities claims (models/ task_types/ modelless_task_types: JSON arrays, NULL =
+-- unrestricted; see Capabilities): the first ready row of each allowed group, each one probe of a
+-- tasks_queued_* index (022), then the best of those heads in the claim's own order (priority, model
+-- affinity, age). The model expression is spelt as in the indexes.
+WITH heads(row_id) AS (
+    -- each allowed model: its first row whose task type is allowed too
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = m.value
+              AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    FROM json_each(:models) AS m
+    UNION ALL
+    -- any model, restricted task types (and the resident model, for the affinity order): per task type /
+    -- the resident model, the first row naming a model
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+              AND t.task_type = tt.value
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    FROM json_each(CASE WHEN :models IS NULL THEN :task_types END) AS tt
+    UNION ALL
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
+              AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    WHERE :models IS NULL AND :resident_model IS NOT NULL
+    UNION ALL
+    -- any model and any task type (only model-less rows restricted): one walk over the rows naming a model
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    WHERE :models IS NULL AND :task_types IS NULL
+    UNION ALL
+    -- each allowed model-less task type: its first row naming no model
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+              AND t.task_type = tt.value
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    FROM json_each(:modelless_task_types) AS tt
+    UNION ALL
+    SELECT (SELECT t.rowid FROM tasks AS t
+            WHERE t.status = 'Queued'
+              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+              AND (t.dependant_on IS NULL
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    WHERE :modelless_task_types IS NULL
+)
+SELECT t.rowid AS row_number FROM heads JOIN tasks AS t ON t.rowid = heads.row_id
+ORDER BY t.priority DESC,
+         CASE
+             WHEN t.created_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier) THEN 0
+             WHEN :resident_model IS NOT NULL
+                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
+                  THEN 0
+             WHEN :resident_model IS NOT NULL
+                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+                  AND t.task_type IN (SELECT value FROM json_each(:resident_task_types)) THEN 0
+             ELSE 1
+         END,
+         t.created_at, t.rowid
+LIMIT 1;
 
 -- name: fail_unrunnable_claim
 -- The row just claimed cannot be read or run (see Task.unrunnable_reason): failed in the claim's own
@@ -330,16 +417,23 @@ LIMIT :limit;
 SELECT CASE WHEN typeof(status) = 'text' THEN status ELSE quote(status) END AS status, COUNT(*) AS n
 FROM tasks GROUP BY 1;
 
+-- name: count_queued_by_kind
+-- `tasks stats` / `tasks list --stuck`: the Queued rows by (task type, params.model).
+SELECT task_type, CASE WHEN json_valid(params) THEN json_extract(params, '$.model') END AS model, COUNT(*) AS n,
+       MIN(created_at) AS oldest
+FROM tasks WHERE status = 'Queued' GROUP BY 1, 2 ORDER BY 3 DESC;
+
 -- name: count_by_worker
 SELECT worker_id, status, COUNT(*) AS n FROM tasks WHERE worker_id IS NOT NULL GROUP BY worker_id, status;
 
 -- name: register_worker
-INSERT INTO workers (id, host, pid, gpu_name, gpu_memory_gb, status, started_at, last_heartbeat)
-VALUES (:id, :host, :pid, :gpu_name, :gpu_memory_gb, 'running',
+INSERT INTO workers (id, host, pid, gpu_name, gpu_memory_gb, capabilities, status, started_at, last_heartbeat)
+VALUES (:id, :host, :pid, :gpu_name, :gpu_memory_gb, :capabilities, 'running',
         strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ON CONFLICT (id) DO UPDATE SET
     host = excluded.host, pid = excluded.pid, gpu_name = excluded.gpu_name,
-    gpu_memory_gb = excluded.gpu_memory_gb, status = 'running', resident_model = NULL,
+    gpu_memory_gb = excluded.gpu_memory_gb, capabilities = excluded.capabilities, status = 'running',
+    resident_model = NULL,
     current_task_id = NULL, started_at = excluded.started_at, last_heartbeat = excluded.last_heartbeat;
 
 -- name: touch_worker

@@ -89,3 +89,30 @@ def test_each_expert_starts_its_cache_afresh_at_the_switch(cache_type):
     assert low[0] - low_plain == low_plain - len([s for s in skipped if s >= switch])
     assert report["passes_skipped"] == len(skipped)
     assert np.abs(cached - plain).mean() > 0
+
+
+def test_a_definitions_teacache_coefficients_are_the_ones_planned_with_and_bad_ones_are_refused(tmp_path,
+                                                                                                monkeypatch):
+    import json
+    import shutil
+
+    from source.engine.paths import defaults_dir
+    from source.engine.step_cache import plan_for
+    from source.errors import DefinitionError
+
+    folder = tmp_path / "defaults"
+    shutil.copytree(defaults_dir(), folder)
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(folder))
+    own = [0.0, 0.0, 0.0, 0.0, 0.05]  # a flat 0.05 per step: skips until 0.05·n reaches the threshold
+    for name, coefficients in (("flat", own), ("bad", ["x"])):
+        (folder / f"{name}.json").write_text(json.dumps({"parent": "tiny_t2v", "teacache_coefficients": coefficients}))
+    with pytest.raises(DefinitionError, match="teacache_coefficients must be a list of numbers"):
+        load_model_def("bad")
+    definition = load_model_def("flat")
+    assert definition.teacache_coefficients == tuple(own)
+    pipe = pipeline("tiny_t2v", EngineOptions())
+    params = params_for("tiny_t2v", skip_steps_cache_type="tea", skip_steps_multiplier=2.0, num_inference_steps=12)
+    plan = plan_for(pipe, params, "wan_t2v", definition.teacache_coefficients)
+    assert plan.coefficients == "model definition"
+    # Every step from 2 adds 0.05: a threshold meets 6 full passes of 12 exactly (steps 0, 1 and the last run).
+    assert plan.planned_full_steps == 6 and plan.computed[-1] and plan.computed[:2] == (True, True)

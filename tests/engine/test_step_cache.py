@@ -116,3 +116,34 @@ def test_a_definitions_teacache_coefficients_are_the_ones_planned_with_and_bad_o
     assert plan.coefficients == "model definition"
     # Every step from 2 adds 0.05: a threshold meets 6 full passes of 12 exactly (steps 0, 1 and the last run).
     assert plan.planned_full_steps == 6 and plan.computed[-1] and plan.computed[:2] == (True, True)
+
+
+@pytest.mark.parametrize(("model_type", "cache_type"), [("tiny_vace", "mag"), ("tiny_vace", "tea"), ("tiny_t2v", "mag")])
+def test_a_skipped_step_adds_what_every_block_and_vace_hint_added_in_the_last_full_pass(model_type, cache_type):
+    # WanGP's skip: the hidden states after all blocks (VACE hints added between them included) become the
+    # blocks' input plus the last full pass's whole change, nothing counted twice.
+    steps = 12
+    params = params_for(model_type, skip_steps_cache_type=cache_type, skip_steps_multiplier=2.0,
+                        num_inference_steps=steps)
+    pipe = pipeline(model_type, EngineOptions())
+    transformer = pipe.transformer
+    inputs, finals = [], []
+    transformer.blocks[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0].clone()))
+    transformer.norm_out.register_forward_pre_hook(lambda _m, args: finals.append(args[0].clone()))
+    hints = block_calls(transformer.vace_blocks[0].ffn) if model_type == "tiny_vace" else None
+    with step_cache(pipe, params, "wan_t2v", load_model_def("tiny_t2v").teacache_coefficients) as report:
+        run(pipe, model_type, num_inference_steps=steps, output_type="latent")
+    # One call per step, but step 0 runs its unconditional half apart (batched guidance learns it there).
+    inputs, finals = [inputs[0], *inputs[2:]], [finals[0], *finals[2:]]
+    assert len(inputs) == len(finals) == steps
+    skipped = report["skipped_steps"]
+    assert skipped
+    last_full = None
+    for step in range(steps):
+        if step in skipped:
+            change = finals[last_full] - inputs[last_full]
+            assert torch.allclose(finals[step], inputs[step] + change, atol=1e-5), step
+        else:
+            last_full = step
+    if hints is not None:  # VACE's control blocks do not run on a skipped step either
+        assert hints[0] == steps + 1 - len(skipped)

@@ -22,7 +22,7 @@ import structlog
 
 from source.engine.features import check_supported
 from source.engine.model_defs import load_model_def
-from source.engine.params import ResolvedParameters, Tier, parse_settings, resolve
+from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
 from source.generation.control_video import build_control_guide, select_vace_inputs
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task
@@ -115,8 +115,7 @@ class WanOrchestrator:
         # 5. the three tiers, once
         resolved = resolve(definition.settings, values, model_type=request.model)
         check_work_budget(request.model, resolved.params)
-        check_supported(resolved.params, definition.architecture, image_output=self.capabilities(request.model).image_output,
-                        explicit=frozenset(n for n, tier in resolved.sources.items() if tier is not Tier.SYSTEM))
+        check_supported(resolved.params, definition.architecture, image_output=self.capabilities(request.model).image_output)
         log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
         return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})))
 

@@ -1,11 +1,11 @@
-"""The step cache (``skip_steps_cache_type: "mag"``) per setting: transformer passes skipped, seconds, and
-how far the output moves from the same generation without a cache.
+"""The step caches (``skip_steps_cache_type`` ``"mag"`` and ``"tea"``) per setting: transformer passes
+skipped, seconds, and how far the output moves from the same generation without a cache.
 
 Each setting generates the same prompt and seed (best time of ``--runs``) through WanOrchestrator.generate (the row's path from the
 edge on); the difference is the mean absolute difference of the decoded frames (0..255) from the no-cache
 run. Tiny model on CPU by default; ``--model`` names a real definition on a GPU box.
 
-    python benchmarks/step_cache.py [--model tiny_t2v_bench] [--steps 16] [--runs 2]
+    python benchmarks/step_cache.py [--model tiny_t2v_bench] [--steps 16] [--runs 2] [--types mag,tea]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from headless_wgp import WanOrchestrator  # noqa: E402
 from source.logging_utils import configure_logging  # noqa: E402
 
-SETTINGS = [(None, 0), (1.5, 0), (2.0, 0), (2.5, 0), (3.0, 0), (2.0, 20), (2.0, 50)]
+SETTINGS = [(1.5, 0), (2.0, 0), (2.5, 0), (3.0, 0), (2.0, 20), (2.0, 50)]
 
 
 def frames_of(path: Path) -> np.ndarray:
@@ -39,7 +39,8 @@ def frames_of(path: Path) -> np.ndarray:
 @click.option("--model", default="tiny_t2v_bench", show_default=True)
 @click.option("--steps", default=16, show_default=True)
 @click.option("--runs", default=2, show_default=True)
-def main(model: str, steps: int, runs: int) -> None:
+@click.option("--types", default="mag,tea", show_default=True, help="cache types, comma-separated")
+def main(model: str, steps: int, runs: int, types: str) -> None:
     configure_logging("console")
     with tempfile.TemporaryDirectory() as tmp:
         orchestrator = WanOrchestrator(Path(tmp))
@@ -47,12 +48,13 @@ def main(model: str, steps: int, runs: int) -> None:
         orchestrator.generate(model, prompt, seed=3, num_inference_steps=steps)  # warm-up: load, first-call costs
         reference = None
         print(f"{model}, {steps} steps")
-        print(f"{'multiplier':>10} {'start%':>6} {'passes':>6} {'skipped':>7} {'fraction':>8} {'seconds':>8} "
-              f"{'speed-up':>8} {'diff vs none':>12}")
+        print(f"{'cache':>5} {'multiplier':>10} {'start%':>6} {'passes':>6} {'skipped':>7} {'fraction':>8} "
+              f"{'seconds':>8} {'speed-up':>8} {'diff vs none':>12}")
         base_seconds = None
-        for multiplier, start in SETTINGS:
-            extra = {} if multiplier is None else {"skip_steps_cache_type": "mag", "skip_steps_multiplier": multiplier,
-                                                   "skip_steps_start_step_perc": start}
+        settings = [("", None, 0)] + [(kind, m, s) for kind in types.split(",") for m, s in SETTINGS]
+        for kind, multiplier, start in settings:
+            extra = {} if not kind else {"skip_steps_cache_type": kind, "skip_steps_multiplier": multiplier,
+                                         "skip_steps_start_step_perc": start}
             # Best of --runs: the machine is shared, the fastest run is the least disturbed one.
             result = min((orchestrator.generate(model, prompt, seed=3, num_inference_steps=steps, **extra)
                           for _ in range(runs)), key=lambda r: r.seconds)
@@ -60,7 +62,7 @@ def main(model: str, steps: int, runs: int) -> None:
             report = result.applied.get("step_cache", {})
             if reference is None:
                 reference, base_seconds = frames, result.seconds
-            print(f"{multiplier or 'none':>10} {start:>6} {report.get('transformer_passes', '-'):>6} "
+            print(f"{kind or 'none':>5} {multiplier or '-':>10} {start:>6} {report.get('transformer_passes', '-'):>6} "
                   f"{report.get('passes_skipped', 0):>7} {report.get('fraction_skipped', 0.0):>8.3f} "
                   f"{result.seconds:>8.2f} {base_seconds / result.seconds:>8.2f} "
                   f"{np.abs(frames - reference).mean():>12.3f}")

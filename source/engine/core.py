@@ -11,6 +11,7 @@ import gc
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,10 @@ from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
 from source.engine.outputs import unique_path, write_image, write_video
 from source.engine.overlap_noise import overlap_noise
-from source.engine.params import GenerationParams, ResolvedParameters, resolve, value_of
+from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
+from source.engine.riflex import check as check_riflex
+from source.engine.riflex import riflex
 from source.engine.schedulers import SchedulerSwitcher
 from source.engine.speed import apply_speed_options, reset_step_state
 from source.engine.step_cache import check as check_step_cache
@@ -168,6 +171,9 @@ class Engine:
         window = largest_length(params.sliding_window_size or 1, family.temporal_step(pipe))
         family.validate(pipe, replace(params, video_length=window) if windowed else params)
         check_step_cache(params, pipe)
+        riflex_asked = resolved.sources.get("RIFLEx_setting", Tier.SYSTEM) is not Tier.SYSTEM
+        if family.takes_riflex:
+            check_riflex(params, pipe, family.fps, explicit=riflex_asked)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
         # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
@@ -177,7 +183,8 @@ class Engine:
         applied: dict[str, Any] = {}
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
                                                    params.activated_loras, params.loras_multipliers), \
-                step_cache(pipe, params, definition.architecture) as cache_report, \
+                step_cache(pipe, params, definition.architecture, definition.teacache_coefficients) as cache_report, \
+                _riflex(family, pipe, params, riflex_asked) as riflex_report, \
                 guidance_variant(pipe, params) as guidance_report, \
                 normalized_attention_guidance(pipe, params) as nag_report:
             if windowed:
@@ -220,6 +227,7 @@ class Engine:
             fps=processed[-1].fps, seconds=time.monotonic() - started, thumbnails=thumbnails,
             applied={**applied, **({"postprocessing": processed[-1].applied} if processed[-1].applied else {}),
                      **({"step_cache": cache_report} if cache_report else {}),
+                     **({"riflex": riflex_report} if riflex_report else {}),
                      **({"guidance": guidance_report} if guidance_report else {}),
                      **({"normalized_attention_guidance": nag_report} if nag_report else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
@@ -258,6 +266,12 @@ class Engine:
             return write_video(array, unique_path(output_dir, stem, ".mp4"), fps or family.fps)
         frame = array[0] if array.ndim == 4 else array
         return write_image(frame, unique_path(output_dir, stem, ".png"))
+
+
+def _riflex(family: Family, pipe, params: GenerationParams, asked: bool):
+    """RIFLEx where the family's transformers take it (Wan); the others refuse a request in the prepare
+    stage (source/engine/features.py)."""
+    return riflex(pipe, params, family.fps, explicit=asked) if family.takes_riflex else nullcontext(None)
 
 
 def _step_callback(params: GenerationParams, progress: ProgressCallback | None,

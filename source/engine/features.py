@@ -11,24 +11,15 @@ from source.engine.params import GenerationParams
 from source.engine.windows import CONTINUATIONS, continuation_for, overlap_for
 from source.errors import InvalidParams
 
-# WanGP switches RIFLEx on by itself (RIFLEx_setting 0) past the length Wan was trained on.
-RIFLEX_AUTO_FRAMES = 81
 
-
-def check_supported(params: GenerationParams, architecture: str, *, image_output: bool,
-                    explicit: frozenset[str] = frozenset()) -> None:
-    """Raise InvalidParams for the first requested feature that cannot apply here. ``explicit``: the
-    parameters a task or the model JSON gave (WanGP's automatic RIFLEx is refused only when asked for)."""
+def check_supported(params: GenerationParams, architecture: str, *, image_output: bool) -> None:
+    """Raise InvalidParams for the first requested feature that cannot apply here."""
     wan = architecture.startswith("wan_")
     if image_output or params.video_length == 1:
         for name in ("temporal_upsampling",):
             if getattr(params, name):
                 raise InvalidParams(f"params.{name} {getattr(params, name)!r}: this model makes images, "
                                     f"there are no frames to interpolate; leave {name} out")
-    if params.skip_steps_cache_type == "tea":
-        raise InvalidParams(
-            "params.skip_steps_cache_type 'tea': TeaCache has no implementation in this engine's diffusers; "
-            "use 'mag' (MagCache, planned to meet skip_steps_multiplier) or leave it empty")
     if params.skip_steps_cache_type and not wan:
         raise InvalidParams(f"params.skip_steps_cache_type {params.skip_steps_cache_type!r}: step caches are "
                             f"calibrated for Wan models only, not {architecture}")
@@ -53,20 +44,18 @@ def check_supported(params: GenerationParams, architecture: str, *, image_output
     window = params.sliding_window_size
     if window is not None and params.video_length > window:
         _check_windows(params, architecture, window)
-    _refuse_unbuilt(params, architecture, "RIFLEx_setting" in explicit)
+    if params.RIFLEx_setting == 1:
+        _check_riflex(params, architecture, image_output)
 
 
-def _refuse_unbuilt(params: GenerationParams, architecture: str, riflex_given: bool) -> None:
-    """Features with WanGP names that this engine does not build yet: refused, never silently dropped."""
-    window = params.sliding_window_size
-    # WanGP decides automatic RIFLEx on the length of one call: a window when windows are used.
-    length = min(params.video_length, window or params.video_length)
-    if architecture.startswith("wan_") and (params.RIFLEx_setting == 1 or (
-            riflex_given and params.RIFLEx_setting == 0 and length > RIFLEX_AUTO_FRAMES)):
-        raise InvalidParams(
-            f"params.RIFLEx_setting {params.RIFLEx_setting}: RIFLEx (for videos longer than "
-            f"{RIFLEX_AUTO_FRAMES} frames, on by default in WanGP) is not supported by this worker yet; set "
-            f"RIFLEx_setting to 2 to generate video_length {params.video_length} without it")
+def _check_riflex(params: GenerationParams, architecture: str, image_output: bool) -> None:
+    """RIFLEx forced on (1) where it cannot apply; WanGP's automatic RIFLEx (0) is off for such models."""
+    if image_output or params.video_length == 1:
+        raise InvalidParams("params.RIFLEx_setting 1: RIFLEx changes the time axis of a video and this model "
+                            "makes images; leave RIFLEx_setting out")
+    if not architecture.startswith("wan_"):
+        raise InvalidParams(f"params.RIFLEx_setting 1: RIFLEx is built for the Wan transformers' rotary embedding, "
+                            f"not {architecture}; set RIFLEx_setting to 2 (off)")
 
 
 def _check_windows(params: GenerationParams, architecture: str, window: int) -> None:

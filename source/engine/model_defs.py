@@ -152,6 +152,9 @@ class ModelDefinition:
     settings: Mapping[str, Any] = field(default_factory=dict)
     # Extra keyword arguments handed to the pipeline call as-is (e.g. a short max_sequence_length for tiny models).
     pipeline_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    # WanGP's model-level TeaCache calibration (highest power first), instead of its built-in Wan 2.1 sets
+    # (benchmarks/teacache_calibration.py measures one).
+    teacache_coefficients: tuple[float, ...] | None = None
 
 
 def _definition_path(model_type: str) -> Path:
@@ -259,6 +262,11 @@ def load_model_def(model_type: str) -> ModelDefinition:
         raise DefinitionError(f"model definition {model_type!r} must name exactly one of weights.repo/local/tiny")
     if "architecture" not in raw:
         raise DefinitionError(f"model definition {model_type!r} has no architecture")
+    coefficients = raw.get("teacache_coefficients")
+    if coefficients is not None and not (isinstance(coefficients, list) and coefficients and all(
+            isinstance(c, int | float) and not isinstance(c, bool) for c in coefficients)):
+        raise DefinitionError(f"model definition {model_type!r}: teacache_coefficients must be a list of numbers, "
+                              f"got {coefficients!r}")
     return ModelDefinition(
         model_type=model_type,
         name=raw.get("name", model_type),
@@ -269,6 +277,7 @@ def load_model_def(model_type: str) -> ModelDefinition:
         engine=engine,
         settings=MappingProxyType(dict(raw.get("settings", {}))),
         pipeline_kwargs=MappingProxyType(dict(raw.get("pipeline_kwargs", {}))),
+        teacache_coefficients=tuple(float(c) for c in coefficients) if coefficients else None,
     )
 
 

@@ -67,7 +67,6 @@ def test_every_video_gets_a_first_frame_thumbnail_beside_it(sqlite_store, tmp_pa
 @pytest.mark.parametrize(("params", "message"), [
     ({"slg_switch": 1, "slg_layers": [9]}, "params.slg_layers [9]: give block indices below"),
     ({"slg_switch": 1, "slg_layers": [0], "slg_start_perc": 50, "slg_end_perc": 10}, "params.slg_start_perc 50"),
-    ({"skip_steps_cache_type": "tea"}, "params.skip_steps_cache_type 'tea'"),
     ({"sliding_window_size": 5, "video_length": 9}, "params.sliding_window_size 5: video_length 9 needs several"),
     ({"RIFLEx_setting": 1}, "params.RIFLEx_setting 1: RIFLEx"),
     ({"temporal_upsampling": "rife8"}, "params.temporal_upsampling 'rife8' is not supported"),

@@ -21,6 +21,8 @@ class Family:
     lora_folder: ClassVar[str]
     fps: ClassVar[int] = 16
     is_video: ClassVar[bool] = True
+    # Whether RIFLEx_setting can apply (source/engine/riflex.py: Wan's rotary embedding).
+    takes_riflex: ClassVar[bool] = False
     # The first solver is the model's own scheduler.
     solvers: ClassVar[tuple[str, ...]] = ("euler",)
 

@@ -13,6 +13,7 @@ from source.errors import InvalidParams
 class WanFamily(Family):
     lora_folder = "wan"
     fps = 16
+    takes_riflex = True
     solvers = ("unipc", "euler", "dpm++")
 
     def spatial_multiple(self, pipe) -> int:

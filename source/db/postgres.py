@@ -25,13 +25,15 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg.types.string import TextLoader
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
 from source.db.models import NewTask, Task, TaskRejected
 from source.db.pg_listener import CHANNEL, ChangeListener
 from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
 from source.db.sql_files import Migration, list_migrations, load_queries
+from source.db.transient import POSTGRES_OUTAGE, is_postgres_outage
+from source.retry import Backoff, RetryPolicy, retry_call
 
 log = structlog.get_logger(__name__)
 
@@ -40,13 +42,14 @@ T = TypeVar("T")
 TRANSACTION_POOLER_PORT = "6543"
 FALLBACK_POLL_SECONDS = 1.0
 LISTEN_CONNECT_WAIT_SECONDS = 3.0
-MAX_BACKOFF_SECONDS = 5.0
+# A statement while the server is away: 50 ms, 100 ms, ... up to 5 s between tries, for retry_seconds.
+STATEMENT_BACKOFF = Backoff(first=0.05, cap=5.0)
 # Behind the transaction pooler an idle worker polls its own wake marker: quick after a change, backing
 # off (with jitter, so a fleet's polls spread out) to this while nothing happens.
 POOLER_POLL_MIN_SECONDS = 0.05
 POOLER_POLL_MAX_SECONDS = 2.0
 WAKE_MODES = ("one", "all")
-RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+RETRYABLE = POSTGRES_OUTAGE
 
 
 class PostgresTaskStore(RpcTaskStore):
@@ -64,6 +67,8 @@ class PostgresTaskStore(RpcTaskStore):
         if wake not in WAKE_MODES:
             raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.retry_seconds = retry_seconds
+        self._retry_policy = RetryPolicy(STATEMENT_BACKOFF, deadline_seconds=retry_seconds,
+                                         retryable=is_postgres_outage)
         self.access_token = access_token
         # A token worker's role may call only the user_* functions, which have no idle registry: it wakes on
         # every change, as before 011.
@@ -105,18 +110,16 @@ class PostgresTaskStore(RpcTaskStore):
     def _run(self, query: Any, params: dict[str, Any], fetch: Callable[[psycopg.Cursor], T]) -> T:
         """One autocommit statement. When the server is away (restart, terminated backend, network) retry
         with backoff for up to ``retry_seconds``: the worker's lease keeps its task safe meanwhile."""
-        deadline = time.monotonic() + self.retry_seconds
-        backoff = 0.05
-        while True:
-            try:
-                with self._pool.connection() as conn:
-                    return fetch(conn.execute(query, params))
-            except RETRYABLE as exc:
-                if self._closed or time.monotonic() + backoff > deadline or _refused(exc):
-                    raise
-                log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+        def statement() -> T:
+            with self._pool.connection() as conn:
+                return fetch(conn.execute(query, params))
+
+        return retry_call(statement, self._retry_policy, event="postgres_unavailable", log=log,
+                          give_up=self._closed_reason)
+
+    def _closed_reason(self) -> str | None:
+        return "the store is closed" if self._closed else None
 
     def add_task(self, task: NewTask) -> str:
         try:
@@ -374,11 +377,6 @@ def _configure_connection(conn: psycopg.Connection) -> None:
     conn.adapters.register_loader("uuid", TextLoader)
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, _JsonAsText)
-
-
-def _refused(exc: Exception) -> bool:
-    """Class 28 (invalid authorization: a bad password, an unknown access token) is an answer, not an outage."""
-    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("28")
 
 
 def _adapt(params: dict[str, Any]) -> dict[str, Any]:

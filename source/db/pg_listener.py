@@ -129,7 +129,10 @@ class ChangeListener:
             try:
                 conn = retry_call(self._connect, RECONNECT, event="listen_reconnect_failed", log=log,
                                   gave_up_event="listen_gave_up", stop=self._stopped, channel=CHANNEL)
-            except psycopg.Error:  # stopped, or an answer such as a refused password: waiters poll instead
+            except psycopg.Error as exc:  # stopped, or an answer such as a refused password
+                if not self._stopped.is_set():
+                    log.error("listen_refused", error=str(exc).strip()[:300], channel=CHANNEL,
+                              hint="no LISTEN from here on: idle waiters poll instead")
                 break
             try:
                 with conn:

@@ -25,10 +25,19 @@ SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANT
                     "SQLITE_PROTOCOL")
 
 
+# What the server answers a connection it will never accept (libpq gives no SQLSTATE for these).
+CONNECT_REFUSALS = ("does not exist", "password authentication failed", "no pg_hba.conf entry",
+                    "permission denied for database")
+
+
 def is_refused(exc: BaseException) -> bool:
     """Class 28 (invalid authorization: a bad password, an unknown role or access token) and 3D (no such
-    database) are answers, not an outage."""
-    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "")[:2] in ("28", "3D")
+    database) are answers, not an outage; so is a connection the server refused for those reasons."""
+    if not isinstance(exc, psycopg.Error):
+        return False
+    if exc.sqlstate:
+        return exc.sqlstate[:2] in ("28", "3D")
+    return any(refusal in str(exc) for refusal in CONNECT_REFUSALS)
 
 
 def is_postgres_outage(exc: BaseException) -> bool:

@@ -87,7 +87,7 @@ def test_a_statement_on_a_terminated_connection_is_retried_on_a_new_one(postgres
     with capture_logs() as logs:
         assert postgres_store.get_task(task_id).status is TaskStatus.QUEUED
     [retried] = events(logs, "postgres_unavailable")
-    assert retried["attempt"] == 1 and "OperationalError" in retried["error"]
+    assert retried["attempt"] == 1 and "terminating connection" in retried["error"]
 
 
 @pytest.mark.postgres
@@ -128,8 +128,8 @@ def test_a_listen_connection_the_server_refuses_gives_up_and_waiters_poll(postgr
         listener = ChangeListener(missing, {}, (CHANNEL,), "public")
         listener._thread.join(5)
     assert not listener._thread.is_alive() and not listener.connected
-    [gave_up] = events(logs, "listen_gave_up")
-    assert gave_up["attempt"] == 1 and "no_such_database_for_listen" in gave_up["error"]
+    [refused] = events(logs, "listen_refused")
+    assert "no_such_database_for_listen" in refused["error"] and events(logs, "listen_reconnect_failed") == []
 
 
 # -- the claim loop --------------------------------------------------------------------------------------
@@ -163,7 +163,7 @@ def test_the_claim_loop_waits_out_a_lost_connection_and_then_claims(postgres_sto
     assert postgres_store.get_task(task_id).status is TaskStatus.COMPLETE
     retried = events(logs, "claim_failed")
     assert [e["attempt"] for e in retried[:2]] == [1, 2]
-    assert all("OperationalError" in e["error"] or "PoolTimeout" in e["error"] for e in retried)
+    assert all("connection" in e["error"] for e in retried), retried
 
 
 @pytest.mark.postgres

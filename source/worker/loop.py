@@ -500,9 +500,14 @@ class Worker:
         already run it again, and would refuse this late write) or a stop request's grace has run out;
         the row is then reclaimed when its lease expires. An error that is not an outage goes up."""
         stop_seen_at: float | None = None
+        lease_ends = time.monotonic() + self.settings.lease_seconds
 
-        def shutting_down() -> str | None:
+        def lease_or_grace_over() -> str | None:
+            # Tried until the lease has run out (not only until the next try would start after it): the
+            # row must be reclaimable by the time this worker goes on without it.
             nonlocal stop_seen_at
+            if time.monotonic() >= lease_ends:
+                return "the lease has run out; the row will be reclaimed and run again"
             if not self.stop_requested.is_set():
                 return None
             stop_seen_at = stop_seen_at or time.monotonic()
@@ -510,10 +515,10 @@ class Worker:
                 return None
             return "shutting down; the lease will expire and the row be reclaimed"
 
-        policy = RetryPolicy(REPORT_BACKOFF, deadline_seconds=self.settings.lease_seconds, retryable=is_store_outage)
+        policy = RetryPolicy(REPORT_BACKOFF, retryable=is_store_outage)
         try:
             return retry_call(write, policy, event="report_failed", gave_up_event="report_abandoned", log=tlog,
-                              give_up=shutting_down, write=what)
+                              give_up=lease_or_grace_over, write=what)
         except Exception as exc:
             if is_store_outage(exc):
                 return None

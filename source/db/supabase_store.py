@@ -1,5 +1,6 @@
 """Task store through the Supabase API (supabase-py ``rpc`` → PostgREST) on the same SQL functions as the
-direct Postgres store. PostgREST has no LISTEN: idle workers poll a change marker with a short backoff."""
+direct Postgres store. PostgREST has no LISTEN: an idle worker polls its own wake marker (wake-one), or the
+table's change marker (wake-all), with a short backoff."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from postgrest.exceptions import APIError
 from supabase import Client
 
 from source.db.config import MIGRATE_COMMAND, SchemaOutdated, StoreUnavailable
-from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
+from source.db.rpc_store import WAKE_MODES, IdleState, Row, RpcTaskStore, expected_schema_version
 from source.db.supabase_client import make_client
 from source.db.transient import is_api_outage
 from source.retry import Backoff, RetryPolicy, retry_call
@@ -41,8 +42,14 @@ class SupabaseTaskStore(RpcTaskStore):
     _key_setting = "SUPABASE_SERVICE_ROLE_KEY (alias SUPABASE_SERVICE_KEY) / --supabase-access-token"
 
     def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None,
-                 access_token: str | None = None) -> None:
+                 access_token: str | None = None, wake: str = "one") -> None:
+        """``wake``: "one" (an idle worker registers and polls its own wake marker until the dispatcher picks
+        it, migration 011) or "all" (it polls the table's change marker and looks at the table on a change)."""
+        if wake not in WAKE_MODES:
+            raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.url = url
+        self.wake = wake
+        self._idle = IdleState()
         self.access_token = access_token
         self.retry_seconds = retry_seconds
         self.client = client or make_client(url, key)

@@ -29,7 +29,7 @@ from source.worker.gpu_info import detect_gpu
 from source.worker.heartbeat import Heartbeat
 from source.worker.limits import task_timeout
 from source.worker.publishing import LocalPublisher, OutputPublisher, publish_thumbnail
-from source.worker.settings import WorkerSettings
+from source.worker.settings import HOUSEKEEPING_TURN_SHARE, WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -273,20 +273,36 @@ class Worker:
         return True
 
     def _housekeeping_if_due(self) -> None:
+        """Every housekeeping interval: this worker's own beat, then the fleet's jobs, each done only by
+        the worker the store gives the turn to (about once per interval for the whole fleet, not once per
+        idle worker)."""
         now = time.monotonic()
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + self.settings.housekeeping_interval
         self._touch(None)
-        for reclaim in self.store.reclaim_expired_leases():
-            self.log.warning(
-                "lease_reclaimed", task_id=reclaim.task_id, new_status=reclaim.new_status.value, attempts=reclaim.attempts
-            )
-        if now >= self._next_unrunnable_sweep:
-            self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
-            for unrunnable in self.store.fail_unrunnable_tasks():
-                self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
-        self._cascade_dependency_failures()
+        try:
+            leases = self._my_turn("leases", self.settings.housekeeping_turn_seconds)
+            if leases:
+                for reclaim in self.store.reclaim_expired_leases():
+                    self.log.warning("lease_reclaimed", task_id=reclaim.task_id,
+                                     new_status=reclaim.new_status.value, attempts=reclaim.attempts)
+            sweep = now >= self._next_unrunnable_sweep
+            if sweep:
+                self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
+                sweep = self._my_turn("unrunnable", HOUSEKEEPING_TURN_SHARE * UNRUNNABLE_SWEEP_SECONDS)
+                for unrunnable in self.store.fail_unrunnable_tasks() if sweep else ():
+                    self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
+            if leases or sweep:  # rows behind what just failed fail with it, in the same round
+                self._cascade_dependency_failures()
+        except Exception as exc:
+            if is_store_outage(exc):
+                raise  # the claim loop waits it out
+            # a job that fails the same way each time must not stop the claims (another worker may take it)
+            self.log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:1000])
+
+    def _my_turn(self, job: str, turn_seconds: float) -> bool:
+        return self.store.housekeeping_turn(job, interval_seconds=turn_seconds, worker_id=self.settings.worker_id)
 
     def _cascade_dependency_failures(self) -> None:
         for failure in self.store.fail_orphaned_dependants():

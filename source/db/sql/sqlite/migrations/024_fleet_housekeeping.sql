@@ -6,3 +6,11 @@ WHEN NEW.progress_phase IS NOT NULL AND OLD.status IS NOT NEW.status AND NEW.sta
 BEGIN
     UPDATE tasks SET progress_phase = NULL WHERE rowid = NEW.rowid;
 END;
+
+-- Housekeeping once per interval for every worker on this file together: the worker that gets the turn
+-- (queries.sql housekeeping_turn) does the job. last_run_at: Unix seconds.
+CREATE TABLE IF NOT EXISTS tasks_housekeeping (
+    job TEXT PRIMARY KEY,
+    last_run_at REAL NOT NULL,
+    last_worker_id TEXT NULL
+);

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -15,7 +16,7 @@ from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
-from source.db.config import StoreUnavailable
+from source.db.config import WAKE_MODE_CHOICES, StoreUnavailable
 from source.db.models import Capabilities
 from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
@@ -104,6 +105,17 @@ log = structlog.get_logger("worker")
                    "many seconds, doubling per attempt (with jitter) up to --retry-delay-max, until max_attempts.")
 @click.option("--retry-delay-max", type=click.FloatRange(min=0), default=TASK_RETRY.cap, show_default=True,
               help="The longest wait between two attempts of a row.")
+@click.option("--db-max-connections", type=click.IntRange(min=1), default=None, envvar="WORKER_DB_MAX_CONNECTIONS",
+              help="Direct Postgres (--db-url): the most server connections this worker uses for claims, "
+                   "heartbeats, progress and results; LISTEN takes one more unless --wake-mode poll "
+                   "[default: 1; env WORKER_DB_MAX_CONNECTIONS].")
+@click.option("--wake-mode", type=click.Choice(WAKE_MODE_CHOICES), default="auto", show_default=True,
+              envvar="WORKER_WAKE_MODE",
+              help="Postgres/Supabase: how an idle worker hears of new rows. listen: the dispatcher wakes one "
+                   "idle worker per row on its own LISTEN channel; poll: the same, the worker polling its "
+                   "wake marker (no LISTEN connection); broadcast: every idle worker looks at the table on "
+                   "every change; auto: listen, or poll behind the transaction pooler (port 6543) and over "
+                   "the Supabase API [env WORKER_WAKE_MODE].")
 @click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
               help="Load this model (downloading its weights if needed) before claiming the first task "
                    "[env WORKER_PRELOAD_MODEL].")
@@ -120,6 +132,8 @@ def main(config: StoreConfig, **opts: object) -> None:
     if opts["ckpts_dir"]:
         # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
         os.environ["WGP_CKPTS_DIR"] = str(Path(opts["ckpts_dir"]).expanduser().resolve())  # type: ignore[arg-type]
+    config = dataclasses.replace(config, db_max_connections=opts["db_max_connections"],  # type: ignore[arg-type]
+                                 wake_mode=str(opts["wake_mode"]))
     try:
         config.validate()
     except StoreConfigError as exc:

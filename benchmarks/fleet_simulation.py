@@ -122,8 +122,11 @@ def _one_round(store: _CountingStore, plan: Plan, settings: WorkerSettings, coun
     if now >= state.next_housekeeping:
         state.next_housekeeping = now + settings.housekeeping_interval
         store.touch_worker(worker_id, resident_model=None, current_task_id=None)
-        store.reclaim_expired_leases()
-        store.fail_orphaned_dependants()
+        # 025: one worker per interval does the fleet's housekeeping (the worker loop's _my_turn)
+        if plan.mode == "all" or store.housekeeping_turn(
+                "leases", interval_seconds=settings.housekeeping_turn_seconds, worker_id=worker_id):
+            store.reclaim_expired_leases()
+            store.fail_orphaned_dependants()
     task = store.claim_next_task(worker_id, lease_seconds=LEASE_SECONDS) if state.claim else None
     if task is not None:
         seconds = rng.expovariate(1 / plan.mean_task_seconds)

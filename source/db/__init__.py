@@ -20,11 +20,14 @@ def open_store(config: StoreConfig) -> TaskStore:
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
 
-        return PostgresTaskStore(config.db_url, access_token=config.access_token)
+        wake, listen = config.wake
+        return PostgresTaskStore(config.db_url, access_token=config.access_token, wake=wake, listen=listen,
+                                 max_connections=config.db_max_connections or 1)
     from source.db.supabase_store import SupabaseTaskStore
 
     assert config.supabase_url and config.supabase_key  # validate() said so
-    return SupabaseTaskStore(config.supabase_url, config.supabase_key, access_token=config.access_token)
+    return SupabaseTaskStore(config.supabase_url, config.supabase_key, access_token=config.access_token,
+                             wake=config.wake[0])
 
 
 def prepare_schema(store: TaskStore, config: StoreConfig) -> None:

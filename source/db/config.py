@@ -24,6 +24,14 @@ class StoreUnavailable(RuntimeError):
 # Exit codes of worker.py and the tasks CLI when a shared database is not ready (README "Exit codes").
 EXIT_SCHEMA_OUTDATED = 4
 EXIT_NO_TASKS_TABLE = 5
+# How an idle worker on Postgres/Supabase learns of new rows (--wake-mode): auto = listen on a direct or
+# session-pooler connection, poll behind the transaction pooler and over the Supabase API; listen = wake-one
+# by LISTEN on the worker's own channel (one more connection); poll = wake-one by polling the worker's wake
+# marker (no LISTEN connection); broadcast = every idle worker looks at the table on every change (before 011).
+WAKE_MODE_CHOICES = ("auto", "listen", "poll", "broadcast")
+# Supabase's transaction pooler: no LISTEN, no prepared statements (see README).
+TRANSACTION_POOLER_PORT = "6543"
+
 # Workers and read-only commands never migrate a shared database; this is what they tell the operator.
 MIGRATE_COMMAND = "python worker.py --db-type supabase --migrate-only  (direct URL in SUPABASE_DB_URL or --db-url)"
 
@@ -63,6 +71,9 @@ class StoreConfig:
     # A user's personal access token (user_api_tokens): the store reaches only that user's projects' rows.
     access_token: str | None = None
     storage_bucket: str = "image_uploads"
+    # Direct Postgres: the most server connections for statements (the LISTEN connection is one more); None = 1.
+    db_max_connections: int | None = None
+    wake_mode: str = "auto"
 
     @property
     def has_storage(self) -> bool:
@@ -89,3 +100,31 @@ class StoreConfig:
                 "--db-type supabase needs either a direct Postgres URL (--db-url / SUPABASE_DB_URL) or "
                 f"the Supabase API settings; missing: {', '.join(missing)}. Refusing to fall back to SQLite."
             )
+        direct = self.db_type is DbType.SUPABASE and bool(self.db_url)
+        if self.db_max_connections is not None and not direct:
+            raise StoreConfigError("--db-max-connections applies to a direct Postgres URL (--db-url) only: the "
+                                   "Supabase API and SQLite hold no connection pool of this worker's")
+        if self.wake_mode not in WAKE_MODE_CHOICES:
+            raise StoreConfigError(f"--wake-mode must be one of {', '.join(WAKE_MODE_CHOICES)}, not {self.wake_mode!r}")
+        if self.wake_mode != "auto" and self.db_type is not DbType.SUPABASE:
+            raise StoreConfigError("--wake-mode applies to --db-type supabase; SQLite workers wake on the db "
+                                   "file's changes")
+        if self.wake_mode == "listen" and not direct:
+            raise StoreConfigError("--wake-mode listen needs a direct Postgres URL (--db-url): the Supabase API "
+                                   "has no LISTEN (use poll or broadcast)")
+        if self.wake_mode == "listen" and through_transaction_pooler(self.db_url or ""):
+            raise StoreConfigError(f"--wake-mode listen: LISTEN does not work through Supabase's transaction "
+                                   f"pooler (port {TRANSACTION_POOLER_PORT}); use poll there, or the session pooler "
+                                   "or a direct connection")
+
+    @property
+    def wake(self) -> tuple[str, bool | None]:
+        """The store's (wake, listen) for ``wake_mode`` (see PostgresTaskStore)."""
+        return {"auto": ("one", None), "listen": ("one", True), "poll": ("one", False),
+                "broadcast": ("all", None)}[self.wake_mode]
+
+
+def through_transaction_pooler(url: str) -> bool:
+    from psycopg.conninfo import conninfo_to_dict  # the URL forms psycopg takes, keyword strings included
+
+    return bool(url) and str(conninfo_to_dict(url).get("port", "")) == TRANSACTION_POOLER_PORT

@@ -13,12 +13,17 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from source.db.transient import is_postgres_outage
+from source.retry import Backoff, RetryPolicy, retry_call
+
 log = structlog.get_logger(__name__)
 
 CHANNEL = "tasks_changed"
 # also how long a newly added channel may wait for its LISTEN
 NOTIFY_POLL_SECONDS = 0.5
-MAX_BACKOFF_SECONDS = 5.0
+# Reconnecting the LISTEN connection: 0.1 s, 0.2 s, ... up to 5 s between tries, for as long as it takes
+# (idle workers poll meanwhile); an answer that is not an outage (a refused password) ends the listener.
+RECONNECT = RetryPolicy(Backoff(first=0.1, cap=5.0), retryable=is_postgres_outage)
 # How often a waiter looks at its stop event on its own. Stoppers that must not wait (a heartbeat is
 # stopped after every task) call interrupt() after setting it; a fleet of idle threads waking every
 # 5 ms each (the slice before issue 23) cost more CPU than the work.
@@ -108,16 +113,32 @@ class ChangeListener:
         # the shared channel carries the schema; a worker's own channel is already per schema
         return notify.channel != CHANNEL or notify.payload == self._schema
 
+    def _connect(self) -> psycopg.Connection:
+        """A listening connection: connected, and LISTENing on every wanted channel."""
+        conn = psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs)
+        try:
+            self._listen_new_channels(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _run(self) -> None:
-        backoff = 0.1
+        lost = False
         while not self._stopped.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True, **self._connect_kwargs) as conn:
-                    self._listen_new_channels(conn)
+                conn = retry_call(self._connect, RECONNECT, event="listen_reconnect_failed", log=log,
+                                  gave_up_event="listen_gave_up", stop=self._stopped, channel=CHANNEL)
+            except psycopg.Error as exc:  # stopped, or an answer such as a refused password
+                if not self._stopped.is_set():
+                    log.error("listen_refused", error=str(exc).strip()[:300], channel=CHANNEL,
+                              hint="no LISTEN from here on: idle waiters poll instead")
+                break
+            try:
+                with conn:
                     self._set_connected(True)
-                    if backoff > 0.1:
+                    if lost:
                         log.info("listen_reconnected", channel=CHANNEL)
-                    backoff = 0.1
                     self._bump()  # anything may have happened while we were not listening
                     while not self._stopped.is_set():
                         for notify in conn.notifies(timeout=NOTIFY_POLL_SECONDS, stop_after=1):
@@ -125,10 +146,9 @@ class ChangeListener:
                                 self._bump()
                         self._listen_new_channels(conn)
             except psycopg.Error as exc:
-                self._set_connected(False)
                 if self._stopped.is_set():
-                    return
-                log.warning("listen_connection_lost", error=str(exc).strip(), retry_in=backoff)
-                self._stopped.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-        self._set_connected(False)
+                    break
+                log.warning("listen_connection_lost", error=str(exc).strip()[:300], channel=CHANNEL)
+                lost = True
+            finally:
+                self._set_connected(False)

@@ -2,7 +2,8 @@
 the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff.
 
 Connection budget per worker: ``max_connections`` (default 1) for claims, heartbeats, progress and results,
-plus one LISTEN connection (none behind Supabase's transaction pooler, which polls instead).
+plus one LISTEN connection (none behind Supabase's transaction pooler or with ``listen=False``: the worker
+polls instead; worker.py --db-max-connections, --wake-mode).
 Wake-one (default): an idle worker registers in ``workers`` and only the worker the dispatcher chose is
 woken, on its own channel (migration 011); wake-all (``wake="all"``): every idle worker wakes on every
 insert and looks at the table (the design before 011, kept for comparison and for older schemas)."""
@@ -10,7 +11,6 @@ insert and looks at the table (the design before 011, kept for comparison and fo
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -25,28 +25,37 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg.types.string import TextLoader
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool
 
-from source.db.config import NoTasksTable, SchemaOutdated, StoreUnavailable
-from source.db.models import UNRESTRICTED, Capabilities, NewTask, Task, TaskRejected
+from source.db.config import (
+    TRANSACTION_POOLER_PORT,
+    NoTasksTable,
+    SchemaOutdated,
+    StoreConfigError,
+    StoreUnavailable,
+    through_transaction_pooler,
+)
+from source.db.models import NewTask, Task, TaskRejected
 from source.db.pg_listener import CHANNEL, ChangeListener
-from source.db.rpc_store import Row, RpcTaskStore, capability_params, expected_schema_version
+from source.db.rpc_store import (
+    WAKE_MODES,
+    IdleState,
+    Row,
+    RpcTaskStore,
+    expected_schema_version,
+)
 from source.db.sql_files import Migration, list_migrations, load_queries
+from source.db.transient import POSTGRES_OUTAGE, is_postgres_outage
+from source.retry import Backoff, RetryPolicy, retry_call
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-# Supabase's transaction pooler: no LISTEN, no prepared statements (see README).
-TRANSACTION_POOLER_PORT = "6543"
 FALLBACK_POLL_SECONDS = 1.0
 LISTEN_CONNECT_WAIT_SECONDS = 3.0
-MAX_BACKOFF_SECONDS = 5.0
-# Behind the transaction pooler an idle worker polls its own wake marker: quick after a change, backing
-# off (with jitter, so a fleet's polls spread out) to this while nothing happens.
-POOLER_POLL_MIN_SECONDS = 0.05
-POOLER_POLL_MAX_SECONDS = 2.0
-WAKE_MODES = ("one", "all")
-RETRYABLE = (psycopg.OperationalError, PoolTimeout)
+# A statement while the server is away: 50 ms, 100 ms, ... up to 5 s between tries, for retry_seconds.
+STATEMENT_BACKOFF = Backoff(first=0.05, cap=5.0)
+RETRYABLE = POSTGRES_OUTAGE
 
 
 class PostgresTaskStore(RpcTaskStore):
@@ -60,17 +69,27 @@ class PostgresTaskStore(RpcTaskStore):
         application_name: str = "wangp-worker",
         access_token: str | None = None,
         wake: str = "one",
+        listen: bool | None = None,
     ) -> None:
+        """``wake``: "one" (the dispatcher wakes one registered idle worker per row, 011) or "all" (every idle
+        worker looks at the table on every change). ``listen``: wake-ups by LISTEN on one more connection, or
+        (False) by polling, with no LISTEN connection at all; None: LISTEN unless behind the transaction
+        pooler, which cannot carry it."""
         if wake not in WAKE_MODES:
             raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.retry_seconds = retry_seconds
+        self._retry_policy = RetryPolicy(STATEMENT_BACKOFF, deadline_seconds=retry_seconds,
+                                         retryable=is_postgres_outage)
         self.access_token = access_token
-        # A token worker's role may call only the user_* functions, which have no idle registry: it wakes on
-        # every change, as before 011.
-        self.wake = "all" if access_token is not None else wake
+        self.wake = wake
         self._queries = load_queries("postgres")
         settings = conninfo_to_dict(url)
-        self._through_transaction_pooler = str(settings.get("port", "")) == TRANSACTION_POOLER_PORT
+        self._through_transaction_pooler = through_transaction_pooler(url)
+        if listen and self._through_transaction_pooler:
+            raise StoreConfigError(f"LISTEN does not work through Supabase's transaction pooler (port "
+                                   f"{TRANSACTION_POOLER_PORT}): wake up by polling there, or use the session "
+                                   "pooler or a direct connection")
+        self.listen = not self._through_transaction_pooler if listen is None else listen
         self._conninfo = url
         # for messages: never the URL itself, it may carry a password
         self._where = f"{settings.get('host', 'localhost')}:{settings.get('port', 5432)}/{settings.get('dbname', '')}"
@@ -91,7 +110,7 @@ class PostgresTaskStore(RpcTaskStore):
         self._listener_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
-        self._idle = _IdleState()
+        self._idle = IdleState()
 
     # -- calling the SQL functions -------------------------------------------------------------------
     def _rows(self, function: str, **params: Any) -> list[Row]:
@@ -105,18 +124,16 @@ class PostgresTaskStore(RpcTaskStore):
     def _run(self, query: Any, params: dict[str, Any], fetch: Callable[[psycopg.Cursor], T]) -> T:
         """One autocommit statement. When the server is away (restart, terminated backend, network) retry
         with backoff for up to ``retry_seconds``: the worker's lease keeps its task safe meanwhile."""
-        deadline = time.monotonic() + self.retry_seconds
-        backoff = 0.05
-        while True:
-            try:
-                with self._pool.connection() as conn:
-                    return fetch(conn.execute(query, params))
-            except RETRYABLE as exc:
-                if self._closed or time.monotonic() + backoff > deadline or _refused(exc):
-                    raise
-                log.warning("postgres_unavailable", error=str(exc).strip()[:300], retry_in=round(backoff, 2))
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+        def statement() -> T:
+            with self._pool.connection() as conn:
+                return fetch(conn.execute(query, params))
+
+        return retry_call(statement, self._retry_policy, event="postgres_unavailable", log=log,
+                          give_up=self._closed_reason)
+
+    def _closed_reason(self) -> str | None:
+        return "the store is closed" if self._closed else None
 
     def add_task(self, task: NewTask) -> str:
         try:
@@ -261,57 +278,10 @@ class PostgresTaskStore(RpcTaskStore):
     def claim_next_task(self, worker_id: str, **kwargs: Any) -> Task | None:
         if self.wake == "one":
             self._own_channel(worker_id, wait=False)  # a cancel of the claimed row reaches its heartbeat
-        task = super().claim_next_task(worker_id, **kwargs)
-        if task is not None and self._idle.registered:
-            # leave the idle set so the dispatcher skips us while we work (a wake already took us out;
-            # the statement is then a no-op, but a wake cannot be told from a reconnect or a cancel)
-            self._idle.registered = False
-            self._value("worker_busy", p_worker_id=worker_id)
-        return task
+        return super().claim_next_task(worker_id, **kwargs)
 
-    def wait_for_work(self, worker_id: str, *, resident_model: str | None, timeout: float, poll_interval: float,
-                      stop: threading.Event | None = None, capabilities: Capabilities = UNRESTRICTED) -> bool:
-        """The claim loop's idle wait; True means claim now. Wake-one: (re)register as idle once per poll
-        interval, which also answers whether a row is claimable (the fallback when a chosen worker died),
-        then sleep until the dispatcher picks this worker. Wake-all: any change, then a look at the table."""
-        if self.wake == "all":
-            return self.wait_for_change(timeout, stop) and self.has_claimable_task(capabilities)
-        idle = self._idle
-        listener = None if self._through_transaction_pooler else self._own_channel(worker_id, wait=True)
-        now = time.monotonic()
-        if not idle.registered or now >= idle.renew_at:
-            seen_before = listener.version if listener is not None else 0
-            claimable = self._flag("worker_idle", p_worker_id=worker_id, p_resident_model=resident_model,
-                                   p_poll_seconds=float(poll_interval), **capability_params(capabilities))
-            idle.registered, idle.renew_at = True, now + poll_interval
-            idle.seen = seen_before if listener is not None else idle.seen
-            if claimable:
-                return True
-        if listener is not None and listener.connected:
-            now_version = listener.wait_newer_than(idle.seen, timeout, stop)
-            woken = now_version > idle.seen
-            idle.seen = now_version
-        else:
-            woken = self._poll_wake_marker(worker_id, timeout, stop)
-        if woken:
-            idle.renew_at = 0.0  # the dispatcher took us out of the idle set: back in if the claim finds nothing
-        return woken
-
-    def _poll_wake_marker(self, worker_id: str, timeout: float, stop: threading.Event | None) -> bool:
-        """No LISTEN (transaction pooler, listener away): one primary-key read of this worker's wake marker per
-        poll, jittered back-off between polls; never a claim."""
-        idle = self._idle
-        deadline = time.monotonic() + timeout
-        while True:
-            marker = str(self._value("worker_woken", p_worker_id=worker_id))
-            if idle.marker is not None and marker != idle.marker:
-                idle.marker, idle.poll = marker, POOLER_POLL_MIN_SECONDS
-                return True
-            idle.marker = marker
-            idle.poll = min(idle.poll * 2, POOLER_POLL_MAX_SECONDS)
-            pause = min(idle.poll * random.uniform(0.5, 1.0), deadline - time.monotonic())
-            if pause <= 0 or (stop.wait(pause) if stop is not None else time.sleep(pause)):
-                return False
+    def _wake_listener(self, worker_id: str) -> ChangeListener | None:
+        return self._own_channel(worker_id, wait=True)
 
     def _own_channel(self, worker_id: str, *, wait: bool) -> ChangeListener | None:
         listener = self._ensure_listener()
@@ -324,7 +294,7 @@ class PostgresTaskStore(RpcTaskStore):
         return listener
 
     def _ensure_listener(self) -> ChangeListener | None:
-        if self._through_transaction_pooler:
+        if not self.listen:
             return None
         with self._listener_lock:
             if self._listener is None and not self._closed:
@@ -355,18 +325,6 @@ class _JsonAsText(Loader):
         return json.loads(text) if text.startswith('"') else text
 
 
-class _IdleState:
-    """Where this worker stands in the idle registry (one worker per store: the claim loop's thread)."""
-
-    def __init__(self) -> None:
-        self.channel: str | None = None
-        self.registered = False
-        self.renew_at = 0.0
-        self.seen = 0
-        self.marker: str | None = None
-        self.poll = POOLER_POLL_MIN_SECONDS
-
-
 def _configure_connection(conn: psycopg.Connection) -> None:
     # One timestamp form across backends: timestamptz values arrive in UTC.
     conn.execute("SET TIME ZONE 'UTC'")
@@ -374,11 +332,6 @@ def _configure_connection(conn: psycopg.Connection) -> None:
     conn.adapters.register_loader("uuid", TextLoader)
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, _JsonAsText)
-
-
-def _refused(exc: Exception) -> bool:
-    """Class 28 (invalid authorization: a bad password, an unknown access token) is an answer, not an outage."""
-    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("28")
 
 
 def _adapt(params: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,12 @@ Postgres store (psycopg) and the Supabase API store (supabase-py rpc), which dif
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 from uuid import uuid4
 
 import structlog
@@ -42,7 +44,42 @@ TOKEN_FUNCTIONS = frozenset({
     "complete_task", "fail_task", "requeue_task", "task_status", "get_task", "reclaim_expired_leases",
     "fail_orphaned_dependants", "add_child_tasks", "list_child_tasks", "park_awaiting_children", "complete_parent",
     "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks", "retry_later",
+    # 025: the wake-one idle registry (011) and the fleet's housekeeping turns
+    "worker_idle", "worker_busy", "worker_woken", "tasks_worker_channel", "tasks_housekeeping_turn",
 })
+
+# "one": the dispatcher wakes one registered idle worker per claimable row (migration 011); "all": every idle
+# worker looks at the table on every change (the design before 011).
+WAKE_MODES = ("one", "all")
+# An idle worker without LISTEN (transaction pooler, the Supabase API, --wake-mode poll) polls its own wake
+# marker: quick after a change, backing off (with jitter, so a fleet's polls spread out) to this while
+# nothing happens.
+WAKE_POLL_MIN_SECONDS = 0.05
+WAKE_POLL_MAX_SECONDS = 2.0
+
+
+class WakeListener(Protocol):
+    """What the idle wait needs of a LISTEN connection (pg_listener.ChangeListener)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def wait_newer_than(self, seen: int, timeout: float, stop: threading.Event | None) -> int: ...
+
+
+class IdleState:
+    """Where this worker stands in the idle registry (one worker per store: the claim loop's thread)."""
+
+    def __init__(self) -> None:
+        self.channel: str | None = None
+        self.registered = False
+        self.renew_at = 0.0
+        self.seen = 0
+        self.marker: str | None = None
+        self.poll = WAKE_POLL_MIN_SECONDS
 
 
 def expected_schema_version() -> int:
@@ -66,6 +103,8 @@ class RpcTaskStore(ABC):
     calling ``_route`` first: with a personal access token every verb becomes its ``user_*`` function."""
 
     access_token: str | None = None
+    wake: str = "one"
+    _idle: IdleState
 
     def _route(self, function: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if self.access_token is None:
@@ -161,9 +200,68 @@ class RpcTaskStore(ABC):
             task = self._row_to_task(rows[0])
             reason = task.unrunnable_reason()
             if reason is None:
+                self._leave_idle_set(worker_id)
                 return task
             self.fail_task(task.id, worker_id, error_message=reason)
             log.warning("task_failed_at_claim", task_id=task.id, task_type=task.task_type, error=reason)
+
+    # -- waiting for work (wake-one, migration 011; token workers through 025's user_* wrappers) ---------------
+    def wait_for_work(self, worker_id: str, *, resident_model: str | None, timeout: float, poll_interval: float,
+                      stop: threading.Event | None = None, capabilities: Capabilities = UNRESTRICTED) -> bool:
+        """The claim loop's idle wait; True means claim now. Wake-one: (re)register as idle once per poll
+        interval, which also answers whether a row is claimable (the fallback when a chosen worker died),
+        then sleep until the dispatcher picks this worker: on its LISTEN channel, or polling its wake marker
+        where there is none. Wake-all: any change, then a look at the table."""
+        if self.wake == "all":
+            return self.wait_for_change(timeout, stop) and self.has_claimable_task(capabilities)
+        idle = self._idle
+        listener = self._wake_listener(worker_id)
+        now = time.monotonic()
+        if not idle.registered or now >= idle.renew_at:
+            seen_before = listener.version if listener is not None else 0
+            claimable = self._flag("worker_idle", p_worker_id=worker_id, p_resident_model=resident_model,
+                                   p_poll_seconds=float(poll_interval), **capability_params(capabilities))
+            idle.registered, idle.renew_at = True, now + poll_interval
+            idle.seen = seen_before if listener is not None else idle.seen
+            idle.marker = ""  # worker_idle cleared woken_at: any marker but the empty one is a wake from now on
+            if claimable:
+                return True
+        if listener is not None and listener.connected:
+            now_version = listener.wait_newer_than(idle.seen, timeout, stop)
+            woken = now_version > idle.seen
+            idle.seen = now_version
+        else:
+            woken = self._poll_wake_marker(worker_id, timeout, stop)
+        if woken:
+            idle.renew_at = 0.0  # the dispatcher took us out of the idle set: back in if the claim finds nothing
+        return woken
+
+    def _wake_listener(self, worker_id: str) -> WakeListener | None:
+        """This worker's LISTEN channel, where the store has one (direct Postgres)."""
+        return None
+
+    def _poll_wake_marker(self, worker_id: str, timeout: float, stop: threading.Event | None) -> bool:
+        """No LISTEN: one primary-key read of this worker's wake marker per poll, jittered back-off between
+        polls; never a claim."""
+        idle = self._idle
+        deadline = time.monotonic() + timeout
+        while True:
+            marker = str(self._value("worker_woken", p_worker_id=worker_id))
+            if idle.marker is not None and marker != idle.marker:
+                idle.marker, idle.poll = marker, WAKE_POLL_MIN_SECONDS
+                return True
+            idle.marker = marker
+            idle.poll = min(idle.poll * 2, WAKE_POLL_MAX_SECONDS)
+            pause = min(idle.poll * random.uniform(0.5, 1.0), deadline - time.monotonic())
+            if pause <= 0 or (stop.wait(pause) if stop is not None else time.sleep(pause)):
+                return False
+
+    def _leave_idle_set(self, worker_id: str) -> None:
+        if self._idle.registered:
+            # leave the idle set so the dispatcher skips us while we work (a wake already took us out;
+            # the statement is then a no-op, but a wake cannot be told from a reconnect or a cancel)
+            self._idle.registered = False
+            self._value("worker_busy", p_worker_id=worker_id)
 
     def heartbeat(
         self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
@@ -218,6 +316,10 @@ class RpcTaskStore(ABC):
         rows = self._rows("purge_tasks", p_older_than_seconds=float(older_than_seconds),
                           p_statuses=[TaskStatus(s).value for s in statuses], p_dry_run=dry_run)
         return [PurgedTask(row["id"], TaskStatus(row["status"]), row["output_location"]) for row in rows]
+
+    def housekeeping_turn(self, job: str, *, interval_seconds: float, worker_id: str) -> bool:
+        return self._flag("tasks_housekeeping_turn", p_job=job, p_interval_seconds=float(interval_seconds),
+                          p_worker_id=worker_id)
 
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         return [CascadeFailure(row["id"], row["dependant_on"], CascadeKind(row["kind"]))

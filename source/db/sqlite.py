@@ -319,6 +319,11 @@ class SqliteTaskStore:
             rows = conn.execute(self._q("reclaim_expired_leases")).fetchall()
         return [LeaseReclaim(row["id"], TaskStatus(row["status"]), row["attempts"]) for row in rows]
 
+    def housekeeping_turn(self, job: str, *, interval_seconds: float, worker_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(self._q("housekeeping_turn"), {
+                "job": job, "interval_seconds": float(interval_seconds), "worker_id": worker_id}).fetchone() is not None
+
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         failed: list[CascadeFailure] = []
         with self._write() as conn:

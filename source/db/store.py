@@ -102,6 +102,10 @@ class TaskStore(Protocol):
         """Delete rows in ``statuses`` (ended ones only) last changed more than ``older_than_seconds`` ago,
         except a row that an unfinished row still needs (its dependency or parent). ``dry_run``: only list."""
 
+    def housekeeping_turn(self, job: str, *, interval_seconds: float, worker_id: str) -> bool:
+        """Whether this worker does housekeeping ``job`` now: true for one caller per ``interval_seconds``
+        across every worker on the store, so a fleet does each job about once per interval in all."""
+
     def fail_orphaned_dependants(self) -> list[CascadeFailure]:
         """The failure cascade, repeated until nothing changes: Queued rows whose dependency ended
         Failed/Cancelled fail; an In Progress parent with a Failed/Cancelled child fails (naming the child

@@ -1,5 +1,6 @@
 """Task store through the Supabase API (supabase-py ``rpc`` → PostgREST) on the same SQL functions as the
-direct Postgres store. PostgREST has no LISTEN: idle workers poll a change marker with a short backoff."""
+direct Postgres store. PostgREST has no LISTEN: an idle worker polls its own wake marker (wake-one), or the
+table's change marker (wake-all), with a short backoff."""
 
 from __future__ import annotations
 
@@ -14,18 +15,19 @@ from postgrest.exceptions import APIError
 from supabase import Client
 
 from source.db.config import MIGRATE_COMMAND, SchemaOutdated, StoreUnavailable
-from source.db.rpc_store import Row, RpcTaskStore, expected_schema_version
+from source.db.rpc_store import WAKE_MODES, IdleState, Row, RpcTaskStore, expected_schema_version
 from source.db.supabase_client import make_client
+from source.db.transient import is_api_outage
+from source.retry import Backoff, RetryPolicy, retry_call
 
 log = structlog.get_logger(__name__)
 
-# PostgREST codes for "the database is not reachable right now", and Postgres connection-loss states.
-TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57P01", "57P03", "08000", "08003", "08006"}
 # ... and 28000: the personal access token is unknown or revoked (user_* functions, migration 007)
 REJECTED_KEY_CODES = {"PGRST301", "PGRST302", "PGRST303", "42501", "28000"}
 POLL_MIN_SECONDS = 0.2
 POLL_MAX_SECONDS = 2.0
-MAX_BACKOFF_SECONDS = 5.0
+# A call while the API or its database is away: 0.1 s, 0.2 s, ... up to 5 s between tries.
+API_BACKOFF = Backoff(first=0.1, cap=5.0)
 STARTUP_RETRY_SECONDS = 10.0
 
 
@@ -40,8 +42,14 @@ class SupabaseTaskStore(RpcTaskStore):
     _key_setting = "SUPABASE_SERVICE_ROLE_KEY (alias SUPABASE_SERVICE_KEY) / --supabase-access-token"
 
     def __init__(self, url: str, key: str, *, retry_seconds: float = 120.0, client: Client | None = None,
-                 access_token: str | None = None) -> None:
+                 access_token: str | None = None, wake: str = "one") -> None:
+        """``wake``: "one" (an idle worker registers and polls its own wake marker until the dispatcher picks
+        it, migration 011) or "all" (it polls the table's change marker and looks at the table on a change)."""
+        if wake not in WAKE_MODES:
+            raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.url = url
+        self.wake = wake
+        self._idle = IdleState()
         self.access_token = access_token
         self.retry_seconds = retry_seconds
         self.client = client or make_client(url, key)
@@ -60,20 +68,17 @@ class SupabaseTaskStore(RpcTaskStore):
         return self._call(*self._route(function, params), self.retry_seconds)
 
     def _call(self, function: str, params: dict[str, Any], retry_seconds: float) -> Any:
-        deadline = time.monotonic() + retry_seconds
-        backoff = 0.1
-        while True:
-            try:
-                return self._postgrest.rpc(function, params).execute().data
-            except (httpx.TransportError, APIError) as exc:
-                if isinstance(exc, APIError) and exc.code not in TRANSIENT_CODES:
-                    raise
-                if time.monotonic() + backoff > deadline:
-                    raise StoreUnavailable(f"Supabase API at {self.url} unreachable: calling {function} failed: "
-                                           f"{_describe(exc)}") from exc
-                log.warning("supabase_unavailable", function=function, error=_describe(exc), retry_in=backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        def request() -> Any:
+            return self._postgrest.rpc(function, params).execute().data
+
+        policy = RetryPolicy(API_BACKOFF, deadline_seconds=retry_seconds, retryable=is_api_outage)
+        try:
+            return retry_call(request, policy, event="supabase_unavailable", log=log, function=function)
+        except (httpx.TransportError, APIError) as exc:
+            if not is_api_outage(exc):
+                raise
+            raise StoreUnavailable(f"Supabase API at {self.url} unreachable: calling {function} failed: "
+                                   f"{_describe(exc)}") from exc
 
     # -- schema --------------------------------------------------------------------------------------
     def migrate(self) -> list[str]:

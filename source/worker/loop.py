@@ -18,16 +18,18 @@ import structlog
 
 from source.db.models import Task, TaskStatus, WorkerInfo
 from source.db.store import TaskStore
+from source.db.transient import is_store_outage
 from source.errors import InvalidParams, RetryableError, TaskCancelled, TaskError, describe_storage_error
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_paths import remove_task_work_dir
 from source.logging_utils import redact, redact_value
+from source.retry import Backoff, RetryPolicy, retry_call
 from source.routing import resolve_handler
 from source.worker.gpu_info import detect_gpu
 from source.worker.heartbeat import Heartbeat
 from source.worker.limits import task_timeout
 from source.worker.publishing import LocalPublisher, OutputPublisher, publish_thumbnail
-from source.worker.settings import WorkerSettings
+from source.worker.settings import HOUSEKEEPING_TURN_SHARE, WorkerSettings
 
 log = structlog.get_logger(__name__)
 
@@ -41,9 +43,12 @@ EXIT_HANDLER_STUCK = 3
 # How often a worker looks for rows that can never run (cycles, unknown statuses): they are rare, and
 # the look touches every blocked row.
 UNRUNNABLE_SWEEP_SECONDS = 30.0
-# Backoff between attempts to write a task's outcome while the database is away or locked.
-REPORT_RETRY_FIRST_SECONDS = 0.1
-REPORT_RETRY_MAX_SECONDS = 5.0
+# The claim loop's store error that is not an outage (README "Exit codes").
+EXIT_STORE_FAILED = 1
+# Backoff between claims while the database is away (up to the poll interval), and between attempts to
+# write a task's outcome (up to 5 s, for as long as the lease lasts).
+CLAIM_RETRY_FIRST_SECONDS = 0.1
+REPORT_BACKOFF = Backoff(first=0.1, cap=5.0)
 
 T = TypeVar("T")
 
@@ -166,7 +171,14 @@ class Worker:
             capabilities=self.settings.capabilities.as_json() if self.settings.capabilities.restricted else None,
         )
         while not self.stop_requested.is_set():
-            task = self._next_task()
+            try:
+                task = self._next_task()
+            except Exception as exc:  # the store answered with an error another try would repeat
+                self.log.error("store_failed", error=f"{type(exc).__name__}: {exc}"[:1000],
+                               hint="not an outage (a missing function, a revoked right?): exiting so the "
+                                    "supervisor restarts a worker, whose start checks the schema")
+                self.exit_code = EXIT_STORE_FAILED
+                break
             if task is None:
                 break
             self._process(task)
@@ -199,19 +211,26 @@ class Worker:
 
     # -- claiming ------------------------------------------------------------------------------------
     def _next_task(self) -> Task | None:
-        backoff = 0.1
+        """The next claimed task; None when stopping, or idle with ``exit_when_idle``. A database outage is
+        waited out (backing off up to the poll interval); any other store error goes up (see ``run``)."""
         claim = True
+        policy = RetryPolicy(Backoff(first=CLAIM_RETRY_FIRST_SECONDS, cap=self.settings.poll_interval),
+                             retryable=is_store_outage)
         while not self.stop_requested.is_set():
             self.observer.loop_tick()
-            try:
+
+            def claim_round(claim: bool = claim) -> Task | None:
+                self.observer.loop_tick()
                 self._housekeeping_if_due()
-                task = self._claim() if claim else None
-                backoff = 0.1
-            except Exception as exc:  # database away or locked past its timeout: back off, keep going
-                self.log.warning("claim_failed", error=str(exc), retry_in=backoff)
-                self.stop_requested.wait(backoff)
-                backoff = min(backoff * 2, self.settings.poll_interval)
-                continue
+                return self._claim() if claim else None
+
+            try:
+                task = retry_call(claim_round, policy, event="claim_failed", log=self.log,
+                                  stop=self.stop_requested)
+            except Exception as exc:
+                if is_store_outage(exc):  # given up only because a stop was requested
+                    return None
+                raise
             if task is not None:
                 return task
             if self.exit_when_idle:
@@ -257,20 +276,36 @@ class Worker:
         return True
 
     def _housekeeping_if_due(self) -> None:
+        """Every housekeeping interval: this worker's own beat, then the fleet's jobs, each done only by
+        the worker the store gives the turn to (about once per interval for the whole fleet, not once per
+        idle worker)."""
         now = time.monotonic()
         if now < self._next_housekeeping:
             return
         self._next_housekeeping = now + self.settings.housekeeping_interval
         self._touch(None)
-        for reclaim in self.store.reclaim_expired_leases():
-            self.log.warning(
-                "lease_reclaimed", task_id=reclaim.task_id, new_status=reclaim.new_status.value, attempts=reclaim.attempts
-            )
-        if now >= self._next_unrunnable_sweep:
-            self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
-            for unrunnable in self.store.fail_unrunnable_tasks():
-                self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
-        self._cascade_dependency_failures()
+        try:
+            leases = self._my_turn("leases", self.settings.housekeeping_turn_seconds)
+            if leases:
+                for reclaim in self.store.reclaim_expired_leases():
+                    self.log.warning("lease_reclaimed", task_id=reclaim.task_id,
+                                     new_status=reclaim.new_status.value, attempts=reclaim.attempts)
+            sweep = now >= self._next_unrunnable_sweep
+            if sweep:
+                self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
+                sweep = self._my_turn("unrunnable", HOUSEKEEPING_TURN_SHARE * UNRUNNABLE_SWEEP_SECONDS)
+                for unrunnable in self.store.fail_unrunnable_tasks() if sweep else ():
+                    self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
+            if leases or sweep:  # rows behind what just failed fail with it, in the same round
+                self._cascade_dependency_failures()
+        except Exception as exc:
+            if is_store_outage(exc):
+                raise  # the claim loop waits it out
+            # a job that fails the same way each time must not stop the claims (another worker may take it)
+            self.log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:1000])
+
+    def _my_turn(self, job: str, turn_seconds: float) -> bool:
+        return self.store.housekeeping_turn(job, interval_seconds=turn_seconds, worker_id=self.settings.worker_id)
 
     def _cascade_dependency_failures(self) -> None:
         for failure in self.store.fail_orphaned_dependants():
@@ -484,24 +519,28 @@ class Worker:
         """Write a task's outcome, retrying while the database is away or locked: a finished task must
         not be lost to an outage. Gives up (None) once the row's lease has run out (another worker may
         already run it again, and would refuse this late write) or a stop request's grace has run out;
-        the row is then reclaimed when its lease expires."""
-        delay = REPORT_RETRY_FIRST_SECONDS
+        the row is then reclaimed when its lease expires. An error that is not an outage goes up."""
         stop_seen_at: float | None = None
-        give_up_at = time.monotonic() + self.settings.lease_seconds
-        while True:
-            try:
-                return write()
-            except Exception as exc:
-                if time.monotonic() >= give_up_at:
-                    tlog.error("report_abandoned", write=what, error=str(exc),
-                               reason="the lease has run out; the row will be reclaimed and run again")
-                    return None
-                if self.stop_requested.is_set():
-                    stop_seen_at = stop_seen_at or time.monotonic()
-                    if time.monotonic() - stop_seen_at >= self.settings.shutdown_grace:
-                        tlog.error("report_abandoned", write=what, error=str(exc),
-                                   reason="shutting down; the lease will expire and the row be reclaimed")
-                        return None
-                tlog.warning("report_failed", write=what, error=str(exc), retry_in=round(delay, 2))
-                time.sleep(delay)
-                delay = min(delay * 2, REPORT_RETRY_MAX_SECONDS)
+        lease_ends = time.monotonic() + self.settings.lease_seconds
+
+        def lease_or_grace_over() -> str | None:
+            # Tried until the lease has run out (not only until the next try would start after it): the
+            # row must be reclaimable by the time this worker goes on without it.
+            nonlocal stop_seen_at
+            if time.monotonic() >= lease_ends:
+                return "the lease has run out; the row will be reclaimed and run again"
+            if not self.stop_requested.is_set():
+                return None
+            stop_seen_at = stop_seen_at or time.monotonic()
+            if time.monotonic() - stop_seen_at < self.settings.shutdown_grace:
+                return None
+            return "shutting down; the lease will expire and the row be reclaimed"
+
+        policy = RetryPolicy(REPORT_BACKOFF, retryable=is_store_outage)
+        try:
+            return retry_call(write, policy, event="report_failed", gave_up_event="report_abandoned", log=tlog,
+                              give_up=lease_or_grace_over, write=what)
+        except Exception as exc:
+            if is_store_outage(exc):
+                return None
+            raise

@@ -9,13 +9,15 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+import httpx
 import structlog
+from storage3.exceptions import StorageApiError
 
 from source.db.config import StoreConfig
 from source.db.models import Task
 from source.errors import StorageUnavailable, TaskError
 from source.handlers.task_paths import LEGACY_FILES, task_stem, unclaimed_file
-from source.retry import Backoff, retry_call
+from source.retry import Backoff, RetryPolicy, retry_call
 
 if TYPE_CHECKING:
     from supabase import Client
@@ -86,25 +88,39 @@ class SupabaseStoragePublisher:
             self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
             return self._storage.get_public_url(object_path).rstrip("?")
 
-        def failed(attempt: int, exc: Exception) -> None:  # network, HTTP status, storage: all worth a retry
-            log.warning("output_upload_failed", task_id=task.id, bucket=self.bucket, object=object_path,
-                        attempt=attempt, error=f"{type(exc).__name__}: {exc}")
-
+        policy = RetryPolicy(Backoff(first=self.backoff_seconds, cap=30.0, jitter=0.25), attempts=self.attempts,
+                             retryable=is_upload_outage)
         try:
-            url = retry_call(upload, attempts=self.attempts, on_failure=failed,
-                             backoff=Backoff(first=self.backoff_seconds, cap=30.0, jitter=0.25))
+            url = retry_call(upload, policy, event="output_upload_failed", log=log, task_id=task.id,
+                             bucket=self.bucket, object=object_path)
         except Exception as exc:
+            where = (f"(bucket {self.bucket!r}, object {object_path!r}): {type(exc).__name__}: {exc}; "
+                     f"the generated file is kept at {local_path}")
+            if not is_upload_outage(exc):  # a refusal (no such bucket, no right to write): the same next time
+                raise TaskError(f"Supabase Storage refused the output upload {where}") from exc
             # The task as a whole is retried later (run_after); the file stays for that attempt to find.
             raise StorageUnavailable(
-                f"uploading the output to Supabase Storage failed after {self.attempts} attempts "
-                f"(bucket {self.bucket!r}, object {object_path!r}): {type(exc).__name__}: {exc}; "
-                f"the generated file is kept at {local_path}"
-            ) from exc
+                f"uploading the output to Supabase Storage failed after {self.attempts} attempts {where}") from exc
         log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path)
         if not self.keep_local:
             local_path.unlink(missing_ok=True)
             log.info("local_output_removed", task_id=task.id, path=str(local_path))
         return url
+
+
+def is_upload_outage(exc: BaseException) -> bool:
+    """The network, a timeout, or Storage answering 5xx / 429 / 408: worth another try. Any other answer
+    (no such bucket, an invalid key, no right to write) or a local problem is not."""
+    if isinstance(exc, httpx.TransportError):
+        return True
+    if not isinstance(exc, StorageApiError):
+        return False
+    http = exc.__cause__.response.status_code if isinstance(exc.__cause__, httpx.HTTPStatusError) else None
+    try:
+        status = http or int(exc.status)
+    except (TypeError, ValueError):
+        return False
+    return status >= 500 or status in (408, 429)
 
 
 def publish_thumbnail(publisher: OutputPublisher, task: Task, result: dict) -> dict:

@@ -12,6 +12,9 @@ from source.handlers.input_policy import InputPolicy, default_roots
 from source.handlers.task_paths import LEGACY_FILES
 from source.retry import TASK_RETRY, Backoff
 
+# The share of an interval for which a housekeeping turn stays taken (WorkerSettings.housekeeping_turn_seconds).
+HOUSEKEEPING_TURN_SHARE = 0.8
+
 
 def load_env_file(path: Path | None = None) -> bool:
     """Load ``.env`` from the working directory (as the older worker did); a variable already set in the real
@@ -80,3 +83,10 @@ class WorkerSettings:
         """How often an idle worker reclaims expired leases and cascades failed dependencies: no row
         change announces an expired lease, so it has to be looked for."""
         return max(0.25, min(5.0, self.lease_seconds / 4, self.poll_interval))
+
+    @property
+    def housekeeping_turn_seconds(self) -> float:
+        """How long the fleet's housekeeping turn stays taken (store.housekeeping_turn): a little under the
+        interval, so that a lone worker whose calls reach the server unevenly still gets every turn instead
+        of every other one."""
+        return HOUSEKEEPING_TURN_SHARE * self.housekeeping_interval

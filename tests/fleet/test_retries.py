@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.retry import Backoff, retry_call
+from source.retry import Backoff, RetryPolicy, retry_call
 from tests.fleet.test_retention import _video_bytes
 from tests.helpers import http_server, log_events, start_worker, wait_for
 
@@ -32,7 +32,8 @@ def test_retry_call_retries_then_raises_the_last_failure():
             raise ConnectionError(f"try {len(calls)}")
         return "ok"
 
-    assert retry_call(flaky, attempts=3, backoff=Backoff(first=1.0, jitter=0.0), sleep=waits.append) == "ok"
+    policy = RetryPolicy(Backoff(first=1.0, jitter=0.0), attempts=3)
+    assert retry_call(flaky, policy, event="flaky_failed", sleep=waits.append) == "ok"
     assert waits == [1.0, 2.0]
 
     def always_down():
@@ -41,7 +42,7 @@ def test_retry_call_retries_then_raises_the_last_failure():
 
     calls.clear()
     with pytest.raises(ConnectionError, match="try 2"):
-        retry_call(always_down, attempts=2, backoff=Backoff(jitter=0.0), sleep=waits.append)
+        retry_call(always_down, RetryPolicy(Backoff(jitter=0.0), attempts=2), event="down", sleep=waits.append)
 
 
 def test_a_retried_row_is_not_claimable_before_run_after_then_fails_once_attempts_are_used(store):

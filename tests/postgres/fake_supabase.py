@@ -42,7 +42,8 @@ class FakeSupabase:
         self.role_keys = dict(role_keys or {})
         self.storage_root = storage_root
         self.buckets = set(buckets)
-        self.failing_uploads = 0  # the next N uploads answer 500
+        self.failing_uploads = 0  # the next N uploads answer failing_upload_status
+        self.failing_upload_status = 500
         self.failing_rpcs = 0  # the next N rpc calls answer 503 PGRST001 (database unreachable)
         self.requests: list[str] = []
         self._signatures: dict[str, dict[str, Any]] = {}
@@ -113,7 +114,9 @@ class FakeSupabase:
         with self._lock:
             if self.failing_uploads > 0:
                 self.failing_uploads -= 1
-                return 500, {"statusCode": "500", "error": "InternalError", "message": "injected upload failure"}
+                status = self.failing_upload_status
+                return status, {"statusCode": str(status), "error": "InternalError",
+                                "message": "injected upload failure"}
         if bucket not in self.buckets:
             return 404, {"statusCode": "404", "error": "Bucket not found", "message": "Bucket not found"}
         target = self._object_file(bucket, path)

@@ -74,3 +74,66 @@ def test_progress_reported_every_few_ms_is_written_once_per_flush_window(postgre
     beat.stop()
     assert store.beats == 1  # the first flush; the next one waits for the window, not for each report
     assert 0 < postgres_store.get_task(task_id).progress < 0.7
+
+
+def _connections(postgres_url: str, schema_url: str) -> int:
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                             (schema_of(schema_url),)).fetchone()[0]
+
+
+@pytest.mark.parametrize(("wake_mode", "connections"), [("poll", 1), ("listen", 2)])
+def test_the_wake_mode_flag_decides_whether_an_idle_worker_holds_a_listen_connection(
+        postgres_store, postgres_url, postgres_schema_url, tmp_path, wake_mode, connections):
+    from tests.helpers import log_events, start_worker, wait_for
+
+    postgres_store.close()  # only the worker's own connections count
+    log = tmp_path / "worker.log"
+    worker = start_worker(postgres_schema_url, tmp_path / "out", "--worker", f"idle-{wake_mode}", "--poll-interval",
+                          "1", log_path=log, env={"WORKER_WAKE_MODE": wake_mode})
+    try:
+        wait_for(lambda: any(e.get("event") == "worker_started" for e in log_events(log.read_text())), timeout=60)
+        time.sleep(2.0)  # idle: registered, waiting
+        assert _connections(postgres_url, postgres_schema_url) == connections
+        producer = type(postgres_store)(postgres_schema_url)
+        try:
+            task_id = producer.add_task(NewTask("ping", {}))
+            wait_for(lambda: producer.get_task(task_id).status.value == "Complete", timeout=10)
+        finally:
+            producer.close()
+    finally:
+        worker.terminate()
+        assert worker.wait(timeout=30) == 0
+
+
+def test_the_connection_budget_and_wake_mode_reach_the_store(postgres_schema_url):
+    from source.db import open_store
+    from source.db.config import DbType, StoreConfig
+
+    store = open_store(StoreConfig(db_type=DbType.SUPABASE, db_url=postgres_schema_url, db_max_connections=3,
+                                   wake_mode="poll"))
+    try:
+        assert (store._pool.max_size, store.wake, store.listen) == (3, "one", False)
+    finally:
+        store.close()
+    store = open_store(StoreConfig(db_type=DbType.SUPABASE, db_url=postgres_schema_url, wake_mode="broadcast"))
+    try:
+        assert (store._pool.max_size, store.wake, store.listen) == (1, "all", True)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--wake-mode", "poll"), "--wake-mode applies to --db-type supabase"),
+    (("--db-max-connections", "2"), "--db-max-connections applies to a direct Postgres URL"),
+    (("--db-url", "postgresql://u@db.example.com:6543/postgres", "--wake-mode", "listen"),
+     "LISTEN does not work through Supabase's transaction pooler"),
+    (("--db-type", "supabase", "--supabase-url", "http://127.0.0.1:9", "--wake-mode", "listen"),
+     "the Supabase API has no LISTEN"),
+])
+def test_wake_and_connection_flags_that_cannot_apply_are_refused(tmp_path, args, message):
+    from tests.helpers import run_worker
+
+    result = run_worker(tmp_path / "tasks.db", tmp_path / "out", *args,
+                        env={"SUPABASE_SERVICE_ROLE_KEY": "sb_secret_x"}, timeout=60)
+    assert result.returncode == 2 and message in result.stderr, result.stderr

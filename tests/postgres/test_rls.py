@@ -66,7 +66,8 @@ def test_anon_can_neither_read_write_nor_call_any_worker_function(supabase_db):
         secured = conn.execute("SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace "
                                "AND relkind = 'r' AND relrowsecurity ORDER BY 1").fetchall()
     assert len(functions) >= 30 and executable == []
-    assert [r[0] for r in secured] == ["schema_migrations", "tasks", "user_api_tokens", "workers"]
+    assert [r[0] for r in secured] == ["schema_migrations", "tasks", "tasks_housekeeping", "user_api_tokens",
+                                       "workers"]
 
     refusals = [
         "SELECT * FROM tasks",
@@ -75,6 +76,8 @@ def test_anon_can_neither_read_write_nor_call_any_worker_function(supabase_db):
         "SELECT * FROM workers",
         "SELECT * FROM schema_migrations",
         "SELECT * FROM user_api_tokens",
+        "SELECT * FROM tasks_housekeeping",
+        "SELECT tasks_housekeeping_turn('leases', 5)",
         "SELECT * FROM claim_next_task('anon-worker')",
         "SELECT add_task('ping')",
         "SELECT cancel_task(gen_random_uuid()::text)",

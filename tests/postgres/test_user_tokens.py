@@ -6,6 +6,7 @@ the way PostgREST does) and over a direct connection with a role that has no rig
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -19,7 +20,7 @@ from psycopg.conninfo import make_conninfo
 from source.db.models import Capabilities, TaskStatus
 from source.db.postgres import PostgresTaskStore
 from source.db.supabase_client import make_client
-from tests.helpers import run_worker
+from tests.helpers import run_worker, wait_for
 from tests.pg_fixtures import SERVICE_KEY, migrate, schema_of, supabase_like_schema, supabase_roles  # noqa: F401
 from tests.postgres.fake_supabase import FakeSupabase
 
@@ -197,3 +198,57 @@ def test_a_token_worker_with_capabilities_claims_only_its_users_rows_it_can_run(
         assert not store.has_claimable_task(caps)  # her t2v/big row and all of Bob's rows stay Queued
     finally:
         store.close()
+
+
+def _add_row(token_db, who: str) -> str:
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        project = conn.execute("SELECT id FROM projects WHERE user_id = %s", (token_db[who],)).fetchone()[0]
+        return str(conn.execute("INSERT INTO tasks (task_type, params, status, project_id) "
+                                "VALUES ('ping', '{}', 'Queued', %s) RETURNING id", (project,)).fetchone()[0])
+
+
+def _idle_since(token_db, worker_id: str):
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:
+        return conn.execute("SELECT idle_since FROM workers WHERE id = %s", (worker_id,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("transport", ["direct", "api"])
+def test_an_idle_token_worker_joins_the_wake_one_set_and_is_woken_for_its_users_row(
+        token_db, low_privilege_url, anon_api, transport):
+    from source.db.supabase_store import SupabaseTaskStore
+    from tests.postgres.test_wake_one import IdleWorker, wait_claimed
+
+    store = (PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN) if transport == "direct"
+             else SupabaseTaskStore(anon_api.url, ANON_KEY, access_token=ALICE_TOKEN))
+    worker = IdleWorker("", "alice-gpu", store=store)
+    worker.start()
+    try:
+        wait_claimed([worker], 1, 10.0)  # her queued row first
+        assert worker.claimed == [token_db["alice_task"]]
+        assert worker.idle.wait(10)
+        wait_for(lambda: _idle_since(token_db, "alice-gpu") is not None, timeout=10)  # registered as idle
+        claims_before = worker.claims
+        row = _add_row(token_db, "alice")
+        started = time.monotonic()
+        wait_claimed([worker], 2, 10.0)
+        assert worker.claimed[1] == row and time.monotonic() - started < 3.0
+        time.sleep(0.5)
+        assert worker.claims - claims_before <= 3  # woken once, not polling the table with claims
+    finally:
+        worker.finish()
+    if transport == "api":
+        called = {r.removeprefix("POST /rest/v1/rpc/") for r in anon_api.requests if "/rpc/" in r}
+        assert {"user_worker_idle", "user_worker_woken", "user_worker_busy"} <= called
+        assert "user_tasks_change_marker" not in called and all(name.startswith("user_") for name in called)
+
+
+def test_the_idle_functions_check_the_token_and_answer_for_the_users_projects_only(token_db, anon_api):
+    client = make_client(anon_api.url, ANON_KEY)
+    with pytest.raises(APIError) as refused:
+        client.rpc("user_worker_idle", {"p_token": "pat_guessed", "p_worker_id": "x"}).execute()
+    assert refused.value.code == "28000"
+    # Bob's row is queued, Alice's too: each is told about a claimable row; once Alice's is gone, only Bob is
+    assert client.rpc("user_worker_idle", {"p_token": ALICE_TOKEN, "p_worker_id": "a"}).execute().data is True
+    assert client.rpc("user_claim_next_task", {"p_token": ALICE_TOKEN, "p_worker_id": "a"}).execute().data
+    assert client.rpc("user_worker_idle", {"p_token": ALICE_TOKEN, "p_worker_id": "a"}).execute().data is False
+    assert client.rpc("user_worker_idle", {"p_token": BOB_TOKEN, "p_worker_id": "b"}).execute().data is True

@@ -20,9 +20,9 @@ POLL = 1.0
 class IdleWorker(threading.Thread):
     """The claim loop's idle path on a real store: claim, wait_for_work, claim again when told to."""
 
-    def __init__(self, url: str, worker_id: str, resident_model: str | None = None) -> None:
+    def __init__(self, url: str, worker_id: str, resident_model: str | None = None, store=None) -> None:
         super().__init__(daemon=True)
-        self.store = PostgresTaskStore(url)
+        self.store = store if store is not None else PostgresTaskStore(url)
         self.worker_id = worker_id
         self.resident_model = resident_model
         self.claims = 0
@@ -117,8 +117,7 @@ def test_a_row_chosen_for_a_dead_worker_is_claimed_by_another_within_the_poll_in
 
 def test_behind_the_transaction_pooler_an_idle_worker_polls_its_wake_marker_and_never_claims(
         postgres_store, postgres_schema_url):
-    store = PostgresTaskStore(postgres_schema_url)
-    store._through_transaction_pooler = True  # no LISTEN, as on port 6543 (which this server does not serve)
+    store = PostgresTaskStore(postgres_schema_url, listen=False)  # no LISTEN, as on port 6543 (not served here)
     calls: list[str] = []
     value, rows = store._value, store._rows
     store._value = lambda function, **params: (calls.append(function), value(function, **params))[1]

@@ -494,3 +494,11 @@ SET status = CASE WHEN attempts >= max_attempts THEN 'Failed' ELSE 'Queued' END,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE id = :id AND worker_id = :worker_id AND status = 'In Progress'
 RETURNING status, run_after;
+
+-- name: housekeeping_turn
+-- The turn for a housekeeping job, when nobody took it within the interval (inside a write transaction).
+INSERT INTO tasks_housekeeping (job, last_run_at, last_worker_id)
+VALUES (:job, (julianday('now') - 2440587.5) * 86400.0, :worker_id)
+ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, last_worker_id = excluded.last_worker_id
+WHERE tasks_housekeeping.last_run_at <= excluded.last_run_at - :interval_seconds
+RETURNING 1;

@@ -138,6 +138,9 @@ class Worker:
         self.processed = 0
         self._next_housekeeping = 0.0
         self._next_unrunnable_sweep = 0.0
+        # A starting worker does every housekeeping job once without waiting for the fleet's turn: what a
+        # crash left behind is cleaned before its first claim (and a --once run does its own cleaning).
+        self._starting = True
         self.log = log.bind(worker_id=settings.worker_id)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -298,6 +301,7 @@ class Worker:
                     self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
             if leases or sweep:  # rows behind what just failed fail with it, in the same round
                 self._cascade_dependency_failures()
+            self._starting = False
         except Exception as exc:
             if is_store_outage(exc):
                 raise  # the claim loop waits it out
@@ -305,7 +309,8 @@ class Worker:
             self.log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:1000])
 
     def _my_turn(self, job: str, turn_seconds: float) -> bool:
-        return self.store.housekeeping_turn(job, interval_seconds=turn_seconds, worker_id=self.settings.worker_id)
+        taken = self.store.housekeeping_turn(job, interval_seconds=turn_seconds, worker_id=self.settings.worker_id)
+        return taken or self._starting
 
     def _cascade_dependency_failures(self) -> None:
         for failure in self.store.fail_orphaned_dependants():

@@ -115,5 +115,21 @@ def test_idle_workers_share_the_housekeeping_and_a_dead_workers_row_is_still_put
             thread.join(15)
     assert producer.get_task(task_id).worker_id != "died"
     interval = workers[0].settings.housekeeping_interval  # 0.5 s
-    # each of the 4 would have reclaimed every interval before (about 24 calls in 3 s)
-    assert 1 <= counts["reclaim"] <= elapsed / (interval * 0.8) + 2, (counts, elapsed)
+    # each of the 4 would have reclaimed every interval before (about 24 calls in 3 s); now about one per
+    # interval, plus each worker's own round when it starts
+    assert 1 <= counts["reclaim"] <= elapsed / (interval * 0.8) + 2 + len(workers), (counts, elapsed)
+
+
+def test_a_starting_worker_cleans_up_at_once_even_when_the_fleets_turn_was_just_taken(several_stores, tmp_path):
+    """A crashed worker's row is put back by the next worker that starts, before its first claim, even if
+    another worker took the fleet's turn a moment ago (a --once run would otherwise exit leaving it)."""
+    producer, other = several_stores[0], several_stores[1]
+    task_id = producer.add_task(NewTask("ping", {}))
+    assert producer.claim_next_task("died", lease_seconds=0.05).id == task_id
+    time.sleep(0.2)
+    assert other.housekeeping_turn("leases", interval_seconds=60, worker_id="busy-elsewhere")
+    worker = Worker(several_stores[2], WorkerSettings(worker_id="starting", main_output_dir=tmp_path / "out",
+                                                      poll_interval=0.5), exit_when_idle=True)
+    assert worker.run() == 0
+    done = producer.get_task(task_id)
+    assert done.status is TaskStatus.COMPLETE and done.worker_id == "starting"

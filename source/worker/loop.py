@@ -43,8 +43,10 @@ EXIT_HANDLER_STUCK = 3
 # How often a worker looks for rows that can never run (cycles, unknown statuses): they are rare, and
 # the look touches every blocked row.
 UNRUNNABLE_SWEEP_SECONDS = 30.0
-# The claim loop's store error that is not an outage (README "Exit codes").
+# The claim loop's store error that is not an outage, or a worker id that is another user's (README "Exit codes").
 EXIT_STORE_FAILED = 1
+# What migration 026 answers a token worker registering under an id that is not its user's.
+WORKER_ID_TAKEN = "is registered by another user or by a service worker"
 # Backoff between claims while the database is away (up to the poll interval), and between attempts to
 # write a task's outcome (up to 5 s, for as long as the lease lasts).
 CLAIM_RETRY_FIRST_SECONDS = 0.1
@@ -164,7 +166,9 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
     def run(self) -> int:
-        self._register()
+        if not self._register():
+            self.exit_code = EXIT_STORE_FAILED
+            return self.exit_code
         self.log.info(
             "worker_started",
             pid=os.getpid(),
@@ -195,14 +199,21 @@ class Worker:
         return self.exit_code
 
     # -- registry ------------------------------------------------------------------------------------
-    def _register(self) -> None:
+    def _register(self) -> bool:
+        """False only when the worker id is someone else's (a token worker under another user's or a service
+        worker's id, migration 026): its idle registration would fail on every wait, so it must not run."""
         gpu_name, gpu_memory = detect_gpu()
         try:
             self.store.register_worker(WorkerInfo(id=self.settings.worker_id, host=socket.gethostname(),
                                                   pid=os.getpid(), gpu_name=gpu_name, gpu_memory_gb=gpu_memory,
                                                   capabilities=self.settings.capabilities))
-        except Exception as exc:  # the registry is for operators; never a reason not to work
-            self.log.warning("worker_register_failed", error=str(exc))
+        except Exception as exc:
+            if WORKER_ID_TAKEN in str(exc):
+                self.log.error("worker_id_taken", error=str(exc).splitlines()[0],
+                               hint="start this worker with another --worker id")
+                return False
+            self.log.warning("worker_register_failed", error=str(exc))  # the registry is for operators
+        return True
 
     def _touch(self, task: Task | None, status: str = "running") -> None:
         try:

@@ -252,3 +252,58 @@ def test_the_idle_functions_check_the_token_and_answer_for_the_users_projects_on
     assert client.rpc("user_claim_next_task", {"p_token": ALICE_TOKEN, "p_worker_id": "a"}).execute().data
     assert client.rpc("user_worker_idle", {"p_token": ALICE_TOKEN, "p_worker_id": "a"}).execute().data is False
     assert client.rpc("user_worker_idle", {"p_token": BOB_TOKEN, "p_worker_id": "b"}).execute().data is True
+
+
+def test_a_token_worker_cannot_take_over_another_users_or_a_service_workers_registry_row(token_db, low_privilege_url):
+    """Worker ids are owned: Bob's token cannot overwrite, touch or idle Alice's worker row, and no token can
+    touch a service worker's; each token keeps full use of its own ids."""
+    from source.db.models import WorkerInfo
+
+    service = PostgresTaskStore(token_db["url"])
+    alice = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    bob = PostgresTaskStore(low_privilege_url, access_token=BOB_TOKEN)
+
+    def row(worker_id: str):
+        with psycopg.connect(token_db["url"], autocommit=True) as conn:
+            return conn.execute("SELECT host, status, owner_user_id FROM workers WHERE id = %s",
+                                (worker_id,)).fetchone()
+
+    try:
+        service.register_worker(WorkerInfo(id="gpu-service-1", host="rack-a"))
+        alice.register_worker(WorkerInfo(id="alice-box", host="alice-pc"))
+        alice.touch_worker("alice-box", resident_model="tiny_t2v", current_task_id=None)
+        assert row("alice-box") == ("alice-pc", "running", token_db["alice"])
+        for worker_id, owner in (("alice-box", ("alice-pc", "running", token_db["alice"])),
+                                 ("gpu-service-1", ("rack-a", "running", None))):
+            with pytest.raises(Exception, match=f"worker id {worker_id} is registered by another user"):
+                bob.register_worker(WorkerInfo(id=worker_id, host="bob-pc"))
+            with pytest.raises(Exception, match="registered by another user"):
+                bob.touch_worker(worker_id, resident_model=None, current_task_id=None, status="stopped")
+            with pytest.raises(Exception, match="registered by another user"):
+                bob.wait_for_work(worker_id, resident_model=None, timeout=0.1, poll_interval=1.0)
+            assert row(worker_id) == owner
+        # her own id stays hers to renew; the service side may always (re)register an id, which clears the owner
+        alice.register_worker(WorkerInfo(id="alice-box", host="alice-laptop"))
+        assert row("alice-box") == ("alice-laptop", "running", token_db["alice"])
+        service.register_worker(WorkerInfo(id="alice-box", host="rack-b"))
+        assert row("alice-box") == ("rack-b", "running", None)
+    finally:
+        for store in (service, alice, bob):
+            store.close()
+
+
+def test_a_token_worker_started_under_another_users_worker_id_stops_at_once_saying_so(
+        token_db, low_privilege_url, tmp_path):
+    from source.db.models import WorkerInfo
+
+    alice = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        alice.register_worker(WorkerInfo(id="alice-box"))
+    finally:
+        alice.close()
+    result = run_worker(low_privilege_url, tmp_path / "out", "--once", "--supabase-access-token", BOB_TOKEN,
+                        "--worker", "alice-box")
+    assert result.returncode == 1, result.stderr
+    assert "worker id alice-box is registered by another user" in result.stderr
+    with psycopg.connect(token_db["url"], autocommit=True) as conn:  # Bob's row was not touched
+        assert conn.execute("SELECT status FROM tasks WHERE id = %s", (token_db["bob_task"],)).fetchone()[0] == "Queued"

@@ -243,3 +243,21 @@ def test_two_workers_with_different_capabilities_on_one_queue_each_take_only_the
     done = {t.id: t.worker_id for t in postgres_store.list_tasks()}
     assert all(done[task_id] == ("wan-worker" if model == "tiny_t2v" else "flux-worker")
                for task_id, model in ids.items()), done
+
+
+def test_the_sqlite_unrestricted_claim_walks_the_queue_index_and_probes_the_affine_rows(sqlite_store):
+    """The claim of a worker without capabilities does not sort the queue for its model affinity (it did:
+    7 ms at 10,000 queued rows, 95 ms at 100,000): the head comes from the queue-order index, the resident
+    model's and resident task types' rows from one probe each; only those few candidates are sorted."""
+    conn = sqlite_store._conn()
+    rows = conn.execute("EXPLAIN QUERY PLAN " + sqlite_store._q("claim_next_task"), {
+        "worker_id": "w", "lease_modifier": "+60 seconds", "picked_row": None, "resident_model": "tiny_t2v",
+        "resident_task_types": '["t2v"]', "affinity_modifier": "-120 seconds"}).fetchall()
+    plan = [(row["id"], row["parent"], row["detail"]) for row in rows]
+    details = [detail for _, _, detail in plan]
+    assert "SEARCH t USING INDEX tasks_queued_order_idx (status=?)" in details, details
+    assert "SEARCH t USING INDEX tasks_queued_model_idx (<expr>=? AND priority=?)" in details, details
+    assert "SEARCH t USING INDEX tasks_queued_type_modelless_idx (task_type=? AND priority=?)" in details, details
+    sorts = [parent for _, parent, detail in plan if detail.startswith("USE TEMP B-TREE")]
+    affine_scans = {parent for _, parent, detail in plan if detail == "SCAN affine"}
+    assert sorts and set(sorts) <= affine_scans, details  # a sort, but only of the affine candidates

@@ -22,7 +22,7 @@ LIMIT 1;
 
 -- name: claim_next_task
 -- Within one priority, rows for the resident model go first unless an older row has waited past
--- the affinity window. json_valid guards the sort: a row with broken params JSON must still be
+-- the affinity window. json_valid guards the model expression: a row with broken params JSON must still be
 -- claimable (so it can be failed with a message) and must never break the claim for everyone.
 UPDATE tasks
 SET status = 'In Progress',
@@ -38,22 +38,46 @@ SET status = 'In Progress',
 -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed. :picked_row: the
 -- row pick_capable_task chose for a worker with capabilities (it runs first, in the same transaction).
 WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
-    SELECT t.rowid FROM tasks AS t
-    WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-      AND (t.dependant_on IS NULL
-           OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-    ORDER BY t.priority DESC,
-             CASE
-                 WHEN t.created_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier) THEN 0
-                 WHEN :resident_model IS NOT NULL AND json_valid(t.params)
-                      AND json_extract(t.params, '$.model') = :resident_model THEN 0
-                 WHEN :resident_model IS NOT NULL AND json_valid(t.params)
-                      AND json_extract(t.params, '$.model') IS NULL
-                      AND t.task_type IN (SELECT value FROM json_each(:resident_task_types)) THEN 0
-                 ELSE 1
-             END,
-             t.created_at, t.rowid
-    LIMIT 1
+    -- the head of the queue (tasks_queued_order_idx), and, while it has not waited past the affinity
+    -- window, the oldest row of its priority for the resident model or for a resident task type naming no
+    -- model (one probe of a 022 index each): no sort of the whole queue
+    WITH head AS (
+        SELECT t.rowid AS row_id, t.priority, t.created_at FROM tasks AS t
+        WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+          AND (t.dependant_on IS NULL
+               OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+        ORDER BY t.priority DESC, t.created_at, t.rowid
+        LIMIT 1
+    ),
+    affine(row_id) AS (
+        SELECT (SELECT t.rowid FROM tasks AS t
+                WHERE t.status = 'Queued'
+                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                  AND (t.dependant_on IS NULL
+                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
+                  AND t.priority = head.priority
+                ORDER BY t.created_at, t.rowid LIMIT 1)
+        FROM head
+        WHERE :resident_model IS NOT NULL
+          AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
+        UNION ALL
+        SELECT (SELECT t.rowid FROM tasks AS t
+                WHERE t.status = 'Queued'
+                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                  AND (t.dependant_on IS NULL
+                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+                  AND t.task_type = rt.value AND t.priority = head.priority
+                ORDER BY t.created_at, t.rowid LIMIT 1)
+        FROM head, json_each(:resident_task_types) AS rt
+        WHERE :resident_model IS NOT NULL
+          AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
+    )
+    SELECT COALESCE((SELECT t.rowid FROM affine JOIN tasks AS t ON t.rowid = affine.row_id
+                     ORDER BY t.created_at, t.rowid LIMIT 1),
+                    (SELECT head.row_id FROM head))
 ) END
 AND status = 'Queued'
 RETURNING rowid AS row_number, *;

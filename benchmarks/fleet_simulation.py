@@ -335,27 +335,35 @@ def report(n: int, results: dict[str, dict[str, float]]) -> None:
 @click.option("--idle-seconds", default=20.0, show_default=True)
 @click.option("--steady-seconds", default=20.0, show_default=True)
 @click.option("--utilisation", default=0.3, show_default=True, help="Steady arrival rate as a share of capacity.")
+@click.option("--admin-url", default=None, help="A running server to create the fleet's databases in (small "
+              "fleets: its max_connections must fit 4 per worker) instead of a throwaway cluster.")
 def main(sizes: str, modes: str, processes: int, mean_task_seconds: float, idle_seconds: float,
-         steady_seconds: float, utilisation: float) -> None:
+         steady_seconds: float, utilisation: float, admin_url: str | None) -> None:
     fleet_sizes = [int(s) for s in sizes.split(",") if s]
     chosen = [m for m in modes.split(",") if m]
     if not set(chosen) <= {"all", "one"}:
         raise click.BadParameter("modes are all, one", param_hint="--modes")
-    # a plain kill (SIGTERM) unwinds like Ctrl-C, so the throwaway cluster is stopped and its folder removed
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    root = Path(tempfile.mkdtemp(prefix="wangp-fleet-"))
-    try:
-        with throwaway_cluster(root, max_connections=4 * max(fleet_sizes) + 50) as admin_url:
-            for n in fleet_sizes:
-                results = {}
-                for mode in chosen:
-                    plan = Plan(mode, n, min(processes, n), mean_task_seconds, idle_seconds, steady_seconds,
-                                utilisation)
-                    results[mode] = run_plan(admin_url, plan)
-                report(n, results)
-                sys.stdout.flush()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+
+    def run_all(url: str) -> None:
+        for n in fleet_sizes:
+            results = {}
+            for mode in chosen:
+                plan = Plan(mode, n, min(processes, n), mean_task_seconds, idle_seconds, steady_seconds, utilisation)
+                results[mode] = run_plan(url, plan)
+            report(n, results)
+            sys.stdout.flush()
+
+    if admin_url:
+        run_all(admin_url)
+    else:
+        # a plain kill (SIGTERM) unwinds like Ctrl-C, so the throwaway cluster is stopped and its folder removed
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        root = Path(tempfile.mkdtemp(prefix="wangp-fleet-"))
+        try:
+            with throwaway_cluster(root, max_connections=4 * max(fleet_sizes) + 50) as cluster_url:
+                run_all(cluster_url)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     print(f"(pickup = created_at → claimed_at on the server clock; mean task {mean_task_seconds:g} s, lease "
           f"{LEASE_SECONDS:g} s, poll interval {POLL_SECONDS:g} s)")
 

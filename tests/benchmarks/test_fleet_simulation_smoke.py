@@ -10,9 +10,11 @@ from benchmarks.fleet_simulation import main
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
-def test_fleet_simulation_prints_both_designs_and_the_targets_at_a_tiny_size():
+def test_fleet_simulation_prints_both_designs_and_the_targets_at_a_tiny_size(postgres_url):
+    # on the test server (a fleet of 3 fits its connections): a throwaway cluster is what real runs start
     result = CliRunner().invoke(main, ["--sizes", "3", "--processes", "1", "--idle-seconds", "1",
-                                       "--steady-seconds", "2", "--mean-task-seconds", "0.3"],
+                                       "--steady-seconds", "2", "--mean-task-seconds", "0.3",
+                                       "--admin-url", postgres_url],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output[-3000:]
     assert "== N = 3 workers ==" in result.output

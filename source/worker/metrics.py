@@ -28,7 +28,7 @@ class WorkerMetrics(WorkerObserver):
         self.seconds = Histogram("worker_task_seconds", "Handler wall time of finished tasks", ["task_type"],
                                  buckets=GENERATION_BUCKETS, registry=self.registry)
         queue_depth = Gauge("worker_queue_depth", "Queued rows in the shared table", registry=self.registry)
-        queue_depth.set_function(lambda: store.stats().by_status.get(TaskStatus.QUEUED.value, 0))
+        queue_depth.set_function(lambda: _queued_rows(store))
         switches = Gauge("worker_model_switches", "Model switches in this process", registry=self.registry)
         switches.set_function(lambda: model_switches() if model_switches else 0)
         loop_age = Gauge("worker_loop_last_tick_seconds", "Seconds since the loop last ticked", registry=self.registry)
@@ -67,6 +67,15 @@ class WorkerMetrics(WorkerObserver):
             return metrics_app(environ, start_response)
 
         return app
+
+
+def _queued_rows(store: TaskStore) -> float:
+    """Queued rows in the shared table; NaN where this worker may not count them (a personal access token
+    sees only its user's rows through the user_* functions, and there is no count among them)."""
+    try:
+        return store.stats().by_status.get(TaskStatus.QUEUED.value, 0)
+    except PermissionError:
+        return float("nan")
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -25,8 +25,8 @@ class WorkerFleet:
     kill_every: tuple[float, float] = (1.0, 3.0)
     # A worker younger than this is left alone: it is still importing, and killing it tests nothing.
     min_age_before_kill: float = 1.0
-    # How long a (re)started worker may take to import and install its signal handlers (see stop).
-    startup_seconds: float = 5.0
+    # How long stop() waits at most for a (re)started worker to import and install its signal handlers.
+    startup_seconds: float = 60.0
     seed: int = 0
     # The In Progress row ids by worker id. When given, victims are drawn from the workers holding a row
     # (a kill between two tasks, or of a worker still importing, tests nothing), and the rows a killed
@@ -104,10 +104,15 @@ class WorkerFleet:
     def stop(self, timeout: float = 30) -> list[int]:
         """SIGTERM every live worker (graceful shutdown) and return their exit codes."""
         self.stop_chaos()
-        # A worker the chaos just restarted may still be importing, before its graceful handlers exist: give
-        # it time to start (this tests the shutdown of running workers, not of starting ones).
-        youngest = max((born for _, born, _ in self._procs.values()), default=0.0)
-        time.sleep(max(0.0, youngest + self.startup_seconds - time.monotonic()))
+        # A worker the chaos just restarted may still be importing, before its graceful handlers exist: wait
+        # until each live one has logged worker_started, which it does after installing them (this tests the
+        # shutdown of running workers, not of starting ones; a loaded machine takes well over 5 s to import).
+        deadline = time.monotonic() + self.startup_seconds
+        for proc, _, worker_id in self._procs.values():
+            log_path = self.log_dir / f"{worker_id}.log"
+            while proc.poll() is None and time.monotonic() < deadline and not (
+                    log_path.exists() and '"worker_started"' in log_path.read_text(errors="replace")):
+                time.sleep(0.1)
         procs = [entry[0] for entry in self._procs.values()]
         for proc in procs:
             if proc.poll() is None:

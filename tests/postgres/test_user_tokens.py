@@ -307,3 +307,18 @@ def test_a_token_worker_started_under_another_users_worker_id_stops_at_once_sayi
     assert "worker id alice-box is registered by another user" in result.stderr
     with psycopg.connect(token_db["url"], autocommit=True) as conn:  # Bob's row was not touched
         assert conn.execute("SELECT status FROM tasks WHERE id = %s", (token_db["bob_task"],)).fetchone()[0] == "Queued"
+
+
+def test_a_token_workers_metrics_page_answers_with_the_queue_depth_unknown(token_db, low_privilege_url):
+    """A token cannot count the shared queue: the metrics page still answers (it raised, failing every scrape),
+    the queue depth is NaN and the other figures are there."""
+    from prometheus_client import generate_latest
+
+    from source.worker.metrics import WorkerMetrics
+
+    store = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        page = generate_latest(WorkerMetrics(store, stuck_after_seconds=60).registry).decode()
+    finally:
+        store.close()
+    assert "worker_queue_depth NaN" in page and "worker_loop_last_tick_seconds" in page

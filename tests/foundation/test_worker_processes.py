@@ -132,10 +132,13 @@ def test_task_timeout_fails_the_task_with_the_reason(sqlite_store, tmp_path):
 
 
 def test_idle_worker_picks_up_a_new_row_well_before_the_poll_interval(sqlite_store, tmp_path):
-    out = tmp_path / "out"
-    proc = start_worker(sqlite_store.path, out, "--max-tasks", "3", "--poll-interval", "10")
+    out, log = tmp_path / "out", tmp_path / "worker.log"
+    proc = start_worker(sqlite_store.path, out, "--max-tasks", "3", "--poll-interval", "10", log_path=log)
     try:
-        time.sleep(2.0)  # let it go idle
+        # let it go idle: started (imports take seconds on a loaded machine), then past its first empty claim
+        wait_for(lambda: log.exists() and any(e.get("event") == "worker_started" for e in log_events(log.read_text())),
+                 timeout=60)
+        time.sleep(1.0)
         latencies = []
         for _ in range(3):
             task_id = sqlite_store.add_task(NewTask("ping", {}))

@@ -84,11 +84,15 @@ class WorkerFleet:
         self._spawn(slot)  # the supervisor restarts it at once (Restart=always)
         if self.held_rows is None:
             return True
-        # A statement the worker sent just before it died (its completion) may still commit on the server:
-        # a row is orphaned only if it is still held a moment later.
-        first = set(self.held_rows().get(worker_id, []))
-        time.sleep(0.5)
-        left = [row for row in self.held_rows().get(worker_id, []) if row in first]
+        # A statement the worker sent just before it died (its completion) may still commit on the server, late
+        # on a loaded machine: a row is orphaned only if it is still held after 0.5 s and again after 2 s.
+        left = set(self.held_rows().get(worker_id, []))
+        for pause in (0.5, 1.5):
+            if not left:
+                break
+            time.sleep(pause)
+            left &= set(self.held_rows().get(worker_id, []))
+        left = sorted(left)
         self.orphaned.extend(left)
         return bool(left)
 

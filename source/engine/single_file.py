@@ -16,13 +16,16 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-import torch
 
 from source.engine.paths import ckpts_dir
 from source.errors import ModelUnavailable
 from source.hub import fetch_hub_file
+
+if TYPE_CHECKING:  # torch only where tensors are read: the worker's start and the CLI need none of it
+    import torch
 
 log = structlog.get_logger(__name__)
 
@@ -237,6 +240,7 @@ def load_component(folder: Path, component: str, paths: list[Path], dtype: torch
     subfolder = config_subfolder(folder, component)
     log.info("single_file_loading", component=component, files=[str(p) for p in paths], cls=class_name)
     if library == "transformers" and class_name in ("UMT5EncoderModel", "T5EncoderModel"):
+        import torch
         import transformers
 
         cls = getattr(transformers, class_name)

@@ -315,7 +315,8 @@ class Worker:
             self._starting = False
         except Exception as exc:
             if is_store_outage(exc):
-                raise  # the claim loop waits it out
+                raise  # the claim loop waits it out (and this start's round is done again)
+            self._starting = False  # a job failing every time must not make this worker skip the turns
             # a job that fails the same way each time must not stop the claims (another worker may take it)
             self.log.error("housekeeping_failed", error=f"{type(exc).__name__}: {exc}"[:1000])
 

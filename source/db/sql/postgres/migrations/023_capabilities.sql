@@ -404,26 +404,21 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     WHERE t.status = 'Queued' GROUP BY 1, 2 ORDER BY 3 DESC;
 $$;
 
--- 006's list with this migration's functions added (tasks_apply_security() runs after every migration run).
-CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$
-    SELECT ARRAY[
-        'add_task', 'claim_next_task', 'has_claimable_task', 'heartbeat_task', 'complete_task', 'fail_task',
-        'requeue_task', 'add_child_tasks', 'list_child_tasks', 'park_awaiting_children', 'complete_parent',
-        'fail_parents_of_ended_children', 'cancel_children_of_ended_parents', 'cancel_task', 'retry_task',
-        'reclaim_expired_leases', 'fail_orphaned_dependants', 'get_task', 'task_status', 'list_tasks',
-        'count_tasks_by_status', 'count_tasks_by_worker', 'tasks_change_marker',
-        'register_worker', 'touch_worker', 'list_workers', 'tasks_set_blocked', 'tasks_unblock_dependants',
-        'tasks_notify_change', 'tasks_worker_functions', 'tasks_apply_security',
-        'tasks_hash_token', 'user_api_tokens_hash', 'tasks_token_user', 'tasks_user_projects',
-        'tasks_token_projects', 'tasks_token_task',
-        'requeue_task_on_shutdown', 'fail_unrunnable_tasks',
-        'tasks_worker_channel', 'tasks_dispatch_lock', 'worker_idle', 'worker_busy', 'worker_woken',
-        'tasks_wake_idle_workers', 'tasks_dispatch_inserted', 'tasks_dispatch_changed',
-        'purge_tasks', 'retry_later',
-        'tasks_claim_any', 'tasks_claim_capable', 'tasks_capable_heads', 'tasks_worker_accepts',
-        'tasks_capabilities_json', 'count_queued_by_kind']::text[];
+-- New worker functions join 006's list (and so its grants, applied by tasks_apply_security() after every
+-- migration run): each migration names only what it adds, instead of repeating the whole list.
+CREATE OR REPLACE FUNCTION tasks_add_worker_functions(p_names text[]) RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+BEGIN
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
+        LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $b$ SELECT %L::text[] $b$ $f$,
+        ARRAY(SELECT DISTINCT unnest(tasks_worker_functions() || p_names)));
+END
 $$;
+
+SELECT tasks_add_worker_functions(ARRAY[
+    'tasks_add_worker_functions', 'tasks_claim_any', 'tasks_claim_capable', 'tasks_capable_heads',
+    'tasks_worker_accepts', 'tasks_capabilities_json', 'count_queued_by_kind']);
 
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$

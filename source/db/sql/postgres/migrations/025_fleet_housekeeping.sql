@@ -98,14 +98,7 @@ RETURNS boolean LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURR
 $$;
 
 -- New functions join the worker functions' grants (006's list, extended here rather than repeated).
-DO $$
-BEGIN
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-        LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $b$ SELECT %L::text[] $b$ $f$,
-        ARRAY(SELECT DISTINCT unnest(tasks_worker_functions() || ARRAY['tasks_reset_progress_phase', 'tasks_housekeeping_turn'])));
-END
-$$;
+SELECT tasks_add_worker_functions(ARRAY['tasks_reset_progress_phase', 'tasks_housekeeping_turn']);
 
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$

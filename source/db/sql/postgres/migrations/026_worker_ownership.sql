@@ -79,14 +79,7 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT AS $$
     SELECT CASE WHEN tasks_token_worker(p_token, p_worker_id) IS NOT NULL THEN worker_busy(p_worker_id) END;
 $$;
 
-DO $$
-BEGIN
-    EXECUTE format($f$
-        CREATE OR REPLACE FUNCTION tasks_worker_functions() RETURNS text[]
-        LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $b$ SELECT %L::text[] $b$ $f$,
-        ARRAY(SELECT DISTINCT unnest(tasks_worker_functions() || ARRAY['tasks_token_worker'])));
-END
-$$;
+SELECT tasks_add_worker_functions(ARRAY['tasks_token_worker']);
 
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$

@@ -107,15 +107,18 @@ log = structlog.get_logger("worker")
               help="The longest wait between two attempts of a row.")
 @click.option("--db-max-connections", type=click.IntRange(min=1), default=None, envvar="WORKER_DB_MAX_CONNECTIONS",
               help="Direct Postgres (--db-url): the most server connections this worker uses for claims, "
-                   "heartbeats, progress and results; LISTEN takes one more unless --wake-mode poll "
+                   "heartbeats, progress and results; the waiting connection (doorbell or LISTEN) takes one more "
+                   "unless --wake-mode poll "
                    "[default: 1; env WORKER_DB_MAX_CONNECTIONS].")
 @click.option("--wake-mode", type=click.Choice(WAKE_MODE_CHOICES), default="auto", show_default=True,
               envvar="WORKER_WAKE_MODE",
-              help="Postgres/Supabase: how an idle worker hears of new rows. listen: the dispatcher wakes one "
-                   "idle worker per row on its own LISTEN channel; poll: the same, the worker polling its "
-                   "wake marker (no LISTEN connection); broadcast: every idle worker looks at the table on "
-                   "every change; auto: listen, or poll behind the transaction pooler (port 6543) and over "
-                   "the Supabase API [env WORKER_WAKE_MODE].")
+              help="Postgres/Supabase: how an idle worker hears of new rows. doorbell: the dispatcher wakes one "
+                   "idle worker per row, whose waiting connection sleeps until the server cancels that one "
+                   "sleep (LISTEN where the server may not cancel it); listen: the same on the worker's own "
+                   "LISTEN channel (every NOTIFY wakes every listening server process); poll: the same, the "
+                   "worker polling its wake marker (no waiting connection); broadcast: every idle worker looks "
+                   "at the table on every change; auto: doorbell, or poll behind the transaction pooler (port "
+                   "6543) and over the Supabase API [env WORKER_WAKE_MODE].")
 @click.option("--preload-model", default=None, envvar="WORKER_PRELOAD_MODEL", metavar="NAME",
               help="Load this model (downloading its weights if needed) before claiming the first task "
                    "[env WORKER_PRELOAD_MODEL].")

@@ -1,15 +1,18 @@
 """A simulated fleet on one Postgres: N workers (the real PostgresTaskStore, its wake-up code and the real
 Heartbeat thread; no model: claim, sleep a drawn duration while reporting progress, complete) against a
-throwaway cluster this script starts, for wake-one (migration 011) and today's wake-all side by side.
+throwaway cluster this script starts, for three designs side by side: wake-all (before 011: every idle worker
+looks at the table on every change), wake-one by LISTEN on each worker's channel (011) and wake-one by the
+worker's doorbell (027, the default).
 
 Per N and design it prints: server connections per worker, claim calls per inserted row (a burst of N rows
 into N idle workers, then steady arrivals at ~30 % utilisation), pickup p50/p99 (created_at → claimed_at,
 both server clock), database transactions/s idle and under load (pg_stat_database.xact_commit: every
-autocommit statement is one), heartbeat writes/s — and the wake-all/wake-one ratios.
+autocommit statement is one), heartbeat writes/s, the CPU the whole box spent (server and simulated workers
+share it) — and each design's ratio to the doorbell's.
 
 Workers are threads spread over a few processes (one process per worker would not fit this box).
 
-    python benchmarks/fleet_simulation.py [--sizes 10,100,500] [--modes all,one] [--processes 4]
+    python benchmarks/fleet_simulation.py [--sizes 10,100,500] [--modes all,listen,doorbell] [--processes 4]
 """
 
 from __future__ import annotations
@@ -70,12 +73,18 @@ class _Counters:
             value.value += n
 
 
+# the store each design runs with: wake-all had a pool of up to 4 connections; 011 and 027 one (plus the
+# waiting connection in all three: LISTEN, or the doorbell)
+STORE_OPTIONS = {"all": {"wake": "all", "max_connections": 4},
+                 "listen": {"wake": "one", "doorbell": False, "max_connections": 1},
+                 "doorbell": {"wake": "one", "doorbell": True, "max_connections": 1}}
+
+
 class _CountingStore(PostgresTaskStore):
     """The real store, counting the calls the figures are about."""
 
-    def __init__(self, url: str, counters: _Counters, wake: str) -> None:
-        # today's design: a pool of up to 4 connections; 011: one (plus LISTEN in both)
-        super().__init__(url, wake=wake, application_name="fleet-sim", max_connections=4 if wake == "all" else 1)
+    def __init__(self, url: str, counters: _Counters, mode: str) -> None:
+        super().__init__(url, application_name="fleet-sim", **STORE_OPTIONS[mode])
         self.counters = counters
 
     def claim_next_task(self, worker_id, **kwargs):
@@ -138,7 +147,7 @@ def _one_round(store: _CountingStore, plan: Plan, settings: WorkerSettings, coun
     if not state.ready:
         state.ready = True
         _Counters.add(counters.ready)
-    if plan.mode == "one":
+    if plan.mode != "all":
         state.claim = store.wait_for_work(worker_id, resident_model=None, timeout=1.0, poll_interval=POLL_SECONDS,
                                           stop=stop)
     else:  # today's loop: any change, a look at the table; a claim at every housekeeping
@@ -199,6 +208,17 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
+def _cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole box since boot (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def _busy_percent(before: tuple[int, int]) -> float:
+    after = _cpu_ticks()
+    return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -228,9 +248,10 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             time.sleep(2.0)  # every first claim and registration done
             figures["connections_per_worker"] = _connections(admin, db) / plan.workers
 
-            c0, t0 = _commits(admin, db), time.monotonic()
+            c0, t0, cpu0 = _commits(admin, db), time.monotonic(), _cpu_ticks()
             time.sleep(plan.idle_seconds)
             figures["idle_tx_per_s"] = (_commits(admin, db) - c0) / (time.monotonic() - t0)
+            figures["idle_cpu_percent"] = _busy_percent(cpu0)
 
             # burst: N rows in one INSERT (a producer's bulk insert) into N idle workers
             claims0 = counters.claims.value
@@ -250,7 +271,7 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             # steady arrivals (Poisson) at the planned utilisation
             rate = plan.utilisation * plan.workers / plan.mean_task_seconds
             claims0, beats0 = counters.claims.value, counters.heartbeats.value
-            c0, t0 = _commits(admin, db), time.monotonic()
+            c0, t0, cpu0 = _commits(admin, db), time.monotonic(), _cpu_ticks()
             busy0 = counters.busy_ms.value
             first_n, n, rng = 1_000_000, 1_000_000, random.Random(7)
             connections, next_at = None, t0
@@ -263,6 +284,9 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
                 if connections is None and time.monotonic() - t0 >= plan.steady_seconds / 2:
                     connections = _connections(admin, db)
             elapsed = time.monotonic() - t0
+            figures["load_cpu_percent"] = _busy_percent(cpu0)
+            figures["steady_rows_per_s"] = (n - first_n) / elapsed
+            figures["planned_rows_per_s"] = rate
             figures["load_tx_per_s"] = (_commits(admin, db) - c0) / elapsed
             figures["heartbeat_writes_per_s"] = (counters.heartbeats.value - beats0) / elapsed
             busy_minutes = (counters.busy_ms.value - busy0) / 60_000
@@ -299,36 +323,41 @@ ROWS = [
     ("load_tx_per_s", "database transactions/s, steady load", "{:.0f}"),
     ("heartbeat_writes_per_s", "heartbeat writes/s, steady load", "{:.1f}"),
     ("heartbeat_writes_per_task_minute", "heartbeat writes per running task-minute", "{:.1f}"),
+    ("idle_cpu_percent", "box CPU busy %, idle (server + workers)", "{:.0f}"),
+    ("load_cpu_percent", "box CPU busy %, steady load", "{:.0f}"),
+    ("steady_rows_per_s", "rows inserted/s, steady (planned below)", "{:.1f}"),
+    ("planned_rows_per_s", "rows/s planned (utilisation x capacity)", "{:.1f}"),
     ("steady_rows", "steady rows inserted", "{:.0f}"),
 ]
 
 
 def report(n: int, results: dict[str, dict[str, float]]) -> None:
     modes = list(results)
+    others = [m for m in modes if m != "doorbell"] if "doorbell" in results else []
     print(f"\n== N = {n} workers ==")
-    header = f"{'':42}" + "".join(f"{'wake-' + m:>14}" for m in modes)
-    if {"all", "one"} <= set(modes):
-        header += f"{'all/one':>10}"
-    print(header)
+    print(f"{'':44}" + "".join(f"{m:>11}" for m in modes) + "".join(f"{m + '/doorbell':>17}" for m in others))
     for key, label, fmt in ROWS:
-        line = f"{label:42}" + "".join(f"{fmt.format(results[m].get(key, float('nan'))):>14}" for m in modes)
-        if {"all", "one"} <= set(modes) and key not in ("steady_rows",):
-            one = results["one"].get(key, float("nan"))
-            line += f"{results['all'].get(key, float('nan')) / one:>9.1f}x" if one else f"{'-':>10}"
+        line = f"{label:44}" + "".join(f"{fmt.format(results[m].get(key, float('nan'))):>11}" for m in modes)
+        if key not in ("steady_rows", "planned_rows_per_s"):
+            base = results["doorbell"].get(key, float("nan")) if others else float("nan")
+            for m in others:
+                line += f"{results[m].get(key, float('nan')) / base:>16.1f}x" if base else f"{'-':>17}"
         print(line)
-    if "one" in results:
-        one = results["one"]
+    if "doorbell" in results:
+        one = results["doorbell"]
         checks = [("claims per row <= 3", max(one["burst_claims_per_row"], one["steady_claims_per_row"]) <= 3),
                   ("connections per worker <= 2",
                    max(one["connections_per_worker"], one["connections_per_worker_under_load"]) <= 2)]
         if n >= 500:
             checks.append(("steady pickup p99 < 50 ms", one["steady_pickup_p99_ms"] < 50))
-        print("targets (wake-one): " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
+        print("targets (doorbell): " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in checks))
 
 
 @click.command()
 @click.option("--sizes", default="10,100,500", show_default=True, help="Fleet sizes N.")
-@click.option("--modes", default="all,one", show_default=True, help="Designs: all (before 011), one (011).")
+@click.option("--modes", default="all,listen,doorbell", show_default=True,
+              help="Designs: all (wake-all, before 011), listen (wake-one by LISTEN, 011), doorbell (wake-one by "
+                   "the worker's doorbell, 027).")
 @click.option("--processes", default=4, show_default=True, help="Processes the simulated workers are spread over.")
 @click.option("--mean-task-seconds", default=1.0, show_default=True)
 # Postgres backends flush their statistics up to 10 s late when idle: shorter windows read noise.
@@ -341,8 +370,8 @@ def main(sizes: str, modes: str, processes: int, mean_task_seconds: float, idle_
          steady_seconds: float, utilisation: float, admin_url: str | None) -> None:
     fleet_sizes = [int(s) for s in sizes.split(",") if s]
     chosen = [m for m in modes.split(",") if m]
-    if not set(chosen) <= {"all", "one"}:
-        raise click.BadParameter("modes are all, one", param_hint="--modes")
+    if not set(chosen) <= set(STORE_OPTIONS):
+        raise click.BadParameter(f"modes are {', '.join(STORE_OPTIONS)}", param_hint="--modes")
 
     def run_all(url: str) -> None:
         for n in fleet_sizes:

@@ -20,9 +20,9 @@ def open_store(config: StoreConfig) -> TaskStore:
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
 
-        wake, listen = config.wake
+        wake, listen, doorbell = config.wake
         return PostgresTaskStore(config.db_url, access_token=config.access_token, wake=wake, listen=listen,
-                                 max_connections=config.db_max_connections or 1)
+                                 doorbell=doorbell, max_connections=config.db_max_connections or 1)
     from source.db.supabase_store import SupabaseTaskStore
 
     assert config.supabase_url and config.supabase_key  # validate() said so

@@ -24,11 +24,13 @@ class StoreUnavailable(RuntimeError):
 # Exit codes of worker.py and the tasks CLI when a shared database is not ready (README "Exit codes").
 EXIT_SCHEMA_OUTDATED = 4
 EXIT_NO_TASKS_TABLE = 5
-# How an idle worker on Postgres/Supabase learns of new rows (--wake-mode): auto = listen on a direct or
-# session-pooler connection, poll behind the transaction pooler and over the Supabase API; listen = wake-one
-# by LISTEN on the worker's own channel (one more connection); poll = wake-one by polling the worker's wake
-# marker (no LISTEN connection); broadcast = every idle worker looks at the table on every change (before 011).
-WAKE_MODE_CHOICES = ("auto", "listen", "poll", "broadcast")
+# How an idle worker on Postgres/Supabase learns of new rows (--wake-mode): auto = doorbell on a direct or
+# session-pooler connection, poll behind the transaction pooler and over the Supabase API; doorbell = wake-one,
+# the worker's waiting connection sleeping until the dispatcher rings it (027; LISTEN where the server may not
+# ring it); listen = wake-one by LISTEN on the worker's own channel (011); both take one more connection;
+# poll = wake-one by polling the worker's wake marker (no waiting connection); broadcast = every idle worker
+# looks at the table on every change (before 011).
+WAKE_MODE_CHOICES = ("auto", "doorbell", "listen", "poll", "broadcast")
 # Supabase's transaction pooler: no LISTEN, no prepared statements (see README).
 TRANSACTION_POOLER_PORT = "6543"
 
@@ -109,19 +111,20 @@ class StoreConfig:
         if self.wake_mode != "auto" and self.db_type is not DbType.SUPABASE:
             raise StoreConfigError("--wake-mode applies to --db-type supabase; SQLite workers wake on the db "
                                    "file's changes")
-        if self.wake_mode == "listen" and not direct:
-            raise StoreConfigError("--wake-mode listen needs a direct Postgres URL (--db-url): the Supabase API "
-                                   "has no LISTEN (use poll or broadcast)")
-        if self.wake_mode == "listen" and through_transaction_pooler(self.db_url or ""):
-            raise StoreConfigError(f"--wake-mode listen: LISTEN does not work through Supabase's transaction "
-                                   f"pooler (port {TRANSACTION_POOLER_PORT}); use poll there, or the session pooler "
-                                   "or a direct connection")
+        waiting = self.wake_mode in ("doorbell", "listen")
+        if waiting and not direct:
+            raise StoreConfigError(f"--wake-mode {self.wake_mode} needs a direct Postgres URL (--db-url): the "
+                                   "Supabase API holds no waiting connection (use poll or broadcast)")
+        if waiting and through_transaction_pooler(self.db_url or ""):
+            raise StoreConfigError(f"--wake-mode {self.wake_mode}: a waiting connection does not work through "
+                                   f"Supabase's transaction pooler (port {TRANSACTION_POOLER_PORT}); use poll "
+                                   "there, or the session pooler or a direct connection")
 
     @property
-    def wake(self) -> tuple[str, bool | None]:
-        """The store's (wake, listen) for ``wake_mode`` (see PostgresTaskStore)."""
-        return {"auto": ("one", None), "listen": ("one", True), "poll": ("one", False),
-                "broadcast": ("all", None)}[self.wake_mode]
+    def wake(self) -> tuple[str, bool | None, bool | None]:
+        """The store's (wake, listen, doorbell) for ``wake_mode`` (see PostgresTaskStore)."""
+        return {"auto": ("one", None, None), "doorbell": ("one", True, True), "listen": ("one", True, False),
+                "poll": ("one", False, None), "broadcast": ("all", None, None)}[self.wake_mode]
 
 
 def through_transaction_pooler(url: str) -> bool:

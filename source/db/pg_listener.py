@@ -30,18 +30,22 @@ RECONNECT = RetryPolicy(Backoff(first=0.1, cap=5.0), retryable=is_postgres_outag
 STOP_CHECK_SECONDS = 0.1
 
 
-class ChangeListener:
-    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], channels: tuple[str, ...], schema: str) -> None:
+class WakeSource:
+    """A change counter that idle threads wait on, fed by a thread with its own server connection that
+    reconnects with backoff when the server goes away (a reconnect counts as a change: wake-ups may have been
+    lost meanwhile). Subclasses open the connection (``_connect``) and feed the counter (``_serve``)."""
+
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], *, first_version: int = 0,
+                 name: str) -> None:
         self._conninfo = conninfo
         self._connect_kwargs = connect_kwargs
-        self._channels = set(channels)
-        self._listening: set[str] = set()
-        self._schema = schema
-        self._version = 0
+        self._version = first_version
         self._connected = False
         self._condition = threading.Condition()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pg-listen", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _start(self) -> None:
         self._thread.start()
 
     @property
@@ -56,14 +60,6 @@ class ChangeListener:
     def wait_until_connected(self, timeout: float) -> bool:
         with self._condition:
             return self._condition.wait_for(lambda: self._connected or self._stopped.is_set(), timeout)
-
-    def listen(self, channel: str, timeout: float, *, instead_of: str | None = None) -> bool:
-        """Add a channel (dropping ``instead_of``); True once the server listens on it (a NOTIFY sent
-        before that is not seen)."""
-        with self._condition:
-            self._channels.add(channel)
-            self._channels.discard(instead_of)
-            return self._condition.wait_for(lambda: channel in self._listening or self._stopped.is_set(), timeout)
 
     def wait_newer_than(self, seen: int, timeout: float, stop: threading.Event | None) -> int:
         """Wait until the counter passes ``seen`` (or ``timeout``/``stop``); return the counter."""
@@ -93,9 +89,70 @@ class ChangeListener:
     def _set_connected(self, value: bool) -> None:
         with self._condition:
             self._connected = value
-            if not value:
-                self._listening = set()
+            self._on_connected(value)
             self._condition.notify_all()
+
+    def _on_connected(self, value: bool) -> None:
+        """Under the condition's lock, when the connection comes or goes."""
+
+    def _connect(self) -> psycopg.Connection:
+        raise NotImplementedError
+
+    def _serve(self, conn: psycopg.Connection) -> None:
+        """Feed the counter until stopped; raise psycopg.Error when the connection fails."""
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        lost = False
+        while not self._stopped.is_set():
+            try:
+                conn = retry_call(self._connect, RECONNECT, event="listen_reconnect_failed", log=log,
+                                  gave_up_event="listen_gave_up", stop=self._stopped, channel=self._thread.name)
+            except psycopg.Error as exc:  # stopped, or an answer such as a refused password
+                if not self._stopped.is_set():
+                    log.error("listen_refused", error=str(exc).strip()[:300], channel=self._thread.name,
+                              hint="no wake-ups from here on: idle waiters poll instead")
+                break
+            if conn is None:  # the subclass gave up on this kind of wake-up (see Doorbell)
+                break
+            try:
+                with conn:
+                    self._set_connected(True)
+                    if lost:
+                        log.info("listen_reconnected", channel=self._thread.name)
+                    self._bump()  # anything may have happened while we were not connected
+                    self._serve(conn)
+            except psycopg.Error as exc:
+                if self._stopped.is_set():
+                    break
+                log.warning("listen_connection_lost", error=str(exc).strip()[:300], channel=self._thread.name)
+                lost = True
+            finally:
+                self._set_connected(False)
+
+
+class ChangeListener(WakeSource):
+    """LISTEN on the shared change channel, or on a worker's own channel once ``listen`` adds it."""
+
+    def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], channels: tuple[str, ...], schema: str,
+                 *, first_version: int = 0) -> None:
+        super().__init__(conninfo, connect_kwargs, first_version=first_version, name="pg-listen")
+        self._channels = set(channels)
+        self._listening: set[str] = set()
+        self._schema = schema
+        self._start()
+
+    def listen(self, channel: str, timeout: float, *, instead_of: str | None = None) -> bool:
+        """Add a channel (dropping ``instead_of``); True once the server listens on it (a NOTIFY sent
+        before that is not seen)."""
+        with self._condition:
+            self._channels.add(channel)
+            self._channels.discard(instead_of)
+            return self._condition.wait_for(lambda: channel in self._listening or self._stopped.is_set(), timeout)
+
+    def _on_connected(self, value: bool) -> None:
+        if not value:
+            self._listening = set()
 
     def _listen_new_channels(self, conn: psycopg.Connection) -> None:
         with self._condition:
@@ -123,32 +180,9 @@ class ChangeListener:
             raise
         return conn
 
-    def _run(self) -> None:
-        lost = False
+    def _serve(self, conn: psycopg.Connection) -> None:
         while not self._stopped.is_set():
-            try:
-                conn = retry_call(self._connect, RECONNECT, event="listen_reconnect_failed", log=log,
-                                  gave_up_event="listen_gave_up", stop=self._stopped, channel=CHANNEL)
-            except psycopg.Error as exc:  # stopped, or an answer such as a refused password
-                if not self._stopped.is_set():
-                    log.error("listen_refused", error=str(exc).strip()[:300], channel=CHANNEL,
-                              hint="no LISTEN from here on: idle waiters poll instead")
-                break
-            try:
-                with conn:
-                    self._set_connected(True)
-                    if lost:
-                        log.info("listen_reconnected", channel=CHANNEL)
-                    self._bump()  # anything may have happened while we were not listening
-                    while not self._stopped.is_set():
-                        for notify in conn.notifies(timeout=NOTIFY_POLL_SECONDS, stop_after=1):
-                            if self._accepts(notify):
-                                self._bump()
-                        self._listen_new_channels(conn)
-            except psycopg.Error as exc:
-                if self._stopped.is_set():
-                    break
-                log.warning("listen_connection_lost", error=str(exc).strip()[:300], channel=CHANNEL)
-                lost = True
-            finally:
-                self._set_connected(False)
+            for notify in conn.notifies(timeout=NOTIFY_POLL_SECONDS, stop_after=1):
+                if self._accepts(notify):
+                    self._bump()
+            self._listen_new_channels(conn)

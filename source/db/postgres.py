@@ -2,10 +2,11 @@
 the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff.
 
 Connection budget per worker: ``max_connections`` (default 1) for claims, heartbeats, progress and results,
-plus one LISTEN connection (none behind Supabase's transaction pooler or with ``listen=False``: the worker
+plus one waiting connection (none behind Supabase's transaction pooler or with ``listen=False``: the worker
 polls instead; worker.py --db-max-connections, --wake-mode).
 Wake-one (default): an idle worker registers in ``workers`` and only the worker the dispatcher chose is
-woken, on its own channel (migration 011); wake-all (``wake="all"``): every idle worker wakes on every
+woken: its waiting connection sleeps on its doorbell (migration 027; pg_doorbell.py), or LISTENs on its own
+channel (011) where the server cannot ring it or with ``doorbell=False``; wake-all (``wake="all"``): every idle worker wakes on every
 insert and looks at the table (the design before 011, kept for comparison and for older schemas)."""
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from source.db.config import (
     through_transaction_pooler,
 )
 from source.db.models import NewTask, Task, TaskRejected
-from source.db.pg_listener import CHANNEL, ChangeListener
+from source.db.pg_doorbell import Doorbell
+from source.db.pg_listener import CHANNEL, ChangeListener, WakeSource
 from source.db.rpc_store import (
     WAKE_MODES,
     IdleState,
@@ -70,11 +72,14 @@ class PostgresTaskStore(RpcTaskStore):
         access_token: str | None = None,
         wake: str = "one",
         listen: bool | None = None,
+        doorbell: bool | None = None,
     ) -> None:
         """``wake``: "one" (the dispatcher wakes one registered idle worker per row, 011) or "all" (every idle
         worker looks at the table on every change). ``listen``: wake-ups by LISTEN on one more connection, or
         (False) by polling, with no LISTEN connection at all; None: LISTEN unless behind the transaction
-        pooler, which cannot carry it."""
+        pooler, which cannot carry it. ``doorbell``: a wake-one worker's waiting connection sleeps on its
+        doorbell (027) rather than LISTENing on its channel (False: LISTEN, the design of 011; None: the doorbell
+        wherever there is a waiting connection)."""
         if wake not in WAKE_MODES:
             raise ValueError(f"wake must be one of {', '.join(WAKE_MODES)}, not {wake!r}")
         self.retry_seconds = retry_seconds
@@ -90,6 +95,13 @@ class PostgresTaskStore(RpcTaskStore):
                                    f"{TRANSACTION_POOLER_PORT}): wake up by polling there, or use the session "
                                    "pooler or a direct connection")
         self.listen = not self._through_transaction_pooler if listen is None else listen
+        if doorbell and (wake != "one" or listen is False):
+            raise ValueError("doorbell=True needs wake='one' and a waiting connection (listen not False): "
+                             "without one the worker polls its wake marker")
+        # token workers reach only the user_* functions, which have no doorbell: they LISTEN
+        self.doorbell = doorbell is not False and wake == "one" and self.listen and access_token is None
+        self._doorbell_refused = False
+        self._first_version = 0  # where a replacing waiting connection's counter starts
         self._conninfo = url
         # for messages: never the URL itself, it may carry a password
         self._where = f"{settings.get('host', 'localhost')}:{settings.get('port', 5432)}/{settings.get('dbname', '')}"
@@ -106,7 +118,7 @@ class PostgresTaskStore(RpcTaskStore):
             timeout=10.0, reconnect_timeout=retry_seconds, name="tasks", open=False,
         )
         self._pool.open(wait=False)
-        self._listener: ChangeListener | None = None
+        self._listener: WakeSource | None = None
         self._listener_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
@@ -251,10 +263,10 @@ class PostgresTaskStore(RpcTaskStore):
 
     # -- wake-up -------------------------------------------------------------------------------------
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        """LISTEN wake-up. Each thread remembers the last change it saw, so a change between two calls
+        """Wake-up by the waiting connection (LISTEN, or the worker's doorbell). Each thread remembers the last change it saw, so a change between two calls
         is not missed. Wake-one, once the store claims or waits as a worker: only what concerns that worker
-        (it was chosen for a row, its row was cancelled or deleted). Without a listening connection (transaction pooler, server away) it reports a
-        possible change every second and the caller looks at the table."""
+        (it was chosen for a row, its row was cancelled or deleted). Without a waiting connection (transaction
+        pooler, server away) it reports a possible change every second and the caller looks at the table."""
         listener = self._ensure_listener()
         if listener is None or not listener.connected:
             wait = min(timeout, FALLBACK_POLL_SECONDS)
@@ -280,27 +292,54 @@ class PostgresTaskStore(RpcTaskStore):
             self._own_channel(worker_id, wait=False)  # a cancel of the claimed row reaches its heartbeat
         return super().claim_next_task(worker_id, **kwargs)
 
-    def _wake_listener(self, worker_id: str) -> ChangeListener | None:
+    def _wake_listener(self, worker_id: str) -> WakeSource | None:
         return self._own_channel(worker_id, wait=True)
 
-    def _own_channel(self, worker_id: str, *, wait: bool) -> ChangeListener | None:
+    def _own_channel(self, worker_id: str, *, wait: bool) -> WakeSource | None:
+        """From here on only what concerns this worker wakes it: its doorbell, or its own LISTEN channel."""
+        if self.doorbell and not self._doorbell_refused:
+            doorbell = self._ensure_doorbell(worker_id)
+            if doorbell is not None:
+                if wait:
+                    doorbell.wait_until_connected(LISTEN_CONNECT_WAIT_SECONDS)
+                if doorbell.refused is None:
+                    return doorbell
+                self._doorbell_refused = True  # LISTEN instead, on a new connection (the doorbell's is closed)
+                with self._listener_lock:
+                    if self._listener is doorbell:
+                        self._listener = None
+                        self._first_version = doorbell.version + 1
         listener = self._ensure_listener()
-        if listener is None:
-            return None
+        if not isinstance(listener, ChangeListener):
+            return listener
         if self._idle.channel is None:
             self._idle.channel = str(self._value("tasks_worker_channel", p_worker_id=worker_id))
-        # from here on only what concerns this worker wakes it: no longer every insert
         listener.listen(self._idle.channel, LISTEN_CONNECT_WAIT_SECONDS if wait else 0, instead_of=CHANNEL)
         return listener
 
-    def _ensure_listener(self) -> ChangeListener | None:
+    def _ensure_doorbell(self, worker_id: str) -> Doorbell | None:
+        with self._listener_lock:
+            current = self._listener
+            if isinstance(current, Doorbell) or self._closed:
+                return current if isinstance(current, Doorbell) else None
+            # the doorbell replaces a LISTEN connection opened before the worker id was known: still one
+            # waiting connection; its counter continues above the old one, so no waiter misses a change
+            first_version = 0
+            if current is not None:
+                first_version = current.version + 1
+                current.close()
+            self._listener = Doorbell(self._conninfo, self._connect_kwargs, worker_id, first_version=first_version)
+            return self._listener
+
+    def _ensure_listener(self) -> WakeSource | None:
         if not self.listen:
             return None
         with self._listener_lock:
             if self._listener is None and not self._closed:
                 schema = self._run(self._queries["current_schema"], {}, lambda cur: cur.fetchone()["schema"])
                 # every change, until a wake-one store learns its worker id (_own_channel)
-                self._listener = ChangeListener(self._conninfo, self._connect_kwargs, (CHANNEL,), schema)
+                self._listener = ChangeListener(self._conninfo, self._connect_kwargs, (CHANNEL,), schema,
+                                                first_version=self._first_version)
                 self._listener.wait_until_connected(LISTEN_CONNECT_WAIT_SECONDS)
             return self._listener
 

@@ -82,7 +82,7 @@ def _connections(postgres_url: str, schema_url: str) -> int:
                              (schema_of(schema_url),)).fetchone()[0]
 
 
-@pytest.mark.parametrize(("wake_mode", "connections"), [("poll", 1), ("listen", 2)])
+@pytest.mark.parametrize(("wake_mode", "connections"), [("poll", 1), ("listen", 2), ("doorbell", 2)])
 def test_the_wake_mode_flag_decides_whether_an_idle_worker_holds_a_listen_connection(
         postgres_store, postgres_url, postgres_schema_url, tmp_path, wake_mode, connections):
     from tests.helpers import log_events, start_worker, wait_for
@@ -113,9 +113,15 @@ def test_the_connection_budget_and_wake_mode_reach_the_store(postgres_schema_url
     store = open_store(StoreConfig(db_type=DbType.SUPABASE, db_url=postgres_schema_url, db_max_connections=3,
                                    wake_mode="poll"))
     try:
-        assert (store._pool.max_size, store.wake, store.listen) == (3, "one", False)
+        assert (store._pool.max_size, store.wake, store.listen, store.doorbell) == (3, "one", False, False)
     finally:
         store.close()
+    for mode, doorbell in (("auto", True), ("doorbell", True), ("listen", False)):
+        store = open_store(StoreConfig(db_type=DbType.SUPABASE, db_url=postgres_schema_url, wake_mode=mode))
+        try:
+            assert (store.wake, store.listen, store.doorbell) == ("one", True, doorbell), mode
+        finally:
+            store.close()
     store = open_store(StoreConfig(db_type=DbType.SUPABASE, db_url=postgres_schema_url, wake_mode="broadcast"))
     try:
         assert (store._pool.max_size, store.wake, store.listen) == (1, "all", True)
@@ -127,9 +133,11 @@ def test_the_connection_budget_and_wake_mode_reach_the_store(postgres_schema_url
     (("--wake-mode", "poll"), "--wake-mode applies to --db-type supabase"),
     (("--db-max-connections", "2"), "--db-max-connections applies to a direct Postgres URL"),
     (("--db-url", "postgresql://u@db.example.com:6543/postgres", "--wake-mode", "listen"),
-     "LISTEN does not work through Supabase's transaction pooler"),
+     "a waiting connection does not work through Supabase's transaction pooler"),
+    (("--db-url", "postgresql://u@db.example.com:6543/postgres", "--wake-mode", "doorbell"),
+     "a waiting connection does not work through Supabase's transaction pooler"),
     (("--db-type", "supabase", "--supabase-url", "http://127.0.0.1:9", "--wake-mode", "listen"),
-     "the Supabase API has no LISTEN"),
+     "the Supabase API holds no waiting connection"),
 ])
 def test_wake_and_connection_flags_that_cannot_apply_are_refused(tmp_path, args, message):
     from tests.helpers import run_worker

@@ -18,6 +18,7 @@ Workers are threads spread over a few processes (one process per worker would no
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import random
 import shutil
 import signal
@@ -45,6 +46,11 @@ from tests.pg_fixtures import throwaway_cluster  # noqa: E402
 # about a second the writes are the progress flushes)
 LEASE_SECONDS = 60.0
 POLL_SECONDS = 10.0
+# a simulated task reports progress this often (a denoising step of a fast model; each report is a Python
+# wake-up on this shared box, not a database write: the heartbeat coalesces them)
+PROGRESS_STEP_SECONDS = 0.25
+# between two simulated workers starting, in each process
+START_SPACING_SECONDS = 0.1
 # today's design flushed progress every second; 011's heartbeat coalesces it (source/worker/heartbeat.py)
 BASELINE_PROGRESS_FLUSH_SECONDS = 1.0
 
@@ -164,7 +170,7 @@ def _run_task(store: PostgresTaskStore, task_id: str, worker_id: str, seconds: f
     started = time.monotonic()
     while (elapsed := time.monotonic() - started) < seconds:
         progress.report(min(elapsed / seconds, 0.99))
-        time.sleep(min(0.1, seconds - elapsed))
+        time.sleep(min(PROGRESS_STEP_SECONDS, seconds - elapsed))
     beat.stop()
     store.complete_task(task_id, worker_id, output_location=None, result=None)
 
@@ -175,7 +181,10 @@ def _process_main(url: str, plan: Plan, ids: list[str], counters: _Counters, sto
                for wid in ids]
     for thread in threads:
         thread.start()
-        time.sleep(0.05)  # a connection storm at start is not what is measured
+        # A connection storm at start is not what is measured: 500 workers in ~6 s (0.05 s apart per process)
+        # timed out connects on this 2-core box, and a connect that times out just as the server finishes it
+        # leaves a session open until Python collects it (counted as a third connection of some workers).
+        time.sleep(START_SPACING_SECONDS)
     stop_event.wait()
     stop.set()
     for thread in threads:
@@ -214,6 +223,21 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
+def _server_cpu_seconds() -> float:
+    """CPU time used so far by every Postgres process on the box (the throwaway cluster's backends; others
+    idle)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # a backend that just ended
+            continue
+        if text[text.index("(") + 1:text.rindex(")")] == "postgres":
+            fields = text[text.rindex(")") + 2:].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _busy_percent(before: tuple[int, int]) -> float:
     after = _cpu_ticks()
     return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
@@ -248,10 +272,11 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             time.sleep(2.0)  # every first claim and registration done
             figures["connections_per_worker"] = _connections(admin, db) / plan.workers
 
-            c0, t0, cpu0 = _commits(admin, db), time.monotonic(), _cpu_ticks()
+            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), _server_cpu_seconds()
             time.sleep(plan.idle_seconds)
             figures["idle_tx_per_s"] = (_commits(admin, db) - c0) / (time.monotonic() - t0)
             figures["idle_cpu_percent"] = _busy_percent(cpu0)
+            figures["idle_server_cores"] = (_server_cpu_seconds() - server0) / (time.monotonic() - t0)
 
             # burst: N rows in one INSERT (a producer's bulk insert) into N idle workers
             claims0 = counters.claims.value
@@ -271,7 +296,7 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             # steady arrivals (Poisson) at the planned utilisation
             rate = plan.utilisation * plan.workers / plan.mean_task_seconds
             claims0, beats0 = counters.claims.value, counters.heartbeats.value
-            c0, t0, cpu0 = _commits(admin, db), time.monotonic(), _cpu_ticks()
+            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), _server_cpu_seconds()
             busy0 = counters.busy_ms.value
             first_n, n, rng = 1_000_000, 1_000_000, random.Random(7)
             connections, next_at = None, t0
@@ -285,6 +310,7 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
                     connections = _connections(admin, db)
             elapsed = time.monotonic() - t0
             figures["load_cpu_percent"] = _busy_percent(cpu0)
+            figures["load_server_cores"] = (_server_cpu_seconds() - server0) / elapsed
             figures["steady_rows_per_s"] = (n - first_n) / elapsed
             figures["planned_rows_per_s"] = rate
             figures["load_tx_per_s"] = (_commits(admin, db) - c0) / elapsed
@@ -325,6 +351,8 @@ ROWS = [
     ("heartbeat_writes_per_task_minute", "heartbeat writes per running task-minute", "{:.1f}"),
     ("idle_cpu_percent", "box CPU busy %, idle (server + workers)", "{:.0f}"),
     ("load_cpu_percent", "box CPU busy %, steady load", "{:.0f}"),
+    ("idle_server_cores", "Postgres CPU (cores), idle", "{:.2f}"),
+    ("load_server_cores", "Postgres CPU (cores), steady load", "{:.2f}"),
     ("steady_rows_per_s", "rows inserted/s, steady (planned below)", "{:.1f}"),
     ("planned_rows_per_s", "rows/s planned (utilisation x capacity)", "{:.1f}"),
     ("steady_rows", "steady rows inserted", "{:.0f}"),

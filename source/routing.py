@@ -63,6 +63,8 @@ ROUTES: dict[str, str | None] = {
 # Edits that run one generation of another task type (source/handlers/vace_edit.py): a row naming no model
 # needs that type's default model (what the worker's --models must allow for it).
 GENERATES_AS: Mapping[str, str] = MappingProxyType({"join_clips": "vace", "inpaint_frames": "vace"})
+# Other task types that generate in the claiming worker with a model of their own when the row names none.
+OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType({"magic_edit": "flux_kontext"})
 
 # Task types that existing producers still insert.
 LEGACY_ALIASES: dict[str, str] = {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
@@ -78,10 +80,10 @@ def model_for_task_type(task_type: str) -> str | None:
 
 
 def default_model(task_type: str) -> str | None:
-    """The model a row of this type runs when it names none: its own (model_for_task_type) or that of the
-    generation it runs (GENERATES_AS); None for a type that needs no model."""
+    """The model a row of this type runs when it names none: its own (model_for_task_type, OWN_DEFAULT_MODELS)
+    or that of the generation it runs (GENERATES_AS); None for a type that needs no model."""
     name = canonical_task_type(task_type)
-    return model_for_task_type(GENERATES_AS.get(name, name))
+    return OWN_DEFAULT_MODELS.get(name) or model_for_task_type(GENERATES_AS.get(name, name))
 
 
 def known_task_types() -> list[str]:

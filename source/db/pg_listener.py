@@ -24,10 +24,12 @@ NOTIFY_POLL_SECONDS = 0.5
 # Reconnecting the LISTEN connection: 0.1 s, 0.2 s, ... up to 5 s between tries, for as long as it takes
 # (idle workers poll meanwhile); an answer that is not an outage (a refused password) ends the listener.
 RECONNECT = RetryPolicy(Backoff(first=0.1, cap=5.0), retryable=is_postgres_outage)
-# How often a waiter looks at its stop event on its own. Stoppers that must not wait (a heartbeat is
-# stopped after every task) call interrupt() after setting it; a fleet of idle threads waking every
-# 5 ms each (the slice before issue 23) cost more CPU than the work.
-STOP_CHECK_SECONDS = 0.1
+# How often a waiter looks at its stop event on its own. Stoppers call interrupt() after setting it (the
+# heartbeat after every task, the worker loop's stop, the web page's poke; store.wake_waiters()), so this
+# is only the bound for one that does not. A fleet of idle threads waking every 5 ms each (the slice before
+# issue 23) cost more CPU than the work; every 0.1 s, 500 simulated idle workers still took 0.7 of this
+# box's two cores (benchmarks/fleet_simulation.py).
+STOP_CHECK_SECONDS = 1.0
 
 
 class WakeSource:

@@ -59,7 +59,7 @@ class ChangeHub:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._poke.set()
+        self._wake()
         if self._thread is not None:
             self._thread.join(timeout=10)
 
@@ -71,7 +71,7 @@ class ChangeHub:
             self._subscribers += 1
             if task_id:
                 self._watched[task_id] += 1
-        self._poke.set()
+        self._wake()
         seen = self._snapshot.version
         try:
             while True:
@@ -93,6 +93,14 @@ class ChangeHub:
     @property
     def subscribers(self) -> int:
         return self._subscribers
+
+    def _wake(self) -> None:
+        """Poke the listener: its wait on the store returns now (Postgres checks the event only every second
+        on its own)."""
+        self._poke.set()
+        wake_waiters = getattr(self.store, "wake_waiters", None)
+        if wake_waiters is not None:
+            wake_waiters()
 
     # -- the one listener ----------------------------------------------------------------------------
     def _run(self) -> None:

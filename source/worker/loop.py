@@ -150,6 +150,9 @@ class Worker:
         if not self.stop_requested.is_set():
             self.log.info("shutdown_requested", reason=reason, grace_seconds=self.settings.shutdown_grace)
         self.stop_requested.set()
+        wake_waiters = getattr(self.store, "wake_waiters", None)  # Postgres: an idle wait returns now
+        if wake_waiters is not None:
+            wake_waiters()
 
     def install_signal_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -106,6 +106,15 @@ def _fake_nvidia_smi(folder: Path, memory_mib: int) -> dict[str, str]:
     return {"PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
 
 
+def test_a_magic_edit_row_naming_no_model_goes_only_to_a_worker_allowed_its_kontext_model():
+    fits = [ModelFit("t2v", None, 1), ModelFit("flux_kontext", None, 1)]
+    wan_only = resolve_capabilities(None, ["t2v"], None, fits=fits)
+    assert "magic_edit" not in wan_only.modelless_task_types  # it would run flux_kontext, which --models excludes
+    assert not wan_only.accepts("magic_edit", None)
+    kontext = resolve_capabilities(None, ["flux_kontext"], None, fits=fits)
+    assert "magic_edit" in kontext.modelless_task_types and kontext.accepts("magic_edit", None)
+
+
 def test_worker_flags_and_the_detected_gpu_become_the_registered_capabilities(sqlite_store, tmp_path):
     env = _fake_nvidia_smi(tmp_path / "bin", 24 * 1024)
     sqlite_store.add_task(NewTask("ping", {"model": "t2v"}))  # t2v (14B) does not fit 24 GiB

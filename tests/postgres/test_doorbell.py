@@ -172,3 +172,76 @@ def test_a_worker_the_server_may_not_ring_listens_instead_and_is_still_woken(pos
     finally:
         worker.close()
 
+
+
+def test_a_doorbell_whose_connection_is_terminated_reconnects_and_still_wakes(postgres_store, postgres_schema_url):
+    worker = PostgresTaskStore(postgres_schema_url)
+    try:
+        assert worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10) is False
+        with _connect(postgres_schema_url) as admin:
+            def doorbell_pid() -> int | None:
+                return admin.execute("SELECT doorbell_pid FROM workers WHERE id = 'w1'").fetchone()[0]
+
+            first = doorbell_pid()
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+            _wait_until(lambda: doorbell_pid() not in (None, first) and worker._listener.connected, timeout=10)
+        # the worker renews its idleness (the wake took it out of the idle set) and sleeps on the new doorbell
+        assert isinstance(worker._listener, Doorbell)
+        worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10)
+        result: dict[str, float | bool] = {}
+
+        def idle() -> None:
+            started = time.monotonic()
+            result["woken"] = worker.wait_for_work("w1", resident_model=None, timeout=20, poll_interval=10)
+            result["seconds"] = time.monotonic() - started
+
+        waiter = threading.Thread(target=idle)
+        waiter.start()
+        time.sleep(0.3)
+        postgres_store.add_task(NewTask("ping", {}))
+        waiter.join(10)
+        assert result["woken"] is True and result["seconds"] < 3.0
+    finally:
+        worker.close()
+
+
+def test_rings_and_the_callers_own_cancel_leave_nothing_in_the_server_log():
+    """A ring per task must not write an ERROR line per task into the project's database log."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from tests.pg_fixtures import migrate, throwaway_cluster, url_with_schema
+
+    root = Path(tempfile.mkdtemp(prefix="wangp-doorbell-log-"))  # not under tmp_path: the server runs as postgres
+    try:
+        with throwaway_cluster(root) as admin_url:
+            with _connect(admin_url) as admin:
+                admin.execute("CREATE SCHEMA bells")
+            url = url_with_schema(admin_url, "bells")
+            migrate(url)
+            with _connect(url) as sleeper, _connect(url) as ringer:
+                seen = sleeper.execute("SELECT worker_doorbell_register('w1')").fetchone()[0]
+                for _ in range(3):
+                    call = _wait(sleeper, "w1", seen)
+                    _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                    ringer.execute("SELECT tasks_ring_doorbell('w1', 'wake')")
+                    call.join(5)
+                    assert call.error is None and call.result == seen + 1
+                    seen = call.result
+                call = _wait(sleeper, "w1", seen)
+                _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                sleeper.cancel_safe()
+                call.join(5)
+                assert call.error is None and call.result == seen
+                # the same cancel of a plain statement is logged: the log is where this test looks
+                call = Call(sleeper, "SELECT pg_sleep(30)::text", ())
+                call.start()
+                _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                sleeper.cancel_safe()
+                call.join(5)
+                assert isinstance(call.error, psycopg.errors.QueryCanceled)
+            log = (root / "server.log").read_text()
+        assert log.count("canceling statement due to user request") == 1, log
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

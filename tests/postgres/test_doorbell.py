@@ -59,6 +59,24 @@ def _wait(conn: psycopg.Connection, worker_id: str, seen: int, seconds: float = 
     return call
 
 
+def _woken_by_an_insert(worker: PostgresTaskStore, producer) -> tuple[bool, float, str]:
+    """Worker w1 waits for work (up to 20 s, its fallback poll 10 s away) while the producer inserts a row:
+    whether it was woken, after how long, and the row's id."""
+    result: dict[str, float | bool] = {}
+
+    def idle() -> None:
+        started = time.monotonic()
+        result["woken"] = worker.wait_for_work("w1", resident_model=None, timeout=20, poll_interval=10)
+        result["seconds"] = time.monotonic() - started
+
+    waiter = threading.Thread(target=idle)
+    waiter.start()
+    time.sleep(0.3)
+    task_id = producer.add_task(NewTask("ping", {}))
+    waiter.join(10)
+    return bool(result.get("woken")), float(result.get("seconds", float("inf"))), task_id
+
+
 def test_a_ring_ends_the_sleep_at_once_with_the_new_count_and_no_error(postgres_store, postgres_schema_url):
     with _connect(postgres_schema_url) as sleeper, _connect(postgres_schema_url) as ringer:
         seen = sleeper.execute("SELECT worker_doorbell_register('w1')").fetchone()[0]
@@ -119,19 +137,8 @@ def test_an_idle_worker_waits_on_its_doorbell_and_an_insert_wakes_it(postgres_st
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event = 'PgSleep' "
                 "AND query LIKE '%%worker_doorbell_wait%%'", (admin.info.parameter_status("application_name"),)
             ).fetchone()[0] == 1)
-        result: dict[str, float | bool] = {}
-
-        def idle() -> None:
-            started = time.monotonic()
-            result["woken"] = worker.wait_for_work("w1", resident_model=None, timeout=20, poll_interval=10)
-            result["seconds"] = time.monotonic() - started
-
-        waiter = threading.Thread(target=idle)
-        waiter.start()
-        time.sleep(0.3)
-        task_id = postgres_store.add_task(NewTask("ping", {}))
-        waiter.join(10)
-        assert result["woken"] is True and result["seconds"] < 3.0
+        woken, seconds, task_id = _woken_by_an_insert(worker, postgres_store)
+        assert woken is True and seconds < 3.0
         claimed = worker.claim_next_task("w1", lease_seconds=30)
         assert claimed is not None and claimed.id == task_id
     finally:
@@ -156,19 +163,8 @@ def test_a_worker_the_server_may_not_ring_listens_instead_and_is_still_woken(pos
     try:
         assert worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10) is False
         assert isinstance(worker._listener, ChangeListener)
-        result: dict[str, float | bool] = {}
-
-        def idle() -> None:
-            started = time.monotonic()
-            result["woken"] = worker.wait_for_work("w1", resident_model=None, timeout=20, poll_interval=10)
-            result["seconds"] = time.monotonic() - started
-
-        waiter = threading.Thread(target=idle)
-        waiter.start()
-        time.sleep(0.3)
-        postgres_store.add_task(NewTask("ping", {}))
-        waiter.join(10)
-        assert result["woken"] is True and result["seconds"] < 3.0
+        woken, seconds, _ = _woken_by_an_insert(worker, postgres_store)
+        assert woken is True and seconds < 3.0
     finally:
         worker.close()
 
@@ -188,19 +184,8 @@ def test_a_doorbell_whose_connection_is_terminated_reconnects_and_still_wakes(po
         # the worker renews its idleness (the wake took it out of the idle set) and sleeps on the new doorbell
         assert isinstance(worker._listener, Doorbell)
         worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10)
-        result: dict[str, float | bool] = {}
-
-        def idle() -> None:
-            started = time.monotonic()
-            result["woken"] = worker.wait_for_work("w1", resident_model=None, timeout=20, poll_interval=10)
-            result["seconds"] = time.monotonic() - started
-
-        waiter = threading.Thread(target=idle)
-        waiter.start()
-        time.sleep(0.3)
-        postgres_store.add_task(NewTask("ping", {}))
-        waiter.join(10)
-        assert result["woken"] is True and result["seconds"] < 3.0
+        woken, seconds, _ = _woken_by_an_insert(worker, postgres_store)
+        assert woken is True and seconds < 3.0
     finally:
         worker.close()
 

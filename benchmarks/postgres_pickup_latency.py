@@ -1,5 +1,5 @@
-"""Insert → claim latency on an idle Postgres worker: LISTEN/NOTIFY wake-up vs polling at the default
-interval (10 s).
+"""Insert → claim latency on an idle Postgres worker: its wake-up (the doorbell, migration 027; LISTEN
+before it) vs polling at the default interval (10 s).
 
 Runs a real `worker.py --db-url ...` process (poll interval 10 s) and times each row from its created_at to
 its generation_started_at (both from the server's clock). The bare alternative is a loop that claims and,
@@ -51,7 +51,7 @@ def main(rows: int, bare_rows: int, bare_interval: float, shapes: str, url: str)
 
     medians = {}
     for shape, latencies in worker_runs.items():
-        medians[shape], bare_median = report(f"worker.py LISTEN/NOTIFY, {shape} table (poll interval 10 s)",
+        medians[shape], bare_median = report(f"worker.py wake-up (doorbell), {shape} table (poll interval 10 s)",
                                              latencies, bare, bare_interval)
         print(f"{shape}: ratio bare/worker (median): {bare_median / medians[shape]:.0f}x; "
               f"target median < 50 ms: {'met' if medians[shape] < 0.05 else 'NOT met'}")

@@ -26,13 +26,21 @@ BUSY_RETRIES = 25
 
 _REGISTER = "SELECT worker_doorbell_register(%s) AS rung"
 _WAIT = "SELECT worker_doorbell_wait(%s, %s, %s) AS rung"
+# a token worker (--supabase-access-token over a direct connection): the user_* wrappers, the token first
+_USER_REGISTER = "SELECT user_worker_doorbell_register(%s, %s) AS rung"
+_USER_WAIT = "SELECT user_worker_doorbell_wait(%s, %s, %s, %s) AS rung"
 
 
 class Doorbell(WakeSource):
     def __init__(self, conninfo: str, connect_kwargs: dict[str, Any], worker_id: str, *,
-                 first_version: int = 0, wait_seconds: float = DOORBELL_WAIT_SECONDS) -> None:
+                 access_token: str | None = None, first_version: int = 0,
+                 wait_seconds: float = DOORBELL_WAIT_SECONDS) -> None:
         super().__init__(conninfo, connect_kwargs, first_version=first_version, name="pg-doorbell")
         self.worker_id = worker_id
+        if access_token is None:
+            self._register_sql, self._wait_sql, self._key = _REGISTER, _WAIT, (worker_id,)
+        else:
+            self._register_sql, self._wait_sql, self._key = _USER_REGISTER, _USER_WAIT, (access_token, worker_id)
         self.wait_seconds = wait_seconds
         # why ringing cannot reach this connection (the store LISTENs instead), once the server has said so
         self.refused: str | None = None
@@ -69,7 +77,7 @@ class Doorbell(WakeSource):
 
     def _register(self, conn: psycopg.Connection) -> int | None:
         for _ in range(BUSY_RETRIES):
-            rung = _value(conn.execute(_REGISTER, (self.worker_id,)))
+            rung = _value(conn.execute(self._register_sql, self._key))
             if rung is None:
                 return self._refuse("the server may not cancel this connection's statements (the migrations' "
                                     "owner cannot signal this role's sessions)")
@@ -91,7 +99,7 @@ class Doorbell(WakeSource):
         rung = self._rung
         while not self._stopped.is_set():
             try:
-                now = _value(conn.execute(_WAIT, (self.worker_id, rung, float(self.wait_seconds))))
+                now = _value(conn.execute(self._wait_sql, (*self._key, rung, float(self.wait_seconds))))
             except psycopg.errors.QueryCanceled:
                 continue  # a ring that landed outside the wait's guard: the next wait settles and reads it
             if now is None:  # the worker's row was deleted (by hand): register again, which restores it

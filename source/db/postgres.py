@@ -98,8 +98,7 @@ class PostgresTaskStore(RpcTaskStore):
         if doorbell and (wake != "one" or listen is False):
             raise ValueError("doorbell=True needs wake='one' and a waiting connection (listen not False): "
                              "without one the worker polls its wake marker")
-        # token workers reach only the user_* functions, which have no doorbell: they LISTEN
-        self.doorbell = doorbell is not False and wake == "one" and self.listen and access_token is None
+        self.doorbell = doorbell is not False and wake == "one" and self.listen
         self._doorbell_refused = False
         self._first_version = 0  # where a replacing waiting connection's counter starts
         self._conninfo = url
@@ -328,7 +327,8 @@ class PostgresTaskStore(RpcTaskStore):
             if current is not None:
                 first_version = current.version + 1
                 current.close()
-            self._listener = Doorbell(self._conninfo, self._connect_kwargs, worker_id, first_version=first_version)
+            self._listener = Doorbell(self._conninfo, self._connect_kwargs, worker_id, access_token=self.access_token,
+                                      first_version=first_version)
             return self._listener
 
     def _ensure_listener(self) -> WakeSource | None:

@@ -234,6 +234,10 @@ def test_an_idle_token_worker_joins_the_wake_one_set_and_is_woken_for_its_users_
         assert worker.claimed[1] == row and time.monotonic() - started < 3.0
         time.sleep(0.5)
         assert worker.claims - claims_before <= 3  # woken once, not polling the table with claims
+        if transport == "direct":  # by its doorbell (user_worker_doorbell_*), not a LISTEN of its own
+            from source.db.pg_doorbell import Doorbell
+
+            assert isinstance(store._listener, Doorbell) and store._listener.refused is None
     finally:
         worker.finish()
     if transport == "api":

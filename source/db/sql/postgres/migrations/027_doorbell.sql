@@ -170,6 +170,28 @@ BEGIN
 END
 $$;
 
+-- Token workers over a direct connection (025, 026): the same doorbell, under worker ids of the token's own
+-- user. (Executable by anyone, like every user_* function: the token is the check.)
+CREATE OR REPLACE FUNCTION user_worker_doorbell_register(p_token text, p_worker_id text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    me text := tasks_token_worker(p_token, p_worker_id);  -- an invalid token or another's id stops here
+    rung bigint := worker_doorbell_register(p_worker_id);
+BEGIN
+    UPDATE workers SET owner_user_id = me WHERE id = p_worker_id AND owner_user_id IS DISTINCT FROM me;
+    RETURN rung;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION user_worker_doorbell_wait(
+    p_token text, p_worker_id text, p_seen bigint, p_seconds double precision) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    PERFORM tasks_token_worker(p_token, p_worker_id);
+    RETURN worker_doorbell_wait(p_worker_id, p_seen, p_seconds);
+END
+$$;
+
 SELECT tasks_add_worker_functions(ARRAY[
     'tasks_doorbell_key', 'tasks_may_cancel', 'worker_doorbell_register', 'tasks_doorbell_settle',
     'worker_doorbell_wait', 'tasks_ring_doorbell']);

@@ -13,6 +13,8 @@ from source.db.row_check import MAX_TASK_ID_CHARS, RowReader, shown
 from source.errors import InvalidParams
 
 MAX_PARAMS_CHARS = 1_000_000
+# params deeper than Python's JSON parser goes (about 1,000 levels)
+NESTED_TOO_DEEPLY = "params is nested too deeply to parse"
 # Both backends store priority and attempts as 32-bit integers (Postgres ``integer``).
 INT32 = (-(2**31), 2**31 - 1)
 
@@ -146,7 +148,7 @@ class Task:
         except json.JSONDecodeError as exc:
             raise InvalidParams(f"params is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
         except RecursionError:
-            raise InvalidParams("params is nested too deeply to parse") from None
+            raise InvalidParams(NESTED_TOO_DEEPLY) from None
         if not isinstance(value, dict):
             raise InvalidParams(f"params must be a JSON object, got {_json_type_name(value)}")
         return value

@@ -14,6 +14,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    NESTED_TOO_DEEPLY,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -46,6 +47,8 @@ TOKEN_FUNCTIONS = frozenset({
     "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks", "retry_later",
     # 025: the wake-one idle registry (011) and the fleet's housekeeping turns
     "worker_idle", "worker_busy", "worker_woken", "tasks_worker_channel", "tasks_housekeeping_turn",
+    # 028: a claimed row the API's JSON could not carry
+    "fail_undecodable_claim",
 })
 
 # "one": the dispatcher wakes one registered idle worker per claimable row (migration 011); "all": every idle
@@ -190,11 +193,19 @@ class RpcTaskStore(ABC):
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
-            rows = self._rows(
-                "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
-                p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
-                p_affinity_window_seconds=float(affinity_window_seconds), **capability_params(capabilities),
-            )
+            try:
+                rows = self._rows(
+                    "claim_next_task", p_worker_id=worker_id, p_lease_seconds=float(lease_seconds),
+                    p_resident_model=resident_model, p_resident_task_types=list(resident_task_types),
+                    p_affinity_window_seconds=float(affinity_window_seconds), **capability_params(capabilities),
+                )
+            except RecursionError:  # the API's JSON answer nests too deeply for Python's parser (028)
+                failed = self._value("fail_undecodable_claim", p_worker_id=worker_id,
+                                     p_error_message=NESTED_TOO_DEEPLY)
+                if failed is None:
+                    raise
+                log.warning("task_failed_at_claim", task_id=failed, error=NESTED_TOO_DEEPLY)
+                continue
             if not rows:
                 return None
             task = self._row_to_task(rows[0])

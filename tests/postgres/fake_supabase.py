@@ -89,10 +89,12 @@ class FakeSupabase:
                 sql.SQL(", ").join(sql.SQL("{} => (SELECT {} FROM pgrst_args)").format(sql.Identifier(n),
                                                                                       sql.Identifier(n))
                                    for n in args))
+            # the JSON text as the server wrote it, passed through untouched like PostgREST does (a value
+            # nested deeper than Python's parser goes reaches the client as it would from Supabase)
             if found["returns_set"] or found["returns_composite"]:
-                body = sql.SQL("SELECT COALESCE(json_agg(r), '[]'::json) AS body FROM {} AS r").format(call)
+                body = sql.SQL("SELECT COALESCE(json_agg(r), '[]'::json)::text AS body FROM {} AS r").format(call)
             else:
-                body = sql.SQL("SELECT to_json({}) AS body").format(call)
+                body = sql.SQL("SELECT to_json({})::text AS body").format(call)
             query = (sql.SQL("WITH pgrst_args AS (SELECT * FROM json_to_record(%s::json) AS x({})) ").format(record_type)
                      if args else sql.SQL("")) + body
             try:
@@ -107,7 +109,7 @@ class FakeSupabase:
                 return 503, {"code": "PGRST001", "message": str(exc), "details": None, "hint": None}
             except psycopg.Error as exc:
                 return 400, {"code": exc.sqlstate or "XX000", "message": str(exc), "details": None, "hint": None}
-        return 200, row["body"]
+        return 200, row["body"].encode()
 
     # -- Storage -------------------------------------------------------------------------------------
     def store_object(self, bucket: str, path: str, data: bytes, upsert: bool) -> tuple[int, Any]:

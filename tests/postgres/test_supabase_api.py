@@ -4,6 +4,7 @@ PostgREST/Storage stand-in that runs the real SQL functions on the real Postgres
 from __future__ import annotations
 
 import httpx
+import psycopg
 import pytest
 
 from source.db.config import SchemaOutdated, StoreUnavailable
@@ -117,3 +118,20 @@ def test_supabase_service_key_is_an_alias_of_the_service_role_key(fake_supabase,
                         env={"SUPABASE_URL": fake_supabase.url, "SUPABASE_SERVICE_KEY": SERVICE_KEY}, timeout=120)
     assert result.returncode == 0, result.stderr
     assert supabase_api_store.get_task(task_id).status is TaskStatus.COMPLETE
+
+
+def test_a_claimed_row_nested_too_deeply_for_the_apis_json_is_failed_saying_so_and_the_next_runs(
+        fake_supabase, supabase_api_store, postgres_schema_url):
+    """Over the API the claimed row arrives as JSON, parsed by Python: params nested 5,000 levels cannot be
+    read there. The row is failed at once with the reason (not left to its lease) and the next row claimed."""
+    deep = '{"a": ' * 5000 + "1" + "}" * 5000
+    bad = supabase_api_store.add_task(NewTask("ping", {}, priority=5))
+    good = supabase_api_store.add_task(NewTask("ping", {"message": "fine"}))
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        conn.execute("UPDATE tasks SET params = %s::jsonb WHERE id = %s", (deep, bad))
+    claimed = supabase_api_store.claim_next_task("w-api", lease_seconds=30)
+    assert claimed is not None and claimed.id == good
+    with psycopg.connect(postgres_schema_url, autocommit=True) as conn:
+        status, error, lease = conn.execute("SELECT status, error_message, lease_expires_at FROM tasks WHERE id = %s",
+                                            (bad,)).fetchone()
+    assert (status, error, lease) == ("Failed", "params is nested too deeply to parse", None)

@@ -326,3 +326,18 @@ def test_a_token_workers_metrics_page_answers_with_the_queue_depth_unknown(token
     finally:
         store.close()
     assert "worker_queue_depth NaN" in page and "worker_loop_last_tick_seconds" in page
+
+
+def test_a_token_worker_fails_the_row_its_undecodable_claim_gave_it(token_db, low_privilege_url):
+    """Migration 028 through the token wrapper: the row the worker's last claim holds ends Failed."""
+    store = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        claimed = store.claim_next_task("alice-gpu", lease_seconds=30)
+        assert claimed is not None and claimed.id == token_db["alice_task"]
+        failed = store._value("fail_undecodable_claim", p_worker_id="alice-gpu", p_error_message="too deep")
+        assert failed == claimed.id
+        row = store.get_task(claimed.id)
+        assert row.status is TaskStatus.FAILED and row.error_message == "too deep"
+        assert store._value("fail_undecodable_claim", p_worker_id="alice-gpu", p_error_message="x") is None
+    finally:
+        store.close()

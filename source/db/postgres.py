@@ -1,13 +1,14 @@
 """Postgres task store over a direct connection (psycopg 3): many workers on one database, claims through
-the SQL functions, wake-up through LISTEN/NOTIFY, reconnects with backoff.
+the SQL functions, wake-up by a doorbell or LISTEN/NOTIFY, reconnects with backoff.
 
 Connection budget per worker: ``max_connections`` (default 1) for claims, heartbeats, progress and results,
 plus one waiting connection (none behind Supabase's transaction pooler or with ``listen=False``: the worker
 polls instead; worker.py --db-max-connections, --wake-mode).
 Wake-one (default): an idle worker registers in ``workers`` and only the worker the dispatcher chose is
 woken: its waiting connection sleeps on its doorbell (migration 027; pg_doorbell.py), or LISTENs on its own
-channel (011) where the server cannot ring it or with ``doorbell=False``; wake-all (``wake="all"``): every idle worker wakes on every
-insert and looks at the table (the design before 011, kept for comparison and for older schemas)."""
+channel (011) where the server cannot ring it or with ``doorbell=False``; wake-all (``wake="all"``): every
+idle worker wakes on every insert and looks at the table (the design before 011, kept for comparison and for
+older schemas)."""
 
 from __future__ import annotations
 
@@ -262,8 +263,8 @@ class PostgresTaskStore(RpcTaskStore):
 
     # -- wake-up -------------------------------------------------------------------------------------
     def wait_for_change(self, timeout: float, stop: threading.Event | None = None) -> bool:
-        """Wake-up by the waiting connection (LISTEN, or the worker's doorbell). Each thread remembers the last change it saw, so a change between two calls
-        is not missed. Wake-one, once the store claims or waits as a worker: only what concerns that worker
+        """Wake-up by the waiting connection (LISTEN, or the worker's doorbell). Each thread remembers the
+        last change it saw, so a change between two calls is not missed. Wake-one, once the store claims or waits as a worker: only what concerns that worker
         (it was chosen for a row, its row was cancelled or deleted). Without a waiting connection (transaction
         pooler, server away) it reports a possible change every second and the caller looks at the table."""
         listener = self._ensure_listener()

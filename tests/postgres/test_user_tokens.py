@@ -341,3 +341,27 @@ def test_a_token_worker_fails_the_row_its_undecodable_claim_gave_it(token_db, lo
         assert store._value("fail_undecodable_claim", p_worker_id="alice-gpu", p_error_message="x") is None
     finally:
         store.close()
+
+
+def test_the_dispatcher_wakes_an_idle_worker_of_the_rows_own_user_not_the_longest_idle_one(
+        token_db, low_privilege_url):
+    """Bob's token worker has been idle longest, but it cannot claim Alice's row: Alice's worker (or a service
+    worker) is the one woken. Before migration 027 the longest idle was chosen, claimed nothing, and the row
+    waited for another worker's next idle renewal."""
+    bob = PostgresTaskStore(low_privilege_url, access_token=BOB_TOKEN)
+    alice = PostgresTaskStore(low_privilege_url, access_token=ALICE_TOKEN)
+    try:
+        for store, worker_id in ((bob, "bob-gpu"), (alice, "alice-gpu")):
+            while store.claim_next_task(worker_id, lease_seconds=30) is not None:
+                pass  # their own queued rows first
+            store.wait_for_work(worker_id, resident_model=None, timeout=0.01, poll_interval=30)
+            time.sleep(0.05)  # bob first: the longer idle
+        assert _idle_since(token_db, "bob-gpu") < _idle_since(token_db, "alice-gpu")
+        _add_row(token_db, "alice")
+        with psycopg.connect(token_db["url"], autocommit=True) as conn:
+            woken = dict(conn.execute("SELECT id, woken_at IS NOT NULL FROM workers WHERE id IN "
+                                      "('alice-gpu', 'bob-gpu')").fetchall())
+        assert woken == {"alice-gpu": True, "bob-gpu": False}
+    finally:
+        alice.close()
+        bob.close()

@@ -117,12 +117,48 @@ BEGIN
 END
 $$;
 
--- 023's dispatcher and change trigger, ringing instead of notifying (otherwise unchanged).
-CREATE OR REPLACE FUNCTION tasks_wake_idle_workers(p_models text[], p_task_types text[] DEFAULT NULL)
+-- The user a row's project belongs to (NULL without a projects(id, user_id) table, or for a row of no
+-- project): a token worker (025, 026) can only claim rows of its own user's projects.
+-- One primary-key probe per row: the id compared in projects.id's own type (a text that is not a uuid
+-- names no project of a uuid-keyed table, and never makes the insert fail).
+DO $$
+DECLARE
+    body text := 'SELECT NULL::text';
+    id_type text;
+BEGIN
+    IF to_regclass('projects') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('projects') AND attname = 'user_id'
+                   AND NOT attisdropped) THEN
+        SELECT format_type(a.atttypid, NULL) INTO id_type FROM pg_attribute AS a
+        WHERE a.attrelid = to_regclass('projects') AND a.attname = 'id' AND NOT a.attisdropped;
+        body := CASE
+            WHEN id_type = 'uuid' THEN
+                'SELECT p.user_id::text FROM projects AS p WHERE p.id = (CASE WHEN p_project_id ~* '
+                || quote_literal('^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$')
+                || ' THEN p_project_id::uuid END)'
+            WHEN id_type IN ('text', 'character varying') THEN
+                'SELECT p.user_id::text FROM projects AS p WHERE p.id = p_project_id'
+            ELSE 'SELECT p.user_id::text FROM projects AS p WHERE p.id::text = p_project_id'
+        END;
+    END IF;
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION tasks_project_user(p_project_id text) RETURNS text
+        LANGUAGE sql STABLE SET search_path FROM CURRENT AS $b$ %s $b$ $f$, body);
+END
+$$;
+
+-- 023's dispatcher, ringing instead of notifying, and choosing only a worker that may claim the row: a
+-- service worker (no owner) or a token worker of the row's own user. Before, a token worker woken for another
+-- user's row claimed nothing, and the row waited for the next idle renewal of a worker that could take it.
+-- p_users: each row's user (tasks_project_user); NULL (the argument) keeps 023's choice among every worker.
+DROP FUNCTION IF EXISTS tasks_wake_idle_workers(text[], text[]);
+CREATE OR REPLACE FUNCTION tasks_wake_idle_workers(
+    p_models text[], p_task_types text[] DEFAULT NULL, p_users text[] DEFAULT NULL)
 RETURNS integer LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 DECLARE
     wanted text;
     wanted_type text;
+    wanted_user text;
     chosen text;
     woken integer := 0;
 BEGIN
@@ -133,15 +169,18 @@ BEGIN
     FOR i IN 1..cardinality(p_models) LOOP
         wanted := p_models[i];
         wanted_type := p_task_types[i];
+        wanted_user := p_users[i];
         UPDATE workers AS w SET idle_since = NULL, idle_expires_at = NULL, woken_at = clock_timestamp()
         WHERE w.id = COALESCE(
             (SELECT m.id FROM workers AS m
              WHERE wanted IS NOT NULL AND m.idle_since IS NOT NULL AND m.resident_model = wanted
                AND m.idle_expires_at > now() AND tasks_worker_accepts(m.capabilities, wanted_type, wanted)
+               AND (p_users IS NULL OR m.owner_user_id IS NULL OR m.owner_user_id = wanted_user)
              ORDER BY m.idle_since LIMIT 1),
             (SELECT a.id FROM workers AS a
              WHERE a.idle_since IS NOT NULL AND a.idle_expires_at > now()
                AND tasks_worker_accepts(a.capabilities, wanted_type, wanted)
+               AND (p_users IS NULL OR a.owner_user_id IS NULL OR a.owner_user_id = wanted_user)
              ORDER BY a.idle_since LIMIT 1))
         RETURNING w.id INTO chosen;
         CONTINUE WHEN NOT FOUND;  -- nobody idle can run this row; a later one may suit another worker
@@ -149,6 +188,24 @@ BEGIN
         woken := woken + 1;
     END LOOP;
     RETURN woken;
+END
+$$;
+
+-- The three places that wake workers pass each row's user beside its model and task type.
+CREATE OR REPLACE FUNCTION tasks_dispatch_inserted() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    models text[];
+    task_types text[];
+    users text[];
+BEGIN
+    SELECT array_agg(n.params ->> 'model' ORDER BY n.priority DESC, n.created_at),
+           array_agg(n.task_type ORDER BY n.priority DESC, n.created_at),
+           array_agg(tasks_project_user(n.project_id::text) ORDER BY n.priority DESC, n.created_at)
+    INTO models, task_types, users
+    FROM new_rows AS n WHERE n.status = 'Queued' AND NOT n.blocked_by_dependency;
+    PERFORM tasks_wake_idle_workers(models, task_types, users);
+    RETURN NULL;
 END
 $$;
 
@@ -162,9 +219,34 @@ BEGIN
         RETURN NULL;
     END IF;
     IF NEW.status = 'Queued' AND NOT NEW.blocked_by_dependency THEN
-        PERFORM tasks_wake_idle_workers(ARRAY[NEW.params ->> 'model'], ARRAY[NEW.task_type]);
+        PERFORM tasks_wake_idle_workers(ARRAY[NEW.params ->> 'model'], ARRAY[NEW.task_type],
+                                        ARRAY[tasks_project_user(NEW.project_id::text)]);
     ELSIF NEW.status = 'Cancelled' AND OLD.worker_id IS NOT NULL THEN
         PERFORM tasks_ring_doorbell(OLD.worker_id::text, 'task');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION tasks_unblock_dependants() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    models text[];
+    task_types text[];
+    users text[];
+BEGIN
+    WITH unblocked AS (
+        UPDATE tasks SET blocked_by_dependency = false
+        WHERE dependant_on = NEW.id AND blocked_by_dependency
+        RETURNING params ->> 'model' AS model, task_type, status, project_id::text AS project_id
+    )
+    SELECT array_agg(u.model) FILTER (WHERE u.status = 'Queued'),
+           array_agg(u.task_type) FILTER (WHERE u.status = 'Queued'),
+           array_agg(tasks_project_user(u.project_id)) FILTER (WHERE u.status = 'Queued')
+    INTO models, task_types, users FROM unblocked AS u;
+    IF models IS NOT NULL THEN
+        PERFORM pg_notify('tasks_changed', TG_TABLE_SCHEMA);  -- workers of earlier versions
+        PERFORM tasks_wake_idle_workers(models, task_types, users);
     END IF;
     RETURN NULL;
 END
@@ -194,7 +276,7 @@ $$;
 
 SELECT tasks_add_worker_functions(ARRAY[
     'tasks_doorbell_key', 'tasks_may_cancel', 'worker_doorbell_register', 'tasks_doorbell_settle',
-    'worker_doorbell_wait', 'tasks_ring_doorbell']);
+    'worker_doorbell_wait', 'tasks_ring_doorbell', 'tasks_project_user']);
 
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer
 LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS $$

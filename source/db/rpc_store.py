@@ -47,8 +47,8 @@ TOKEN_FUNCTIONS = frozenset({
     "register_worker", "touch_worker", "requeue_task_on_shutdown", "fail_unrunnable_tasks", "retry_later",
     # 025: the wake-one idle registry (011) and the fleet's housekeeping turns
     "worker_idle", "worker_busy", "worker_woken", "tasks_worker_channel", "tasks_housekeeping_turn",
-    # 028: a claimed row the API's JSON could not carry
-    "fail_undecodable_claim",
+    # 028: a claimed row the API's JSON could not carry; 029: --legacy-output-location for housekeeping
+    "fail_undecodable_claim", "tasks_errors_to_output_location",
 })
 
 # "one": the dispatcher wakes one registered idle worker per claimable row (migration 011); "all": every idle
@@ -306,6 +306,11 @@ class RpcTaskStore(ABC):
     def requeue_task(self, task_id: str, worker_id: str, *, free_requeues: int = 3) -> bool:
         return self._flag("requeue_task_on_shutdown", p_task_id=task_id, p_worker_id=worker_id,
                           p_free_requeues=free_requeues)
+
+    def errors_to_output_location(self, task_ids: Sequence[str]) -> int:
+        if not task_ids:
+            return 0
+        return int(self._value("tasks_errors_to_output_location", p_task_ids=list(task_ids)))
 
     def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
         return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]

@@ -412,6 +412,13 @@ class SqliteTaskStore:
             changed += len(rows)
         return changed
 
+    def errors_to_output_location(self, task_ids: Sequence[str]) -> int:
+        if not task_ids:
+            return 0
+        with self._write() as conn:
+            return len(conn.execute(self._q("errors_to_output_location"), {"ids": json.dumps(list(task_ids))}
+                                    ).fetchall())
+
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:
             return conn.execute(self._q(query), params).fetchone() is not None

@@ -116,6 +116,11 @@ class TaskStore(Protocol):
         looks for, a dependency cycle (``dependency cycle: a → b → a``), awaiting children it does not have,
         a dependency that is not text. Rows behind them then fail by ``fail_orphaned_dependants``."""
 
+    def errors_to_output_location(self, task_ids: Sequence[str]) -> int:
+        """--legacy-output-location for rows housekeeping failed (a cascade, used-up leases, the sweep): the
+        Failed ones among ``task_ids`` get their error_message in output_location too, where frontends written
+        for the older worker read it. Returns how many rows changed."""
+
     # -- orchestration: a parent row creates children, parks, and is finished by them ---------------
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         """Insert Queued children of ``parent_task_id`` in one transaction and return their ids, in order.

@@ -302,17 +302,22 @@ class Worker:
         self._next_housekeeping = now + self.settings.housekeeping_interval
         self._touch(None)
         try:
+            failed: list[str] = []
             leases = self._my_turn("leases", self.settings.housekeeping_turn_seconds)
             if leases:
                 for reclaim in self.store.reclaim_expired_leases():
                     self.log.warning("lease_reclaimed", task_id=reclaim.task_id,
                                      new_status=reclaim.new_status.value, attempts=reclaim.attempts)
+                    if reclaim.new_status is TaskStatus.FAILED:
+                        failed.append(reclaim.task_id)
             sweep = now >= self._next_unrunnable_sweep
             if sweep:
                 self._next_unrunnable_sweep = now + UNRUNNABLE_SWEEP_SECONDS
                 sweep = self._my_turn("unrunnable", HOUSEKEEPING_TURN_SHARE * UNRUNNABLE_SWEEP_SECONDS)
                 for unrunnable in self.store.fail_unrunnable_tasks() if sweep else ():
                     self.log.warning("task_unrunnable", task_id=unrunnable.task_id, error=unrunnable.reason)
+                    failed.append(unrunnable.task_id)
+            self._errors_for_older_frontends(failed)
             if leases or sweep:  # rows behind what just failed fail with it, in the same round
                 self._cascade_dependency_failures()
             self._starting = False
@@ -328,9 +333,17 @@ class Worker:
         return taken or self._starting
 
     def _cascade_dependency_failures(self) -> None:
-        for failure in self.store.fail_orphaned_dependants():
+        failures = self.store.fail_orphaned_dependants()
+        for failure in failures:
             self.log.warning("dependency_failed", task_id=failure.task_id, dependency_id=failure.dependency_id,
                              cascade=failure.kind.value)
+        self._errors_for_older_frontends([failure.task_id for failure in failures])
+
+    def _errors_for_older_frontends(self, failed_task_ids: list[str]) -> None:
+        """--legacy-output-location: rows housekeeping failed carry their error in output_location too, as the
+        rows this worker fails itself do (only the Failed ones change: a cascade may cancel instead)."""
+        if self.settings.legacy_output_location and failed_task_ids:
+            self.store.errors_to_output_location(failed_task_ids)
 
     # -- running one task ----------------------------------------------------------------------------
     def _process(self, task: Task) -> None:

@@ -85,3 +85,27 @@ def test_switches_are_off_by_default(sqlite_store, tmp_path):
     run_in_process(sqlite_store, tmp_path / "out")
     row = sqlite_store.get_task(broken)
     assert row.status is TaskStatus.FAILED and row.output_location is None
+
+
+def test_legacy_output_location_reaches_the_rows_housekeeping_fails_too(store, tmp_path):
+    """Every backend: a row failed by the dependency cascade (not by its own run) carries its error in
+    output_location as well; without the switch it does not."""
+    broken = store.add_task(NewTask("t2v", {**T2V, "video_length": "many"}))
+    behind = store.add_task(NewTask("ping", {}, dependant_on=broken))
+    run_in_process(store, tmp_path / "out", legacy_output_location=True)
+    row = store.get_task(behind)
+    assert row.status is TaskStatus.FAILED and broken in row.error_message
+    assert row.output_location == row.error_message
+
+
+def test_errors_to_output_location_changes_only_failed_rows(store):
+    failed = store.add_task(NewTask("ping", {}))
+    done = store.add_task(NewTask("ping", {}))
+    for task_id in (failed, done):
+        assert store.claim_next_task("w", lease_seconds=30).id == task_id
+    assert store.fail_task(failed, "w", error_message="boom")
+    assert store.complete_task(done, "w", output_location="/out/done.json", result=None)
+    assert store.errors_to_output_location([failed, done, "00000000-0000-4000-8000-000000000000"]) == 1
+    assert store.get_task(failed).output_location == "boom"
+    assert store.get_task(done).output_location == "/out/done.json"
+    assert store.errors_to_output_location([failed]) == 0  # already there

@@ -526,3 +526,10 @@ VALUES (:job, (julianday('now') - 2440587.5) * 86400.0, :worker_id)
 ON CONFLICT (job) DO UPDATE SET last_run_at = excluded.last_run_at, last_worker_id = excluded.last_worker_id
 WHERE tasks_housekeeping.last_run_at <= excluded.last_run_at - :interval_seconds
 RETURNING 1;
+
+-- name: errors_to_output_location
+-- --legacy-output-location for rows housekeeping failed: the error text where older frontends read it.
+UPDATE tasks SET output_location = error_message
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'Failed' AND error_message IS NOT NULL
+  AND output_location IS NOT error_message
+RETURNING id;

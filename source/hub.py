@@ -17,12 +17,32 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def fetch_hub_file(repo: str, filename: str, *, what: str, revision: str | None = None) -> Path:
-    """The cached local path of ``repo/filename``; downloaded when missing unless the hub is offline."""
+def fetch_hub_file(repo: str, filename: str, *, what: str, revision: str | None = None,
+                   max_bytes: int | None = None) -> Path:
+    """The cached local path of ``repo/filename``; downloaded when missing unless the hub is offline.
+    ``max_bytes``: a file the hub says is larger is refused before a byte of it is downloaded (a row naming
+    a model's 20 GB weights as its LoRA must not fill the disk first)."""
     from huggingface_hub import hf_hub_download
 
-    return _fetch(repo, filename, what, lambda local_only: hf_hub_download(
-        repo, filename, revision=revision, local_files_only=local_only))
+    def download(local_only: bool) -> str:
+        if not local_only and max_bytes is not None:
+            _refuse_if_larger(repo, filename, revision, max_bytes, what)
+        return hf_hub_download(repo, filename, revision=revision, local_files_only=local_only)
+
+    return _fetch(repo, filename, what, download)
+
+
+class HubFileTooLarge(ModelUnavailable):
+    """The hub says the file is larger than the caller accepts: refused, not downloaded."""
+
+
+def _refuse_if_larger(repo: str, filename: str, revision: str | None, max_bytes: int, what: str) -> None:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    size = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision)).size
+    if size is not None and size > max_bytes:
+        raise HubFileTooLarge(f"{what} hub repo {repo!r}, file {filename!r} is {size} bytes; the limit is "
+                              f"{max_bytes} bytes: not downloaded")
 
 
 def fetch_hub_snapshot(repo: str, *, what: str, allow_patterns: list[str], revision: str | None = None) -> Path:
@@ -54,6 +74,8 @@ def fetch_cached(key: tuple[str, ...], download: Callable[[bool], str],
         raise unavailable(why) from cached_error
     try:
         return Path(download(False))
+    except HubFileTooLarge:
+        raise  # the answer itself, not a failure to reach the hub
     except Exception as exc:  # offline, 404, auth, network: all mean "not available here"
         why = f"the hub could not be reached ({type(exc).__name__}: {str(exc)[:200]})" + access_hint(exc, repo)
         if is_transient_hub_error(exc):  # not remembered: a later attempt of the row may well succeed

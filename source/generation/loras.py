@@ -141,7 +141,8 @@ def fetch_lora(source: str, lora_dir: Path, inputs: TaskInputs | None = None) ->
     label = _label(source)
     hub = _HUB_URL.match(source)
     if hub:
-        fetched = fetch_hub_file(hub["repo"], hub["file"], what=f"LoRA {source}:", revision=hub["rev"])
+        fetched = fetch_hub_file(hub["repo"], hub["file"], what=f"LoRA {source}:", revision=hub["rev"],
+                                 max_bytes=MAX_LORA_BYTES)
         log.info("lora_fetched", repo=hub["repo"], file=hub["file"])
         return cached_lora_name(_cache(fetched, lora_dir.name, source), label)
     if is_url(source):

@@ -160,7 +160,7 @@ DECLARE
     wanted_type text;
     wanted_user text;
     chosen text;
-    woken integer := 0;
+    rung text[] := '{}';
 BEGIN
     IF COALESCE(cardinality(p_models), 0) = 0 THEN
         RETURN 0;
@@ -184,10 +184,13 @@ BEGIN
              ORDER BY a.idle_since LIMIT 1))
         RETURNING w.id INTO chosen;
         CONTINUE WHEN NOT FOUND;  -- nobody idle can run this row; a later one may suit another worker
-        PERFORM tasks_ring_doorbell(chosen, 'wake');
-        woken := woken + 1;
+        rung := rung || chosen;
     END LOOP;
-    RETURN woken;
+    -- Rung together once all are chosen: a rung worker's wait blocks until this transaction commits, and a
+    -- lock wait longer than deadlock_timeout (1 s) runs Postgres's deadlock check (a bulk insert choosing
+    -- 1,000 workers one by one on a busy server could keep the first ones waiting that long).
+    PERFORM tasks_ring_doorbell(worker, 'wake') FROM unnest(rung) AS worker;
+    RETURN cardinality(rung);
 END
 $$;
 

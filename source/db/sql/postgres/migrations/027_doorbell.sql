@@ -150,37 +150,38 @@ $$;
 -- 023's dispatcher, ringing instead of notifying, and choosing only a worker that may claim the row: a
 -- service worker (no owner) or a token worker of the row's own user. Before, a token worker woken for another
 -- user's row claimed nothing, and the row waited for the next idle renewal of a worker that could take it.
--- p_users: each row's user (tasks_project_user); NULL (the argument) keeps 023's choice among every worker.
+-- It now takes the rows' ids and reads what each needs of a worker (model, task type, user) itself, highest
+-- priority first, instead of each trigger assembling three parallel arrays.
 DROP FUNCTION IF EXISTS tasks_wake_idle_workers(text[], text[]);
-CREATE OR REPLACE FUNCTION tasks_wake_idle_workers(
-    p_models text[], p_task_types text[] DEFAULT NULL, p_users text[] DEFAULT NULL)
-RETURNS integer LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
+CREATE OR REPLACE FUNCTION tasks_wake_idle_workers(p_task_ids text[]) RETURNS integer
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 DECLARE
-    wanted text;
-    wanted_type text;
-    wanted_user text;
+    row_needs record;
     chosen text;
     rung text[] := '{}';
 BEGIN
-    IF COALESCE(cardinality(p_models), 0) = 0 THEN
+    IF COALESCE(cardinality(p_task_ids), 0) = 0 THEN
         RETURN 0;
     END IF;
     PERFORM tasks_dispatch_lock();
-    FOR i IN 1..cardinality(p_models) LOOP
-        wanted := p_models[i];
-        wanted_type := p_task_types[i];
-        wanted_user := p_users[i];
+    FOR row_needs IN
+        SELECT t.params ->> 'model' AS model, t.task_type, tasks_project_user(t.project_id::text) AS user_id
+        FROM tasks AS t
+        WHERE t.id = ANY (p_task_ids::tasks_id_t[]) AND t.status = 'Queued' AND NOT t.blocked_by_dependency
+        ORDER BY t.priority DESC, t.created_at
+    LOOP
         UPDATE workers AS w SET idle_since = NULL, idle_expires_at = NULL, woken_at = clock_timestamp()
         WHERE w.id = COALESCE(
             (SELECT m.id FROM workers AS m
-             WHERE wanted IS NOT NULL AND m.idle_since IS NOT NULL AND m.resident_model = wanted
-               AND m.idle_expires_at > now() AND tasks_worker_accepts(m.capabilities, wanted_type, wanted)
-               AND (p_users IS NULL OR m.owner_user_id IS NULL OR m.owner_user_id = wanted_user)
+             WHERE row_needs.model IS NOT NULL AND m.idle_since IS NOT NULL AND m.resident_model = row_needs.model
+               AND m.idle_expires_at > now()
+               AND tasks_worker_accepts(m.capabilities, row_needs.task_type, row_needs.model)
+               AND (m.owner_user_id IS NULL OR m.owner_user_id = row_needs.user_id)
              ORDER BY m.idle_since LIMIT 1),
             (SELECT a.id FROM workers AS a
              WHERE a.idle_since IS NOT NULL AND a.idle_expires_at > now()
-               AND tasks_worker_accepts(a.capabilities, wanted_type, wanted)
-               AND (p_users IS NULL OR a.owner_user_id IS NULL OR a.owner_user_id = wanted_user)
+               AND tasks_worker_accepts(a.capabilities, row_needs.task_type, row_needs.model)
+               AND (a.owner_user_id IS NULL OR a.owner_user_id = row_needs.user_id)
              ORDER BY a.idle_since LIMIT 1))
         RETURNING w.id INTO chosen;
         CONTINUE WHEN NOT FOUND;  -- nobody idle can run this row; a later one may suit another worker
@@ -194,20 +195,11 @@ BEGIN
 END
 $$;
 
--- The three places that wake workers pass each row's user beside its model and task type.
+-- The three places that wake workers pass the ids of the rows that became claimable.
 CREATE OR REPLACE FUNCTION tasks_dispatch_inserted() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
-DECLARE
-    models text[];
-    task_types text[];
-    users text[];
 BEGIN
-    SELECT array_agg(n.params ->> 'model' ORDER BY n.priority DESC, n.created_at),
-           array_agg(n.task_type ORDER BY n.priority DESC, n.created_at),
-           array_agg(tasks_project_user(n.project_id::text) ORDER BY n.priority DESC, n.created_at)
-    INTO models, task_types, users
-    FROM new_rows AS n WHERE n.status = 'Queued' AND NOT n.blocked_by_dependency;
-    PERFORM tasks_wake_idle_workers(models, task_types, users);
+    PERFORM tasks_wake_idle_workers(ARRAY(SELECT n.id::text FROM new_rows AS n));
     RETURN NULL;
 END
 $$;
@@ -222,8 +214,7 @@ BEGIN
         RETURN NULL;
     END IF;
     IF NEW.status = 'Queued' AND NOT NEW.blocked_by_dependency THEN
-        PERFORM tasks_wake_idle_workers(ARRAY[NEW.params ->> 'model'], ARRAY[NEW.task_type],
-                                        ARRAY[tasks_project_user(NEW.project_id::text)]);
+        PERFORM tasks_wake_idle_workers(ARRAY[NEW.id::text]);
     ELSIF NEW.status = 'Cancelled' AND OLD.worker_id IS NOT NULL THEN
         PERFORM tasks_ring_doorbell(OLD.worker_id::text, 'task');
     END IF;
@@ -234,22 +225,17 @@ $$;
 CREATE OR REPLACE FUNCTION tasks_unblock_dependants() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
-    models text[];
-    task_types text[];
-    users text[];
+    unblocked text[];
 BEGIN
-    WITH unblocked AS (
+    WITH changed AS (
         UPDATE tasks SET blocked_by_dependency = false
         WHERE dependant_on = NEW.id AND blocked_by_dependency
-        RETURNING params ->> 'model' AS model, task_type, status, project_id::text AS project_id
+        RETURNING id::text AS id, status
     )
-    SELECT array_agg(u.model) FILTER (WHERE u.status = 'Queued'),
-           array_agg(u.task_type) FILTER (WHERE u.status = 'Queued'),
-           array_agg(tasks_project_user(u.project_id)) FILTER (WHERE u.status = 'Queued')
-    INTO models, task_types, users FROM unblocked AS u;
-    IF models IS NOT NULL THEN
+    SELECT array_agg(c.id) FILTER (WHERE c.status = 'Queued') INTO unblocked FROM changed AS c;
+    IF unblocked IS NOT NULL THEN
         PERFORM pg_notify('tasks_changed', TG_TABLE_SCHEMA);  -- workers of earlier versions
-        PERFORM tasks_wake_idle_workers(models, task_types, users);
+        PERFORM tasks_wake_idle_workers(unblocked);
     END IF;
     RETURN NULL;
 END

@@ -223,7 +223,7 @@ def _cpu_ticks() -> tuple[int, int]:
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
-def _server_cpu_seconds() -> float:
+def server_cpu_seconds() -> float:
     """CPU time used so far by every Postgres process on the box (the throwaway cluster's backends; others
     idle)."""
     total = 0
@@ -243,7 +243,7 @@ def _busy_percent(before: tuple[int, int]) -> float:
     return 100.0 * (after[0] - before[0]) / max(1, after[1] - before[1])
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -272,11 +272,11 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             time.sleep(2.0)  # every first claim and registration done
             figures["connections_per_worker"] = _connections(admin, db) / plan.workers
 
-            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), _server_cpu_seconds()
+            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), server_cpu_seconds()
             time.sleep(plan.idle_seconds)
             figures["idle_tx_per_s"] = (_commits(admin, db) - c0) / (time.monotonic() - t0)
             figures["idle_cpu_percent"] = _busy_percent(cpu0)
-            figures["idle_server_cores"] = (_server_cpu_seconds() - server0) / (time.monotonic() - t0)
+            figures["idle_server_cores"] = (server_cpu_seconds() - server0) / (time.monotonic() - t0)
 
             # burst: N rows in one INSERT (a producer's bulk insert) into N idle workers
             claims0, inserted_at = counters.claims.value, time.monotonic()
@@ -288,8 +288,8 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             _wait(lambda: conn.execute("SELECT count(*) FROM tasks WHERE status = 'Queued'").fetchone()[0] == 0, 60)
             burst = _pickups(conn, 0)
             figures["burst_claims_per_row"] = (counters.claims.value - claims0) / plan.workers
-            figures["burst_pickup_p50_ms"] = 1000 * _percentile(burst, 0.5)
-            figures["burst_pickup_p99_ms"] = 1000 * _percentile(burst, 0.99)
+            figures["burst_pickup_p50_ms"] = 1000 * percentile(burst, 0.5)
+            figures["burst_pickup_p99_ms"] = 1000 * percentile(burst, 0.99)
             _wait(lambda: conn.execute("SELECT count(*) FROM tasks WHERE status <> 'Complete'").fetchone()[0] == 0,
                   60)
             time.sleep(1.0)
@@ -297,7 +297,7 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             # steady arrivals (Poisson) at the planned utilisation
             rate = plan.utilisation * plan.workers / plan.mean_task_seconds
             claims0, beats0 = counters.claims.value, counters.heartbeats.value
-            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), _server_cpu_seconds()
+            c0, t0, cpu0, server0 = _commits(admin, db), time.monotonic(), _cpu_ticks(), server_cpu_seconds()
             busy0 = counters.busy_ms.value
             first_n, n, rng = 1_000_000, 1_000_000, random.Random(7)
             connections, next_at = None, t0
@@ -311,7 +311,7 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
                     connections = _connections(admin, db)
             elapsed = time.monotonic() - t0
             figures["load_cpu_percent"] = _busy_percent(cpu0)
-            figures["load_server_cores"] = (_server_cpu_seconds() - server0) / elapsed
+            figures["load_server_cores"] = (server_cpu_seconds() - server0) / elapsed
             figures["steady_rows_per_s"] = (n - first_n) / elapsed
             figures["planned_rows_per_s"] = rate
             figures["load_tx_per_s"] = (_commits(admin, db) - c0) / elapsed
@@ -322,8 +322,8 @@ def run_plan(admin_url: str, plan: Plan) -> dict[str, float]:
             steady = _pickups(conn, first_n)
             figures["steady_rows"] = n - first_n
             figures["steady_claims_per_row"] = (counters.claims.value - claims0) / max(1, n - first_n)
-            figures["steady_pickup_p50_ms"] = 1000 * _percentile(steady, 0.5)
-            figures["steady_pickup_p99_ms"] = 1000 * _percentile(steady, 0.99)
+            figures["steady_pickup_p50_ms"] = 1000 * percentile(steady, 0.5)
+            figures["steady_pickup_p99_ms"] = 1000 * percentile(steady, 0.99)
             figures["connections_per_worker_under_load"] = (connections or 0) / plan.workers
     finally:
         stop_event.set()

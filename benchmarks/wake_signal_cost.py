@@ -26,7 +26,7 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.fleet_simulation import _percentile, _server_cpu_seconds  # noqa: E402
+from benchmarks.fleet_simulation import percentile, server_cpu_seconds  # noqa: E402
 from source.db.postgres import PostgresTaskStore  # noqa: E402
 from tests.pg_fixtures import throwaway_cluster  # noqa: E402
 
@@ -77,7 +77,7 @@ def measure(url: str, design: str, n: int, rate: float, seconds: float) -> dict[
     rings: list[tuple[_Waiter, float]] = []
     rng = random.Random(1)
     with psycopg.connect(url, autocommit=True) as ringer:
-        server0, t0 = _server_cpu_seconds(), time.monotonic()
+        server0, t0 = server_cpu_seconds(), time.monotonic()
         sent = 0
         while time.monotonic() - t0 < seconds:
             waiter = rng.choice(waiters) if waiters else None
@@ -88,7 +88,7 @@ def measure(url: str, design: str, n: int, rate: float, seconds: float) -> dict[
             sent += 1
             time.sleep(max(0.0, t0 + sent / rate - time.monotonic()))
         elapsed = time.monotonic() - t0
-        cores = (_server_cpu_seconds() - server0) / elapsed
+        cores = (server_cpu_seconds() - server0) / elapsed
     time.sleep(1.0)
     latencies = []
     for waiter, at in rings:
@@ -104,7 +104,7 @@ def measure(url: str, design: str, n: int, rate: float, seconds: float) -> dict[
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DELETE FROM workers")
     return {"rings_per_s": sent / elapsed, "server_cores": cores,
-            "wake_p50_ms": _percentile(latencies, 0.5), "wake_p99_ms": _percentile(latencies, 0.99),
+            "wake_p50_ms": percentile(latencies, 0.5), "wake_p99_ms": percentile(latencies, 0.99),
             "lost": float(sum(1 for v in latencies if v == float("inf")))}
 
 

@@ -15,6 +15,7 @@ from source.db.models import NewTask
 from source.db.pg_doorbell import Doorbell
 from source.db.pg_listener import ChangeListener
 from source.db.postgres import PostgresTaskStore
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.postgres
 
@@ -46,13 +47,6 @@ def _sleeping(admin: psycopg.Connection, pid: int) -> bool:
     return admin.execute("SELECT wait_event = 'PgSleep' FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0]
 
 
-def _wait_until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def _wait(conn: psycopg.Connection, worker_id: str, seen: int, seconds: float = 30.0) -> Call:
     call = Call(conn, "SELECT worker_doorbell_wait(%s, %s, %s)", (worker_id, seen, seconds))
     call.start()
@@ -81,7 +75,7 @@ def test_a_ring_ends_the_sleep_at_once_with_the_new_count_and_no_error(postgres_
     with _connect(postgres_schema_url) as sleeper, _connect(postgres_schema_url) as ringer:
         seen = sleeper.execute("SELECT worker_doorbell_register('w1')").fetchone()[0]
         call = _wait(sleeper, "w1", seen)
-        _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+        wait_for(lambda: _sleeping(ringer, sleeper.info.backend_pid), timeout=5.0)
         ringer.execute("SELECT tasks_ring_doorbell('w1', 'wake')")
         call.join(5)
         assert call.error is None and call.result == seen + 1
@@ -106,7 +100,7 @@ def test_the_callers_own_cancel_ends_the_wait_quietly(postgres_store, postgres_s
     with _connect(postgres_schema_url) as sleeper, _connect(postgres_schema_url) as admin:
         seen = sleeper.execute("SELECT worker_doorbell_register('w1')").fetchone()[0]
         call = _wait(sleeper, "w1", seen)
-        _wait_until(lambda: _sleeping(admin, sleeper.info.backend_pid))
+        wait_for(lambda: _sleeping(admin, sleeper.info.backend_pid), timeout=5.0)
         sleeper.cancel_safe()
         call.join(5)
         assert call.error is None and call.result == seen and call.seconds < 3.0
@@ -121,7 +115,7 @@ def test_a_ring_never_cancels_a_session_that_is_not_the_live_doorbell(postgres_s
         ringer.execute("UPDATE workers SET doorbell_pid = %s WHERE id = 'w1'", (victim.info.backend_pid,))
         call = Call(victim, "SELECT pg_sleep(1.5)::text", ())
         call.start()
-        _wait_until(lambda: _sleeping(ringer, victim.info.backend_pid))
+        wait_for(lambda: _sleeping(ringer, victim.info.backend_pid), timeout=5.0)
         ringer.execute("SELECT tasks_ring_doorbell('w1', 'wake')")
         call.join(5)
         assert call.error is None and call.seconds >= 1.4
@@ -133,10 +127,10 @@ def test_an_idle_worker_waits_on_its_doorbell_and_an_insert_wakes_it(postgres_st
         assert worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10) is False
         assert isinstance(worker._listener, Doorbell) and worker._listener.connected
         with _connect(postgres_schema_url) as admin:  # the waiting connection sleeps: it does not LISTEN
-            _wait_until(lambda: admin.execute(
+            wait_for(lambda: admin.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND wait_event = 'PgSleep' "
                 "AND query LIKE '%%worker_doorbell_wait%%'", (admin.info.parameter_status("application_name"),)
-            ).fetchone()[0] == 1)
+            ).fetchone()[0] == 1, timeout=5.0)
         woken, seconds, task_id = _woken_by_an_insert(worker, postgres_store)
         assert woken is True and seconds < 3.0
         claimed = worker.claim_next_task("w1", lease_seconds=30)
@@ -180,7 +174,7 @@ def test_a_doorbell_whose_connection_is_terminated_reconnects_and_still_wakes(po
 
             first = doorbell_pid()
             admin.execute("SELECT pg_terminate_backend(%s)", (first,))
-            _wait_until(lambda: doorbell_pid() not in (None, first) and worker._listener.connected, timeout=10)
+            wait_for(lambda: doorbell_pid() not in (None, first) and worker._listener.connected, timeout=10.0)
         # the worker renews its idleness (the wake took it out of the idle set) and sleeps on the new doorbell
         assert isinstance(worker._listener, Doorbell)
         worker.wait_for_work("w1", resident_model=None, timeout=0.2, poll_interval=10)
@@ -209,20 +203,20 @@ def test_rings_and_the_callers_own_cancel_leave_nothing_in_the_server_log():
                 seen = sleeper.execute("SELECT worker_doorbell_register('w1')").fetchone()[0]
                 for _ in range(3):
                     call = _wait(sleeper, "w1", seen)
-                    _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                    wait_for(lambda: _sleeping(ringer, sleeper.info.backend_pid), timeout=5.0)
                     ringer.execute("SELECT tasks_ring_doorbell('w1', 'wake')")
                     call.join(5)
                     assert call.error is None and call.result == seen + 1
                     seen = call.result
                 call = _wait(sleeper, "w1", seen)
-                _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                wait_for(lambda: _sleeping(ringer, sleeper.info.backend_pid), timeout=5.0)
                 sleeper.cancel_safe()
                 call.join(5)
                 assert call.error is None and call.result == seen
                 # the same cancel of a plain statement is logged: the log is where this test looks
                 call = Call(sleeper, "SELECT pg_sleep(30)::text", ())
                 call.start()
-                _wait_until(lambda: _sleeping(ringer, sleeper.info.backend_pid))
+                wait_for(lambda: _sleeping(ringer, sleeper.info.backend_pid), timeout=5.0)
                 sleeper.cancel_safe()
                 call.join(5)
                 assert isinstance(call.error, psycopg.errors.QueryCanceled)

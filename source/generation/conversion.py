@@ -18,6 +18,7 @@ import structlog
 from source.engine.params import PARSERS, parse_resolution, parse_values
 from source.errors import InvalidParams
 from source.routing import GENERATION_MODELS, canonical_task_type
+from source.task_types import TASK_TYPES, Output
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ log = structlog.get_logger(__name__)
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
 # Task types whose output is a single image whatever the model's default length.
-SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i", "single_image"})
+SINGLE_IMAGE_TASK_TYPES = frozenset(t.name for t in TASK_TYPES if t.output is Output.SINGLE_IMAGE)
 
 ALIASES: Mapping[str, str] = MappingProxyType({
     "steps": "num_inference_steps",

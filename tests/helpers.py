@@ -119,5 +119,6 @@ def in_process_worker(store, settings, queue=None, **options: Any):
     from source.worker.loop import Worker
 
     queue = queue if queue is not None else generation_queue(settings.main_output_dir)
+    options.setdefault("models", getattr(queue.generator, "memory", None))
     return Worker(store, settings, generation=queue, affinity=lambda: resident_affinity(queue),
                   queue_stats=queue.stats.as_dict, **options)

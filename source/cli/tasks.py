@@ -14,7 +14,6 @@ import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.cli.stuck import StuckKind, stuck_kinds
-from source.cli.submission import SubmissionRefused, check_submission
 from source.db import (
     NewTask,
     StoreConfig,
@@ -29,6 +28,7 @@ from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Tas
 from source.errors import InvalidParams
 from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
+from source.submission import SubmissionRefused, check_submission
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +137,7 @@ def list_(config: StoreConfig, status: str | None, task_type: str | None, limit:
         tasks = store.list_tasks(status=TaskStatus(status) if status else None, task_type=task_type, limit=limit)
     for task in tasks:
         if as_json:
-            click.echo(json.dumps({**_row(task), **({"stuck_reason": reasons[task.id]} if stuck else {})},
+            click.echo(json.dumps({**task.as_json(), **({"stuck_reason": reasons[task.id]} if stuck else {})},
                                   default=str))
         elif stuck:
             click.echo(f"{task.id}  {task.task_type:<28} p={task.priority:<3} {task.created_at or ''}  "
@@ -158,7 +158,7 @@ def show(config: StoreConfig, task_id: str) -> None:
     task = _open(config).get_task(task_id)
     if task is None:
         raise click.ClickException(f"no task {task_id}")
-    click.echo(json.dumps(_row(task), indent=2, default=str))
+    click.echo(json.dumps(task.as_json(), indent=2, default=str))
 
 
 @cli.command()
@@ -325,29 +325,8 @@ def _queue_summary(stats: dict[str, Any] | None) -> str:
         return ""
     return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
             f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
-            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
-
-
-def _row(task: Task) -> dict[str, Any]:
-    try:
-        params: Any = task.params()
-    except Exception:
-        params = task.params_json
-    return {
-        "id": task.id, "task_type": task.task_type, "status": task.status.value, "params": params,
-        "dependant_on": task.dependant_on, "project_id": task.project_id, "priority": task.priority,
-        "attempts": task.attempts, "max_attempts": task.max_attempts, "worker_id": task.worker_id,
-        "created_at": task.created_at, "updated_at": task.updated_at,
-        "generation_started_at": task.generation_started_at,
-        "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
-        "heartbeat_at": task.heartbeat_at, "progress": task.progress,
-        "progress_phase": task.progress_phase, "output_location": task.output_location,
-        "error_message": task.error_message, "result": task.result,
-        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
-        "awaiting_children": task.awaiting_children,
-        # what is wrong with the row as stored (undecodable text, wrong column types), if anything
-        "row_problems": list(task.problems),
-    }
+            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}"
+            + (f" auxiliary={','.join(stats['auxiliary_models'])}" if stats.get("auxiliary_models") else ""))
 
 
 @cli.command()

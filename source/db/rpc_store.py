@@ -14,6 +14,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     NESTED_TOO_DEEPLY,
     UNRESTRICTED,
     Capabilities,
@@ -189,7 +190,7 @@ class RpcTaskStore(ABC):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken

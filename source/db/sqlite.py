@@ -15,6 +15,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -244,7 +245,7 @@ class SqliteTaskStore:
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         params = {

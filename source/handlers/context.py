@@ -21,6 +21,7 @@ from source.handlers.task_paths import (
     task_output_name,
     task_work_dir,
 )
+from source.model_memory import ModelMemory
 from source.worker.settings import WorkerSettings
 
 
@@ -101,6 +102,8 @@ class TaskContext:
     # The worker's HeadlessTaskQueue (source/generation/handler.py's GenerationQueue), built by worker.py; None in a
     # worker that runs no generation.
     generation: Any = None
+    # The auxiliary models (depth, pose, RIFE) this worker keeps beside its resident model (source/model_memory.py).
+    models: ModelMemory = field(default_factory=ModelMemory)
     cancel: CancelSignal = field(default_factory=CancelSignal)
     progress: ProgressState = field(default_factory=ProgressState)
     log: Any = None

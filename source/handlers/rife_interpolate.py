@@ -62,7 +62,7 @@ def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.
 
         weights = RifeWeights.configured()
         try:
-            return RifeInterpolator(load_rife(weights), image0, image1), {"rife_weights": weights.describe()}
+            return RifeInterpolator(load_rife(weights, ctx.models), image0, image1), {"rife_weights": weights.describe()}
         except ModelUnavailable as exc:
             if method == "rife":
                 raise

@@ -15,8 +15,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from source.cli.submission import SubmissionRefused, check_submission
 from source.db import NewTask, TaskStatus, TaskStore
+from source.submission import SubmissionRefused, check_submission
 from source.web.auth import COOKIE, Scope, Tokens
 from source.web.changes import ChangeHub
 from source.web.files import IMAGE_SUFFIXES, OutputRoot, is_remote

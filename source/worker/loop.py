@@ -19,10 +19,18 @@ import structlog
 from source.db.models import Task, TaskStatus, WorkerInfo
 from source.db.store import TaskStore
 from source.db.transient import is_store_outage
-from source.errors import InvalidParams, RetryableError, TaskCancelled, TaskError, describe_storage_error
+from source.errors import (
+    CancelReason,
+    InvalidParams,
+    RetryableError,
+    TaskCancelled,
+    TaskError,
+    describe_storage_error,
+)
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_paths import remove_task_work_dir
 from source.logging_utils import redact, redact_value
+from source.model_memory import ModelMemory
 from source.retry import Backoff, RetryPolicy, retry_call
 from source.routing import resolve_handler
 from source.worker.gpu_info import detect_gpu
@@ -125,9 +133,13 @@ class Worker:
         queue_stats: QueueStatsProvider = _no_queue_stats,
         observer: WorkerObserver | None = None,
         generation: Any = None,
+        models: ModelMemory | None = None,
     ) -> None:
         self.store = store
         self.generation = generation  # handed to handlers through the task context
+        # The auxiliary models kept beside the resident one (the generation engine's, in worker.py), handed to
+        # handlers through the task context and reported in the worker's heartbeat (``tasks workers``).
+        self.models = models if models is not None else ModelMemory()
         self.settings = settings
         self.publisher = publisher or LocalPublisher()
         self.max_tasks = max_tasks
@@ -222,9 +234,13 @@ class Worker:
         try:
             self.store.touch_worker(self.settings.worker_id, resident_model=self.affinity()[0],
                                     current_task_id=task.id if task else None, status=status,
-                                    stats=self.queue_stats())
+                                    stats=self._stats())
         except Exception as exc:
             self.log.warning("worker_touch_failed", error=str(exc))
+
+    def _stats(self) -> dict[str, Any] | None:
+        stats, auxiliary = self.queue_stats(), self.models.auxiliary_names
+        return {**(stats or {}), "auxiliary_models": auxiliary} if auxiliary else stats
 
     # -- claiming ------------------------------------------------------------------------------------
     def _next_task(self) -> Task | None:
@@ -371,7 +387,7 @@ class Worker:
             self._fail(task, str(exc), tlog)
             return
         ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog,
-                          generation=self.generation)
+                          generation=self.generation, models=self.models)
         heartbeat = Heartbeat(
             self.store,
             task.id,
@@ -414,9 +430,9 @@ class Worker:
             if self.stop_requested.is_set() and stop_seen_at is None:
                 stop_seen_at = now
             if stop_seen_at is not None and now - stop_seen_at >= self.settings.shutdown_grace:
-                cancel.set("shutdown", "the worker is shutting down")
+                cancel.set(CancelReason.SHUTDOWN, "the worker is shutting down")
             if timeout and now - run.started >= timeout:
-                cancel.set("timeout", f"the task timed out after {timeout:g} s")
+                cancel.set(CancelReason.TIMEOUT, f"the task timed out after {timeout:g} s")
             if cancel.is_set() and cancelled_at is None:
                 cancelled_at = now
             if cancelled_at is not None and now - cancelled_at >= CHECKPOINT_GRACE_SECONDS:
@@ -502,13 +518,13 @@ class Worker:
                 self._cascade_dependency_failures()
 
     def _handle_cancelled(self, task: Task, error: TaskCancelled, tlog: Any) -> None:
-        if error.reason == "cancelled":
+        if error.reason is CancelReason.CANCELLED:
             tlog.info("task_cancelled")
             self.observer.task_finished(task, "Cancelled", None)
-        elif error.reason == "shutdown":
+        elif error.reason is CancelReason.SHUTDOWN:
             requeued = self._requeue(task, tlog)
             tlog.info("task_requeued", requeued=requeued, reason="shutdown")
-        elif error.reason == "timeout":
+        elif error.reason is CancelReason.TIMEOUT:
             self._fail(task, error.detail or "the task timed out", tlog)
         else:
             tlog.warning("lease_lost", detail=error.detail)
@@ -522,10 +538,10 @@ class Worker:
         leave the loop (the stuck thread dies with the process)."""
         reason = ctx.cancel.reason
         tlog.error("handler_stuck", reason=reason)
-        if reason == "shutdown":
+        if reason is CancelReason.SHUTDOWN:
             self._requeue(task, tlog)
             tlog.info("task_requeued", reason="shutdown")
-        elif reason == "timeout":
+        elif reason is CancelReason.TIMEOUT:
             self._fail(task, ctx.cancel.detail, tlog)
             self.exit_code = EXIT_HANDLER_STUCK
         else:

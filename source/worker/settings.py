@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from source.db.models import UNRESTRICTED, Capabilities
+from source.db.models import AFFINITY_WINDOW_SECONDS, UNRESTRICTED, Capabilities
 from source.handlers.input_policy import InputPolicy, default_roots
 from source.handlers.task_paths import LEGACY_FILES
 from source.retry import TASK_RETRY, Backoff
@@ -40,7 +40,7 @@ class WorkerSettings:
     task_timeout: float | None = None
     # Child rows one orchestrator may create (a travel of N images creates N rows).
     max_children_per_task: int = 200
-    affinity_window: float = 120.0
+    affinity_window: float = AFFINITY_WINDOW_SECONDS
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True

@@ -21,6 +21,19 @@ def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None)
     return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
 
 
+def count_frames(path: str | Path) -> int:
+    """Frames that really decode (0 for a file that is not a readable video): container frame counts are
+    estimates for many files. The one frame counter."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
 def read_image(path: str | Path, name: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(load_image(str(path), name, size), dtype=np.uint8)
 

@@ -40,6 +40,7 @@ CREATE TABLE task_types (
     base_cost_per_second numeric(10, 6) NOT NULL DEFAULT 0,
     unit_cost numeric(10, 6),
     cost_factors jsonb DEFAULT '{}'::jsonb,
+    content_type text CONSTRAINT check_content_type CHECK (content_type IN ('image', 'video')),  -- 20250927000000
     is_active boolean DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -323,6 +324,27 @@ BEGIN
     RETURNING tasks.id, tasks.params, tasks.task_type, tasks.project_id, ready.owner;
 END $$;
 
+-- Timeline placement, as complete-task calls it (20260129100000; a service-role caller has no auth.uid())
+CREATE FUNCTION add_generation_to_shot(p_shot_id uuid, p_generation_id uuid, p_with_position boolean DEFAULT true)
+RETURNS TABLE (id uuid, shot_id uuid, generation_id uuid, timeline_frame integer)
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+DECLARE
+    next_frame integer;
+    shot_owner_id uuid;
+BEGIN
+    SELECT p.user_id INTO shot_owner_id FROM shots s JOIN projects p ON s.project_id = p.id WHERE s.id = p_shot_id;
+    IF shot_owner_id IS NULL THEN RAISE EXCEPTION 'Shot not found: %', p_shot_id; END IF;
+    IF shot_owner_id != auth.uid() THEN RAISE EXCEPTION 'Permission denied: you do not own this shot'; END IF;
+    IF p_with_position THEN
+        SELECT COALESCE(max(sg.timeline_frame), -50) + 50 INTO next_frame FROM shot_generations sg
+         WHERE sg.shot_id = p_shot_id AND sg.timeline_frame IS NOT NULL;
+    END IF;
+    RETURN QUERY INSERT INTO shot_generations AS sg (shot_id, generation_id, timeline_frame, metadata)
+        VALUES (p_shot_id, p_generation_id, next_frame,
+                CASE WHEN p_with_position THEN '{"auto_positioned": true}'::jsonb ELSE '{}'::jsonb END)
+        RETURNING sg.id, sg.shot_id, sg.generation_id, sg.timeline_frame;
+END $$;
+
 CREATE FUNCTION verify_api_token(p_token text) RETURNS boolean LANGUAGE sql SECURITY DEFINER AS $$
     SELECT EXISTS (SELECT 1 FROM user_api_tokens WHERE token = p_token)
 $$;
@@ -373,12 +395,14 @@ CREATE POLICY "Users can manage own shot generations" ON shot_generations FOR AL
                          WHERE sh.id = shot_generations.shot_id));
 
 -- The catalogue of task types Reigh ships that matter here (billing per second of generation).
-INSERT INTO task_types (name, run_type, category, display_name, billing_type, base_cost_per_second) VALUES
-    ('travel_orchestrator', 'gpu', 'orchestration', 'Travel Between Images', 'per_second', 0.0278),
-    ('travel_segment', 'gpu', 'generation', 'Travel Segment', 'per_second', 0.0278),
-    ('travel_stitch', 'gpu', 'processing', 'Travel Stitch', 'per_second', 0.0278),
-    ('wan_2_2_t2i', 'gpu', 'generation', 'Wan 2.2 Text to Image', 'per_second', 0.0278),
-    ('t2v', 'gpu', 'generation', 'Text to Video', 'per_second', 0.0278),
-    ('vace', 'gpu', 'generation', 'VACE', 'per_second', 0.0278),
-    ('qwen_image', 'api', 'generation', 'Qwen Image (API)', 'per_unit', 0),
-    ('image-upscale', 'api', 'processing', 'Image Upscale (API)', 'per_unit', 0);
+INSERT INTO task_types (name, run_type, category, display_name, billing_type, base_cost_per_second, unit_cost,
+                        content_type) VALUES
+    ('travel_orchestrator', 'gpu', 'orchestration', 'Travel Between Images', 'per_second', 0.0278, NULL, 'video'),
+    ('travel_segment', 'gpu', 'generation', 'Travel Segment', 'per_second', 0.0278, NULL, 'video'),
+    ('travel_stitch', 'gpu', 'processing', 'Travel Stitch', 'per_second', 0.0278, NULL, 'video'),
+    ('wan_2_2_t2i', 'gpu', 'generation', 'Wan 2.2 Text to Image', 'per_second', 0.0278, NULL, 'image'),
+    ('t2v', 'gpu', 'generation', 'Text to Video', 'per_second', 0.0278, NULL, 'video'),
+    ('vace', 'gpu', 'generation', 'VACE', 'per_second', 0.0278, NULL, 'video'),
+    ('animate_character', 'gpu', 'generation', 'Animate Character', 'per_second', 0.0278, NULL, 'video'),
+    ('qwen_image', 'api', 'generation', 'Qwen Image (API)', 'per_unit', 0, 0.5, 'image'),
+    ('image-upscale', 'api', 'processing', 'Image Upscale (API)', 'per_unit', 0, 0.2, 'image');

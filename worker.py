@@ -21,6 +21,7 @@ from source.db.models import Capabilities
 from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.retry import TASK_RETRY, Backoff
+from source.routing import known_task_types
 from source.worker.capabilities import CapabilityError, parse_list, resolve_capabilities
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
 from source.worker.gpu_info import detect_gpu
@@ -153,7 +154,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         raise click.UsageError("--dry-run goes with --migrate-only")
     # Only --migrate-only changes a shared database's schema; a worker checks it and stops when it is behind.
     try:
-        store = open_store(config)
+        # on a Reigh database the guest store claims only what the routing table runs (Reigh has more types)
+        store = open_store(config, runnable_task_types=known_task_types())
         if opts["migrate_only"]:
             try:
                 run_migrations(store, config, dry_run=bool(opts["dry_run"]))

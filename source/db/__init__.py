@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from source.db.config import DbType, StoreConfig, StoreConfigError
 from source.db.models import NewTask, Task, TaskStatus
 from source.db.store import TaskStore
@@ -10,8 +12,9 @@ __all__ = ["DbType", "NewTask", "StoreConfig", "StoreConfigError", "Task", "Task
            "prepare_schema"]
 
 
-def open_store(config: StoreConfig) -> TaskStore:
-    """Open (not migrate) the store the config names."""
+def open_store(config: StoreConfig, *, runnable_task_types: Sequence[str] = ()) -> TaskStore:
+    """Open (not migrate) the store the config names. A direct URL that reaches a Reigh database opens the
+    guest store there (docs/reigh.md), which claims only ``runnable_task_types``."""
     config.validate()
     if config.db_type is DbType.SQLITE:
         from source.db.sqlite import SqliteTaskStore
@@ -19,6 +22,12 @@ def open_store(config: StoreConfig) -> TaskStore:
         return SqliteTaskStore(config.db_file, busy_timeout_seconds=config.busy_timeout_seconds)
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
+        from source.db.reigh_guest import ReighGuestStore, reigh_schema_of
+
+        reigh_schema = reigh_schema_of(config.db_url)
+        if reigh_schema is not None:
+            return ReighGuestStore(config.db_url, reigh_schema, runnable_task_types=runnable_task_types,
+                                   max_connections=config.db_max_connections or 1, access_token=config.access_token)
 
         wake, listen, doorbell = config.wake
         return PostgresTaskStore(config.db_url, access_token=config.access_token, wake=wake, listen=listen,

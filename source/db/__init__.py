@@ -10,9 +10,22 @@ __all__ = ["DbType", "NewTask", "StoreConfig", "StoreConfigError", "Task", "Task
            "prepare_schema"]
 
 
-def open_store(config: StoreConfig) -> TaskStore:
-    """Open (not migrate) the store the config names."""
+def open_store(config: StoreConfig, *, keep_local: bool = False,
+               runnable_task_types: frozenset[str] | None = None) -> TaskStore:
+    """Open (not migrate) the store the config names. ``keep_local`` and ``runnable_task_types`` matter to
+    Reigh's edge functions only: there the store uploads the output (complete_task) and gives back a
+    claimed row of a task type this worker does not run."""
     config.validate()
+    if config.reigh_access_token:
+        import os
+
+        from source.db.reigh_edge import ReighEdgeStore, edge_urls
+
+        assert config.supabase_url
+        return ReighEdgeStore(config.supabase_url, config.reigh_access_token, service_key=config.supabase_key,
+                              urls=edge_urls(config.supabase_url, os.environ),
+                              max_task_wait_minutes=config.reigh_max_task_wait_minutes,
+                              runnable_task_types=runnable_task_types, keep_local=keep_local)  # type: ignore[return-value]
     if config.db_type is DbType.SQLITE:
         from source.db.sqlite import SqliteTaskStore
 

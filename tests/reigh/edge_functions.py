@@ -31,7 +31,6 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 MEDIA_BUCKET = "image_uploads"  # _shared/storagePaths.ts
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov")
 
 
 @dataclass
@@ -285,7 +284,7 @@ class ReighEdgeFunctions:
         orchestratorCore.ts, billing.ts):
         1. MODE 1 (file_data base64 + filename, first_frame_data thumbnail) stored at <user>/tasks/<task>/<file>;
            MODE 3/4 (storage_path, thumbnail_storage_path) must exist in storage.
-        2. A generation unless the task type's category is 'orchestration' or params.skip_generation: a child
+        2. A generation of the task type's content_type ('image' when unset) unless the task type's category is 'orchestration' or params.skip_generation: a child
            generation under params.parent_generation_id (child_order = segment_index), else a standalone one, each
            with its 'original' primary variant (location, thumbnail) and tasks.generation_created = true. The
            generation's location is the primary variant's, which Reigh's variant trigger copies; done here.
@@ -303,7 +302,7 @@ class ReighEdgeFunctions:
                                "pre-uploaded files)")
         with self.admin() as db:
             task = self.authorize_task(db, caller, task_id)
-            kind = db.execute("SELECT category, run_type, billing_type, base_cost_per_second FROM task_types "
+            kind = db.execute("SELECT category, run_type, billing_type, base_cost_per_second, content_type FROM task_types "
                               "WHERE name = %s", (task["task_type"],)).fetchone()
         owner = str(task["owner"])
         if storage_path:
@@ -321,7 +320,7 @@ class ReighEdgeFunctions:
         params = task["params"] or {}
         with self.admin() as db, db.transaction():
             if kind["category"] != "orchestration" and params.get("skip_generation") is not True:
-                self._create_generation(db, task, params, filename, public_url, thumbnail_url)
+                self._create_generation(db, task, params, kind["content_type"] or "image", public_url, thumbnail_url)
             db.execute("UPDATE tasks SET status = 'Complete', output_location = %s, generation_processed_at = now(), "
                        "updated_at = now() WHERE id = %s AND status = 'In Progress'", (public_url, task_id))
             orchestrator = self._complete_orchestrator(db, task, params, public_url)
@@ -334,11 +333,10 @@ class ReighEdgeFunctions:
                              "follow_up": {"status": "ok", "issues": []}})
 
     def _create_generation(self, db: psycopg.Connection, task: dict[str, Any], params: dict[str, Any],
-                           filename: str, public_url: str, thumbnail_url: str | None) -> None:
+                           kind: str, public_url: str, thumbnail_url: str | None) -> None:
         parent = params.get("parent_generation_id") or (params.get("orchestrator_details") or {}).get(
             "parent_generation_id")
         child_order = params.get("child_order", params.get("segment_index"))
-        kind = "video" if filename.lower().endswith(VIDEO_SUFFIXES) else "image"
         generation = db.execute(
             "INSERT INTO generations (tasks, params, type, project_id, name, parent_generation_id, is_child, "
             "child_order, location, thumbnail_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",

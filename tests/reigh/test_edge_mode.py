@@ -18,6 +18,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.helpers import REPO_ROOT, WORKER, _worker_env
+from tests.orchestrators.conftest import keyframes  # noqa: F401  (fixture)
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
 from tests.reigh.edge_functions import ReighEdgeFunctions, serve
 
@@ -107,3 +108,90 @@ def test_service_key_worker_serves_reigh_cloud_users_and_leaves_what_reigh_would
     claims = [body for name, body in edge.calls if name == "claim-next-task"]
     assert claims[0] == {"worker_id": "cloud-1", "run_type": "gpu", "same_model_only": True,
                          "max_task_wait_minutes": 5}
+
+
+def test_pat_worker_serves_only_its_user_and_gives_back_rows_it_cannot_run(edge, reigh_url, tmp_path):
+    me, other, broke = add_reigh_user(reigh_url), add_reigh_user(reigh_url), add_reigh_user(reigh_url, credits=0)
+    mine = insert_reigh_task(reigh_url, me.project_id, "wan_2_2_t2i", image_row("my own gpu"))
+    # Reigh's PAT claim takes every run type (claim-next-task: "PAT users run on their own hardware"): the worker
+    # hands an API-run row back instead of failing it
+    api_row = insert_reigh_task(reigh_url, me.project_id, "qwen_image", {"prompt": "an api image"})
+    theirs = insert_reigh_task(reigh_url, other.project_id, "wan_2_2_t2i", image_row("someone else's"))
+    unpaid = insert_reigh_task(reigh_url, broke.project_id, "wan_2_2_t2i", image_row("no credits"))
+
+    proc = run_edge_worker(edge, me.token, tmp_path / "out", "--worker", "my-box")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = task(reigh_url, mine)
+    assert row["status"] == "Complete", (row["error_message"], proc.stderr[-3000:])
+    assert row["output_location"].startswith(f"{edge.base_url}/storage/v1/object/public/image_uploads/{me.id}/")
+    assert len(rows(reigh_url, "SELECT 1 FROM generations WHERE tasks @> %s::jsonb", json.dumps([str(mine)]))) == 1
+    handed_back = task(reigh_url, api_row)
+    assert handed_back["status"] == "Queued" and handed_back["generation_started_at"] is None
+    assert "task_handed_back" in proc.stderr
+    for task_id in (theirs, unpaid):
+        assert task(reigh_url, task_id)["status"] == "Queued"
+    # a user's own GPU is not billed (complete_task bills under the service role only)
+    assert rows(reigh_url, "SELECT 1 FROM credits_ledger WHERE type = 'spend'") == []
+
+
+def test_unknown_token_stops_the_worker_with_a_clear_message(edge, tmp_path):
+    proc = run_edge_worker(edge, "not-a-token", tmp_path / "out", timeout=60)
+    assert proc.returncode == 1
+    assert "refused the key" in proc.stderr and "--reigh-access-token" in proc.stderr
+
+
+def travel_row(image_urls: list[str], run_id: str) -> dict[str, Any]:
+    """resolvers/travelBetweenImages.ts for a batch travel without a shot: the orchestrator payload, spread and
+    nested again by composeTaskFamilyPayload with its orchestration, task-view and family contracts. Reigh's
+    own orchestrator_task_id is a made-up name (generateTaskId), not the row's id."""
+    segments = len(image_urls) - 1
+    fake_id = f"sm_travel_orchestrator_{run_id[2:10]}_{secrets.token_hex(3)}"
+    payload = {
+        "generation_source": "batch", "orchestrator_task_id": fake_id, "run_id": run_id,
+        "input_image_paths_resolved": image_urls, "num_new_segments_to_generate": segments,
+        "base_prompts_expanded": [f"a journey, part {i}" for i in range(segments)], "base_prompt": "a journey",
+        "negative_prompts_expanded": [""] * segments, "segment_frames_expanded": [9] * segments,
+        "frame_overlap_expanded": [4] * segments, "parsed_resolution_wh": "32x32", "model_name": "tiny_vace",
+        "model_type": "vace", "seed_base": 11, "steps": 2, "after_first_post_generation_saturation": 1,
+        "after_first_post_generation_brightness": 0, "debug_mode_enabled": False, "enhance_prompt": False,
+        "show_input_images": True, "generation_mode": "batch", "dimension_source": "project",
+        "amount_of_motion": 0.5, "advanced_mode": False, "independent_segments": True,
+    }
+    details = {
+        **payload, "contract_version": 1, "task_family": "travel_between_images", "orchestrator_details": payload,
+        "orchestration_contract": {"contract_version": 3, "task_family": "travel_between_images",
+                                   "orchestrator_task_id": fake_id, "run_id": run_id,
+                                   "generation_routing": "orchestrator", "sibling_lookup": "run_id"},
+        "task_view_contract": {"contract_version": 1, "input_images": image_urls, "prompt": "a journey",
+                               "model_name": "tiny_vace", "resolution": "32x32"},
+        "family_contract": {"contract_version": 1, "segment_regen_mode": "segment_regen_from_order",
+                            "image_count": len(image_urls), "segment_count": segments, "has_pair_ids": False},
+    }
+    return {"tool_type": "travel-between-images", "orchestrator_details": details}
+
+
+def test_travel_on_vace_through_edge_functions(edge, reigh_url, tmp_path, keyframes):  # noqa: F811
+    user = add_reigh_user(reigh_url)
+    # the keyframes as Reigh has them: uploads in its Storage, named by their public URLs
+    urls = [edge.store_object(f"{user.id}/uploads/{Path(p).name}", Path(p).read_bytes()) for p in keyframes]
+    orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
+                                     travel_row(urls, "20261207232800123"))
+
+    proc = run_edge_worker(edge, SERVICE_KEY, tmp_path / "out", "--worker", "cloud-travel", timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent = task(reigh_url, orchestrator)
+    children = rows(reigh_url, "SELECT * FROM tasks WHERE params->>'orchestrator_task_id_ref' = %s ORDER BY "
+                               "created_at", str(orchestrator))
+    assert parent["status"] == "Complete", (parent["error_message"], [(c["task_type"], c["status"],
+                                            c["error_message"]) for c in children], proc.stderr[-3000:])
+    assert [c["task_type"] for c in children] == ["travel_segment", "travel_segment", "travel_stitch"]
+    assert all(c["status"] == "Complete" for c in children)
+    # children were made by Reigh's create-task, chained by dependant_on arrays inside the orchestrator's project
+    assert children[1]["dependant_on"] == [children[0]["id"]] and children[2]["dependant_on"] == [children[1]["id"]]
+    assert {c["project_id"] for c in children} == {user.project_id}
+    # complete_task of the stitch completed the orchestrator with the stitch's Storage URL
+    assert parent["output_location"] == children[2]["output_location"]
+    assert parent["output_location"].startswith(f"{edge.base_url}/storage/v1/object/public/image_uploads/")
+    # a generations row per output (segments and stitch), none for the orchestrator (category orchestration)
+    made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location FROM generations")
+    assert {r["task_id"]: r["location"] for r in made} == {str(c["id"]): c["output_location"] for c in children}

@@ -154,8 +154,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         raise click.UsageError("--dry-run goes with --migrate-only")
     # Only --migrate-only changes a shared database's schema; a worker checks it and stops when it is behind.
     try:
-        # on a Reigh database the guest store claims only what the routing table runs (Reigh has more types)
-        store = open_store(config, runnable_task_types=known_task_types())
+        # on a Reigh database (direct or edge functions) the store claims only what the routing table runs
+        store = open_store(config, keep_local=bool(opts["keep_local"]),
+                           runnable_task_types=_runnable_task_types(opts))
         if opts["migrate_only"]:
             try:
                 run_migrations(store, config, dry_run=bool(opts["dry_run"]))
@@ -241,6 +242,14 @@ def _capabilities(opts: dict[str, object]) -> Capabilities:
                                     allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]))
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:
+    """The task types this worker runs: Reigh's edge functions may hand it others (its PAT claim ignores
+    run_type), which it gives back instead of failing. None: any (--legacy-unknown-task-types)."""
+    if opts["legacy_unknown_task_types"]:
+        return None
+    return frozenset(known_task_types())
 
 
 def _preload(generation: HeadlessTaskQueue, model_type: str) -> None:

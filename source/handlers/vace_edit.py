@@ -10,10 +10,8 @@ original context frames are kept as they were (VACE's regenerated copies are dro
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from pydantic import Field
 
@@ -22,7 +20,7 @@ from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params
-from source.media.video import read_video, save_video
+from source.media.video import read_video, save_video, video_fps
 
 MAX_FRAMES = 2000
 GRAY = 127
@@ -52,15 +50,6 @@ class InpaintFramesParams(VaceEditParams):
     video_task_id: str | None = None
     inpaint_start_frame: int = Field(ge=0)
     inpaint_end_frame: int = Field(ge=1)
-
-
-def _fps(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-    finally:
-        capture.release()
-    return round(fps) if fps and fps > 0 else 16
 
 
 def _generation_params(ctx: TaskContext) -> dict[str, Any]:
@@ -115,7 +104,7 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     generated = _bridge(ctx, guide, np.r_[np.zeros(context, bool), np.ones(gap, bool), np.zeros(context, bool)],
                         params)
     joined = np.concatenate([first, generated[context:context + gap], second])
-    fps = params.fps or _fps(first_path)
+    fps = params.fps or video_fps(first_path)
     path = save_video(joined, ctx.output_path("joined.mp4"), fps)
     return TaskOutcome(output_path=path, result={
         "frames": len(joined), "fps": fps, "context_frame_count": context, "gap_frame_count": gap,
@@ -147,7 +136,7 @@ def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     generated = _bridge(ctx, guide, regenerate, params)
     out = video.copy()
     out[start:end] = generated[start - first:end - first]
-    fps = params.fps or _fps(source_path)
+    fps = params.fps or video_fps(source_path)
     path = save_video(out, ctx.output_path("inpainted.mp4"), fps)
     return TaskOutcome(output_path=path, result={
         "frames": len(out), "fps": fps, "inpainted_frames": [start, end], "context_frames": [start - first,

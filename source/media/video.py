@@ -21,6 +21,16 @@ def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None)
     return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
 
 
+def video_fps(path: str | Path, default: int = 16) -> int:
+    """The file's frame rate, rounded (``default`` when the container does not say)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return round(fps) if fps and fps > 0 else default
+
+
 def read_image(path: str | Path, name: str, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(load_image(str(path), name, size), dtype=np.uint8)
 

@@ -19,6 +19,7 @@ Handler = Callable[[TaskContext], TaskOutcome]
 GENERATION = "source.generation.handler:handle_generation"
 TRAVEL = "source.orchestrators.travel"
 PERSPECTIVE = "source.orchestrators.different_perspective"
+JOIN = "source.orchestrators.join_clips"
 
 # Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
 # definition; `params.model` wins). The routes below and generation.conversion's map both derive from this.
@@ -48,6 +49,9 @@ ROUTES: dict[str, str | None] = {
     "different_perspective_orchestrator": f"{PERSPECTIVE}:handle_different_perspective_orchestrator",
     "dp_final_gen": f"{PERSPECTIVE}:handle_dp_final_gen",
     "magic_edit": "source.orchestrators.magic_edit:handle_magic_edit",
+    "join_clips_orchestrator": f"{JOIN}:handle_join_clips_orchestrator",
+    "join_clips_segment": f"{JOIN}:handle_join_clips_segment",
+    "join_final_stitch": f"{JOIN}:handle_join_final_stitch",
     # VACE edits of existing videos
     "join_clips": "source.handlers.vace_edit:handle_join_clips",
     "inpaint_frames": "source.handlers.vace_edit:handle_inpaint_frames",
@@ -62,7 +66,8 @@ ROUTES: dict[str, str | None] = {
 
 # Edits that run one generation of another task type (source/handlers/vace_edit.py): a row naming no model
 # needs that type's default model (what the worker's --models must allow for it).
-GENERATES_AS: Mapping[str, str] = MappingProxyType({"join_clips": "vace", "inpaint_frames": "vace"})
+GENERATES_AS: Mapping[str, str] = MappingProxyType({"join_clips": "vace", "inpaint_frames": "vace",
+                                                    "join_clips_segment": "vace"})
 # Other task types that generate in the claiming worker with a model of their own when the row names none.
 OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType({"magic_edit": "flux_kontext"})
 

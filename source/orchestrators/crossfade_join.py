@@ -17,10 +17,9 @@ from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.audio import add_soundtrack, spans_to_pieces
 from source.media.video import crossfade_join, read_video, save_video, video_fps
+from source.orchestrators.app_fields import split_app_fields
 
 MAX_CLIPS = 100
-# What Reigh stores on the row for its own records (its generation/shot bookkeeping); the worker reads none.
-APP_RECORD_KEYS = ("shot_id", "parent_generation_id", "tool_type", "orchestration_contract", "based_on")
 
 
 class CrossfadeJoinParams(TaskParams):
@@ -66,11 +65,10 @@ def handle_crossfade_join(ctx: TaskContext) -> TaskOutcome:
     spans = [(paths[0], 0, len(clips[0]))] + [(paths[i], overlaps[i - 1], len(clips[i]) - overlaps[i - 1])
                                               for i in range(1, len(clips))]
     sound = add_soundtrack(path, audio_file=audio, pieces=spans_to_pieces(spans, fps))
-    ignored = [key for key in p.ignored_params() if key not in APP_RECORD_KEYS]
-    ignored += [f"full_orchestrator_payload.{key}" for key in payload
-                if key not in ("run_id", "clip_urls", "frame_overlap_settings_expanded", "audio_url", *APP_RECORD_KEYS)]
+    unread = p.ignored_params() + [f"full_orchestrator_payload.{key}" for key in payload if key not in (
+        "run_id", "clip_urls", "frame_overlap_settings_expanded", "audio_url")]
     ctx.log.info("clips_crossfaded", clips=len(clips), frames=len(final), audio=sound)
     return TaskOutcome(output_path=path, result={
         "frames": len(final), "fps": fps, "clip_frames": [len(c) for c in clips], "frame_overlaps": overlaps,
         "resolution": f"{size[0]}x{size[1]}", "audio": sound, "run_id": payload.get("run_id"),
-        **({"ignored_params": ignored} if ignored else {})})
+        **split_app_fields(unread)})

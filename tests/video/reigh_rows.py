@@ -13,6 +13,32 @@ JOIN_DEFAULTS = {"prompt": "", "gap_frame_count": 23, "context_frame_count": 15,
                  "priority": 0, "motion_mode": "basic", "selected_phase_preset_id": "__builtin_vace_default__"}
 
 
+_LIGHTNING = "https://huggingface.co/lightx2v/Wan2.2-Lightning/resolve/main/Wan2.2-T2V-A14B-4steps-lora-250928"
+DEFAULT_VACE_PHASE_CONFIG = {
+    "num_phases": 3, "steps_per_phase": [2, 2, 5], "flow_shift": 5.0, "sample_solver": "euler",
+    "model_switch_phase": 2, "mode": "vace",
+    "phases": [{"phase": 1, "guidance_scale": 3.0, "loras": [{"url": f"{_LIGHTNING}/high_noise_model.safetensors",
+                                                              "multiplier": "0.75"}]},
+               {"phase": 2, "guidance_scale": 1.0, "loras": [{"url": f"{_LIGHTNING}/high_noise_model.safetensors",
+                                                              "multiplier": "1.0"}]},
+               {"phase": 3, "guidance_scale": 1.0, "loras": [{"url": f"{_LIGHTNING}/low_noise_model.safetensors",
+                                                              "multiplier": "1.0"}]}],
+}
+
+
+_LIGHTNING = "https://huggingface.co/lightx2v/Wan2.2-Lightning/resolve/main/Wan2.2-T2V-A14B-4steps-lora-250928"
+DEFAULT_VACE_PHASE_CONFIG = {
+    "num_phases": 3, "steps_per_phase": [2, 2, 5], "flow_shift": 5.0, "sample_solver": "euler",
+    "model_switch_phase": 2, "mode": "vace",
+    "phases": [{"phase": 1, "guidance_scale": 3.0, "loras": [{"url": f"{_LIGHTNING}/high_noise_model.safetensors",
+                                                              "multiplier": "0.75"}]},
+               {"phase": 2, "guidance_scale": 1.0, "loras": [{"url": f"{_LIGHTNING}/high_noise_model.safetensors",
+                                                              "multiplier": "1.0"}]},
+               {"phase": 3, "guidance_scale": 1.0, "loras": [{"url": f"{_LIGHTNING}/low_noise_model.safetensors",
+                                                              "multiplier": "1.0"}]}],
+}
+
+
 def _contract(family: str, run_id: str, **extra: Any) -> dict[str, Any]:
     return {"contract_version": 3, "task_family": family, "run_id": run_id, **extra}
 
@@ -39,7 +65,10 @@ def join_clips(clips: list[str], *, video_edit: dict[str, Any] | None = None, **
         "clip_list": [{"url": url} for url in clips], "run_id": run_id,
         **{key: inputs.pop(key, default) for key, default in JOIN_DEFAULTS.items()},
         "keep_bridging_images": inputs.pop("keep_bridging_images", None),
-        "parent_generation_id": None, "phase_config": None, "advanced_mode": True,
+        "parent_generation_id": None, "advanced_mode": True,
+        # joinClips.ts sends the request's phase_config or its default 3-phase Lightning config, whose LoRAs
+        # are hub URLs; a test passes phase_config=None (left out) as nothing can be downloaded here.
+        "phase_config": inputs.pop("phase_config", DEFAULT_VACE_PHASE_CONFIG),
     }
     for key in ("resolution", "fps", "use_input_video_resolution", "use_input_video_fps", "audio_url",
                 "vid2vid_init_strength", "loop_first_clip", "additional_loras", "use_parallel_joins"):

@@ -22,6 +22,7 @@ from types import MappingProxyType
 GENERATION = "source.generation.handler:handle_generation"
 _TRAVEL = "source.orchestrators.travel"
 _PERSPECTIVE = "source.orchestrators.different_perspective"
+_JOIN = "source.orchestrators.join_clips"
 _HANDLERS = "source.handlers"
 
 
@@ -88,6 +89,9 @@ TASK_TYPES: tuple[TaskType, ...] = (
     TaskType("dp_final_gen", f"{_PERSPECTIVE}:handle_dp_final_gen",
              older_shape=OlderShape("dp_orchestrator_payload", completes="different_perspective_orchestrator")),
     TaskType("magic_edit", "source.orchestrators.magic_edit:handle_magic_edit", default_model="flux_kontext"),
+    TaskType("join_clips_orchestrator", f"{_JOIN}:handle_join_clips_orchestrator"),
+    TaskType("join_clips_segment", f"{_JOIN}:handle_join_clips_segment", generates_as="vace"),
+    TaskType("join_final_stitch", f"{_JOIN}:handle_join_final_stitch"),
     # VACE edits of existing videos (source/handlers/vace_edit.py)
     TaskType("join_clips", f"{_HANDLERS}.vace_edit:handle_join_clips", generates_as="vace"),
     TaskType("inpaint_frames", f"{_HANDLERS}.vace_edit:handle_inpaint_frames", generates_as="vace"),

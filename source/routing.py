@@ -22,8 +22,7 @@ GENERATION = task_types.GENERATION
 
 # Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
 # definition; `params.model` wins).
-GENERATION_MODELS: Mapping[str, str] = MappingProxyType(
-    {t.name: t.default_model for t in task_types.TASK_TYPES if t.direct_generation})  # type: ignore[misc]
+GENERATION_MODELS: Mapping[str, str] = task_types.GENERATION_MODELS
 
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {t.name: t.handler for t in task_types.TASK_TYPES}
@@ -47,7 +46,7 @@ def canonical_task_type(task_type: str) -> str:
 
 def model_for_task_type(task_type: str) -> str | None:
     """The model a direct-generation task type runs by default (None for every other task type)."""
-    return GENERATION_MODELS.get(canonical_task_type(task_type))
+    return task_types.generation_model(task_type)
 
 
 def default_model(task_type: str) -> str | None:
@@ -57,7 +56,7 @@ def default_model(task_type: str) -> str | None:
 
 
 def known_task_types() -> list[str]:
-    return sorted([*ROUTES, *LEGACY_ALIASES])
+    return task_types.known()
 
 
 def resolve_handler(task_type: str, *, legacy_unknown_model: object = None) -> Handler:

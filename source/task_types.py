@@ -127,8 +127,23 @@ BY_NAME: Mapping[str, TaskType] = MappingProxyType({t.name: t for t in TASK_TYPE
 ALIASES: Mapping[str, str] = MappingProxyType({alias: t.name for t in TASK_TYPES for alias in t.aliases})
 
 
+# Direct generation: task_type → its default model (a defaults/<model>.json definition; `params.model` wins).
+GENERATION_MODELS: Mapping[str, str] = MappingProxyType(
+    {t.name: t.default_model for t in TASK_TYPES if t.direct_generation})  # type: ignore[misc]
+
+
 def canonical(task_type: str) -> str:
     return ALIASES.get(task_type, task_type)
+
+
+def known() -> list[str]:
+    """Every task type a row may name, aliases included."""
+    return sorted([*BY_NAME, *ALIASES])
+
+
+def generation_model(task_type: str) -> str | None:
+    """The model a direct-generation task type runs by default (None for every other task type)."""
+    return GENERATION_MODELS.get(canonical(task_type))
 
 
 def claim_model(task_type: str) -> str | None:

@@ -63,7 +63,7 @@ def prepare_schema(store: TaskStore, config: StoreConfig) -> None:
 def _guest_task_types(runnable: frozenset[str] | None) -> tuple[str, ...]:
     """On a Reigh database the guest claims only the types it runs: "any" (None) means every known one."""
     if runnable is None:
-        from source.routing import known_task_types
+        from source.task_types import known
 
-        runnable = frozenset(known_task_types())
+        runnable = frozenset(known())
     return tuple(sorted(runnable))

@@ -18,12 +18,12 @@ import structlog
 
 from source.engine.params import PARSERS, parse_resolution, parse_values
 from source.errors import InvalidParams
-from source.routing import GENERATION_MODELS, canonical_task_type
-from source.task_types import TASK_TYPES, Output
+from source.task_types import GENERATION_MODELS, TASK_TYPES, Output
+from source.task_types import canonical as canonical_task_type
 
 log = structlog.get_logger(__name__)
 
-# task_type → model type (a defaults/<model>.json definition), derived from the routing table so the two
+# task_type → model type (a defaults/<model>.json definition), from source/task_types.py, so the two
 # can never disagree. `params.model` wins when present.
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 

@@ -26,9 +26,9 @@ from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
 from source.generation.control_video import build_control_guide, select_vace_inputs
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task
-from source.handlers.input_policy import TaskInputs
-from source.handlers.inputs import engine_inputs, resolve_generation_files
 from source.model_memory import ModelMemory
+from source.task_files.fetch import engine_inputs, resolve_generation_files
+from source.task_files.policy import TaskInputs
 from source.worker.limits import check_work_budget
 
 if TYPE_CHECKING:

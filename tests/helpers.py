@@ -79,7 +79,7 @@ def log_events(text: str) -> list[dict[str, Any]]:
 
 
 def ping_executions(output_dir: Path, task_id: str) -> list[dict[str, Any]]:
-    from source.handlers.task_paths import task_output_name
+    from source.task_files.paths import task_output_name
 
     path = output_dir / task_output_name(task_id, "ping.json")
     if not path.exists():

@@ -26,9 +26,9 @@ from source.db import (
 from source.db.config import StoreUnavailable
 from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
-from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
 from source.submission import SubmissionRefused, check_submission
+from source.task_files.paths import WORK_FOLDER, task_stem
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,6 @@ from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
-from source.engine.outputs import unique_path, write_image, write_video
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
@@ -40,6 +39,7 @@ from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
 from source.engine.windows import fit_overlap, generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
+from source.media.write import unique_path, write_image, write_video
 from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,7 @@ from source.errors import TaskCancelled, TaskError
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task, task_types_for_model
 from source.generation.progress import StepBar
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.input_policy import TaskInputs
+from source.task_files.policy import TaskInputs
 from source.task_types import generation_model
 
 if TYPE_CHECKING:

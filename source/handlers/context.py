@@ -13,15 +13,15 @@ import structlog
 from source.db.models import PHASES, Task
 from source.db.store import TaskStore
 from source.errors import CancelReason, TaskCancelled
-from source.handlers.input_policy import TaskInputs
-from source.handlers.task_paths import (
+from source.model_memory import ModelMemory
+from source.task_files.paths import (
     inside_root,
     legacy_location_path,
     safe_filename,
     task_output_name,
     task_work_dir,
 )
-from source.model_memory import ModelMemory
+from source.task_files.policy import TaskInputs
 from source.worker.settings import WorkerSettings
 
 

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from source.engine.outputs import write_video_frames
 from source.errors import InvalidParams, ModelUnavailable
 from source.generation.conversion import normalise_resolution
 from source.handlers.common import Timings, output_file, read_image_rgb
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.interpolation.flow import FlowInterpolator
+from source.media.write import write_video_frames
+from source.task_files.fetch import resolve_input
 
 MAX_FRAMES = 1000
 MAX_SIDE = 4096

@@ -13,13 +13,13 @@ from pydantic import Field
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
 from source.media.video import read_image, read_video, save_video
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 PERSPECTIVE_TASK_TYPES = {"pose": "generate_openpose", "depth": "generate_depth"}
 # The intermediate "single frame" is the shortest clip Wan makes (4*1+1 frames); extract_frame takes frame 0.

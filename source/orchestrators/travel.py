@@ -18,9 +18,7 @@ from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
 from source.media.video import colour_match, crossfade_join, read_image, read_video, save_video
 from source.orchestrators.children import (
     ChildSpec,
@@ -33,6 +31,8 @@ from source.orchestrators.crossfade_join import handle_crossfade_join, is_crossf
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
 from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 STITCH_KEY = "stitch"
 GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only metadata

@@ -28,11 +28,11 @@ from source.errors import (
     describe_storage_error,
 )
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_paths import remove_task_work_dir
 from source.logging_utils import redact, redact_value
 from source.model_memory import ModelMemory
 from source.retry import Backoff, RetryPolicy, retry_call
 from source.routing import resolve_handler
+from source.task_files.paths import remove_task_work_dir
 from source.worker.gpu_info import detect_gpu
 from source.worker.heartbeat import Heartbeat
 from source.worker.limits import task_timeout

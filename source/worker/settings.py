@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from source.db.models import AFFINITY_WINDOW_SECONDS, UNRESTRICTED, Capabilities
-from source.handlers.input_policy import InputPolicy, default_roots
-from source.handlers.task_paths import LEGACY_FILES
 from source.retry import TASK_RETRY, Backoff
+from source.task_files.paths import LEGACY_FILES
+from source.task_files.policy import InputPolicy, default_roots
 
 # The share of an interval for which a housekeeping turn stays taken (WorkerSettings.housekeeping_turn_seconds).
 HOUSEKEEPING_TURN_SHARE = 0.8

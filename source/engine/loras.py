@@ -45,10 +45,15 @@ def lora_folder(folder: str) -> Path:
 
 def model_lora_folder(model_type: str) -> str:
     """The LoRA folder name of ``model_type``: its definition's, else its family's."""
-    from source.engine.families import family_for
     from source.engine.model_defs import load_model_def
 
-    definition = load_model_def(model_type)
+    return definition_lora_folder(load_model_def(model_type))
+
+
+def definition_lora_folder(definition) -> str:
+    """The LoRA folder name of a loaded definition: its own, else its family's."""
+    from source.engine.families import family_for
+
     return definition.lora_folder or family_for(definition.architecture).lora_folder
 
 

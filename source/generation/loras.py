@@ -110,12 +110,10 @@ def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs |
     for source, multiplier in task.additional_loras.items():
         selection.add(fetch_lora(source, lora_dir, inputs), (multiplier,), "additional_loras")
 
+    params.update(recommended_settings(task))
     for key in task.acceleration_loras:
         spec = ACCELERATION_LORAS[key]
         selection.add(fetch_known_lora(spec, lora_dir).name, (float(spec.multiplier),), spec.flag)
-        for name, value in spec.recommended.items():
-            if name not in task.parameters:
-                params[name] = value
         log.info("acceleration_lora", lora=key, settings={k: params[k] for k in spec.recommended})
 
     if not selection.names:
@@ -123,6 +121,17 @@ def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs |
     params["activated_loras"] = tuple(selection.names)
     params["loras_multipliers"] = tuple(selection.multipliers)
     return replace(task, parameters=MappingProxyType(params))
+
+
+def recommended_settings(task: GenerationTask) -> dict[str, Any]:
+    """The settings the task's acceleration LoRAs recommend, for those the task does not set itself (known
+    before any LoRA is fetched: the prepare stage checks the work they make)."""
+    settings: dict[str, Any] = {}
+    for key in task.acceleration_loras:
+        for name, value in ACCELERATION_LORAS[key].recommended.items():
+            if name not in task.parameters:
+                settings[name] = value
+    return settings
 
 
 def fetch_lora(source: str, lora_dir: Path, inputs: TaskInputs | None = None) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from source.engine.model_defs import BoxOptions, load_model_def
+from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def
 from source.errors import InvalidParams
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task
 from source.generation.prepare import ModelCapabilities, PreparedGeneration, prepare
@@ -60,9 +60,10 @@ class WanOrchestrator:
     def current_model(self) -> str | None:
         return self._engine.model_type if self._engine is not None else None
 
-    def load_model(self, model_type: str) -> bool:
-        """Make ``model_type`` resident; True when it switched (the previous model is freed first)."""
-        return self.engine.load(model_type)
+    def load_model(self, model_type: str, definition: ModelDefinition | None = None) -> bool:
+        """Make ``model_type`` resident; True when it switched (the previous model is freed first).
+        ``definition``: the prepared request's, so one request loads its definition once."""
+        return self.engine.load(model_type, definition)
 
     def unload_model(self) -> None:
         """Free the resident model and the auxiliary ones (after an out-of-memory error, on request)."""
@@ -83,7 +84,7 @@ class WanOrchestrator:
             should_abort: Callable[[], bool] | None = None, output_dir: Path | None = None) -> GenerationResult:
         result = self.engine.generate(prepared.request.model, prepared.resolved,
                                       output_dir=output_dir or self.output_dir, progress=progress,
-                                      should_abort=should_abort)
+                                      should_abort=should_abort, definition=prepared.definition)
         return replace(result, ignored_params=prepared.ignored_params)
 
     # -- programmatic use (WanGP-style keyword parameters) -------------------------------------------

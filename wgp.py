@@ -92,7 +92,7 @@ def generate_video(
     request = db_task_to_generation_task("direct", "generate_video", {**params, "model": model_type})
     prepared = prepare(request, engine_inputs(Path(output_dir), "direct"), box=engine.box, memory=engine.memory)
     result = engine.generate(model_type, prepared.resolved, output_dir=Path(output_dir),
-                             progress=progress_callback, should_abort=should_abort)
+                             progress=progress_callback, should_abort=should_abort, definition=prepared.definition)
     result = replace(result, ignored_params=prepared.ignored_params)
     gen["file_list"].extend(str(path) for path in result.paths)
     return result

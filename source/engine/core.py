@@ -134,11 +134,12 @@ class Engine:
         return self.resident.definition.model_type if self.resident else None
 
     # -- models --------------------------------------------------------------------------------------
-    def load(self, model_type: str) -> bool:
-        """Make ``model_type`` resident; True when a load happened (False: it already was)."""
+    def load(self, model_type: str, definition: ModelDefinition | None = None) -> bool:
+        """Make ``model_type`` resident; True when a load happened (False: it already was). ``definition``: the
+        one the prepare stage loaded for it (loaded here when not given)."""
         if self.model_type == model_type:
             return False
-        definition = load_model_def(model_type, self.box)
+        definition = definition if definition is not None else load_model_def(model_type, self.box)
         family = family_for(definition.architecture)
         self.unload()
         need_gb = memory_need_gb(definition)
@@ -172,13 +173,14 @@ class Engine:
         output_dir: Path,
         progress: ProgressCallback | None = None,
         should_abort: Callable[[], bool] | None = None,
+        definition: ModelDefinition | None = None,
     ) -> GenerationResult:
         started = time.monotonic()
         params = resolved.params
         # 1. the model
         if progress is not None and self.model_type != model_type:
             progress(0, 1, "loading")  # the row's phase: weights fetched if missing, then loaded
-        self.load(model_type)
+        self.load(model_type, definition)
         assert self.resident is not None
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe

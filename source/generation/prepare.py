@@ -70,6 +70,7 @@ class PreparedGeneration:
     request: GenerationRequest
     resolved: ResolvedParameters
     ignored_params: tuple[str, ...]
+    definition: ModelDefinition  # the one loaded for it: the engine loads the model from it
 
 
 def prepare(request: GenerationRequest, inputs: TaskInputs, *, box: BoxOptions | None = None,
@@ -96,7 +97,7 @@ def prepare(request: GenerationRequest, inputs: TaskInputs, *, box: BoxOptions |
     if files.keys() != values.keys() or any(values[key] is not value for key, value in files.items()):
         resolved = resolve(definition.settings, files, model_type=request.model)
     log.debug("parameters_resolved", model=request.model, table="\n" + resolved.table())
-    return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})))
+    return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})), definition)
 
 
 def check_inputs_taken(model_type: str, caps: ModelCapabilities, given: Mapping[str, Any],

@@ -400,7 +400,9 @@ class ReighEdgeStore:
         params = row.get("params")
         child_key = params.get(CHILD_KEY_PARAM) if isinstance(params, dict) else None
         if isinstance(params, dict) and child_key is not None:
-            params = {k: v for k, v in params.items() if k != CHILD_KEY_PARAM}
+            # A child this worker made: create-task's passthrough kept its transport keys in params too.
+            transport = {CHILD_KEY_PARAM: child_key, "task_id": str(row.get("id")), "dependant_on": dependant_on}
+            params = {k: v for k, v in params.items() if k not in transport or transport[k] != v}
         task = Task.from_row({**row, "params": params, "dependant_on": deps[0] if deps else None,
                               "child_key": child_key})
         if row.get("status") == TaskStatus.IN_PROGRESS.value and row.get("worker_id"):

@@ -493,16 +493,19 @@ class ReighEdgeStore:
             now = time.monotonic()
             if now >= self._next_worker_beat or terminated:
                 self._next_worker_beat = now + WORKER_BEAT_SECONDS
-                self.client.post(  # type: ignore[union-attr]
+                beat = self.client.post(  # type: ignore[union-attr]
                     f"{self.supabase_url.rstrip('/')}/rest/v1/rpc/func_worker_heartbeat_with_logs",
                     json={"worker_id_param": worker_id, "vram_total_mb_param": 0, "vram_used_mb_param": 0,
                           "logs_param": [], "status_param": "terminated" if terminated else "active"},
                     headers={"Authorization": f"Bearer {key}", "apikey": key, "Content-Type": "application/json"},
                     timeout=10)
+                if beat.status_code in (401, 403):  # granted to service_role only (20260311110000)
+                    raise EdgeRefused(f"func_worker_heartbeat_with_logs refused the key ({beat.status_code})")
         except EdgeRefused as exc:
             self._service_calls_refused = True
             log.info("reigh_worker_registry_unavailable", reason=str(exc)[:200],
-                     hint="update-worker-model takes the service-role key only; model affinity is off")
+                     hint="update-worker-model and the worker heartbeat take the service-role key only "
+                          "(SUPABASE_SERVICE_ROLE_KEY); without it Reigh's model affinity is off for this worker")
         except (StoreUnavailable, httpx.HTTPError) as exc:
             log.warning("reigh_worker_beat_failed", error=str(exc)[:200])
 

@@ -21,7 +21,7 @@ class StoreUnavailable(RuntimeError):
     exit_code = 1
 
 
-# Exit codes of worker.py and the tasks CLI when a shared database is not ready (README "Exit codes").
+# Exit codes of worker.py and the tasks CLI when a shared database is not ready (docs/operations.md, "Exit codes").
 EXIT_SCHEMA_OUTDATED = 4
 EXIT_NO_TASKS_TABLE = 5
 # How an idle worker on Postgres/Supabase learns of new rows (--wake-mode): auto = doorbell on a direct or
@@ -31,7 +31,7 @@ EXIT_NO_TASKS_TABLE = 5
 # poll = wake-one by polling the worker's wake marker (no waiting connection); broadcast = every idle worker
 # looks at the table on every change (before 011).
 WAKE_MODE_CHOICES = ("auto", "doorbell", "listen", "poll", "broadcast")
-# Supabase's transaction pooler: no LISTEN, no prepared statements (see README).
+# Supabase's transaction pooler: no LISTEN, no prepared statements (see docs/operations.md).
 TRANSACTION_POOLER_PORT = "6543"
 
 # Workers and read-only commands never migrate a shared database; this is what they tell the operator.

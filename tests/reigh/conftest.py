@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from source.db.reigh_guest import ReighGuestStore
+from source.routing import known_task_types
 from tests.pg_fixtures import SUPABASE_DEFAULT_PRIVILEGES_SQL, schema_of, supabase_roles  # noqa: F401  (fixture)
 
 REIGH_SCHEMA = Path(__file__).with_name("reigh_schema.sql")
@@ -72,3 +76,56 @@ def insert_reigh_task(url: str, project_id: UUID, task_type: str, params: dict,
         row = conn.execute("INSERT INTO tasks (task_type, params, project_id, dependant_on) VALUES (%s, %s, %s, %s) "
                            "RETURNING id", (task_type, json.dumps(params), project_id, dependant_on)).fetchone()
     return row[0]
+
+
+@pytest.fixture
+def guest_store(reigh_url: str) -> Iterator[ReighGuestStore]:
+    """The guest store on a Reigh database after ``--migrate-only``, claiming the routing table's task types."""
+    from source.db.reigh_guest import reigh_schema_of
+
+    store = ReighGuestStore(reigh_url, str(reigh_schema_of(reigh_url)), runnable_task_types=known_task_types())
+    store.migrate()
+    store.check_schema()
+    yield store
+    store.close()
+
+
+def reigh_catalog(url: str) -> dict[str, object]:
+    """Everything of Reigh's schema that a guest must leave as it found it: columns and their types and
+    defaults, relations with their grants and RLS switches, constraints, indexes, triggers (internal ones
+    too: a foreign key from elsewhere adds some), policies, functions with their body, grants and settings,
+    enum values, the schema's own grants and default privileges, and a digest of every table's rows."""
+    schema = schema_of(url)
+    queries = {
+        "columns": "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+                   "pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                   "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+                   "WHERE c.relnamespace = %(ns)s::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2",
+        "relations": "SELECT relname, relkind, relacl::text, relrowsecurity, relforcerowsecurity FROM pg_class "
+                     "WHERE relnamespace = %(ns)s::regnamespace ORDER BY 1",
+        "constraints": "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                       "WHERE connamespace = %(ns)s::regnamespace OR confrelid IN (SELECT oid FROM pg_class "
+                       "WHERE relnamespace = %(ns)s::regnamespace) ORDER BY 1, 2",
+        "indexes": "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                   "WHERE c.relnamespace = %(ns)s::regnamespace ORDER BY 1",
+        "triggers": "SELECT t.tgrelid::regclass::text, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relnamespace = %(ns)s::regnamespace ORDER BY 1, 2",
+        "policies": "SELECT tablename, policyname, permissive, roles::text, cmd, qual, with_check FROM pg_policies "
+                    "WHERE schemaname = %(ns)s ORDER BY 1, 2",
+        "functions": "SELECT oid::regprocedure::text, md5(prosrc), proacl::text, proconfig::text, prosecdef "
+                     "FROM pg_proc WHERE pronamespace = %(ns)s::regnamespace ORDER BY 1",
+        "enums": "SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) FROM pg_type t "
+                 "JOIN pg_enum e ON e.enumtypid = t.oid WHERE t.typnamespace = %(ns)s::regnamespace GROUP BY 1 ORDER BY 1",
+        "schema": "SELECT nspacl::text FROM pg_namespace WHERE nspname = %(ns)s",
+        "default_privileges": "SELECT defaclobjtype, defaclacl::text FROM pg_default_acl "
+                              "WHERE defaclnamespace = %(ns)s::regnamespace ORDER BY 1, 2",
+    }
+    with psycopg.connect(url, autocommit=True) as conn:
+        found: dict[str, object] = {name: conn.execute(query, {"ns": schema}).fetchall()
+                                    for name, query in queries.items()}
+        tables = [row[0] for row in conn.execute("SELECT relname FROM pg_class WHERE relkind = 'r' "
+                                                 "AND relnamespace = %s::regnamespace ORDER BY 1", (schema,))]
+        found["rows"] = {table: conn.execute(
+            sql.SQL("SELECT count(*), md5(COALESCE(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} AS t")
+            .format(sql.Identifier(schema, table))).fetchone() for table in tables}
+    return found

@@ -72,8 +72,9 @@ class NotAvailableOverEdge(PermissionError):
     """An operator verb (listing every task, cancelling, stats) that Reigh's edge functions do not offer."""
 
 
-class EdgeRefused(StoreUnavailable):
-    """An edge function refused this worker's key (401/403): another try would get the same answer."""
+class EdgeRefused(PermissionError):
+    """An edge function refused this worker's key, or this row to it (401/403): not an outage, another try would
+    get the same answer."""
 
 
 def edge_urls(supabase_url: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -161,7 +162,10 @@ class ReighEdgeStore:
 
     def check_schema(self) -> None:
         """Nothing to migrate; the key is checked once, with the call reigh-worker makes before a claim."""
-        response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        try:
+            response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        except EdgeRefused as exc:
+            raise StoreUnavailable(str(exc)) from None
         if response.status_code != 200:
             raise StoreUnavailable(f"Reigh's task-counts answered {response.status_code}: {response.text[:300]}")
 
@@ -239,7 +243,7 @@ class ReighEdgeStore:
     def complete_task(self, task_id: str, worker_id: str, *, output_location: str | None,
                       result: dict[str, Any] | None) -> bool:
         """complete_task with the file itself (base64 under 2 MB, else a signed upload first), as reigh-worker
-        does: Reigh stores it, makes the generation row and bills. False when the row is no longer In
+        does: Reigh stores it, makes the generation row and bills (a task without a file: update-task-status). False when the row is no longer In
         Progress (Reigh's own update would silently match nothing after storing the file)."""
         state = self.task_status(task_id)
         if state is None or state[0] is not TaskStatus.IN_PROGRESS:
@@ -247,10 +251,18 @@ class ReighEdgeStore:
             return False
         local = Path(output_location) if output_location else None
         if local is None or not local.is_file():
-            raise TaskError(f"Reigh's complete_task needs the output file; {output_location!r} is not one")
+            # No file to store (a task without an output): reigh-worker marks it through update-task-status.
+            ok = self._update_status(task_id, TaskStatus.COMPLETE, output_location=output_location)
+            self._forget(task_id)
+            return ok
         thumbnail = (result or {}).get("thumbnail")
         thumb = Path(thumbnail) if isinstance(thumbnail, str) and Path(thumbnail).is_file() else None
-        payload = self._completion_payload(task_id, local, thumb)
+        try:
+            payload = self._completion_payload(task_id, local, thumb)
+        except TaskError as exc:  # storage refused the signed upload: reigh-worker fails the row ("Upload failed")
+            self._update_status(task_id, TaskStatus.FAILED, error_details=f"Upload failed: {exc}")
+            self._forget(task_id)
+            return False
         response = self._post("complete_task", payload, retry_404=True, timeout=60)
         if response.status_code != 200:
             error = f"Completion failed: complete_task answered {response.status_code}: {response.text[:300]}"

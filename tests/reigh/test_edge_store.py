@@ -10,7 +10,8 @@ import psycopg
 import pytest
 
 from source.db.models import NewTask, TaskStatus, child_task_id
-from source.db.reigh_edge import ReighEdgeStore
+from source.db.reigh_edge import EdgeRefused, ReighEdgeStore
+from source.db.transient import is_store_outage
 from source.errors import TaskError
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
 from tests.reigh.edge_functions import ReighEdgeFunctions, serve
@@ -138,3 +139,22 @@ def test_failing_a_child_cascades_to_its_orchestrator_through_update_task_status
     assert task(reigh_url, parent)["status"] == "Failed" and task(reigh_url, second)["status"] == "Failed"
     assert task(reigh_url, first)["error_message"] == "out of memory"
     assert task(reigh_url, second)["error_message"] == f"Cascaded failed from related task {first}"
+
+
+def test_a_task_without_a_file_completes_through_update_task_status(edge, reigh_url):
+    user = add_reigh_user(reigh_url)
+    task_id = insert_reigh_task(reigh_url, user.project_id, "wan_2_2_t2i", image_row("no file"))
+    store = store_for(edge, user.token)
+    claimed = store.claim_next_task("w1", lease_seconds=10)
+    assert store.complete_task(claimed.id, "w1", output_location=None, result={})
+    row = task(reigh_url, task_id)
+    assert row["status"] == "Complete" and row["generation_processed_at"] is not None
+    assert ("update-task-status", {"task_id": claimed.id, "status": "Complete"}) in edge.calls
+
+
+def test_another_users_row_is_a_refusal_not_an_outage(edge, reigh_url):
+    me, other = add_reigh_user(reigh_url), add_reigh_user(reigh_url)
+    theirs = insert_reigh_task(reigh_url, other.project_id, "wan_2_2_t2i", image_row("theirs"))
+    with pytest.raises(EdgeRefused) as refused:
+        store_for(edge, me.token).task_status(str(theirs))
+    assert not is_store_outage(refused.value)

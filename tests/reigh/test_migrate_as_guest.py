@@ -33,7 +33,7 @@ def test_migrate_only_leaves_every_part_of_reigh_as_it_was_and_adds_one_schema(r
 
     done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
     assert done.returncode == 0, done.stderr
-    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads" in done.stdout
+    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads, 043_generation_routing" in done.stdout
 
     assert reigh_catalog(reigh_url) == before
     guest = guest_schema_for(schema_of(reigh_url))

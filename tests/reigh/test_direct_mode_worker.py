@@ -4,6 +4,7 @@ API-run rows and a 0-credit user's rows Queued, and leave a generations row for 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import cv2
@@ -95,3 +96,32 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     # orchestrator row itself (category orchestration)
     assert generations == {c[0]: c[5] for c in children}
     assert billed == [(orchestrator,)]
+
+
+@pytest.mark.slow
+def test_a_killed_guest_workers_row_is_reclaimed_after_its_lease_and_completed_by_another(reigh_url, tmp_path):
+    out = tmp_path / "out"
+    _migrated(reigh_url, out)
+    user = add_reigh_user(reigh_url, credits=5)
+    # many steps: the first worker is still generating when it is killed
+    row = insert_reigh_task(reigh_url, user.project_id, "t2v", {**t2v_row("slow waves"), "num_inference_steps": 400})
+    args = ("--lease-seconds", "3", "--poll-interval", "1")
+    first = start_worker(reigh_url, out, "--worker", "doomed", *args, log_path=tmp_path / "doomed.log")
+    try:
+        wait_for(lambda: _rows(reigh_url)[str(row)][0] == "In Progress", timeout=120, interval=0.2)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _rows(reigh_url)[str(row)][3] == "doomed"
+    with psycopg.connect(reigh_url, autocommit=True) as conn:  # the rest of the run need not take 400 steps
+        conn.execute("SELECT set_config('application_name', 'claim_task', false)")
+        conn.execute("UPDATE tasks SET params = params || '{\"num_inference_steps\": 2}' WHERE id = %s", (row,))
+    second = start_worker(reigh_url, out, "--worker", "survivor", *args, log_path=tmp_path / "survivor.log")
+    try:
+        wait_for(lambda: _rows(reigh_url)[str(row)][0] in ("Complete", "Failed"), timeout=180, interval=0.5)
+    finally:
+        second.terminate()
+        second.wait(timeout=30)
+    status, location, error, worker = _rows(reigh_url)[str(row)]
+    assert (status, worker) == ("Complete", "survivor"), (error, (tmp_path / "survivor.log").read_text()[-2000:])
+    assert Path(location).is_file() and _generation_locations(reigh_url) == {str(row): location}

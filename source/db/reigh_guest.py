@@ -26,6 +26,8 @@ _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SEARCH_PATH_OPTION = re.compile(r"-c\s*search_path=\S+")
 # The verbs that pick rows: each is told which task types this worker runs (Reigh has many it does not).
 _CLAIMING = frozenset({"claim_next_task", "has_claimable_task"})
+# --wake-mode values that need a trigger on the tasks table to ring or notify the worker.
+WAITING_WAKE_MODES = ("doorbell", "listen")
 
 
 def reigh_schema_of(url: str) -> str | None:
@@ -67,7 +69,11 @@ class ReighGuestStore(PostgresTaskStore):
     MIGRATIONS = "reigh_guest"
 
     def __init__(self, url: str, reigh_schema: str, *, runnable_task_types: Sequence[str] = (),
-                 max_connections: int = 1, retry_seconds: float = 120.0, access_token: str | None = None) -> None:
+                 max_connections: int = 1, retry_seconds: float = 120.0, access_token: str | None = None,
+                 wake_mode: str = "auto") -> None:
+        if wake_mode in WAITING_WAKE_MODES:
+            raise StoreUnavailable(f"--wake-mode {wake_mode}: on a Reigh database the worker polls (a guest adds no "
+                                   "trigger to Reigh's tasks table, so nothing could wake it); use auto or poll")
         if access_token is not None:
             raise StoreUnavailable("a personal access token goes through Reigh's edge functions "
                                    "(--reigh-access-token), not a direct database URL")

@@ -75,3 +75,10 @@ def test_a_worker_on_an_unmigrated_reigh_database_says_how_to_migrate_and_change
     assert done.returncode == 4, done.stderr[-2000:]
     assert "the Reigh guest schema is not in place" in done.stderr and "--migrate-only" in done.stderr
     assert reigh_catalog(reigh_url) == before
+
+
+def test_a_wake_mode_a_guest_cannot_honour_is_refused(reigh_url, tmp_path):
+    done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
+    assert done.returncode == 0, done.stderr
+    refused = run_worker(reigh_url, tmp_path / "out", "--once", "--wake-mode", "doorbell")
+    assert refused.returncode == 1 and "--wake-mode doorbell: on a Reigh database the worker polls" in refused.stderr

@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from source.db.models import NewTask, TaskStatus, child_task_id
+from source.db.models import Capabilities, NewTask, TaskStatus, WorkerInfo, child_task_id
 from source.db.reigh_guest import ReighGuestStore, reigh_schema_of
 from source.routing import known_task_types
 from tests.reigh.conftest import ReighUser, add_reigh_user, insert_reigh_task
@@ -262,3 +262,29 @@ def test_operators_read_reighs_queue_but_leave_its_rows_to_reigh(guest_store, re
     assert {t.task_type for t in guest_store.list_tasks(status=TaskStatus.QUEUED)} == {"t2v", "qwen_image"}
     with pytest.raises(PermissionError, match="the rows are Reigh's"):
         guest_store.add_task(NewTask("t2v", {"prompt": "mine"}))
+
+
+def test_task_type_and_model_restrictions_narrow_the_claim_on_reighs_model_field(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    vace = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
+                             {"orchestrator_details": {"model_name": "tiny_vace"}})
+    other = insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x", "model_name": "tiny_t2v"})
+    only_vace = Capabilities(task_types=("travel_orchestrator",), models=("tiny_vace",), modelless_task_types=())
+    assert not guest_store.has_claimable_task(Capabilities(models=("tiny_flux",), modelless_task_types=()))
+    assert guest_store.claim_next_task("w1", lease_seconds=LEASE, capabilities=only_vace).id == str(vace)
+    assert guest_store.claim_next_task("w1", lease_seconds=LEASE, capabilities=only_vace) is None
+    assert _row(reigh_url, other) == ("Queued",)
+
+
+def test_the_worker_lives_in_reighs_workers_table(guest_store, reigh_url):
+    _service(reigh_url, "INSERT INTO workers (id, instance_type, current_model) VALUES ('reigh-1', 'external', 'm')")
+    guest_store.register_worker(WorkerInfo(id="gpu-1", host="box", pid=7, gpu_name="H100", gpu_memory_gb=80.0))
+    guest_store.touch_worker("gpu-1", resident_model="tiny_vace", current_task_id=None, stats={"tasks_completed": 3})
+    (record,) = guest_store.list_workers(alive_within_seconds=60)  # its own kind only: Reigh's are Reigh's
+    assert (record.id, record.host, record.pid, record.resident_model, record.alive) == ("gpu-1", "box", 7,
+                                                                                        "tiny_vace", True)
+    assert record.stats == {"tasks_completed": 3}
+    assert _service(reigh_url, "SELECT instance_type, status, current_model FROM workers ORDER BY id") == [
+        ("wangp", "active", "tiny_vace"), ("external", "active", "m")]
+    guest_store.touch_worker("gpu-1", resident_model=None, current_task_id=None, status="stopped")
+    assert _service(reigh_url, "SELECT status FROM workers WHERE id = 'gpu-1'") == [("inactive",)]

@@ -38,6 +38,9 @@ def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
     if config.access_token:
         raise click.UsageError("a personal access token is for a worker on the user's own GPU; the tasks CLI needs "
                                "the service-role key (SUPABASE_SERVICE_ROLE_KEY) or a direct --db-url")
+    if config.reigh_access_token:
+        raise click.UsageError("--reigh-access-token is for a worker talking to Reigh's edge functions, which offer "
+                               "no listing, cancelling or stats: use Reigh's web app (docs/reigh.md)")
     try:
         store = open_store(config)
     except StoreConfigError as exc:

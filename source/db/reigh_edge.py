@@ -72,8 +72,9 @@ class NotAvailableOverEdge(PermissionError):
     """An operator verb (listing every task, cancelling, stats) that Reigh's edge functions do not offer."""
 
 
-class EdgeRefused(StoreUnavailable):
-    """An edge function refused this worker's key (401/403): another try would get the same answer."""
+class EdgeRefused(PermissionError):
+    """An edge function refused this worker's key, or this row to it (401/403): not an outage, another try would
+    get the same answer."""
 
 
 def edge_urls(supabase_url: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -161,7 +162,10 @@ class ReighEdgeStore:
 
     def check_schema(self) -> None:
         """Nothing to migrate; the key is checked once, with the call reigh-worker makes before a claim."""
-        response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        try:
+            response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        except EdgeRefused as exc:
+            raise StoreUnavailable(str(exc)) from None
         if response.status_code != 200:
             raise StoreUnavailable(f"Reigh's task-counts answered {response.status_code}: {response.text[:300]}")
 
@@ -239,7 +243,7 @@ class ReighEdgeStore:
     def complete_task(self, task_id: str, worker_id: str, *, output_location: str | None,
                       result: dict[str, Any] | None) -> bool:
         """complete_task with the file itself (base64 under 2 MB, else a signed upload first), as reigh-worker
-        does: Reigh stores it, makes the generation row and bills. False when the row is no longer In
+        does: Reigh stores it, makes the generation row and bills (a task without a file: update-task-status). False when the row is no longer In
         Progress (Reigh's own update would silently match nothing after storing the file)."""
         state = self.task_status(task_id)
         if state is None or state[0] is not TaskStatus.IN_PROGRESS:
@@ -247,10 +251,18 @@ class ReighEdgeStore:
             return False
         local = Path(output_location) if output_location else None
         if local is None or not local.is_file():
-            raise TaskError(f"Reigh's complete_task needs the output file; {output_location!r} is not one")
+            # No file to store (a task without an output): reigh-worker marks it through update-task-status.
+            ok = self._update_status(task_id, TaskStatus.COMPLETE, output_location=output_location)
+            self._forget(task_id)
+            return ok
         thumbnail = (result or {}).get("thumbnail")
         thumb = Path(thumbnail) if isinstance(thumbnail, str) and Path(thumbnail).is_file() else None
-        payload = self._completion_payload(task_id, local, thumb)
+        try:
+            payload = self._completion_payload(task_id, local, thumb)
+        except TaskError as exc:  # storage refused the signed upload: reigh-worker fails the row ("Upload failed")
+            self._update_status(task_id, TaskStatus.FAILED, error_details=f"Upload failed: {exc}")
+            self._forget(task_id)
+            return False
         response = self._post("complete_task", payload, retry_404=True, timeout=60)
         if response.status_code != 200:
             error = f"Completion failed: complete_task answered {response.status_code}: {response.text[:300]}"
@@ -400,7 +412,9 @@ class ReighEdgeStore:
         params = row.get("params")
         child_key = params.get(CHILD_KEY_PARAM) if isinstance(params, dict) else None
         if isinstance(params, dict) and child_key is not None:
-            params = {k: v for k, v in params.items() if k != CHILD_KEY_PARAM}
+            # A child this worker made: create-task's passthrough kept its transport keys in params too.
+            transport = {CHILD_KEY_PARAM: child_key, "task_id": str(row.get("id")), "dependant_on": dependant_on}
+            params = {k: v for k, v in params.items() if k not in transport or transport[k] != v}
         task = Task.from_row({**row, "params": params, "dependant_on": deps[0] if deps else None,
                               "child_key": child_key})
         if row.get("status") == TaskStatus.IN_PROGRESS.value and row.get("worker_id"):
@@ -491,16 +505,19 @@ class ReighEdgeStore:
             now = time.monotonic()
             if now >= self._next_worker_beat or terminated:
                 self._next_worker_beat = now + WORKER_BEAT_SECONDS
-                self.client.post(  # type: ignore[union-attr]
+                beat = self.client.post(  # type: ignore[union-attr]
                     f"{self.supabase_url.rstrip('/')}/rest/v1/rpc/func_worker_heartbeat_with_logs",
                     json={"worker_id_param": worker_id, "vram_total_mb_param": 0, "vram_used_mb_param": 0,
                           "logs_param": [], "status_param": "terminated" if terminated else "active"},
                     headers={"Authorization": f"Bearer {key}", "apikey": key, "Content-Type": "application/json"},
                     timeout=10)
+                if beat.status_code in (401, 403):  # granted to service_role only (20260311110000)
+                    raise EdgeRefused(f"func_worker_heartbeat_with_logs refused the key ({beat.status_code})")
         except EdgeRefused as exc:
             self._service_calls_refused = True
             log.info("reigh_worker_registry_unavailable", reason=str(exc)[:200],
-                     hint="update-worker-model takes the service-role key only; model affinity is off")
+                     hint="update-worker-model and the worker heartbeat take the service-role key only "
+                          "(SUPABASE_SERVICE_ROLE_KEY); without it Reigh's model affinity is off for this worker")
         except (StoreUnavailable, httpx.HTTPError) as exc:
             log.warning("reigh_worker_beat_failed", error=str(exc)[:200])
 

@@ -218,8 +218,8 @@ class ReighEdgeFunctions:
         """update-task-status (index.ts, request.ts, transitions.ts, payload.ts, taskUpdates.ts): the allowed
         transitions (In Progress → Complete/Failed/Cancelled/Queued, Queued → In Progress/Failed/Cancelled, none
         out of a final state; 409 otherwise), then error_details → error_message, clear_worker → worker_id and
-        generation_started_at NULL, attempts as sent. Failed/Cancelled cascade (cascade.ts → the SQL function
-        cascade_task_failure, done here as that function does: the orchestrator and its unfinished children)."""
+        generation_started_at NULL, attempts as sent; Failed/Cancelled cascade (``_cascade``). Left out: the
+        orchestrator billing on cancel (cancellationBilling.ts), which the fixture's trigger already does."""
         task_id, status = str(body.get("task_id") or ""), body.get("status")
         if status not in ("Queued", "In Progress", "Complete", "Failed", "Cancelled"):
             raise Refused(400, "Invalid status")
@@ -250,17 +250,30 @@ class ReighEdgeFunctions:
         return JSONResponse({"success": True, "task_id": task_id, "status": status})
 
     def _cascade(self, db: psycopg.Connection, task: dict[str, Any], status: str) -> None:
+        """cascade.ts: the orchestrator is the row's reference (extractOrchestratorRef, a uuid) or, for a row
+        with orchestrator_details, the row itself; then cascade_task_failure (20260331040000) as written there:
+        every unfinished row naming that orchestrator, and the orchestrator when a child failed (no project
+        filter in Reigh's function)."""
         params = task["params"] or {}
         ref = params.get("orchestrator_task_id_ref") or (params.get("orchestration_contract") or {}).get(
             "orchestrator_task_id")
-        orchestrator = ref if ref else (str(task["id"]) if "orchestrator_details" in params else None)
-        if not orchestrator:
+        is_orchestrator = False
+        try:
+            orchestrator = str(uuid.UUID(str(ref))) if ref else None
+        except ValueError:
+            orchestrator = None
+        if orchestrator is None and "orchestrator_details" in params:
+            orchestrator, is_orchestrator = str(task["id"]), True
+        if orchestrator is None:
             return
-        message = f"Cascaded {status.lower()} from related task {task['id']}"
-        db.execute("UPDATE tasks SET status = %s, error_message = %s, updated_at = now() "
-                   "WHERE status IN ('Queued', 'In Progress') AND project_id = %s AND id <> %s "
-                   "AND (id::text = %s OR params->>'orchestrator_task_id_ref' = %s)",
-                   (status, message, task["project_id"], task["id"], orchestrator, orchestrator))
+        db.execute(
+            "UPDATE tasks SET status = %s::task_status, updated_at = now(), error_message = 'Cascaded ' || lower(%s) "
+            "|| ' from related task ' || %s WHERE id <> %s AND status NOT IN ('Complete', 'Failed', 'Cancelled') "
+            "AND ((NOT %s AND id = %s::uuid) OR params->>'orchestrator_task_id_ref' = %s "
+            "OR params->'orchestration_contract'->>'orchestrator_task_id' = %s OR params->>'orchestrator_task_id' = %s "
+            "OR params->'orchestrator_details'->>'orchestrator_task_id' = %s "
+            "OR params->'originalParams'->'orchestrator_details'->>'orchestrator_task_id' = %s)",
+            (status, status, str(task["id"]), task["id"], is_orchestrator, orchestrator, *[orchestrator] * 5))
 
     def generate_upload_url(self, caller: Caller, body: dict[str, Any]) -> Response:
         """generate-upload-url/index.ts: signed upload URLs for <user>/tasks/<task>/<filename> (and a thumbnail

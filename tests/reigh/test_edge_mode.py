@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import httpx
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.helpers import REPO_ROOT, WORKER, _worker_env
+from tests.helpers import REPO_ROOT, WORKER, _worker_env, wait_for
 from tests.orchestrators.conftest import keyframes  # noqa: F401  (fixture)
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
 from tests.reigh.edge_functions import ReighEdgeFunctions, serve
@@ -195,3 +196,33 @@ def test_travel_on_vace_through_edge_functions(edge, reigh_url, tmp_path, keyfra
     # a generations row per output (segments and stitch), none for the orchestrator (category orchestration)
     made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location FROM generations")
     assert {r["task_id"]: r["location"] for r in made} == {str(c["id"]): c["output_location"] for c in children}
+
+
+def test_cancel_in_reigh_stops_the_running_generation(edge, reigh_url, tmp_path):
+    user = add_reigh_user(reigh_url)
+    long_row = {**t2v_row("a very long generation"), "num_inference_steps": 3000}
+    task_id = insert_reigh_task(reigh_url, user.project_id, "t2v", long_row)
+    # --lease-seconds sets the beat: each beat asks get-task-status whether the row is still In Progress
+    command = [sys.executable, str(WORKER), "--supabase-url", edge.base_url, "--reigh-access-token", user.token,
+               "--main-output-dir", str(tmp_path / "out"), "--log-format", "json", "--once", "--lease-seconds", "2"]
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=REPO_ROOT, env=_worker_env(None), stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        wait_for(lambda: '"model_loaded"' in log_path.read_text() or proc.poll() is not None, timeout=120, interval=0.2)
+        assert task(reigh_url, task_id)["status"] == "In Progress", log_path.read_text()[-3000:]
+        # Reigh's web app cancels through update-task-status with the user's own credentials
+        answer = httpx.post(f"{edge.base_url}/functions/v1/update-task-status",
+                            json={"task_id": str(task_id), "status": "Cancelled"},
+                            headers={"Authorization": f"Bearer {user.token}"})
+        assert answer.status_code == 200, answer.text
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert '"task_cancelled"' in text, text[-3000:]
+    row = task(reigh_url, task_id)
+    assert row["status"] == "Cancelled" and row["output_location"] is None
+    assert rows(reigh_url, "SELECT 1 FROM generations") == []

@@ -71,39 +71,39 @@ def t2v_row(prompt: str) -> dict[str, Any]:
 def test_service_key_worker_serves_reigh_cloud_users_and_leaves_what_reigh_would_not_give(edge, reigh_url, tmp_path):
     paying, broke = add_reigh_user(reigh_url), add_reigh_user(reigh_url, credits=0)
     image = insert_reigh_task(reigh_url, paying.project_id, "wan_2_2_t2i", image_row("a red kite"))
-    video = insert_reigh_task(reigh_url, paying.project_id, "t2v", t2v_row("a cat"))
+    second = insert_reigh_task(reigh_url, paying.project_id, "wan_2_2_t2i", image_row("a blue kite", seed=8))
     api_row = insert_reigh_task(reigh_url, paying.project_id, "qwen_image", {"prompt": "an api image"})
     unpaid = insert_reigh_task(reigh_url, broke.project_id, "wan_2_2_t2i", image_row("no credits"))
 
     proc = run_edge_worker(edge, SERVICE_KEY, tmp_path / "out", "--worker", "cloud-1")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    for task_id, suffix in ((image, ".png"), (video, ".mp4")):
+    for task_id in (image, second):
         row = task(reigh_url, task_id)
         assert row["status"] == "Complete", (row["error_message"], proc.stderr[-3000:])
         assert row["worker_id"] == "cloud-1" and row["generation_processed_at"] is not None
         url = row["output_location"]
         assert url.startswith(f"{edge.base_url}/storage/v1/object/public/image_uploads/{paying.id}/tasks/{task_id}/")
-        assert url.endswith(suffix)
+        assert url.endswith(".png")
         stored = tmp_path / "storage" / "image_uploads" / url.split("/image_uploads/", 1)[1]
         assert stored.stat().st_size > 0
         generations = rows(reigh_url, "SELECT * FROM generations WHERE tasks @> %s::jsonb", json.dumps([str(task_id)]))
         assert len(generations) == 1 and generations[0]["location"] == url
-        assert generations[0]["type"] == ("video" if suffix == ".mp4" else "image")
+        assert generations[0]["type"] == "image"
         assert row["generation_created"] is True
     # the worker's local copies went with the upload (no --keep-local)
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix in (".png", ".mp4")]
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.suffix in (".png", ".jpg")]
     # Reigh's claim gave neither the API-run row nor the row of a user without credits
     for task_id in (api_row, unpaid):
         row = task(reigh_url, task_id)
         assert row["status"] == "Queued" and row["worker_id"] is None and row["generation_started_at"] is None
     # billed per second by complete_task (service role), one spend per completed row
     spends = rows(reigh_url, "SELECT task_id FROM credits_ledger WHERE type = 'spend' AND user_id = %s", paying.id)
-    assert sorted(str(r["task_id"]) for r in spends) == sorted([str(image), str(video)])
+    assert sorted(str(r["task_id"]) for r in spends) == sorted([str(image), str(second)])
     assert float(rows(reigh_url, "SELECT credits FROM users WHERE id = %s", paying.id)[0]["credits"]) < 100
     # the worker told Reigh its resident model (update-worker-model) and beat (func_worker_heartbeat_with_logs)
     worker = rows(reigh_url, "SELECT * FROM workers WHERE id = 'cloud-1'")[0]
-    assert worker["current_model"] in ("tiny_t2v", "tiny_t2v_2_2") and worker["status"] == "terminated"
+    assert worker["current_model"] == "tiny_t2v_2_2" and worker["status"] == "terminated"
     called = {name for name, _ in edge.calls}
     assert {"claim-next-task", "complete_task", "get-task-status", "update-worker-model"} <= called
     claims = [body for name, body in edge.calls if name == "claim-next-task"]
@@ -194,8 +194,12 @@ def test_travel_on_vace_through_edge_functions(edge, reigh_url, tmp_path, keyfra
     assert parent["output_location"] == children[2]["output_location"]
     assert parent["output_location"].startswith(f"{edge.base_url}/storage/v1/object/public/image_uploads/")
     # a generations row per output (segments and stitch), none for the orchestrator (category orchestration)
-    made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location FROM generations")
+    made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location, type, thumbnail_url FROM generations")
     assert {r["task_id"]: r["location"] for r in made} == {str(c["id"]): c["output_location"] for c in children}
+    assert all(r["type"] == "video" and r["location"].endswith(".mp4") for r in made)
+    # a generated segment goes with its first frame (first_frame_data), which Reigh stores as the thumbnail
+    segment_thumbs = [r["thumbnail_url"] for r in made if r["task_id"] != str(children[2]["id"])]
+    assert all(url and "/thumbnails/" in url for url in segment_thumbs)
 
 
 def test_cancel_in_reigh_stops_the_running_generation(edge, reigh_url, tmp_path):

@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreConfigError, StoreUnavailable
+from source.db.models import NewTask, PurgedTask, TaskStatus
 from source.db.postgres import PostgresTaskStore
 from source.db.sql_files import list_migrations, load_queries
 
@@ -53,6 +54,12 @@ def guest_url(url: str, reigh_schema: str) -> str:
     return make_conninfo(url, options=f"{options} -csearch_path={guest},{reigh_schema}".strip())
 
 
+class ReighOwnsTheRows(PermissionError):
+    def __init__(self, verb: str) -> None:
+        super().__init__(f"{verb}: on a Reigh database the rows are Reigh's; create, cancel, retry and delete them "
+                         "in Reigh (this worker only serves them)")
+
+
 class ReighGuestStore(PostgresTaskStore):
     """The TaskStore verbs over Reigh's tables (``sql/postgres/reigh_guest``). Wake-up by polling: a guest adds
     no trigger to Reigh's tasks table, so no insert rings anyone."""
@@ -80,6 +87,21 @@ class ReighGuestStore(PostgresTaskStore):
 
     def _refuse_reigh_database(self, conn: psycopg.Connection) -> None:
         return None  # the guest is the one store that belongs here
+
+    # Rows are Reigh's to create, cancel, retry and delete (its web app, its edge functions): a guest only
+    # serves them. The orchestrators' children are the exception (add_child_tasks).
+    def add_task(self, task: NewTask) -> str:
+        raise ReighOwnsTheRows("add_task")
+
+    def cancel_task(self, task_id: str) -> bool:
+        raise ReighOwnsTheRows("cancel_task")
+
+    def retry_task(self, task_id: str) -> bool:
+        raise ReighOwnsTheRows("retry_task")
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        raise ReighOwnsTheRows("purge_tasks")
 
     def migrate(self) -> list[str]:
         """Create the guest's schema (the only DDL outside it) and apply its migrations inside it."""

@@ -231,3 +231,14 @@ def test_an_orchestrator_completes_reighs_way_billed_for_its_children(guest_stor
     assert final_tasks == [parent.id] and child_tasks == [first]
     assert (is_child, order, under) == (True, 0, final_id)
     assert json.loads(guest_store.get_task(parent.id).result_json)["segments"] == 1
+
+
+def test_operators_read_reighs_queue_but_leave_its_rows_to_reigh(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x", "model_name": "tiny_t2v"})
+    insert_reigh_task(reigh_url, user.project_id, "qwen_image", {"prompt": "api"})
+    assert guest_store.stats().by_status == {"Queued": 2}
+    assert [(k.task_type, k.model, k.count) for k in guest_store.queued_kinds()] == [("t2v", "tiny_t2v", 1)]
+    assert {t.task_type for t in guest_store.list_tasks(status=TaskStatus.QUEUED)} == {"t2v", "qwen_image"}
+    with pytest.raises(PermissionError, match="the rows are Reigh's"):
+        guest_store.add_task(NewTask("t2v", {"prompt": "mine"}))

@@ -33,7 +33,7 @@ def test_migrate_only_leaves_every_part_of_reigh_as_it_was_and_adds_one_schema(r
 
     done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
     assert done.returncode == 0, done.stderr
-    assert "migrations applied: 040_guest_state, 041_guest_verbs" in done.stdout
+    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads" in done.stdout
 
     assert reigh_catalog(reigh_url) == before
     guest = guest_schema_for(schema_of(reigh_url))
@@ -61,4 +61,12 @@ def test_the_ordinary_migrations_refuse_a_reigh_database_and_apply_nothing(reigh
     before = reigh_catalog(reigh_url)
     with pytest.raises(StoreUnavailable, match="is a Reigh database"):
         migrate(reigh_url)
+    assert reigh_catalog(reigh_url) == before
+
+
+def test_a_worker_on_an_unmigrated_reigh_database_says_how_to_migrate_and_changes_nothing(reigh_url, tmp_path):
+    before = reigh_catalog(reigh_url)
+    done = run_worker(reigh_url, tmp_path / "out", "--once")
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "the Reigh guest schema is not in place" in done.stderr and "--migrate-only" in done.stderr
     assert reigh_catalog(reigh_url) == before

@@ -1,0 +1,95 @@
+"""Real ``worker.py --db-url`` processes on a Reigh database after ``--migrate-only`` (direct mode, as a
+guest): they claim and complete the rows of the task types this worker runs with tiny models, leave Reigh's
+API-run rows and a 0-credit user's rows Queued, and leave a generations row for each output and a bill."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import psycopg
+import pytest
+
+from source.media.video import read_video
+from tests.helpers import run_worker, start_worker, wait_for
+from tests.orchestrators.conftest import keyframes, travel_params  # noqa: F401  (fixture)
+from tests.reigh.conftest import add_reigh_user, insert_reigh_task
+
+pytestmark = pytest.mark.postgres
+
+
+def _migrated(url: str, out: Path) -> None:
+    done = run_worker(url, out, "--migrate-only")
+    assert done.returncode == 0, done.stderr
+
+
+def _rows(url: str) -> dict[str, tuple]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {str(row[0]): row[1:] for row in conn.execute(
+            "SELECT id, status::text, output_location, error_message, worker_id FROM tasks")}
+
+
+def _generation_locations(url: str) -> dict[str, str]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {row[0][0]: row[1] for row in conn.execute("SELECT tasks, location FROM generations")}
+
+
+@pytest.mark.slow
+def test_worker_serves_reigh_rows_it_runs_and_leaves_the_rest_queued(reigh_url, tmp_path):
+    out = tmp_path / "out"
+    _migrated(reigh_url, out)
+    user, broke = add_reigh_user(reigh_url, credits=5), add_reigh_user(reigh_url, credits=0)
+    image = insert_reigh_task(reigh_url, user.project_id, "wan_2_2_t2i",
+                              {"prompt": "a lighthouse", "model": "tiny_t2v_2_2", "seed": 4})
+    video = insert_reigh_task(reigh_url, user.project_id, "t2v",
+                              {"prompt": "waves", "model": "tiny_t2v", "seed": 5, "resolution": "32x32"})
+    api = insert_reigh_task(reigh_url, user.project_id, "qwen_image", {"prompt": "api-run"})
+    unserved = insert_reigh_task(reigh_url, broke.project_id, "t2v", {"prompt": "no credits", "model": "tiny_t2v"})
+
+    done = run_worker(reigh_url, out, "--once", "--worker", "guest-1", timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = _rows(reigh_url)
+    for task_id, suffix in ((image, ".png"), (video, ".mp4")):
+        status, location, error, worker = rows[str(task_id)]
+        assert (status, worker) == ("Complete", "guest-1"), error
+        assert location.endswith(suffix) and Path(location).is_file()
+    assert cv2.imread(rows[str(image)][1]) is not None and len(read_video(rows[str(video)][1], "t2v")) == 5
+    assert rows[str(api)][0] == "Queued" and rows[str(unserved)][0] == "Queued"
+    assert _generation_locations(reigh_url) == {str(image): rows[str(image)][1], str(video): rows[str(video)][1]}
+    with psycopg.connect(reigh_url, autocommit=True) as conn:
+        billed = {str(r[0]) for r in conn.execute("SELECT task_id FROM credits_ledger WHERE type = 'spend'")}
+        worker_row = conn.execute("SELECT instance_type, status FROM workers WHERE id = 'guest-1'").fetchone()
+    assert billed == {str(image), str(video)}
+    assert worker_row == ("wangp", "inactive")  # registered in Reigh's workers table, marked gone on exit
+
+
+@pytest.mark.slow
+def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, keyframes):  # noqa: F811
+    out = tmp_path / "out"
+    _migrated(reigh_url, out)
+    user = add_reigh_user(reigh_url, credits=5)
+    params = travel_params(keyframes)
+    params["orchestrator_details"]["orchestrator_task_id"] = "travel-run-1"  # Reigh's human-readable run id
+    orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator", params)
+    worker = start_worker(reigh_url, out, "--worker", "guest-travel", "--lease-seconds", "10", "--poll-interval", "1",
+                          "--input-roots", str(tmp_path), log_path=tmp_path / "worker.log")
+    try:
+        wait_for(lambda: _rows(reigh_url)[str(orchestrator)][0] in ("Complete", "Failed"), timeout=240, interval=0.5)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    rows = _rows(reigh_url)
+    status, final, error, _ = rows[str(orchestrator)]
+    assert status == "Complete", (error, (tmp_path / "worker.log").read_text()[-3000:])
+    assert len(read_video(final, "final")) == 9 + 9 - 4
+    with psycopg.connect(reigh_url, autocommit=True) as conn:
+        children = conn.execute("SELECT task_type, status::text, project_id, params->>'orchestrator_task_id_ref' "
+                                "FROM tasks WHERE id <> %s ORDER BY task_type", (orchestrator,)).fetchall()
+        generations = conn.execute("SELECT is_child, child_order, location FROM generations "
+                                   "ORDER BY is_child, child_order").fetchall()
+        billed = conn.execute("SELECT task_id FROM credits_ledger WHERE type = 'spend'").fetchall()
+    assert [c[0] for c in children] == ["travel_segment", "travel_segment", "travel_stitch"]
+    assert all(c[1:] == ("Complete", user.project_id, str(orchestrator)) for c in children)
+    assert generations[0] == (False, None, final)
+    assert [g[:2] for g in generations[1:]] == [(True, 0), (True, 1)]
+    assert billed == [(orchestrator,)]

@@ -64,6 +64,8 @@ CALL_ATTEMPTS = 3
 CALL_BACKOFF = Backoff(first=1.0, cap=5.0)
 # reigh-worker's guardian beats every 20 s (func_worker_heartbeat_with_logs).
 WORKER_BEAT_SECONDS = 20.0
+# The phases after a model is loaded (models.PHASES): the first one seen starts Reigh's billing clock again.
+GENERATING_PHASES = ("denoising", "decoding", "encoding")
 # Where a child's key travels in Reigh's params (Reigh has no child_key column); read back into Task.child_key.
 CHILD_KEY_PARAM = "child_key"
 
@@ -89,6 +91,7 @@ class _Held:
 
     task: Task
     dependant_on: tuple[str, ...] = ()
+    billing_reset: bool = False
 
 
 @dataclass
@@ -224,10 +227,19 @@ class ReighEdgeStore:
     def heartbeat(self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
                   phase: str | None = None) -> bool:
         """Reigh has no lease and no progress column: a beat asks get-task-status whether the row is still
-        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats."""
+        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats. The
+        first beat past loading resets generation_started_at, as reigh-worker does after its model switch."""
         self._beat_worker(worker_id, self._worker_model)
         state = self.task_status(task_id)
-        return state is not None and state[0] is TaskStatus.IN_PROGRESS
+        running = state is not None and state[0] is TaskStatus.IN_PROGRESS
+        held = self._held.get(task_id)
+        if running and held is not None and phase in GENERATING_PHASES and not held.billing_reset:
+            # reigh-worker resets generation_started_at once the model is loaded: a user is not billed for
+            # the load (update-task-status's timestamp-only update)
+            held.billing_reset = True
+            self._post("update-task-status", {"task_id": task_id, "status": TaskStatus.IN_PROGRESS.value,
+                                              "reset_generation_started_at": True})
+        return running
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         response = self._post("get-task-status", {"task_id": task_id}, timeout=15)

@@ -438,9 +438,12 @@ class ReighEdgeStore:
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         """create-task with the worker passthrough family (``family`` = task type, ``input`` = params with
         the child's pre-made id and dependant_on array), as reigh-worker's add_task_to_db. A child that
-        already exists (a re-run orchestrator) is kept; create-task answers that with an error."""
+        already exists (a re-run orchestrator) is kept; create-task answers that with an error. Children carry
+        the orchestrator's parent_generation_id (a shot's): Reigh's complete_task files a segment as a child
+        generation under it and the stitch as its new primary variant."""
         held = self._held.get(parent_task_id)
         project_id = held.task.project_id if held else None
+        lineage = _reigh_lineage(held.task.params() if held else {})
         ids = []
         for child in children:
             if not child.child_key:
@@ -454,7 +457,7 @@ class ReighEdgeStore:
                 continue
             # Reigh finds a child by params.orchestrator_task_id_ref (get-orchestrator-children, complete_task).
             response = self._post("create-task", {"family": child.task_type, "project_id": project, "input": {
-                "orchestrator_task_id_ref": parent_task_id, **child.params, CHILD_KEY_PARAM: child.child_key,
+                "orchestrator_task_id_ref": parent_task_id, **lineage, **child.params, CHILD_KEY_PARAM: child.child_key,
                 "task_id": child_id, "dependant_on": [child.dependant_on] if child.dependant_on else None}},
                 timeout=45)
             if response.status_code != 200 and not self._exists(child_id):
@@ -581,6 +584,15 @@ class ReighEdgeStore:
 
     def close(self) -> None:
         self.client.close()  # type: ignore[union-attr]
+
+
+def _reigh_lineage(params: dict[str, Any]) -> dict[str, Any]:
+    """The generation an orchestrator's outputs belong to in Reigh (travelBetweenImages puts a shot's parent
+    generation at the top level and in orchestrator_details)."""
+    details = params.get("orchestrator_details")
+    parent = params.get("parent_generation_id") or (
+        details.get("parent_generation_id") if isinstance(details, dict) else None)
+    return {"parent_generation_id": parent} if isinstance(parent, str) and parent else {}
 
 
 class _Retry(Exception):

@@ -141,10 +141,11 @@ def test_unknown_token_stops_the_worker_with_a_clear_message(edge, tmp_path):
     assert "refused the key" in proc.stderr and "--reigh-access-token" in proc.stderr
 
 
-def travel_row(image_urls: list[str], run_id: str) -> dict[str, Any]:
-    """resolvers/travelBetweenImages.ts for a batch travel without a shot: the orchestrator payload, spread and
-    nested again by composeTaskFamilyPayload with its orchestration, task-view and family contracts. Reigh's
-    own orchestrator_task_id is a made-up name (generateTaskId), not the row's id."""
+def travel_row(image_urls: list[str], run_id: str, shot_id: str, parent_generation_id: str) -> dict[str, Any]:
+    """resolvers/travelBetweenImages.ts for a batch travel from a shot: the orchestrator payload, spread and
+    nested again by composeTaskFamilyPayload with its orchestration, task-view and family contracts, and the
+    shot's parent generation (ensure_shot_parent_generation) at the top level. Reigh's own
+    orchestrator_task_id is a made-up name (generateTaskId), not the row's id."""
     segments = len(image_urls) - 1
     fake_id = f"sm_travel_orchestrator_{run_id[2:10]}_{secrets.token_hex(3)}"
     payload = {
@@ -156,27 +157,43 @@ def travel_row(image_urls: list[str], run_id: str) -> dict[str, Any]:
         "model_type": "vace", "seed_base": 11, "steps": 2, "after_first_post_generation_saturation": 1,
         "after_first_post_generation_brightness": 0, "debug_mode_enabled": False, "enhance_prompt": False,
         "show_input_images": True, "generation_mode": "batch", "dimension_source": "project",
-        "amount_of_motion": 0.5, "advanced_mode": False, "independent_segments": True,
+        "amount_of_motion": 0.5, "advanced_mode": False, "independent_segments": True, "shot_id": shot_id,
+        "parent_generation_id": parent_generation_id,
     }
     details = {
         **payload, "contract_version": 1, "task_family": "travel_between_images", "orchestrator_details": payload,
         "orchestration_contract": {"contract_version": 3, "task_family": "travel_between_images",
                                    "orchestrator_task_id": fake_id, "run_id": run_id,
+                                   "parent_generation_id": parent_generation_id, "shot_id": shot_id,
                                    "generation_routing": "orchestrator", "sibling_lookup": "run_id"},
         "task_view_contract": {"contract_version": 1, "input_images": image_urls, "prompt": "a journey",
                                "model_name": "tiny_vace", "resolution": "32x32"},
         "family_contract": {"contract_version": 1, "segment_regen_mode": "segment_regen_from_order",
                             "image_count": len(image_urls), "segment_count": segments, "has_pair_ids": False},
     }
-    return {"tool_type": "travel-between-images", "orchestrator_details": details}
+    return {"tool_type": "travel-between-images", "orchestrator_details": details,
+            "parent_generation_id": parent_generation_id}
+
+
+def shot_with_parent_generation(url: str, project_id: UUID) -> tuple[str, str]:
+    """A shot and the parent generation Reigh's ensure_shot_parent_generation gives it before a travel."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT set_config('request.jwt.claims', '{\"role\": \"service_role\"}', false)")
+        shot = conn.execute("INSERT INTO shots (name, project_id) VALUES ('shot', %s) RETURNING id",
+                            (project_id,)).fetchone()[0]
+        parent = conn.execute("INSERT INTO generations (project_id, type, params) VALUES (%s, 'video', '{}') "
+                              "RETURNING id", (project_id,)).fetchone()[0]
+        conn.execute("INSERT INTO shot_generations (shot_id, generation_id) VALUES (%s, %s)", (shot, parent))
+    return str(shot), str(parent)
 
 
 def test_travel_on_vace_through_edge_functions(edge, reigh_url, tmp_path, keyframes):  # noqa: F811
     user = add_reigh_user(reigh_url)
     # the keyframes as Reigh has them: uploads in its Storage, named by their public URLs
     urls = [edge.store_object(f"{user.id}/uploads/{Path(p).name}", Path(p).read_bytes()) for p in keyframes]
+    shot, parent_generation = shot_with_parent_generation(reigh_url, user.project_id)
     orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
-                                     travel_row(urls, "20261207232800123"))
+                                     travel_row(urls, "20261207232800123", shot, parent_generation))
 
     proc = run_edge_worker(edge, SERVICE_KEY, tmp_path / "out", "--worker", "cloud-travel", timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -193,13 +210,19 @@ def test_travel_on_vace_through_edge_functions(edge, reigh_url, tmp_path, keyfra
     # complete_task of the stitch completed the orchestrator with the stitch's Storage URL
     assert parent["output_location"] == children[2]["output_location"]
     assert parent["output_location"].startswith(f"{edge.base_url}/storage/v1/object/public/image_uploads/")
-    # a generations row per output (segments and stitch), none for the orchestrator (category orchestration)
-    made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location, type, thumbnail_url FROM generations")
-    assert {r["task_id"]: r["location"] for r in made} == {str(c["id"]): c["output_location"] for c in children}
+    # Reigh's shot timeline: each segment a child generation of the shot's parent generation (child_order =
+    # segment_index), the stitch the parent's new primary variant; nothing for the orchestrator itself
+    made = rows(reigh_url, "SELECT tasks->>0 AS task_id, location, type, thumbnail_url, parent_generation_id, "
+                           "child_order FROM generations WHERE is_child ORDER BY child_order")
+    assert [(r["task_id"], r["location"], str(r["parent_generation_id"]), r["child_order"]) for r in made] == [
+        (str(c["id"]), c["output_location"], parent_generation, i) for i, c in enumerate(children[:2])]
     assert all(r["type"] == "video" and r["location"].endswith(".mp4") for r in made)
     # a generated segment goes with its first frame (first_frame_data), which Reigh stores as the thumbnail
-    segment_thumbs = [r["thumbnail_url"] for r in made if r["task_id"] != str(children[2]["id"])]
-    assert all(url and "/thumbnails/" in url for url in segment_thumbs)
+    assert all(r["thumbnail_url"] and "/thumbnails/" in r["thumbnail_url"] for r in made)
+    shot_parent = rows(reigh_url, "SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "
+                                  "ON v.id = g.primary_variant_id WHERE g.id = %s", parent_generation)[0]
+    assert shot_parent == {"location": children[2]["output_location"], "variant_type": "travel_stitch"}
+    assert len(rows(reigh_url, "SELECT 1 FROM generations")) == 3  # the parent and the two segments
 
 
 def test_cancel_in_reigh_stops_the_running_generation(edge, reigh_url, tmp_path):

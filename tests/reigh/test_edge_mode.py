@@ -257,3 +257,13 @@ def test_cancel_in_reigh_stops_the_running_generation(edge, reigh_url, tmp_path)
     row = task(reigh_url, task_id)
     assert row["status"] == "Cancelled" and row["output_location"] is None
     assert rows(reigh_url, "SELECT 1 FROM generations") == []
+
+
+def test_idle_pat_worker_gives_the_gpu_back_as_reigh_worker_does(edge, reigh_url, tmp_path):
+    user = add_reigh_user(reigh_url)
+    command = [sys.executable, str(WORKER), "--supabase-url", edge.base_url, "--reigh-access-token", user.token,
+               "--main-output-dir", str(tmp_path / "out"), "--log-format", "json", "--poll-interval", "0.2",
+               "--idle-release-minutes", "0.02", "--idle-onboarding-grace-seconds", "0"]
+    proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env=_worker_env(None))
+    assert proc.returncode == 75, proc.stderr[-2000:]  # reigh-worker's IDLE_RELEASE_EXIT_CODE
+    assert '"worker_idle_release"' in proc.stderr

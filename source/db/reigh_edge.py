@@ -154,8 +154,9 @@ class ReighEdgeStore:
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"Reigh's {function} at {url} unreachable: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (401, 403):
-            raise EdgeRefused(f"Reigh's {function} refused the key ({response.status_code}: {response.text[:200]}); "
-                              "check --reigh-access-token (a token from reigh.art, or the service-role key)")
+            raise EdgeRefused(f"Reigh's {function} refused the key, or this row to it ({response.status_code}: "
+                              f"{response.text[:200]}); check --reigh-access-token (a token from reigh.art, or the "
+                              "service-role key)")
         return response
 
     # -- schema --------------------------------------------------------------------------------------

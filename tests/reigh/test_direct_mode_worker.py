@@ -12,8 +12,9 @@ import pytest
 
 from source.media.video import read_video
 from tests.helpers import run_worker, start_worker, wait_for
-from tests.orchestrators.conftest import keyframes, travel_params  # noqa: F401  (fixture)
+from tests.orchestrators.conftest import keyframes  # noqa: F401  (fixture)
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
+from tests.reigh.test_edge_mode import image_row, t2v_row, travel_row
 
 pytestmark = pytest.mark.postgres
 
@@ -39,10 +40,9 @@ def test_worker_serves_reigh_rows_it_runs_and_leaves_the_rest_queued(reigh_url, 
     out = tmp_path / "out"
     _migrated(reigh_url, out)
     user, broke = add_reigh_user(reigh_url, credits=5), add_reigh_user(reigh_url, credits=0)
-    image = insert_reigh_task(reigh_url, user.project_id, "wan_2_2_t2i",
-                              {"prompt": "a lighthouse", "model": "tiny_t2v_2_2", "seed": 4})
-    video = insert_reigh_task(reigh_url, user.project_id, "t2v",
-                              {"prompt": "waves", "model": "tiny_t2v", "seed": 5, "resolution": "32x32"})
+    # rows as Reigh's create-task resolvers build them (the builders of the edge-mode tests)
+    image = insert_reigh_task(reigh_url, user.project_id, "wan_2_2_t2i", image_row("a lighthouse"))
+    video = insert_reigh_task(reigh_url, user.project_id, "t2v", t2v_row("waves"))
     api = insert_reigh_task(reigh_url, user.project_id, "qwen_image", {"prompt": "api-run"})
     unserved = insert_reigh_task(reigh_url, broke.project_id, "t2v", {"prompt": "no credits", "model": "tiny_t2v"})
 
@@ -68,9 +68,9 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     out = tmp_path / "out"
     _migrated(reigh_url, out)
     user = add_reigh_user(reigh_url, credits=5)
-    params = travel_params(keyframes)
-    params["orchestrator_details"]["orchestrator_task_id"] = "travel-run-1"  # Reigh's human-readable run id
-    orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator", params)
+    # the row Reigh's travel-between-images resolver builds, its keyframes local files here
+    orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
+                                     travel_row(keyframes, "20261207235900123"))
     worker = start_worker(reigh_url, out, "--worker", "guest-travel", "--lease-seconds", "10", "--poll-interval", "1",
                           "--input-roots", str(tmp_path), log_path=tmp_path / "worker.log")
     try:
@@ -83,13 +83,15 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     assert status == "Complete", (error, (tmp_path / "worker.log").read_text()[-3000:])
     assert len(read_video(final, "final")) == 9 + 9 - 4
     with psycopg.connect(reigh_url, autocommit=True) as conn:
-        children = conn.execute("SELECT task_type, status::text, project_id, params->>'orchestrator_task_id_ref' "
-                                "FROM tasks WHERE id <> %s ORDER BY task_type", (orchestrator,)).fetchall()
-        generations = conn.execute("SELECT is_child, child_order, location FROM generations "
-                                   "ORDER BY is_child, child_order").fetchall()
+        children = conn.execute("SELECT id::text, task_type, status::text, project_id, "
+                                "params->>'orchestrator_task_id_ref', output_location FROM tasks WHERE id <> %s "
+                                "ORDER BY task_type, created_at", (orchestrator,)).fetchall()
+        generations = dict(conn.execute("SELECT tasks->>0, location FROM generations").fetchall())
         billed = conn.execute("SELECT task_id FROM credits_ledger WHERE type = 'spend'").fetchall()
-    assert [c[0] for c in children] == ["travel_segment", "travel_segment", "travel_stitch"]
-    assert all(c[1:] == ("Complete", user.project_id, str(orchestrator)) for c in children)
-    assert generations[0] == (False, None, final)
-    assert [g[:2] for g in generations[1:]] == [(True, 0), (True, 1)]
+    assert [c[1] for c in children] == ["travel_segment", "travel_segment", "travel_stitch"]
+    assert all(c[2:5] == ("Complete", user.project_id, str(orchestrator)) for c in children)
+    assert final == children[-1][5]
+    # complete-task's routing for a batch travel: a generation per segment and for the stitch, none for the
+    # orchestrator row itself (category orchestration)
+    assert generations == {c[0]: c[5] for c in children}
     assert billed == [(orchestrator,)]

@@ -204,33 +204,53 @@ def test_two_guests_never_claim_the_same_row(guest_store, reigh_url):
     assert len(claimed) == 4 and len(set(claimed)) == 4
 
 
+def _travel_children(store: ReighGuestStore, parent_id: str, extra: dict) -> tuple[str, str]:
+    first, stitch = store.add_child_tasks(parent_id, [
+        NewTask("travel_segment", {"segment_index": 0, **extra}, child_key="segment_000"),
+        NewTask("travel_stitch", extra, child_key="stitch", dependant_on=child_task_id(parent_id, "segment_000"))])
+    assert store.park_awaiting_children(parent_id, "w1")
+    for child_id in (first, stitch):
+        child = store.claim_next_task("w1", lease_seconds=LEASE)
+        assert child.id == child_id and child.params()["orchestrator_task_id_ref"] == parent_id
+        assert store.complete_task(child.id, "w1", output_location=f"/out/{child.id}.mp4", result=None)
+    return first, stitch
+
+
 def test_an_orchestrator_completes_reighs_way_billed_for_its_children(guest_store, reigh_url):
     user = add_reigh_user(reigh_url, credits=10)
     parent_id = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
                                   {"orchestrator_details": {"orchestrator_task_id": "travel-1", "model_name": "tiny_vace"}})
     parent = guest_store.claim_next_task("w1", lease_seconds=LEASE)
     assert parent.id == str(parent_id)
-    first, stitch = guest_store.add_child_tasks(parent.id, [
-        NewTask("travel_segment", {"segment_index": 0}, child_key="segment_000"),
-        NewTask("travel_stitch", {}, child_key="stitch", dependant_on=child_task_id(parent.id, "segment_000"))])
-    assert guest_store.park_awaiting_children(parent.id, "w1")
-    assert _row(reigh_url, parent.id) == ("In Progress",)
-    for child_id in (first, stitch):
-        child = guest_store.claim_next_task("w1", lease_seconds=LEASE)
-        assert child.id == child_id and child.params()["orchestrator_task_id_ref"] == parent.id
-        assert child.project_id == str(user.project_id)
-        assert guest_store.complete_task(child.id, "w1", output_location=f"/out/{child.id}.mp4", result=None)
-    assert guest_store.complete_parent(parent.id, output_location="/out/final.mp4", result={"segments": 1})
+    first, stitch = _travel_children(guest_store, parent.id, {})
+    assert _row(reigh_url, parent.id) == ("In Progress",)  # parked, as Reigh's orchestrators wait
+    assert {t.project_id for t in guest_store.list_child_tasks(parent.id)} == {str(user.project_id)}
+    assert guest_store.complete_parent(parent.id, output_location=f"/out/{stitch}.mp4", result={"segments": 1})
     with psycopg.connect(reigh_url, autocommit=True) as conn:
         bills = conn.execute("SELECT task_id, metadata->>'duration_seconds' FROM credits_ledger WHERE type = 'spend'"
                              ).fetchall()
-        assert bills == [(UUID(parent.id), "2")]  # sub-tasks are not billed; the parent for their seconds
-        generations = conn.execute("SELECT id, tasks, is_child, child_order, parent_generation_id FROM generations "
-                                   "ORDER BY is_child").fetchall()
-    (final_id, final_tasks, _, _, _), (_, child_tasks, is_child, order, under) = generations
-    assert final_tasks == [parent.id] and child_tasks == [first]
-    assert (is_child, order, under) == (True, 0, final_id)
+        made = conn.execute("SELECT tasks->>0, is_child FROM generations").fetchall()
+    assert bills == [(UUID(parent.id), "2")]  # sub-tasks are not billed; the parent for their seconds
+    # complete-task's routing for a batch travel (no parent generation named): a standalone generation per
+    # segment and for the stitch, none for the orchestrator (category orchestration)
+    assert sorted(made) == sorted([(first, False), (stitch, False)])
     assert json.loads(guest_store.get_task(parent.id).result_json)["segments"] == 1
+
+
+def test_a_travel_into_a_parent_generation_adds_children_and_the_stitch_as_its_variant(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url, credits=10)
+    parent_generation = _service(reigh_url, "INSERT INTO generations (project_id, type, location) "
+                                            "VALUES (%s, 'video', NULL) RETURNING id", user.project_id)[0][0]
+    insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator", {"orchestrator_details": {}})
+    parent = guest_store.claim_next_task("w1", lease_seconds=LEASE)
+    first, stitch = _travel_children(guest_store, parent.id, {"parent_generation_id": str(parent_generation)})
+    with psycopg.connect(reigh_url, autocommit=True) as conn:
+        child = conn.execute("SELECT parent_generation_id, is_child, child_order FROM generations "
+                             "WHERE tasks ? %s", (first,)).fetchall()
+        primary = conn.execute("SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "
+                               "ON v.id = g.primary_variant_id WHERE g.id = %s", (parent_generation,)).fetchone()
+    assert child == [(parent_generation, True, 0)]
+    assert primary == (f"/out/{stitch}.mp4", "generated")
 
 
 def test_operators_read_reighs_queue_but_leave_its_rows_to_reigh(guest_store, reigh_url):

@@ -31,12 +31,17 @@ def test_migrate_only_leaves_every_part_of_reigh_as_it_was_and_adds_one_schema(r
     _populate(reigh_url)
     before, schemas_before = reigh_catalog(reigh_url), _schemas(reigh_url)
 
+    dry = run_worker(reigh_url, tmp_path / "out", "--migrate-only", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "-- migration 040_guest_state\n" in dry.stdout and "CREATE TABLE task_state" in dry.stdout
+    guest = guest_schema_for(schema_of(reigh_url))
+    assert reigh_catalog(reigh_url) == before and guest not in _schemas(reigh_url)  # not even the schema
+
     done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
     assert done.returncode == 0, done.stderr
-    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads" in done.stdout
+    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads, 043_generation_routing" in done.stdout
 
     assert reigh_catalog(reigh_url) == before
-    guest = guest_schema_for(schema_of(reigh_url))
     # other tests create schemas on the same server meanwhile: ours are the ones named after this one
     assert {name for name in _schemas(reigh_url) - schemas_before if schema_of(reigh_url) in name} == {guest}
     with psycopg.connect(reigh_url, autocommit=True) as conn:

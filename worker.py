@@ -14,7 +14,7 @@ import structlog
 
 from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
-from source.cli.store_options import run_migrations, store_failure, with_store_config
+from source.cli.store_options import is_service_key, run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import WAKE_MODE_CHOICES, StoreUnavailable
 from source.db.models import Capabilities
@@ -83,6 +83,11 @@ DEFAULTS = WorkerSettings(worker_id="")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=DEFAULTS.mask_active_frames, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
 @click.option("--once", is_flag=True, help="Exit when no task is claimable (scripts, demos).")
+@click.option("--idle-release-minutes", type=click.FloatRange(min=0), default=None,
+              help="Exit with code 75 after this many minutes without a claim, giving the GPU back (reigh-worker's "
+                   "flag; 0 = never) [default: 15 with a Reigh personal access token, else never].")
+@click.option("--idle-onboarding-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="No idle release within this many seconds of the start.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after processing N tasks.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=DEFAULTS.lease_seconds, show_default=True,
               help="Lease of a claimed row; a crashed worker's row is reclaimed after it expires.")
@@ -207,6 +212,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         legacy_public_root=Path(config.db_file).resolve().parent / "public"
         if opts["legacy_output_location"] and config.db_type is DbType.SQLITE else None,
         capabilities=capabilities,
+        idle_release_seconds=60.0 * _idle_release_minutes(config, opts["idle_release_minutes"]),  # type: ignore[arg-type]
+        idle_release_grace_seconds=float(opts["idle_onboarding_grace_seconds"]),  # type: ignore[arg-type]
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     # One ModelMemory: the auxiliary models the engine and the handlers load are freed by the engine's loads.
@@ -265,6 +272,13 @@ def _capabilities(opts: dict[str, object], box: BoxOptions) -> Capabilities:
                                     allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]), box=box)
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _idle_release_minutes(config: StoreConfig, given: float | None) -> float:
+    """reigh-worker releases a user's own GPU after 15 idle minutes, never a service-role worker's."""
+    if given is not None:
+        return given
+    return 15.0 if config.reigh_access_token and not is_service_key(config.reigh_access_token) else 0.0
 
 
 def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:

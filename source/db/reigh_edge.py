@@ -64,6 +64,8 @@ CALL_ATTEMPTS = 3
 CALL_BACKOFF = Backoff(first=1.0, cap=5.0)
 # reigh-worker's guardian beats every 20 s (func_worker_heartbeat_with_logs).
 WORKER_BEAT_SECONDS = 20.0
+# The phases after a model is loaded (models.PHASES): the first one seen starts Reigh's billing clock again.
+GENERATING_PHASES = ("denoising", "decoding", "encoding")
 # Where a child's key travels in Reigh's params (Reigh has no child_key column); read back into Task.child_key.
 CHILD_KEY_PARAM = "child_key"
 
@@ -89,6 +91,7 @@ class _Held:
 
     task: Task
     dependant_on: tuple[str, ...] = ()
+    billing_reset: bool = False
 
 
 @dataclass
@@ -151,8 +154,9 @@ class ReighEdgeStore:
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"Reigh's {function} at {url} unreachable: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (401, 403):
-            raise EdgeRefused(f"Reigh's {function} refused the key ({response.status_code}: {response.text[:200]}); "
-                              "check --reigh-access-token (a token from reigh.art, or the service-role key)")
+            raise EdgeRefused(f"Reigh's {function} refused the key, or this row to it ({response.status_code}: "
+                              f"{response.text[:200]}); check --reigh-access-token (a token from reigh.art, or the "
+                              "service-role key)")
         return response
 
     # -- schema --------------------------------------------------------------------------------------
@@ -224,10 +228,19 @@ class ReighEdgeStore:
     def heartbeat(self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
                   phase: str | None = None) -> bool:
         """Reigh has no lease and no progress column: a beat asks get-task-status whether the row is still
-        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats."""
+        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats. The
+        first beat past loading resets generation_started_at, as reigh-worker does after its model switch."""
         self._beat_worker(worker_id, self._worker_model)
         state = self.task_status(task_id)
-        return state is not None and state[0] is TaskStatus.IN_PROGRESS
+        running = state is not None and state[0] is TaskStatus.IN_PROGRESS
+        held = self._held.get(task_id)
+        if running and held is not None and phase in GENERATING_PHASES and not held.billing_reset:
+            # reigh-worker resets generation_started_at once the model is loaded: a user is not billed for
+            # the load (update-task-status's timestamp-only update)
+            held.billing_reset = True
+            self._post("update-task-status", {"task_id": task_id, "status": TaskStatus.IN_PROGRESS.value,
+                                              "reset_generation_started_at": True})
+        return running
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         response = self._post("get-task-status", {"task_id": task_id}, timeout=15)
@@ -426,9 +439,12 @@ class ReighEdgeStore:
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         """create-task with the worker passthrough family (``family`` = task type, ``input`` = params with
         the child's pre-made id and dependant_on array), as reigh-worker's add_task_to_db. A child that
-        already exists (a re-run orchestrator) is kept; create-task answers that with an error."""
+        already exists (a re-run orchestrator) is kept; create-task answers that with an error. Children carry
+        the orchestrator's parent_generation_id (a shot's): Reigh's complete_task files a segment as a child
+        generation under it and the stitch as its new primary variant."""
         held = self._held.get(parent_task_id)
         project_id = held.task.project_id if held else None
+        lineage = _reigh_lineage(held.task.params() if held else {})
         ids = []
         for child in children:
             if not child.child_key:
@@ -442,7 +458,7 @@ class ReighEdgeStore:
                 continue
             # Reigh finds a child by params.orchestrator_task_id_ref (get-orchestrator-children, complete_task).
             response = self._post("create-task", {"family": child.task_type, "project_id": project, "input": {
-                "orchestrator_task_id_ref": parent_task_id, **child.params, CHILD_KEY_PARAM: child.child_key,
+                "orchestrator_task_id_ref": parent_task_id, **lineage, **child.params, CHILD_KEY_PARAM: child.child_key,
                 "task_id": child_id, "dependant_on": [child.dependant_on] if child.dependant_on else None}},
                 timeout=45)
             if response.status_code != 200 and not self._exists(child_id):
@@ -569,6 +585,15 @@ class ReighEdgeStore:
 
     def close(self) -> None:
         self.client.close()  # type: ignore[union-attr]
+
+
+def _reigh_lineage(params: dict[str, Any]) -> dict[str, Any]:
+    """The generation an orchestrator's outputs belong to in Reigh (travelBetweenImages puts a shot's parent
+    generation at the top level and in orchestrator_details)."""
+    details = params.get("orchestrator_details")
+    parent = params.get("parent_generation_id") or (
+        details.get("parent_generation_id") if isinstance(details, dict) else None)
+    return {"parent_generation_id": parent} if isinstance(parent, str) and parent else {}
 
 
 class _Retry(Exception):

@@ -53,6 +53,8 @@ EXIT_HANDLER_STUCK = 3
 UNRUNNABLE_SWEEP_SECONDS = 30.0
 # The claim loop's store error that is not an outage, or a worker id that is another user's (docs/operations.md, "Exit codes").
 EXIT_STORE_FAILED = 1
+# reigh-worker's supervisor protocol (IDLE_RELEASE_EXIT_CODE): idle past --idle-release-minutes, the GPU given back.
+EXIT_IDLE_RELEASE = 75
 # What migration 026 answers a token worker registering under an id that is not its user's.
 WORKER_ID_TAKEN = "is registered by another user or by a service worker"
 # Backoff between claims while the database is away (up to the poll interval), and between attempts to
@@ -155,6 +157,8 @@ class Worker:
         # A starting worker does every housekeeping job once without waiting for the fleet's turn: what a
         # crash left behind is cleaned before its first claim (and a --once run does its own cleaning).
         self._starting = True
+        self._started_at = time.monotonic()
+        self._idle_since: float | None = None
         self.log = log.bind(worker_id=settings.worker_id)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -265,11 +269,27 @@ class Worker:
                     return None
                 raise
             if task is not None:
+                self._idle_since = None
                 return task
             if self.exit_when_idle:
                 return None
+            if self._idle_release_due():
+                self.exit_code = EXIT_IDLE_RELEASE
+                return None
             claim = self._wait_for_work()
         return None
+
+    def _idle_release_due(self) -> bool:
+        """reigh-worker's idle release: no claim for ``idle_release_seconds`` (and past the start's grace)."""
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        release = self.settings.idle_release_seconds
+        due = (release > 0 and now - self._started_at >= self.settings.idle_release_grace_seconds
+               and now - self._idle_since >= release)
+        if due:
+            self.log.info("worker_idle_release", idle_seconds=round(now - self._idle_since, 1),
+                          exit_code=EXIT_IDLE_RELEASE)
+        return due
 
     def _claim(self) -> Task | None:
         resident_model, resident_types = self.affinity()

@@ -297,9 +297,11 @@ class ReighEdgeFunctions:
         orchestratorCore.ts, billing.ts):
         1. MODE 1 (file_data base64 + filename, first_frame_data thumbnail) stored at <user>/tasks/<task>/<file>;
            MODE 3/4 (storage_path, thumbnail_storage_path) must exist in storage.
-        2. A generation of the task type's content_type ('image' when unset) unless the task type's category is 'orchestration' or params.skip_generation: a child
-           generation under params.parent_generation_id (child_order = segment_index), else a standalone one, each
-           with its 'original' primary variant (location, thumbnail) and tasks.generation_created = true. The
+        2. A generation of the task type's content_type ('image' when unset), unless the task type's category
+           is 'orchestration' or params.skip_generation: for a travel_stitch with params.parent_generation_id a
+           new primary variant on that generation (variant_on_parent); else a child generation under
+           params.parent_generation_id (child_order = segment_index); else a standalone one. Each new generation
+           gets its 'original' primary variant (location, thumbnail), and tasks.generation_created = true. The
            generation's location is the primary variant's, which Reigh's variant trigger copies; done here.
         3. The task Complete (only while In Progress), output_location = public URL, generation_processed_at.
         4. A travel_stitch (SEGMENT_TYPE_CONFIG's final step) completes its orchestrator with the same URL.
@@ -350,6 +352,18 @@ class ReighEdgeFunctions:
         parent = params.get("parent_generation_id") or (params.get("orchestrator_details") or {}).get(
             "parent_generation_id")
         child_order = params.get("child_order", params.get("segment_index"))
+        if parent is not None and task["task_type"] == "travel_stitch":
+            # generation.ts: a stitch with a parent generation is a new primary variant on it (variant_on_parent)
+            db.execute("UPDATE generation_variants SET is_primary = false WHERE generation_id = %s", (parent,))
+            variant = db.execute(
+                "INSERT INTO generation_variants (generation_id, project_id, location, thumbnail_url, params, "
+                "is_primary, variant_type) VALUES (%s, %s, %s, %s, %s, true, 'travel_stitch') RETURNING id",
+                (parent, task["project_id"], public_url, thumbnail_url,
+                 json.dumps({"source_task_id": str(task["id"])}))).fetchone()
+            db.execute("UPDATE generations SET primary_variant_id = %s, location = %s, thumbnail_url = %s, "
+                       "updated_at = now() WHERE id = %s", (variant["id"], public_url, thumbnail_url, parent))
+            db.execute("UPDATE tasks SET generation_created = true WHERE id = %s", (task["id"],))
+            return
         generation = db.execute(
             "INSERT INTO generations (tasks, params, type, project_id, name, parent_generation_id, is_child, "
             "child_order, location, thumbnail_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",

@@ -21,7 +21,7 @@ from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_video, save_video
 
 MAX_FRAMES = 2000
@@ -93,6 +93,7 @@ def _round_up_4n1(count: int) -> int:
     return (count - 1 + 3) // 4 * 4 + 1
 
 
+@takes(JoinClipsParams)
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(JoinClipsParams, ctx.params)
     if params.replace_mode:
@@ -123,6 +124,7 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
         "resolution": f"{size[0]}x{size[1]}", **_ignored(params)})
 
 
+@takes(InpaintFramesParams)
 def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(InpaintFramesParams, ctx.params)
     source_path = resolve_task_input(ctx, path=params.video_path, path_name="video_path",

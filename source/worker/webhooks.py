@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,15 @@ WEBHOOK_EVENTS = ("start", "progress", "completed", "failed", "cancelled")
 TERMINAL_EVENTS = frozenset({"completed", "failed", "cancelled"})
 # The row keys the worker reads itself; handlers never see them.
 WEBHOOK_KEYS = ("webhook_url", "webhook_events")
+# What /openapi.json says of them in every task type's params.
+WEBHOOK_PARAMS_SCHEMA: Mapping[str, Any] = MappingProxyType({
+    "webhook_url": {"type": "string", "format": "uri",
+                    "description": "POST this task's events here, signed as Standard Webhooks specifies (public "
+                                   "addresses only unless the worker runs with --allow-private-urls)"},
+    "webhook_events": {"anyOf": [{"type": "array", "items": {"type": "string", "enum": list(WEBHOOK_EVENTS)}},
+                                 {"type": "string"}],
+                       "description": f"which events to send [default: all of {', '.join(WEBHOOK_EVENTS)}]"},
+})
 SECRET_ENV = "WORKER_WEBHOOK_SECRET"
 SECRET_PREFIX = "whsec_"
 DEFAULT_RETRY_SECONDS = 60.0

@@ -16,6 +16,9 @@ from tests.web.live import serve_in_thread
 
 pytestmark = pytest.mark.slow  # a worker process per test
 
+# Valid to submit; only the worker finds that the file is not there.
+MISSING_VIDEO = {"input_video_path": "/nonexistent/clip.mp4"}
+
 
 @pytest.fixture
 def worker(sqlite_store, tmp_path):
@@ -45,11 +48,11 @@ def test_tasks_add_wait_prints_the_completed_row_and_exits_0(sqlite_store, worke
 
 
 def test_tasks_add_wait_on_a_failing_task_exits_1_with_its_error(sqlite_store, worker):
-    done = _tasks_add(sqlite_store.path, "ping", '{"sleep_seconds": "long"}', "--max-attempts", "1", "--wait")
+    done = _tasks_add(sqlite_store.path, "extract_frame", json.dumps(MISSING_VIDEO), "--max-attempts", "1", "--wait")
     assert done.returncode == 1
     row = json.loads(done.stdout)
-    assert row["status"] == "Failed" and "params.sleep_seconds" in row["error_message"]
-    assert f"task {row['id']} Failed: " in done.stderr and "sleep_seconds" in done.stderr
+    assert row["status"] == "Failed" and "params.input_video_path" in row["error_message"]
+    assert f"task {row['id']} Failed: " in done.stderr and "input_video_path" in done.stderr
 
 
 def test_tasks_add_wait_that_runs_out_exits_124_with_the_row_as_it_stands(sqlite_store):
@@ -73,9 +76,9 @@ def test_post_with_wait_answers_the_finished_row_or_202_when_the_wait_runs_out(s
         assert httpx.post(f"{url}/api/tasks/{running.json()['id']}/cancel").status_code == 200
 
         failed = httpx.post(f"{url}/api/tasks?wait=90", timeout=100,
-                            json={"task_type": "ping", "params": {"sleep_seconds": "long"}, "max_attempts": 1})
+                            json={"task_type": "extract_frame", "params": MISSING_VIDEO, "max_attempts": 1})
         assert failed.status_code == 201 and failed.json()["status"] == "Failed"
-        assert "params.sleep_seconds" in failed.json()["error_message"]
+        assert "params.input_video_path" in failed.json()["error_message"]
 
         too_long = httpx.post(f"{url}/api/tasks?wait=100000", json={"task_type": "ping"})
         assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["query", "wait"]

@@ -22,6 +22,7 @@ from source.errors import TaskError
 from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted, register_secret
 from source.retry import TASK_RETRY, Backoff
+from source.routing import known_task_types
 from source.worker.capabilities import CapabilityError, parse_list, resolve_capabilities
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
 from source.worker.gpu_info import detect_gpu
@@ -174,7 +175,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         raise click.UsageError("--dry-run goes with --migrate-only")
     # Only --migrate-only changes a shared database's schema; a worker checks it and stops when it is behind.
     try:
-        store = open_store(config)
+        # on a Reigh database (direct or edge functions) the store claims only what the routing table runs
+        store = open_store(config, keep_local=bool(opts["keep_local"]),
+                           runnable_task_types=_runnable_task_types(opts))
         if opts["migrate_only"]:
             try:
                 run_migrations(store, config, dry_run=bool(opts["dry_run"]))
@@ -295,6 +298,14 @@ def _capabilities(opts: dict[str, object]) -> Capabilities:
                                     allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]))
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:
+    """The task types this worker runs: Reigh's edge functions may hand it others (its PAT claim ignores
+    run_type), which it gives back instead of failing. None: any (--legacy-unknown-task-types)."""
+    if opts["legacy_unknown_task_types"]:
+        return None
+    return frozenset(known_task_types())
 
 
 def _preload(generation: HeadlessTaskQueue, model_type: str) -> None:

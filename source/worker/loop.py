@@ -50,7 +50,7 @@ EXIT_HANDLER_STUCK = 3
 # How often a worker looks for rows that can never run (cycles, unknown statuses): they are rare, and
 # the look touches every blocked row.
 UNRUNNABLE_SWEEP_SECONDS = 30.0
-# The claim loop's store error that is not an outage, or a worker id that is another user's (README "Exit codes").
+# The claim loop's store error that is not an outage, or a worker id that is another user's (docs/operations.md, "Exit codes").
 EXIT_STORE_FAILED = 1
 # What migration 026 answers a token worker registering under an id that is not its user's.
 WORKER_ID_TAKEN = "is registered by another user or by a service worker"

@@ -404,6 +404,16 @@ class Worker:
         if self._hooks is not None:
             self._hooks.finish(event, status, **data)
 
+    def _stored_error(self, task: Task, fallback: str) -> str:
+        """The error the store wrote (it words a row whose retries ran out itself), for the webhook to say the same."""
+        if self._hooks is None:
+            return fallback
+        try:
+            stored = self.store.get_task(task.id)
+        except Exception:  # the webhook still goes out, with the worker's own words
+            return fallback
+        return stored.error_message if stored is not None and stored.error_message else fallback
+
     def _run_handler(self, task: Task, ctx: TaskContext, timeout: float | None, tlog: Any) -> None:
         heartbeat = Heartbeat(
             self.store,
@@ -534,7 +544,7 @@ class Worker:
                          max_attempts=task.max_attempts, retry_in=delay)
         elif status is TaskStatus.FAILED:
             tlog.warning("task_failed", error=str(error), attempts=task.attempts, reason="retries used up")
-            self._notify("failed", "Failed", error_message=str(error))
+            self._notify("failed", "Failed", error_message=self._stored_error(task, str(error)))
             self.observer.task_finished(task, "Failed", None)
             with contextlib.suppress(Exception):  # housekeeping does it again on its next round
                 self._cascade_dependency_failures()

@@ -321,6 +321,7 @@ class TaskWebhooks:
             return
         try:
             if not self.sender.store.record_webhook_deliveries(self.task.id, self.sender.worker_id, outcomes):
-                self.log.info("webhook_outcomes_not_recorded", reason="the row was run again elsewhere")
+                self.log.info("webhook_outcomes_not_recorded", outcomes=outcomes,
+                              reason="the row was run again elsewhere, or this store keeps no result of ours")
         except Exception as exc:  # the deliveries happened; only their record is lost
             self.log.warning("webhook_outcomes_not_recorded", error=str(exc)[:300])

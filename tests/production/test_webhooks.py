@@ -199,3 +199,24 @@ def test_delivery_outcomes_join_a_finished_rows_result_only_for_the_worker_that_
     assert not store.record_webhook_deliveries(task_id, "w2", deliveries)
     assert store.record_webhook_deliveries(task_id, "w1", deliveries)
     assert store.get_task(task_id).result == {"seed": 7, "webhooks": deliveries}
+
+
+def test_each_attempt_of_a_row_posts_its_own_start_and_only_the_last_one_ends(sqlite_store, tmp_path):
+    """An S3 endpoint that is down: the first attempt is requeued (no ending posted), the second fails the row."""
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with webhook_receiver() as receiver:
+        task_id = sqlite_store.add_task(NewTask("ping", {"webhook_url": receiver.url,
+                                                         "webhook_events": ["start", "failed", "completed"]},
+                                                max_attempts=2))
+        _run(sqlite_store, tmp_path, *PRIVATE, "--retry-delay", "0", "--storage", "s3://outputs/x",
+             env={**SIGNING, "S3_ENDPOINT_URL": down, "S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "secret-key"})
+    row = sqlite_store.get_task(task_id)
+    assert row.status is TaskStatus.FAILED and "the generated file is kept at" in row.error_message
+    assert [(d.type, d.body["data"]["attempt"]) for d in receiver.deliveries] == [
+        ("task.start", 1), ("task.start", 2), ("task.failed", 2)]
+    assert receiver.deliveries[-1].body["data"]["error_message"] == row.error_message
+    assert [w["event"] for w in row.result["webhooks"]] == ["start", "failed"]

@@ -19,8 +19,9 @@ from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare
 from source.db.config import WAKE_MODE_CHOICES, StoreUnavailable
 from source.db.models import Capabilities
 from source.engine.model_defs import BoxOptions
+from source.errors import TaskError
 from source.generation.handler import resident_affinity
-from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
+from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted, register_secret
 from source.model_memory import ModelMemory
 from source.retry import Backoff
 from source.routing import known_task_types
@@ -31,6 +32,14 @@ from source.worker.loop import Worker
 from source.worker.publishing import LegacyFilesPublisher, OutputPublisher, open_publisher
 from source.worker.s3_storage import S3SettingsError
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
+from source.worker.webhooks import (
+    DEFAULT_PROGRESS_SECONDS,
+    DEFAULT_RETRY_SECONDS,
+    SECRET_ENV,
+    WebhookSender,
+    WebhookSigner,
+    check_webhook_syntax,
+)
 
 log = structlog.get_logger("worker")
 # The flags' defaults are WorkerSettings' own (one place for each default).
@@ -57,6 +66,13 @@ DEFAULTS = WorkerSettings(worker_id="")
               help="Upload outputs to S3-compatible storage (AWS S3, R2, B2, MinIO) instead of Supabase Storage or "
                    "the local folder; endpoint, region, keys, S3_PUBLIC_BASE_URL or presigned-URL expiry from "
                    "S3_* variables (docs/production.md) [env WORKER_STORAGE].")
+@click.option("--webhook-url", envvar="WORKER_WEBHOOK_URL", default=None, metavar="URL",
+              help="Post every task's webhooks here unless its row names its own params.webhook_url; signed with "
+                   "WORKER_WEBHOOK_SECRET (Standard Webhooks, docs/production.md) [env WORKER_WEBHOOK_URL].")
+@click.option("--webhook-retry-seconds", type=click.FloatRange(min=0), default=DEFAULT_RETRY_SECONDS,
+              show_default=True, help="How long a webhook delivery that fails (network, 5xx, 429) is retried.")
+@click.option("--webhook-progress-seconds", type=click.FloatRange(min=0.05), default=DEFAULT_PROGRESS_SECONDS,
+              show_default=True, help="At most one progress webhook per task this often.")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
 @click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -233,7 +249,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
         log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
     publisher = _publisher(config, settings, opts)
+    webhooks = _webhooks(store, settings, opts)
     worker = Worker(store, settings, publisher=publisher, max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+                    webhooks=webhooks,
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
                     affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict,
                     models=memory)
@@ -262,6 +280,27 @@ def _publisher(config: StoreConfig, settings: WorkerSettings, opts: dict[str, ob
         return open_publisher(config, keep_local=bool(opts["keep_local"]), storage=storage)
     except S3SettingsError as exc:
         raise click.BadParameter(str(exc), param_hint="--storage") from None
+
+
+def _webhooks(store: object, settings: WorkerSettings, opts: dict[str, object]) -> WebhookSender | None:
+    """The webhook sender when this worker can sign (WORKER_WEBHOOK_SECRET); rows naming a webhook_url fail
+    without one, saying so."""
+    secret = os.environ.get(SECRET_ENV) or None
+    default_url = str(opts["webhook_url"]) if opts["webhook_url"] else None
+    if secret is None:
+        if default_url:
+            raise click.UsageError(f"--webhook-url needs {SECRET_ENV} (whsec_<base64>) to sign the deliveries")
+        return None
+    register_secret(secret)
+    try:
+        signer = WebhookSigner(secret)
+        if default_url:
+            check_webhook_syntax({"webhook_url": default_url})
+    except (ValueError, TaskError) as exc:
+        raise click.UsageError(str(exc).replace("params.webhook_url", "--webhook-url")) from None
+    return WebhookSender(store, signer, worker_id=settings.worker_id, default_url=default_url,  # type: ignore[arg-type]
+                         retry_seconds=float(opts["webhook_retry_seconds"]),  # type: ignore[arg-type]
+                         progress_seconds=float(opts["webhook_progress_seconds"]))  # type: ignore[arg-type]
 
 
 def _capabilities(opts: dict[str, object], box: BoxOptions) -> Capabilities:

@@ -14,6 +14,7 @@ import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.cli.stuck import StuckKind, stuck_kinds
+from source.cli.waiting import wait_until_finished
 from source.db import (
     NewTask,
     StoreConfig,
@@ -31,6 +32,9 @@ from source.submission import SubmissionRefused, check_submission
 from source.task_files.paths import WORK_FOLDER, task_stem
 
 log = structlog.get_logger(__name__)
+
+# tasks add --wait: the task did not finish within --timeout (as timeout(1) exits).
+EXIT_WAIT_TIMED_OUT = 124
 
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
@@ -101,9 +105,15 @@ def cli(log_format: str) -> None:
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--project-id", default=None)
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait until the task is finished and print its row: exit 0 when Complete, "
+                                           f"1 when Failed or Cancelled, {EXIT_WAIT_TIMED_OUT} when --timeout ran out.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: the most seconds to wait [default: no limit].")
 def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, dependant_on: str | None,
-        priority: int, project_id: str | None, max_attempts: int) -> None:
-    """Queue a task. PARAMS is a JSON object or @file.json."""
+        priority: int, project_id: str | None, max_attempts: int, wait: bool, timeout: float | None) -> None:
+    """Queue a task. PARAMS is a JSON object or @file.json. Prints the id, or with --wait the finished row."""
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     loaded = _load_params(params)
     try:
         check_submission(task_type, loaded)
@@ -116,7 +126,20 @@ def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, d
         raise click.ClickException(f"dependency {dependant_on} does not exist")
     if task_id is not None and store.get_task(task_id) is not None:
         raise click.ClickException(f"task id {task_id} already exists")
-    click.echo(store.add_task(task))
+    added = store.add_task(task)
+    if not wait:
+        click.echo(added)
+        return
+    finished = wait_until_finished(store, added, timeout)
+    if finished is None:
+        raise click.ClickException(f"task {added} disappeared while waiting (deleted?)")
+    click.echo(json.dumps(finished.as_json(), indent=2, default=str))
+    if finished.status is TaskStatus.COMPLETE:
+        return
+    if not finished.status.is_final:
+        click.echo(f"task {added} is still {finished.status.value} after {timeout:g} s", err=True)
+        sys.exit(EXIT_WAIT_TIMED_OUT)
+    raise click.ClickException(f"task {added} {finished.status.value}: {finished.error_message or 'no error message'}")
 
 
 @cli.command(name="list")

@@ -553,6 +553,9 @@ class ReighEdgeStore:
     def errors_to_output_location(self, task_ids: Sequence[str]) -> int:
         return 0
 
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return False  # no edge function writes a finished row's result; the deliveries are in the log
+
     def housekeeping_turn(self, job: str, *, interval_seconds: float, worker_id: str) -> bool:
         return False
 

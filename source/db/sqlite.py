@@ -420,6 +420,10 @@ class SqliteTaskStore:
             return len(conn.execute(self._q("errors_to_output_location"), {"ids": json.dumps(list(task_ids))}
                                     ).fetchall())
 
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return self._update_one("record_webhook_deliveries", id=task_id, worker_id=worker_id,
+                                deliveries=json.dumps(list(deliveries)))
+
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:
             return conn.execute(self._q(query), params).fetchone() is not None

@@ -82,6 +82,11 @@ class ProgressState:
             self.message = message
             self.updated_at = time.monotonic()
 
+    def latest(self) -> tuple[float | None, str | None]:
+        """(fraction, message) as last reported, without taking it from the heartbeat's flush."""
+        with self._lock:
+            return self._fraction, self.message
+
     def take_update(self) -> tuple[float, str | None] | None:
         """(fraction, phase) when either changed since the last flush, else None. The phase is the
         message when it names one of PHASES (the engine reports "loading", "denoising", ...)."""

@@ -13,7 +13,7 @@ from pydantic import Field
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_image, read_video, save_video
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
@@ -45,6 +45,7 @@ class DifferentPerspectiveParams(TaskParams):
     depth_model: str | None = None
 
 
+@takes(DifferentPerspectiveParams, translated=True)
 def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     p = parse_params(DifferentPerspectiveParams, lifted.params)
@@ -97,6 +98,7 @@ class FinalGenParams(TaskParams):
     view_perspective_task_id: str
 
 
+@takes(FinalGenParams, translated=True)
 def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("dp_final_gen", ctx.params)
     p = parse_params(FinalGenParams, older.params if older else ctx.params)

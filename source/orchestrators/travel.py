@@ -18,7 +18,7 @@ from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import colour_match, crossfade_join, read_image, read_video, save_video
 from source.orchestrators.children import (
     ChildSpec,
@@ -29,7 +29,13 @@ from source.orchestrators.children import (
 )
 from source.orchestrators.crossfade_join import handle_crossfade_join, is_crossfade_join
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
-from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
+from source.orchestrators.travel_params import (
+    MAX_UPSCALE_FACTOR,
+    SegmentPlan,
+    TravelOrchestratorParams,
+    TravelPlan,
+    plan_travel,
+)
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
 from source.task_files.fetch import resolve_input
 from source.task_files.paths import safe_filename
@@ -39,6 +45,7 @@ GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only
 
 
 # -- orchestrator ----------------------------------------------------------------------------------------
+@takes(TravelOrchestratorParams)
 def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
     plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs,
                        check_children=lambda count: check_child_count(ctx, count))
@@ -136,6 +143,7 @@ class SegmentParams(TaskParams):
     adjust_brightness_subsequent_starting_frames: float = 0.0
 
 
+@takes(SegmentParams, translated=True)
 def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("travel_segment", ctx.params)
     p = parse_params(SegmentParams, older.params if older else ctx.params)
@@ -209,6 +217,7 @@ class StitchParams(TaskParams):
     upscale_factor: float = Field(0.0, ge=0.0, le=MAX_UPSCALE_FACTOR)
 
 
+@takes(StitchParams, translated=True)
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
     if is_crossfade_join(ctx.params):
         return handle_crossfade_join(ctx)

@@ -1227,6 +1227,23 @@ CREATE FUNCTION tasks_schema.tasks_project_user(p_project_id text) RETURNS text
     AS $$ SELECT NULL::text $$;
 
 --
+-- Name: tasks_record_webhook_deliveries(text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'tasks_schema'
+    AS $$
+    WITH changed AS (
+        UPDATE tasks SET result = COALESCE(result, '{}'::jsonb) || jsonb_build_object('webhooks', p_deliveries)
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id
+          AND status::text IN ('Complete', 'Failed', 'Cancelled')
+        RETURNING 1
+    )
+    SELECT count(*) > 0 FROM changed;
+$$;
+
+--
 -- Name: tasks_reset_progress_phase(); Type: FUNCTION; Schema: tasks_schema; Owner: -
 --
 
@@ -1270,7 +1287,7 @@ CREATE FUNCTION tasks_schema.tasks_schema_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT 29;
+    SELECT 50;
 $$;
 
 --
@@ -1505,7 +1522,7 @@ $$;
 CREATE FUNCTION tasks_schema.tasks_worker_functions() RETURNS text[]
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'tasks_schema'
-    AS $$ SELECT '{heartbeat_task,purge_tasks,add_child_tasks,fail_unrunnable_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_unblock_dependants,tasks_user_projects,tasks_change_marker,count_tasks_by_worker,list_workers,tasks_capabilities_json,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_wake_idle_workers,tasks_add_worker_functions,get_task,tasks_worker_channel,tasks_token_projects,worker_woken,fail_task,tasks_dispatch_lock,tasks_housekeeping_turn,touch_worker,user_api_tokens_hash,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,tasks_reset_progress_phase,list_tasks,tasks_apply_security,tasks_may_cancel,tasks_token_user,tasks_token_worker,tasks_claim_any,tasks_token_task,claim_next_task,reclaim_expired_leases,add_task,tasks_hash_token,count_queued_by_kind,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,tasks_errors_to_output_location,has_claimable_task,list_child_tasks,tasks_set_blocked,tasks_doorbell_key,tasks_dispatch_changed,tasks_claim_capable,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,task_status,tasks_worker_accepts}'::text[] $$;
+    AS $$ SELECT '{purge_tasks,heartbeat_task,fail_unrunnable_tasks,add_child_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_user_projects,tasks_unblock_dependants,tasks_change_marker,count_tasks_by_worker,tasks_capabilities_json,list_workers,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_add_worker_functions,tasks_wake_idle_workers,tasks_worker_channel,get_task,tasks_record_webhook_deliveries,tasks_token_projects,worker_woken,tasks_dispatch_lock,fail_task,tasks_housekeeping_turn,user_api_tokens_hash,touch_worker,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,list_tasks,tasks_reset_progress_phase,tasks_apply_security,tasks_token_user,tasks_may_cancel,tasks_token_worker,tasks_claim_any,tasks_token_task,reclaim_expired_leases,claim_next_task,add_task,count_queued_by_kind,tasks_hash_token,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,has_claimable_task,tasks_errors_to_output_location,tasks_set_blocked,list_child_tasks,tasks_doorbell_key,tasks_claim_capable,tasks_dispatch_changed,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,tasks_worker_accepts,task_status}'::text[] $$;
 
 --
 -- Name: touch_worker(text, text, text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
@@ -1815,6 +1832,18 @@ CREATE FUNCTION tasks_schema.user_tasks_housekeeping_turn(p_token text, p_job te
     AS $$
     SELECT CASE WHEN tasks_token_user(p_token) IS NOT NULL
                 THEN tasks_housekeeping_turn(p_job, p_interval_seconds, p_worker_id) END;
+$$;
+
+--
+-- Name: user_tasks_record_webhook_deliveries(text, text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.user_tasks_record_webhook_deliveries(p_token text, p_task_id text, p_worker_id text, p_deliveries jsonb) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'tasks_schema'
+    AS $$
+    SELECT CASE WHEN tasks_token_task(p_token, p_task_id)
+                THEN tasks_record_webhook_deliveries(p_task_id, p_worker_id, p_deliveries) ELSE false END;
 $$;
 
 --
@@ -2689,6 +2718,13 @@ GRANT ALL ON FUNCTION tasks_schema.tasks_project_is_mine(p_project_id tasks_sche
 
 REVOKE ALL ON FUNCTION tasks_schema.tasks_project_user(p_project_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.tasks_project_user(p_project_id text) TO service_role;
+
+--
+-- Name: FUNCTION tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) TO service_role;
 
 --
 -- Name: FUNCTION tasks_reset_progress_phase(); Type: ACL; Schema: tasks_schema; Owner: -

@@ -223,6 +223,12 @@ class LeaseReclaim:
     attempts: int
 
 
+def same_project(a: Task, b: Task) -> bool:
+    """Whether two rows may be linked (parent and child, dependency, an input naming another row): rows of one
+    project, or both without a project (the single-tenant queue)."""
+    return a.project_id == b.project_id
+
+
 def child_task_id(parent_task_id: str, child_key: str) -> str:
     """The id of a parent's child: derived from (parent, key), so an orchestrator that runs again names the
     same rows (and can chain them by ``dependant_on``) before inserting them."""

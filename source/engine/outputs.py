@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -16,6 +18,29 @@ CRF = 10
 # same frames encoded twice in one worker process, right after a generation, came out different (a few
 # macroblocks of one frame, up to 14/255 apart once decoded). Same speed within noise on 832x480.
 X264_PARAMS = "cpu-independent=1"
+
+
+# An output being written carries this in its name until it is whole (``atomic_file``); `tasks purge` removes
+# the ones a killed worker left behind.
+PARTIAL_MARK = ".partial-"
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` (same folder, same suffix, so encoders pick the same format) that
+    becomes ``path`` only once written whole; on any failure (a full disk) the partial file is removed.
+    A row never names half a file, and a failed write leaves nothing that fills the disk for the next task."""
+    temp = path.with_name(f"{path.stem}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        yield temp
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def is_partial(path: Path) -> bool:
+    return PARTIAL_MARK in path.name
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
@@ -48,7 +73,7 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
     import av
 
     width, height = size
-    with av.open(str(path), "w") as container:
+    with atomic_file(path) as temp, av.open(str(temp), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset,
                                                                   "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -59,5 +84,11 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
 
 
 def write_image(frame: np.ndarray, path: Path) -> Path:
-    Image.fromarray(to_uint8(frame)).save(path)
+    return save_picture(Image.fromarray(to_uint8(frame)), path)
+
+
+def save_picture(image: Image.Image, path: Path, **options: object) -> Path:
+    """``image.save`` through ``atomic_file`` (the format from ``path``'s suffix)."""
+    with atomic_file(path) as temp:
+        image.save(temp, **options)
     return path

@@ -8,6 +8,7 @@ Keys the engine does not use are listed in ``ignored_params`` (the row's result 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -182,6 +183,9 @@ def _additional_loras(value: Any) -> dict[str, float]:
             loras[str(source)] = float(multiplier)
         except (TypeError, ValueError):
             raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
+        if not math.isfinite(loras[str(source)]):
+            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a finite number, "
+                                f"got {multiplier!r}")
     return loras
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
+from source.engine.outputs import save_picture
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
@@ -121,7 +122,7 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     video = output.paths[0]
     last = read_video(video, "final video")[-1]
     image_path = ctx.output_path("different_perspective.png", subdir=safe_filename(f"dp_{p.orchestrator_task_id_ref}"))
-    Image.fromarray(last).save(image_path)
+    save_picture(Image.fromarray(last), image_path)
     older_parent, older_note = older_orchestrator_to_complete(ctx.store, ctx.task, older)
     return TaskOutcome(output_path=image_path, completes_parent=True, parent_task_id=older_parent, result={
         **output.summary(), "video": str(video), **ctx.scratch_record("guide_video", guide_path),

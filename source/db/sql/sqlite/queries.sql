@@ -17,7 +17,8 @@ SELECT status, worker_id FROM tasks WHERE id = :id;
 SELECT 1 FROM tasks AS t
 WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
   AND (t.dependant_on IS NULL
-       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
 LIMIT 1;
 
 -- name: claim_next_task
@@ -45,7 +46,8 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
         SELECT t.rowid AS row_id, t.priority, t.created_at FROM tasks AS t
         WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
           AND (t.dependant_on IS NULL
-               OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+               OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
         ORDER BY t.priority DESC, t.created_at, t.rowid
         LIMIT 1
     ),
@@ -54,7 +56,8 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
                 WHERE t.status = 'Queued'
                   AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
                   AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
                   AND t.priority = head.priority
@@ -67,7 +70,8 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
                 WHERE t.status = 'Queued'
                   AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
                   AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
                   AND t.task_type = rt.value AND t.priority = head.priority
                 ORDER BY t.created_at, t.rowid LIMIT 1)
@@ -96,7 +100,8 @@ WITH heads(row_id) AS (
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(:models) AS m
     UNION ALL
@@ -108,7 +113,8 @@ WITH heads(row_id) AS (
               AND t.task_type = tt.value
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(CASE WHEN :models IS NULL THEN :task_types END) AS tt
     UNION ALL
@@ -119,7 +125,8 @@ WITH heads(row_id) AS (
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :models IS NULL AND :resident_model IS NOT NULL
     UNION ALL
@@ -129,7 +136,8 @@ WITH heads(row_id) AS (
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :models IS NULL AND :task_types IS NULL
     UNION ALL
@@ -140,7 +148,8 @@ WITH heads(row_id) AS (
               AND t.task_type = tt.value
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(:modelless_task_types) AS tt
     UNION ALL
@@ -149,7 +158,8 @@ WITH heads(row_id) AS (
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
+                           AND d.project_id IS t.project_id))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :modelless_task_types IS NULL
 )
@@ -285,14 +295,16 @@ SET status = 'Failed',
     error_message = COALESCE(
         (SELECT 'dependency ' || d.id || ' ended ' || d.status
                 || COALESCE(': ' || substr(d.error_message, 1, 500), '')
-         FROM tasks AS d WHERE d.id = tasks.dependant_on),
+         FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.project_id IS tasks.project_id),
         'dependency ' || tasks.dependant_on || ' does not exist'),
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'Queued' AND dependant_on IS NOT NULL
-  AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled'))
+  -- a dependency of another project is one that does not exist (its status and error stay its own)
+  AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled')
+               AND d.project_id IS tasks.project_id)
        -- a producer may insert a child a moment before its parent: give the parent a minute to appear
-       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
+       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.project_id IS tasks.project_id)
            AND (created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')
                 -- a created_at that is not a timestamp gives no grace (it would compare as never old)
                 OR typeof(created_at) <> 'text' OR created_at NOT LIKE '____-__-__T__:__:__.___Z')))
@@ -376,7 +388,14 @@ ON CONFLICT DO NOTHING
 RETURNING id;
 
 -- name: list_child_tasks
-SELECT * FROM tasks WHERE parent_task_id = :parent_task_id ORDER BY created_at, rowid;
+-- Only children in the parent's own project: a link from another project is not honoured.
+SELECT c.* FROM tasks AS c JOIN tasks AS p ON p.id = :parent_task_id
+WHERE c.parent_task_id = :parent_task_id AND c.project_id IS p.project_id ORDER BY c.created_at, c.rowid;
+
+-- name: foreign_child_ids
+-- Ids of the children being inserted (:ids, a JSON array) that a row other than that child already holds.
+SELECT t.id FROM tasks AS t JOIN json_each(:ids) AS wanted ON t.id = wanted.value
+WHERE t.parent_task_id IS NOT :parent_task_id OR t.project_id IS NOT :project_id;
 
 -- name: park_awaiting_children
 -- The orchestrator's own work is done; its last child completes it (complete_parent).
@@ -407,14 +426,17 @@ SET status = 'Failed',
                             || COALESCE(': ' || substr(c.error_message, 1, 500), '')
                      FROM tasks AS c
                      WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+                       AND c.project_id IS tasks.project_id
                      ORDER BY c.updated_at, c.rowid LIMIT 1),
     awaiting_children = 0, lease_expires_at = NULL,
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'In Progress'
-  AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled'))
+  AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+              AND c.project_id IS tasks.project_id)
 RETURNING id,
     (SELECT c.id FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+       AND c.project_id IS tasks.project_id
      ORDER BY c.updated_at, c.rowid LIMIT 1) AS cause_id;
 
 -- name: cancel_children_of_ended_parents
@@ -427,7 +449,8 @@ SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = 0,
          FROM tasks AS p WHERE p.id = tasks.parent_task_id), 'parent ended'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status IN ('Queued', 'In Progress') AND parent_task_id IS NOT NULL
-  AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled'))
+  AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled')
+              AND p.project_id IS tasks.project_id)
 RETURNING id, parent_task_id;
 
 -- name: list_tasks

@@ -223,10 +223,11 @@ class LeaseReclaim:
     attempts: int
 
 
-def same_project(a: Task, b: Task) -> bool:
-    """Whether two rows may be linked (parent and child, dependency, an input naming another row): rows of one
-    project, or both without a project (the single-tenant queue)."""
-    return a.project_id == b.project_id
+def may_link(row: Task, target: Task) -> bool:
+    """Whether ``row`` may follow a link to ``target`` (its parent, its dependency, an input naming another
+    row): a row of a project only within that project; a row without one (the service side's, trusted: the
+    operator's CLI, the single-tenant queue) to any row."""
+    return row.project_id is None or row.project_id == target.project_id
 
 
 def child_task_id(parent_task_id: str, child_key: str) -> str:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from source.engine.atomic_files import atomic_file
 
 CRF = 10
 # x264's canonical code paths instead of its CPU-dependent assembly (the 4x4/8x8 intra-mode search and the
@@ -18,29 +18,6 @@ CRF = 10
 # same frames encoded twice in one worker process, right after a generation, came out different (a few
 # macroblocks of one frame, up to 14/255 apart once decoded). Same speed within noise on 832x480.
 X264_PARAMS = "cpu-independent=1"
-
-
-# An output being written carries this in its name until it is whole (``atomic_file``); `tasks purge` removes
-# the ones a killed worker left behind.
-PARTIAL_MARK = ".partial-"
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` (same folder, same suffix, so encoders pick the same format) that
-    becomes ``path`` only once written whole; on any failure (a full disk) the partial file is removed.
-    A row never names half a file, and a failed write leaves nothing that fills the disk for the next task."""
-    temp = path.with_name(f"{path.stem}{PARTIAL_MARK}{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        yield temp
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def is_partial(path: Path) -> bool:
-    return PARTIAL_MARK in path.name
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import Field
 
 from source.db.models import TaskStatus
-from source.engine.outputs import atomic_file
+from source.engine.atomic_files import atomic_file
 from source.errors import InputUnavailable, InvalidParams
 from source.handlers.context import TaskContext
 from source.handlers.input_policy import MAX_IMAGE_PIXELS, InputKind

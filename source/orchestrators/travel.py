@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from source.db.models import TaskStatus, same_project
+from source.db.models import TaskStatus, may_link
 from source.engine.postprocess import upsample_space
 from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
@@ -259,7 +259,7 @@ def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:
     orchestrator = ctx.linked_task(p.orchestrator_task_id_ref)
     children = ctx.store.list_child_tasks(orchestrator.id) if orchestrator is not None else []
     rows = [row for row in children
-            if same_project(row, ctx.task) and row.task_type == "travel_segment"
+            if may_link(ctx.task, row) and row.task_type == "travel_segment"
             and row.params().get("orchestrator_run_id") == p.orchestrator_run_id]
     if not rows:
         rows = _segments_by_chain(ctx, p.orchestrator_run_id, p.num_segments)

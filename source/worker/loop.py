@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from source.db.models import Task, TaskStatus, WorkerInfo, same_project
+from source.db.models import Task, TaskStatus, WorkerInfo, may_link
 from source.db.store import TaskStore
 from source.db.transient import is_store_outage
 from source.errors import InvalidParams, RetryableError, TaskCancelled, TaskError, describe_storage_error
@@ -407,7 +407,7 @@ class Worker:
         if not task.parent_task_id:
             return None
         parent = self.store.get_task(task.parent_task_id)
-        if parent is not None and same_project(parent, task):
+        if parent is not None and may_link(task, parent):
             return None
         return f"parent_task_id {task.parent_task_id} names no task of this row's project"
 

@@ -127,9 +127,12 @@ def test_retrying_a_failed_parent_requeues_its_ended_children_and_keeps_the_comp
     assert store.fail_orphaned_dependants() == []  # nothing left to cascade: the chain can run again
 
 
-def test_links_between_rows_hold_only_inside_one_project(store):
+def test_links_between_rows_hold_only_inside_one_project(store, request):
     """Tenants share one queue (docs/security.md): another project's row is, to a link, a row that does not
     exist; children land in their parent's project; a row squatting a derived child id stops the chain."""
+    if "adopted" in request.node.name:
+        pytest.skip("the older web app's project_id is a uuid referencing projects: tests/postgres/"
+                    "test_tenant_isolation.py runs these cases there, as two signed-in users")
     dependency = store.add_task(NewTask("ping", {}, project_id="project-a"))
     assert claim(store).id == dependency
     assert store.complete_task(dependency, "w1", output_location="/out/a.png", result={})

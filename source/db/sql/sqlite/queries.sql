@@ -18,7 +18,7 @@ SELECT 1 FROM tasks AS t
 WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
   AND (t.dependant_on IS NULL
        OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
 LIMIT 1;
 
 -- name: claim_next_task
@@ -47,7 +47,7 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
         WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
           AND (t.dependant_on IS NULL
                OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
         ORDER BY t.priority DESC, t.created_at, t.rowid
         LIMIT 1
     ),
@@ -57,7 +57,7 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
                   AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
                   AND (t.dependant_on IS NULL
                        OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
                   AND t.priority = head.priority
@@ -71,7 +71,7 @@ WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
                   AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
                   AND (t.dependant_on IS NULL
                        OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
                   AND t.task_type = rt.value AND t.priority = head.priority
                 ORDER BY t.created_at, t.rowid LIMIT 1)
@@ -101,7 +101,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(:models) AS m
     UNION ALL
@@ -114,7 +114,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(CASE WHEN :models IS NULL THEN :task_types END) AS tt
     UNION ALL
@@ -126,7 +126,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :models IS NULL AND :resident_model IS NOT NULL
     UNION ALL
@@ -137,7 +137,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :models IS NULL AND :task_types IS NULL
     UNION ALL
@@ -149,7 +149,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     FROM json_each(:modelless_task_types) AS tt
     UNION ALL
@@ -159,7 +159,7 @@ WITH heads(row_id) AS (
               AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
               AND (t.dependant_on IS NULL
                    OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND d.project_id IS t.project_id))
+                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
             ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
     WHERE :modelless_task_types IS NULL
 )
@@ -295,16 +295,16 @@ SET status = 'Failed',
     error_message = COALESCE(
         (SELECT 'dependency ' || d.id || ' ended ' || d.status
                 || COALESCE(': ' || substr(d.error_message, 1, 500), '')
-         FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.project_id IS tasks.project_id),
+         FROM tasks AS d WHERE d.id = tasks.dependant_on AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id)),
         'dependency ' || tasks.dependant_on || ' does not exist'),
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'Queued' AND dependant_on IS NOT NULL
   -- a dependency of another project is one that does not exist (its status and error stay its own)
   AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled')
-               AND d.project_id IS tasks.project_id)
+               AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id))
        -- a producer may insert a child a moment before its parent: give the parent a minute to appear
-       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.project_id IS tasks.project_id)
+       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id))
            AND (created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')
                 -- a created_at that is not a timestamp gives no grace (it would compare as never old)
                 OR typeof(created_at) <> 'text' OR created_at NOT LIKE '____-__-__T__:__:__.___Z')))
@@ -390,7 +390,7 @@ RETURNING id;
 -- name: list_child_tasks
 -- Only children in the parent's own project: a link from another project is not honoured.
 SELECT c.* FROM tasks AS c JOIN tasks AS p ON p.id = :parent_task_id
-WHERE c.parent_task_id = :parent_task_id AND c.project_id IS p.project_id ORDER BY c.created_at, c.rowid;
+WHERE c.parent_task_id = :parent_task_id AND (c.project_id IS NULL OR c.project_id = p.project_id) ORDER BY c.created_at, c.rowid;
 
 -- name: foreign_child_ids
 -- Ids of the children being inserted (:ids, a JSON array) that a row other than that child already holds.
@@ -426,17 +426,17 @@ SET status = 'Failed',
                             || COALESCE(': ' || substr(c.error_message, 1, 500), '')
                      FROM tasks AS c
                      WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
-                       AND c.project_id IS tasks.project_id
+                       AND (c.project_id IS NULL OR c.project_id = tasks.project_id)
                      ORDER BY c.updated_at, c.rowid LIMIT 1),
     awaiting_children = 0, lease_expires_at = NULL,
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'In Progress'
   AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
-              AND c.project_id IS tasks.project_id)
+              AND (c.project_id IS NULL OR c.project_id = tasks.project_id))
 RETURNING id,
     (SELECT c.id FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
-       AND c.project_id IS tasks.project_id
+       AND (c.project_id IS NULL OR c.project_id = tasks.project_id)
      ORDER BY c.updated_at, c.rowid LIMIT 1) AS cause_id;
 
 -- name: cancel_children_of_ended_parents
@@ -450,7 +450,7 @@ SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = 0,
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status IN ('Queued', 'In Progress') AND parent_task_id IS NOT NULL
   AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled')
-              AND p.project_id IS tasks.project_id)
+              AND (tasks.project_id IS NULL OR p.project_id = tasks.project_id))
 RETURNING id, parent_task_id;
 
 -- name: list_tasks

@@ -4,8 +4,8 @@
 -- child id), and read A's error text through a dependency (docs/security.md).
 -- A row of another project reads as a row that does not exist: the same refusal, the same wait, the same
 -- error text, so a link cannot be used to learn whether another tenant's id exists.
--- (project_id is compared as text with IS NOT DISTINCT FROM: rows without a project, the single-tenant case,
--- keep linking to each other.)
+-- A row without a project (what the service side inserts: workers, the operator's CLI, the single-tenant queue)
+-- may link to any row; a row of a project only to rows of that same project (never to a row without one).
 
 -- Links written at insert (or changed later): a parent must be a row of the same project; a child_key only
 -- comes with a parent. Runs as the table's owner: the caller may not see the parent it names.
@@ -18,7 +18,7 @@ BEGIN
     IF NEW.parent_task_id IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM tasks AS p
         WHERE p.id = NEW.parent_task_id::tasks_id_t
-          AND p.project_id::text IS NOT DISTINCT FROM NEW.project_id::text) THEN
+          AND (NEW.project_id IS NULL OR p.project_id::text = NEW.project_id::text)) THEN
         RAISE EXCEPTION 'parent_task_id % names no task of this row''s project', NEW.parent_task_id
             USING ERRCODE = '23503';
     END IF;
@@ -49,11 +49,11 @@ BEGIN
         -- FOR SHARE: a dependency completing right now either commits first (we read Complete) or
         -- waits for this insert to commit, after which its unblock trigger sees this row.
         SELECT d.status INTO parent_status FROM tasks AS d
-        WHERE d.id = NEW.dependant_on AND d.project_id::text IS NOT DISTINCT FROM NEW.project_id::text FOR SHARE;
+        WHERE d.id = NEW.dependant_on AND (NEW.project_id IS NULL OR d.project_id::text = NEW.project_id::text) FOR SHARE;
         NEW.blocked_by_dependency := parent_status IS DISTINCT FROM 'Complete';
     ELSE
         SELECT d.status INTO parent_status FROM tasks AS d
-        WHERE d.id = NEW.dependant_on AND d.project_id::text IS NOT DISTINCT FROM NEW.project_id::text;
+        WHERE d.id = NEW.dependant_on AND (NEW.project_id IS NULL OR d.project_id::text = NEW.project_id::text);
         NEW.blocked_by_dependency := parent_status IS DISTINCT FROM 'Complete';
     END IF;
     RETURN NEW;
@@ -68,7 +68,7 @@ BEGIN
     WITH changed AS (
         UPDATE tasks SET blocked_by_dependency = false
         WHERE dependant_on = NEW.id AND blocked_by_dependency
-          AND project_id::text IS NOT DISTINCT FROM NEW.project_id::text
+          AND (project_id IS NULL OR project_id::text = NEW.project_id::text)
         RETURNING id::text AS id, status
     )
     SELECT array_agg(c.id) FILTER (WHERE c.status = 'Queued') INTO unblocked FROM changed AS c;
@@ -127,7 +127,7 @@ CREATE OR REPLACE FUNCTION list_child_tasks(p_parent_task_id text)
 RETURNS SETOF tasks LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT c.* FROM tasks AS c
     JOIN tasks AS p ON p.id = p_parent_task_id::tasks_id_t
-    WHERE c.parent_task_id = p_parent_task_id AND c.project_id::text IS NOT DISTINCT FROM p.project_id::text
+    WHERE c.parent_task_id = p_parent_task_id AND (c.project_id IS NULL OR p.project_id::text = c.project_id::text)
     ORDER BY c.created_at, c.id;
 $$;
 
@@ -141,7 +141,7 @@ RETURNS TABLE (id text, cause_id text) LANGUAGE sql VOLATILE SET search_path FRO
         CROSS JOIN LATERAL (
             SELECT c.* FROM tasks AS c
             WHERE c.parent_task_id = p.id::text AND c.status IN ('Failed', 'Cancelled')
-              AND c.project_id::text IS NOT DISTINCT FROM p.project_id::text
+              AND (c.project_id IS NULL OR p.project_id::text = c.project_id::text)
             ORDER BY c.updated_at, c.id LIMIT 1) AS c
         WHERE p.status = 'In Progress'
     )
@@ -161,7 +161,7 @@ RETURNS TABLE (id text, parent_task_id text) LANGUAGE sql VOLATILE SET search_pa
         updated_at = now()
     FROM tasks AS p
     WHERE t.parent_task_id = p.id::text AND t.status IN ('Queued', 'In Progress')
-      AND p.status IN ('Failed', 'Cancelled') AND t.project_id::text IS NOT DISTINCT FROM p.project_id::text
+      AND p.status IN ('Failed', 'Cancelled') AND (t.project_id IS NULL OR p.project_id::text = t.project_id::text)
     RETURNING t.id::text, t.parent_task_id;
 $$;
 
@@ -186,16 +186,16 @@ BEGIN
                                || COALESCE(': ' || left(d.error_message, 500), '')
                         FROM tasks AS d
                         WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled')
-                          AND d.project_id::text IS NOT DISTINCT FROM c.project_id::text),
+                          AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text)),
                        'dependency ' || c.dependant_on || ' does not exist') AS message
             FROM tasks AS c
             WHERE c.status = 'Queued' AND c.blocked_by_dependency
               AND (EXISTS (SELECT 1 FROM tasks AS d
                            WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled')
-                             AND d.project_id::text IS NOT DISTINCT FROM c.project_id::text)
+                             AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text))
                    -- a producer may insert a child a moment before its parent: give the parent a minute
                    OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = c.dependant_on
-                                   AND d.project_id::text IS NOT DISTINCT FROM c.project_id::text)
+                                   AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text))
                        AND c.created_at < now() - interval '60 seconds'))
             FOR UPDATE OF c SKIP LOCKED
         )
@@ -221,7 +221,7 @@ $$;
 UPDATE tasks AS t SET blocked_by_dependency = true
 WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND t.dependant_on IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                  AND d.project_id::text IS NOT DISTINCT FROM t.project_id::text);
+                  AND (t.project_id IS NULL OR d.project_id::text = t.project_id::text));
 
 SELECT tasks_add_worker_functions(ARRAY['tasks_check_links']);
 

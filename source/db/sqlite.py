@@ -268,6 +268,7 @@ class SqliteTaskStore:
         }
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
             with self._write() as conn:
+                conn.execute(self._q("release_due_rows"))
                 if capabilities.restricted:
                     params["picked_row"] = self._pick(conn, capabilities, params)
                     if params["picked_row"] is None:

@@ -14,12 +14,18 @@ SELECT * FROM tasks WHERE id = :id;
 SELECT status, worker_id FROM tasks WHERE id = :id;
 
 -- name: has_claimable_task
-SELECT 1 FROM tasks AS t
-WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-  AND (t.dependant_on IS NULL
-       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
+-- Ready now, or out of back-off and waiting for the next claim to release it.
+SELECT 1 FROM ready_tasks
+UNION ALL
+SELECT 1 FROM tasks INDEXED BY tasks_run_after_idx
+WHERE run_after IS NOT NULL AND run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+  AND status = 'Queued' AND blocked_by_dependency = 0
 LIMIT 1;
+
+-- name: release_due_rows
+-- Rows whose back-off is over join the ready rows (run within the claim's own write transaction).
+UPDATE tasks INDEXED BY tasks_run_after_idx SET run_after = NULL
+WHERE run_after IS NOT NULL AND run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AND status = 'Queued';
 
 -- name: claim_next_task
 -- Within one priority, rows for the resident model go first unless an older row has waited past
@@ -39,42 +45,28 @@ SET status = 'In Progress',
 -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed. :picked_row: the
 -- row pick_capable_task chose for a worker with capabilities (it runs first, in the same transaction).
 WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
-    -- the head of the queue (tasks_queued_order_idx), and, while it has not waited past the affinity
+    -- the head of the queue (tasks_ready_order_idx), and, while it has not waited past the affinity
     -- window, the oldest row of its priority for the resident model or for a resident task type naming no
     -- model (one probe of a 022 index each): no sort of the whole queue
     WITH head AS (
-        SELECT t.rowid AS row_id, t.priority, t.created_at FROM tasks AS t
-        WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-          AND (t.dependant_on IS NULL
-               OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-        ORDER BY t.priority DESC, t.created_at, t.rowid
+        SELECT t.row_id AS row_id, t.priority, t.created_at FROM ready_tasks AS t
+        ORDER BY t.priority DESC, t.created_at, t.row_id
         LIMIT 1
     ),
     affine(row_id) AS (
-        SELECT (SELECT t.rowid FROM tasks AS t
-                WHERE t.status = 'Queued'
-                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                  AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+        SELECT (SELECT t.row_id FROM ready_tasks AS t
+                WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
                   AND t.priority = head.priority
-                ORDER BY t.created_at, t.rowid LIMIT 1)
+                ORDER BY t.created_at, t.row_id LIMIT 1)
         FROM head
         WHERE :resident_model IS NOT NULL
           AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
         UNION ALL
-        SELECT (SELECT t.rowid FROM tasks AS t
-                WHERE t.status = 'Queued'
-                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                  AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+        SELECT (SELECT t.row_id FROM ready_tasks AS t
+                WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
                   AND t.task_type = rt.value AND t.priority = head.priority
-                ORDER BY t.created_at, t.rowid LIMIT 1)
+                ORDER BY t.created_at, t.row_id LIMIT 1)
         FROM head, json_each(:resident_task_types) AS rt
         WHERE :resident_model IS NOT NULL
           AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
@@ -93,74 +85,44 @@ RETURNING rowid AS row_number, *;
 -- affinity, age). The model expression is spelt as in the indexes.
 WITH heads(row_id) AS (
     -- each allowed model: its first row whose task type is allowed too
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = m.value
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(:models) AS m
     UNION ALL
     -- any model, restricted task types (and the resident model, for the affinity order): per task type /
     -- the resident model, the first row naming a model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND t.task_type = tt.value
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(CASE WHEN :models IS NULL THEN :task_types END) AS tt
     UNION ALL
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :models IS NULL AND :resident_model IS NOT NULL
     UNION ALL
     -- any model and any task type (only model-less rows restricted): one walk over the rows naming a model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :models IS NULL AND :task_types IS NULL
     UNION ALL
     -- each allowed model-less task type: its first row naming no model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
               AND t.task_type = tt.value
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(:modelless_task_types) AS tt
     UNION ALL
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'
-                           AND (t.project_id IS NULL OR d.project_id = t.project_id)))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :modelless_task_types IS NULL
 )
 SELECT t.rowid AS row_number FROM heads JOIN tasks AS t ON t.rowid = heads.row_id

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from source.db.config import StoreUnavailable
 from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
 from source.logging_utils import configure_logging
+from source.media.atomic_files import PARTIAL_MARK, is_partial
 from source.submission import SubmissionRefused, check_submission
 from source.task_files.paths import WORK_FOLDER, task_stem
 
@@ -455,6 +458,26 @@ def purge(config: StoreConfig, older_than: str, statuses: str, main_output_dir: 
             removed += 1
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {len(rows)} rows" + ("" if dry_run else f" and {removed} local files/folders"))
+    partials = _orphaned_partials(main_output_dir, seconds)
+    for path in partials:
+        click.echo(f"{verb} partial output {path}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    click.echo(f"{verb} {len(partials)} partial outputs")
+
+
+def _orphaned_partials(output_root: Path, older_than_seconds: float) -> list[Path]:
+    """Outputs a worker killed mid-write left under their temporary name (atomic_file): no row names them. Only
+    those unchanged for ``older_than_seconds``, so a write in progress is never touched."""
+    if not output_root.is_dir():
+        return []
+    cutoff = time.time() - older_than_seconds
+    found = []
+    for path in output_root.rglob(f"*{PARTIAL_MARK}*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and is_partial(path) and path.stat().st_mtime < cutoff:
+                found.append(path)
+    return sorted(found)
 
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -194,9 +195,14 @@ def _float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidParams(f"{name} must be a number, got {value!r}")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise InvalidParams(f"{name} must be a number, got {value!r}") from None
+    # JSON's Infinity/NaN (and "inf" text) parse as floats: flow_shift=Infinity made an all-black video, and
+    # guidance_scale=NaN silently acted as no guidance
+    if not math.isfinite(number):
+        raise InvalidParams(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -246,9 +252,12 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
         if len(phases) > 2:
             raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
         try:
-            weights.append(tuple(float(p) for p in phases))
+            weight = tuple(float(p) for p in phases)
         except (TypeError, ValueError):
             raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
+        if not all(math.isfinite(w) for w in weight):
+            raise InvalidParams(f"{name}: {part!r} is not a finite number")
+        weights.append(weight)
     return tuple(weights)
 
 

@@ -219,6 +219,9 @@ def _additional_loras(value: Any) -> dict[str, float]:
             loras[str(source)] = float(multiplier)
         except (TypeError, ValueError):
             raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
+        if not math.isfinite(loras[str(source)]):
+            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a finite number, "
+                                f"got {multiplier!r}")
     return loras
 
 

@@ -15,6 +15,7 @@ from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_image, read_video, save_video
+from source.media.write import save_picture
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
@@ -123,7 +124,7 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     video = output.paths[0]
     last = read_video(video, "final video")[-1]
     image_path = ctx.output_path("different_perspective.png", subdir=safe_filename(f"dp_{p.orchestrator_task_id_ref}"))
-    Image.fromarray(last).save(image_path)
+    save_picture(Image.fromarray(last), image_path)
     older_parent, older_note = older_orchestrator_to_complete(ctx.store, ctx.task, older)
     return TaskOutcome(output_path=image_path, completes_parent=True, parent_task_id=older_parent, result={
         **output.summary(), "video": str(video), **ctx.scratch_record("guide_video", guide_path),

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from source.db.models import Task, TaskStatus, WorkerInfo
+from source.db.models import Task, TaskStatus, WorkerInfo, may_link
 from source.db.store import TaskStore
 from source.db.transient import is_store_outage
 from source.errors import (
@@ -423,6 +423,9 @@ class Worker:
         except TaskError as exc:  # invalid params, a webhook URL the policy refuses
             self._fail(task, str(exc), tlog)
             return
+        if (refused := self._foreign_parent(task)) is not None:
+            self._fail(task, refused, tlog)
+            return
         ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog,
                           generation=self.generation, models=self.models)
         if request is not None and self.webhooks is not None:
@@ -474,6 +477,17 @@ class Worker:
         else:
             assert run.outcome is not None
             self._complete(task, run.outcome, elapsed, tlog)
+
+    def _foreign_parent(self, task: Task) -> str | None:
+        """Why a row's parent link is not honoured (its parent is not a row of its own project), or None. A
+        row of another tenant naming one's orchestrator as its parent must neither finish nor fail it; the
+        Postgres trigger refuses such a row at insert, and this covers every backend."""
+        if not task.parent_task_id:
+            return None
+        parent = self.store.get_task(task.parent_task_id)
+        if parent is not None and may_link(task, parent):
+            return None
+        return f"parent_task_id {task.parent_task_id} names no task of this row's project"
 
     def _supervise(self, run: _HandlerRun, timeout: float | None) -> bool:
         """Wait for the handler; on shutdown give it the grace period, on timeout stop it. Returns

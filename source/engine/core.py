@@ -27,7 +27,7 @@ from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
-from source.engine.outputs import unique_path, write_image, write_video
+from source.engine.outputs import IMAGE_SUFFIXES, unique_path, write_image, write_video
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
@@ -124,7 +124,7 @@ class Engine:
         family = family_for(definition.architecture)
         self.unload()
         started = time.monotonic()
-        pipe = load_pipeline(definition, family.pipeline_class())
+        pipe = load_pipeline(definition, family.pipeline_class(), family.extra_components)
         apply_memory_plan(pipe, plan_for(definition.engine))
         apply_speed_options(pipe, definition.engine)
         self.resident = ResidentModel(definition, family, pipe, SchedulerSwitcher(pipe, family.solvers),
@@ -207,8 +207,8 @@ class Engine:
                         "strength": params.sliding_window_overlap_noise, "latent_frames_noised": noised}
                 arrays = [frames]
             else:
-                arrays = family.outputs(self._call(pipe, family, definition, params, generator, progress,
-                                                   should_abort))
+                arrays = family.finish(family.outputs(self._call(pipe, family, definition, params, generator,
+                                                                 progress, should_abort)), params)
         total = params.num_inference_steps
         if progress is not None:
             progress(total, total, "encoding")
@@ -216,7 +216,8 @@ class Engine:
         output_dir.mkdir(parents=True, exist_ok=True)
         fps = family.fps if family.is_video else None
         processed = [postprocess(array, params, fps, seed) for array in arrays]
-        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
+        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps, params.output_format)
+                      for p in processed)
         thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
                            if path.suffix == ".mp4")
         last = processed[-1].frames
@@ -255,17 +256,19 @@ class Engine:
         }
         if family.is_video and params.batch_size > 1:
             kwargs["num_videos_per_prompt"] = params.batch_size
+        run = family.runner(pipe, kwargs)
         try:
-            return pipe(**kwargs)
+            with family.call_context(pipe, params):
+                return run(**kwargs)
         finally:
             reset_step_state(pipe)
 
     @staticmethod
-    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None) -> Path:
+    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None, image_format: str) -> Path:
         if family.is_video and array.ndim == 4 and array.shape[0] > 1:
             return write_video(array, unique_path(output_dir, stem, ".mp4"), fps or family.fps)
         frame = array[0] if array.ndim == 4 else array
-        return write_image(frame, unique_path(output_dir, stem, ".png"))
+        return write_image(frame, unique_path(output_dir, stem, IMAGE_SUFFIXES[image_format]))
 
 
 def _riflex(family: Family, pipe, params: GenerationParams, asked: bool):

@@ -58,6 +58,14 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
     return path
 
 
+IMAGE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
 def write_image(frame: np.ndarray, path: Path) -> Path:
-    Image.fromarray(to_uint8(frame)).save(path)
+    """PNG, JPEG or WebP by ``path``'s suffix; the lossy two at quality 95."""
+    image = Image.fromarray(to_uint8(frame))
+    if path.suffix == ".png":
+        image.save(path)
+    else:
+        image.save(path, quality=95)
     return path

@@ -14,13 +14,14 @@ import structlog
 
 from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
-from source.cli.store_options import run_migrations, store_failure, with_store_config
+from source.cli.store_options import is_service_key, run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import WAKE_MODE_CHOICES, StoreUnavailable
 from source.db.models import Capabilities
 from source.engine.model_defs import BoxOptions
+from source.errors import TaskError
 from source.generation.handler import resident_affinity
-from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
+from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted, register_secret
 from source.model_memory import ModelMemory
 from source.retry import Backoff
 from source.routing import known_task_types
@@ -32,6 +33,14 @@ from source.worker.publishing import LegacyFilesPublisher, OutputPublisher
 from source.worker.s3_storage import S3SettingsError
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
 from source.worker.storage_target import open_publisher
+from source.worker.webhooks import (
+    DEFAULT_PROGRESS_SECONDS,
+    DEFAULT_RETRY_SECONDS,
+    SECRET_ENV,
+    WebhookSender,
+    WebhookSigner,
+    check_webhook_syntax,
+)
 
 log = structlog.get_logger("worker")
 # The flags' defaults are WorkerSettings' own (one place for each default).
@@ -58,6 +67,13 @@ DEFAULTS = WorkerSettings(worker_id="")
               help="Upload outputs to S3-compatible storage (AWS S3, R2, B2, MinIO) instead of Supabase Storage or "
                    "the local folder; endpoint, region, keys, S3_PUBLIC_BASE_URL or presigned-URL expiry from "
                    "S3_* variables (docs/production.md) [env WORKER_STORAGE].")
+@click.option("--webhook-url", envvar="WORKER_WEBHOOK_URL", default=None, metavar="URL",
+              help="Post every task's webhooks here unless its row names its own params.webhook_url; signed with "
+                   "WORKER_WEBHOOK_SECRET (Standard Webhooks, docs/production.md) [env WORKER_WEBHOOK_URL].")
+@click.option("--webhook-retry-seconds", type=click.FloatRange(min=0), default=DEFAULT_RETRY_SECONDS,
+              show_default=True, help="How long a webhook delivery that fails (network, 5xx, 429) is retried.")
+@click.option("--webhook-progress-seconds", type=click.FloatRange(min=0.05), default=DEFAULT_PROGRESS_SECONDS,
+              show_default=True, help="At most one progress webhook per task this often.")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
 @click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -84,6 +100,11 @@ DEFAULTS = WorkerSettings(worker_id="")
 @click.option("--mask-active-frames/--no-mask-active-frames", default=DEFAULTS.mask_active_frames, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
 @click.option("--once", is_flag=True, help="Exit when no task is claimable (scripts, demos).")
+@click.option("--idle-release-minutes", type=click.FloatRange(min=0), default=None,
+              help="Exit with code 75 after this many minutes without a claim, giving the GPU back (reigh-worker's "
+                   "flag; 0 = never) [default: 15 with a Reigh personal access token, else never].")
+@click.option("--idle-onboarding-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="No idle release within this many seconds of the start.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after processing N tasks.")
 @click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=DEFAULTS.lease_seconds, show_default=True,
               help="Lease of a claimed row; a crashed worker's row is reclaimed after it expires.")
@@ -208,6 +229,8 @@ def main(config: StoreConfig, **opts: object) -> None:
         legacy_public_root=Path(config.db_file).resolve().parent / "public"
         if opts["legacy_output_location"] and config.db_type is DbType.SQLITE else None,
         capabilities=capabilities,
+        idle_release_seconds=60.0 * _idle_release_minutes(config, opts["idle_release_minutes"]),  # type: ignore[arg-type]
+        idle_release_grace_seconds=float(opts["idle_onboarding_grace_seconds"]),  # type: ignore[arg-type]
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
     # One ModelMemory: the auxiliary models the engine and the handlers load are freed by the engine's loads.
@@ -227,7 +250,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
         log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
     publisher = _publisher(config, settings, opts)
+    webhooks = _webhooks(store, settings, opts)
     worker = Worker(store, settings, publisher=publisher, max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+                    webhooks=webhooks,
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
                     affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict,
                     models=memory)
@@ -258,6 +283,27 @@ def _publisher(config: StoreConfig, settings: WorkerSettings, opts: dict[str, ob
         raise click.BadParameter(str(exc), param_hint="--storage") from None
 
 
+def _webhooks(store: object, settings: WorkerSettings, opts: dict[str, object]) -> WebhookSender | None:
+    """The webhook sender when this worker can sign (WORKER_WEBHOOK_SECRET); rows naming a webhook_url fail
+    without one, saying so."""
+    secret = os.environ.get(SECRET_ENV) or None
+    default_url = str(opts["webhook_url"]) if opts["webhook_url"] else None
+    if secret is None:
+        if default_url:
+            raise click.UsageError(f"--webhook-url needs {SECRET_ENV} (whsec_<base64>) to sign the deliveries")
+        return None
+    register_secret(secret)
+    try:
+        signer = WebhookSigner(secret)
+        if default_url:
+            check_webhook_syntax({"webhook_url": default_url})
+    except (ValueError, TaskError) as exc:
+        raise click.UsageError(str(exc).replace("params.webhook_url", "--webhook-url")) from None
+    return WebhookSender(store, signer, worker_id=settings.worker_id, default_url=default_url,  # type: ignore[arg-type]
+                         retry_seconds=float(opts["webhook_retry_seconds"]),  # type: ignore[arg-type]
+                         progress_seconds=float(opts["webhook_progress_seconds"]))  # type: ignore[arg-type]
+
+
 def _capabilities(opts: dict[str, object], box: BoxOptions) -> Capabilities:
     """--task-types / --models and the detected GPU's memory, as the lists the claim takes."""
     try:
@@ -266,6 +312,13 @@ def _capabilities(opts: dict[str, object], box: BoxOptions) -> Capabilities:
                                     allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]), box=box)
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _idle_release_minutes(config: StoreConfig, given: float | None) -> float:
+    """reigh-worker releases a user's own GPU after 15 idle minutes, never a service-role worker's."""
+    if given is not None:
+        return given
+    return 15.0 if config.reigh_access_token and not is_service_key(config.reigh_access_token) else 0.0
 
 
 def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:

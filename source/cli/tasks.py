@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.cli.stuck import StuckKind, stuck_kinds
+from source.cli.waiting import wait_until_finished
 from source.db import (
     NewTask,
     StoreConfig,
@@ -27,10 +30,14 @@ from source.db.config import StoreUnavailable
 from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
 from source.logging_utils import configure_logging
+from source.media.atomic_files import PARTIAL_MARK, is_partial
 from source.submission import SubmissionRefused, check_submission
 from source.task_files.paths import WORK_FOLDER, task_stem
 
 log = structlog.get_logger(__name__)
+
+# tasks add --wait: the task did not finish within --timeout (as timeout(1) exits).
+EXIT_WAIT_TIMED_OUT = 124
 
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
@@ -38,6 +45,9 @@ def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
     if config.access_token:
         raise click.UsageError("a personal access token is for a worker on the user's own GPU; the tasks CLI needs "
                                "the service-role key (SUPABASE_SERVICE_ROLE_KEY) or a direct --db-url")
+    if config.reigh_access_token:
+        raise click.UsageError("--reigh-access-token is for a worker talking to Reigh's edge functions, which offer "
+                               "no listing, cancelling or stats: use Reigh's web app (docs/reigh.md)")
     try:
         store = open_store(config)
     except StoreConfigError as exc:
@@ -98,9 +108,15 @@ def cli(log_format: str) -> None:
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--project-id", default=None)
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait until the task is finished and print its row: exit 0 when Complete, "
+                                           f"1 when Failed or Cancelled, {EXIT_WAIT_TIMED_OUT} when --timeout ran out.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: the most seconds to wait [default: no limit].")
 def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, dependant_on: str | None,
-        priority: int, project_id: str | None, max_attempts: int) -> None:
-    """Queue a task. PARAMS is a JSON object or @file.json."""
+        priority: int, project_id: str | None, max_attempts: int, wait: bool, timeout: float | None) -> None:
+    """Queue a task. PARAMS is a JSON object or @file.json. Prints the id, or with --wait the finished row."""
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     loaded = _load_params(params)
     try:
         check_submission(task_type, loaded)
@@ -113,7 +129,20 @@ def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, d
         raise click.ClickException(f"dependency {dependant_on} does not exist")
     if task_id is not None and store.get_task(task_id) is not None:
         raise click.ClickException(f"task id {task_id} already exists")
-    click.echo(store.add_task(task))
+    added = store.add_task(task)
+    if not wait:
+        click.echo(added)
+        return
+    finished = wait_until_finished(store, added, timeout)
+    if finished is None:
+        raise click.ClickException(f"task {added} disappeared while waiting (deleted?)")
+    click.echo(json.dumps(finished.as_json(), indent=2, default=str))
+    if finished.status is TaskStatus.COMPLETE:
+        return
+    if not finished.status.is_final:
+        click.echo(f"task {added} is still {finished.status.value} after {timeout:g} s", err=True)
+        sys.exit(EXIT_WAIT_TIMED_OUT)
+    raise click.ClickException(f"task {added} {finished.status.value}: {finished.error_message or 'no error message'}")
 
 
 @cli.command(name="list")
@@ -429,6 +458,26 @@ def purge(config: StoreConfig, older_than: str, statuses: str, main_output_dir: 
             removed += 1
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {len(rows)} rows" + ("" if dry_run else f" and {removed} local files/folders"))
+    partials = _orphaned_partials(main_output_dir, seconds)
+    for path in partials:
+        click.echo(f"{verb} partial output {path}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    click.echo(f"{verb} {len(partials)} partial outputs")
+
+
+def _orphaned_partials(output_root: Path, older_than_seconds: float) -> list[Path]:
+    """Outputs a worker killed mid-write left under their temporary name (atomic_file): no row names them. Only
+    those unchanged for ``older_than_seconds``, so a write in progress is never touched."""
+    if not output_root.is_dir():
+        return []
+    cutoff = time.time() - older_than_seconds
+    found = []
+    for path in output_root.rglob(f"*{PARTIAL_MARK}*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and is_partial(path) and path.stat().st_mtime < cutoff:
+                found.append(path)
+    return sorted(found)
 
 
 

@@ -246,6 +246,13 @@ class LeaseReclaim:
     attempts: int
 
 
+def may_link(row: Task, target: Task) -> bool:
+    """Whether ``row`` may follow a link to ``target`` (its parent, its dependency, an input naming another
+    row): a row of a project only within that project; a row without one (the service side's, trusted: the
+    operator's CLI, the single-tenant queue) to any row."""
+    return row.project_id is None or row.project_id == target.project_id
+
+
 def child_task_id(parent_task_id: str, child_key: str) -> str:
     """The id of a parent's child: derived from (parent, key), so an orchestrator that runs again names the
     same rows (and can chain them by ``dependant_on``) before inserting them."""

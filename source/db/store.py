@@ -122,6 +122,10 @@ class TaskStore(Protocol):
         Failed ones among ``task_ids`` get their error_message in output_location too, where frontends written
         for the older worker read it. Returns how many rows changed."""
 
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        """``result.webhooks`` of a finished row (Complete, Failed, Cancelled) that ``worker_id`` ran: what each
+        webhook delivery of its last attempt came to. False when the row is not that (run again elsewhere)."""
+
     # -- orchestration: a parent row creates children, parks, and is finished by them ---------------
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         """Insert Queued children of ``parent_task_id`` in one transaction and return their ids, in order.

@@ -17,6 +17,7 @@ from PIL import Image
 
 from source.engine.params import GenerationParams
 from source.errors import ModelUnavailable
+from source.media.write import save_picture
 from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
@@ -111,5 +112,4 @@ def write_thumbnail(first_frame: np.ndarray, video_path: Path) -> Path:
     image = Image.fromarray((np.clip(first_frame, 0, 1) * 255).round().astype(np.uint8))
     image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE))
     path = video_path.with_name(f"{video_path.stem}_thumb.jpg")
-    image.save(path, quality=90)
-    return path
+    return save_picture(image, path, quality=90)

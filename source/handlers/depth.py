@@ -10,7 +10,7 @@ from source.handlers.common import (
     write_png,
 )
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import parse_params
+from source.handlers.task_params import parse_params, takes
 from source.media.depth import DEFAULT_DEPTH_MODEL, load_depth_model, model_spec, to_grey_png_array
 
 
@@ -18,6 +18,7 @@ class DepthParams(ImageTaskParams):
     model: str = DEFAULT_DEPTH_MODEL
 
 
+@takes(DepthParams)
 def handle_generate_depth(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(DepthParams, ctx.params)
     spec = model_spec(params.model)  # an unknown model fails before any input is fetched

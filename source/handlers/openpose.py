@@ -11,11 +11,12 @@ from source.handlers.common import (
     write_png,
 )
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import parse_params
+from source.handlers.task_params import parse_params, takes
 from source.media.pose.detect import default_detector
 from source.media.pose.draw import draw_poses
 
 
+@takes(ImageTaskParams)
 def handle_generate_openpose(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(ImageTaskParams, ctx.params)
     timings = Timings()

@@ -8,7 +8,7 @@ from source.errors import InvalidParams
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate, outcome_of
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.orchestrators.checks import check_model, check_resolution
 from source.task_types import BY_NAME
 
@@ -44,6 +44,7 @@ class MagicEditParams(TaskParams):
         return self
 
 
+@takes(MagicEditParams, translated=True)
 def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     p = parse_params(MagicEditParams, lifted.params)

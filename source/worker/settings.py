@@ -64,6 +64,10 @@ class WorkerSettings:
     free_shutdown_requeues: int = 3
     # What this worker may claim (--task-types, --models, the GPU's memory: source/worker/capabilities.py).
     capabilities: Capabilities = UNRESTRICTED
+    # reigh-worker's idle release (--idle-release-minutes): exit with EXIT_IDLE_RELEASE after this many seconds
+    # without a claim (0 = never), not before this many seconds after start (--idle-onboarding-grace-seconds).
+    idle_release_seconds: float = 0.0
+    idle_release_grace_seconds: float = 60.0
 
     @property
     def input_policy(self) -> InputPolicy:

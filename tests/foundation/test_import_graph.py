@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("source.worker",),
     ("source.routing",),
     ("source.orchestrators",),
-    # generation/handler.py is the direct-generation task's handler
-    ("source.handlers", "source.generation.handler"),
+    # generation/handler.py and image_tasks.py are the generation task types' handlers
+    ("source.handlers", "source.generation.handler", "source.generation.image_tasks"),
     ("headless_model_management",),
     ("headless_wgp",),
     ("wgp",),
@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
 KNOWN_CLIMBS = {
     # the tiny random-weight models, test support code, still live in the engine (issue 32, item 2)
     ("source.media.depth", "source.engine.tiny"), ("source.media.depth", "source.engine"),
+    ("source.media.upscale", "source.engine.tiny"), ("source.media.upscale", "source.engine"),
 }
 
 

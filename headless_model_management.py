@@ -64,6 +64,10 @@ class QueueStatistics:
 
 
 class HeadlessTaskQueue:
+    """The resident-model runner (the name is the older worker's, kept for its callers): not a queue, the
+    claim already ordered the rows; it prepares a request, switches the one resident model if needed, and
+    generates, one request at a time, in the caller's thread."""
+
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
         self.stats = QueueStatistics()

@@ -30,11 +30,11 @@ def _other_model():
 
 
 @pytest.mark.slow
-def test_depth_and_pose_rows_then_another_model_leave_no_auxiliary_model_when_memory_is_short(
+def test_a_depth_row_then_another_model_leaves_no_auxiliary_model_when_memory_is_short(
         sqlite_store, tmp_path, media):  # noqa: F811
     memory = ModelMemory(free_bytes=lambda: 0)  # an accelerator with nothing free
     listed = _run(sqlite_store, tmp_path, memory, [
-        vace_row(media, "D", depth_model="tiny_depth_anything"), vace_row(media, "P"), _other_model()])
+        vace_row(media, "D", depth_model="tiny_depth_anything"), _other_model()])
     assert memory.auxiliary_names == []
     assert "auxiliary=" not in listed
 

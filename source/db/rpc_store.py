@@ -14,6 +14,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     NESTED_TOO_DEEPLY,
     UNRESTRICTED,
     Capabilities,
@@ -51,6 +52,8 @@ TOKEN_FUNCTIONS = frozenset({
     "worker_idle", "worker_busy", "worker_woken", "tasks_worker_channel", "tasks_housekeeping_turn",
     # 028: a claimed row the API's JSON could not carry; 029: --legacy-output-location for housekeeping
     "fail_undecodable_claim", "tasks_errors_to_output_location",
+    # 050: webhook deliveries in a finished row's result
+    "tasks_record_webhook_deliveries",
 })
 
 # "one": the dispatcher wakes one registered idle worker per claimable row (migration 011); "all": every idle
@@ -195,7 +198,7 @@ class RpcTaskStore(ABC):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
@@ -317,6 +320,10 @@ class RpcTaskStore(ABC):
         if not task_ids:
             return 0
         return int(self._value("tasks_errors_to_output_location", p_task_ids=list(task_ids)))
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return self._flag("tasks_record_webhook_deliveries", p_task_id=task_id, p_worker_id=worker_id,
+                          p_deliveries=list(deliveries))
 
     def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
         return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]

@@ -15,6 +15,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     SUMMARY_PROMPT_CHARS,
     UNRESTRICTED,
     Capabilities,
@@ -262,7 +263,7 @@ class SqliteTaskStore:
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         params = {
@@ -437,6 +438,10 @@ class SqliteTaskStore:
         with self._write() as conn:
             return len(conn.execute(self._q("errors_to_output_location"), {"ids": json.dumps(list(task_ids))}
                                     ).fetchall())
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return self._update_one("record_webhook_deliveries", id=task_id, worker_id=worker_id,
+                                deliveries=json.dumps(list(deliveries)))
 
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:

@@ -12,13 +12,13 @@ import numpy as np
 from pydantic import Field
 
 from source.db.models import TaskStatus
-from source.engine.atomic_files import atomic_file
 from source.errors import InputUnavailable, InvalidParams
 from source.handlers.context import TaskContext
-from source.handlers.input_policy import MAX_IMAGE_PIXELS, InputKind
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams
-from source.handlers.task_paths import WORK_FOLDER, task_output_name, unclaimed_file, under_output_root
+from source.media.atomic_files import atomic_file
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import WORK_FOLDER, task_output_name, unclaimed_file, under_output_root
+from source.task_files.policy import MAX_IMAGE_PIXELS, InputKind
 
 
 class Timings:

@@ -18,9 +18,7 @@ from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import colour_match, crossfade_join, read_image, read_video, save_video
 from source.orchestrators.children import (
     ChildSpec,
@@ -29,15 +27,25 @@ from source.orchestrators.children import (
     dependency_output,
     spawn_chain,
 )
+from source.orchestrators.crossfade_join import handle_crossfade_join, is_crossfade_join
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
-from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
+from source.orchestrators.travel_params import (
+    MAX_UPSCALE_FACTOR,
+    SegmentPlan,
+    TravelOrchestratorParams,
+    TravelPlan,
+    plan_travel,
+)
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 STITCH_KEY = "stitch"
 GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only metadata
 
 
 # -- orchestrator ----------------------------------------------------------------------------------------
+@takes(TravelOrchestratorParams)
 def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
     plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs,
                        check_children=lambda count: check_child_count(ctx, count))
@@ -135,6 +143,7 @@ class SegmentParams(TaskParams):
     adjust_brightness_subsequent_starting_frames: float = 0.0
 
 
+@takes(SegmentParams, translated=True)
 def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("travel_segment", ctx.params)
     p = parse_params(SegmentParams, older.params if older else ctx.params)
@@ -208,7 +217,10 @@ class StitchParams(TaskParams):
     upscale_factor: float = Field(0.0, ge=0.0, le=MAX_UPSCALE_FACTOR)
 
 
+@takes(StitchParams, translated=True)
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
+    if is_crossfade_join(ctx.params):
+        return handle_crossfade_join(ctx)
     older = translate_older_child("travel_stitch", ctx.params)
     p = parse_params(StitchParams, older.params if older else ctx.params)
     if len(p.frame_overlaps) != p.num_segments:

@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations`: FastAPI reads the closures' Depends() annotations at runtime.
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -10,13 +12,16 @@ from urllib.parse import urlsplit
 
 import structlog
 from fastapi import APIRouter, Cookie, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from source.cli.submission import SubmissionRefused, check_submission
 from source.db import NewTask, TaskStatus, TaskStore
+from source.db.models import TERMINAL_STATUSES
+from source.submission import SubmissionRefused, check_submission
 from source.web.auth import COOKIE, Scope, Tokens
 from source.web.changes import ChangeHub
 from source.web.csrf import CsrfGuard
@@ -28,6 +33,8 @@ log = structlog.get_logger(__name__)
 MAX_PAGE = 500
 MAX_OFFSET = 5000  # the store lists newest first with a limit: deep pages read offset + limit rows
 SSE_PING_SECONDS = 15
+# POST /api/tasks?wait=S: a held request holds a connection; longer waits poll GET /api/tasks/{id}.
+MAX_WAIT_SECONDS = 300
 # An output opened directly in a tab renders inert: no scripts, no guessing an HTML type from the bytes.
 FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
@@ -93,10 +100,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         row["children"] = [task_json(c) for c in store.list_child_tasks(task_id)]
         return row
 
-    @router.post("/tasks", status_code=201, dependencies=write,
-                 responses={422: {"description": "Unknown task type or invalid params; `loc` names the field."}})
-    def submit(body: SubmitTask) -> Any:
-        """Queue a task (the checks of `tasks add`); answers the stored row, with its `id`."""
+    def create(body: SubmitTask) -> Any:
         try:
             check_submission(body.task_type, body.params)
         except SubmissionRefused as exc:
@@ -113,6 +117,37 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             return refused("", str(exc))
         log.info("task_submitted", task_id=task_id, task_type=body.task_type)
         return existing(task_id)
+
+    async def finished_row(task_id: str, seconds: float) -> str | None:
+        """The row's JSON once it is finished (the change hub's shared reads), or None after ``seconds``."""
+        async def watch() -> str:
+            async for snapshot in hub.snapshots(task_id):
+                data = snapshot.tasks_json.get(task_id)
+                if data is not None and data != "null" and json.loads(data)["status"] in TERMINAL_STATUSES:
+                    return data
+            raise AssertionError("the change hub stopped")  # pragma: no cover
+
+        try:
+            return await asyncio.wait_for(watch(), seconds)
+        except asyncio.TimeoutError:
+            return None
+
+    @router.post("/tasks", status_code=201, dependencies=write,
+                 responses={202: {"description": "`wait` ran out before the task finished: the row as it stands."},
+                            422: {"description": "Unknown task type or invalid params; `loc` names the field."}})
+    async def submit(body: SubmitTask, wait: Annotated[float | None, Query(
+            gt=0, le=MAX_WAIT_SECONDS, description="Wait up to this many seconds for the task to finish (RunPod's "
+                                                   "runsync): 201 with the finished row (its `status` and "
+                                                   "`error_message` say how it ended), 202 if still running.")] = None,
+                     ) -> Any:
+        """Queue a task (the checks of `tasks add`); answers the stored row, with its `id`."""
+        created = await run_in_threadpool(create, body)
+        if wait is None or isinstance(created, Response):
+            return created
+        finished = await finished_row(created["id"], wait)
+        if finished is not None:
+            return Response(finished, status_code=201, media_type="application/json")
+        return JSONResponse(jsonable_encoder(await run_in_threadpool(existing, created["id"])), status_code=202)
 
     @router.get("/tasks", dependencies=read)
     def list_tasks(status: TaskStatus | None = None, task_type: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -17,6 +18,7 @@ from source.web.changes import ChangeHub
 from source.web.csrf import CsrfGuard
 from source.web.files import OutputRoot
 from source.web.pages import build_pages
+from source.web.params_schema import add_typed_params
 
 STATIC = Path(__file__).parent / "static"
 
@@ -41,5 +43,15 @@ def create_app(store: TaskStore, *, output_root: Path, tokens: Tokens | None = N
     app.include_router(build_router(store, hub, OutputRoot(output_root), tokens, csrf))
     app.include_router(build_pages(tokens, csrf))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, on the first request for it (it loads every handler)
+            schema = plain_openapi()
+            add_typed_params(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     return app

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from source.handlers.input_policy import MAX_IMAGE_PIXELS
+from source.task_files.policy import MAX_IMAGE_PIXELS
 
 THUMBNAIL_DIR = ".thumbnails"
 THUMBNAIL_WIDTH = 320

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.atomic_files import PARTIAL_MARK
+from source.media.atomic_files import PARTIAL_MARK
 from tests.hardening.test_storage_faults import IS_ROOT, fill, tmpfs
 from tests.helpers import REPO_ROOT, ping_executions, start_worker, wait_for
 

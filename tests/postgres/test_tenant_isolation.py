@@ -140,7 +140,7 @@ def test_as_chain_does_not_adopt_a_row_b_put_at_its_derived_child_id(tenants):
 
 
 def test_b_reads_none_of_as_outputs_and_none_of_as_errors(tenants, tmp_path):
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     out = tmp_path / "out"
     out.mkdir()

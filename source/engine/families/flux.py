@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from source.engine.families.base import Family, true_cfg
-from source.engine.inputs import load_image
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image
 
 
 class FluxFamily(Family):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from source.engine.families.base import Family
-from source.engine.inputs import load_image, load_image_within, load_video
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image, load_image_within, load_video
 
 
 class WanFamily(Family):

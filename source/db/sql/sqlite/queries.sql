@@ -529,3 +529,9 @@ UPDATE tasks SET output_location = error_message
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'Failed' AND error_message IS NOT NULL
   AND output_location IS NOT error_message
 RETURNING id;
+
+-- name: record_webhook_deliveries
+-- result.webhooks of a finished row this worker ran (its webhooks are delivered after the row is written).
+UPDATE tasks SET result = json_set(coalesce(result, '{}'), '$.webhooks', json(:deliveries))
+WHERE id = :id AND worker_id = :worker_id AND status IN ('Complete', 'Failed', 'Cancelled')
+RETURNING id;

@@ -14,6 +14,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     NESTED_TOO_DEEPLY,
     UNRESTRICTED,
     Capabilities,
@@ -32,6 +33,7 @@ from source.db.models import (
     child_task_id,
 )
 from source.db.sql_files import list_migrations
+from source.errors import TaskError
 
 log = structlog.get_logger(__name__)
 
@@ -191,7 +193,7 @@ class RpcTaskStore(ABC):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
@@ -358,7 +360,13 @@ class RpcTaskStore(ABC):
                 "task_type": child.task_type, "params": child.params, "dependant_on": child.dependant_on,
                 "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
             })
-        rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        try:
+            rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        except Exception as exc:
+            # 23505: a child's id is held by a row that is not that child (030): the orchestrator fails saying so
+            if _sqlstate(exc) != "23505":
+                raise
+            raise TaskError(_server_message(exc)) from exc
         return [str(row["id"]) for row in rows]
 
     def list_child_tasks(self, parent_task_id: str) -> list[Task]:
@@ -388,3 +396,13 @@ class RpcTaskStore(ABC):
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
         rows = self._rows("list_workers", p_alive_within_seconds=float(alive_within_seconds))
         return [WorkerRecord.from_row(row) for row in rows]
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a server error, over a direct connection (psycopg) or the API (PostgREST's code)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
+
+
+def _server_message(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    return str(getattr(diag, "message_primary", None) or getattr(exc, "message", None) or exc)

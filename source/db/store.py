@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -45,7 +46,7 @@ class TaskStore(Protocol):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         """Atomically take the next claimable row (priority, age, dependencies, model affinity) among those

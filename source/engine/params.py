@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -70,6 +71,13 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "sliding_window_overlap_noise": 0.0,
     "sliding_window_discard_last_frames": 0,
     "sliding_window_color_correction_strength": 0.0,
+    # Image models: the file format of each image; image-to-image/inpainting (a source image_start, an
+    # image_mask whose white area is regenerated, how far from the source: 1 = all the way); the system turn of
+    # a chat-template text encoder (Qwen), "" = the model's own.
+    "output_format": "png",
+    "image_mask": None,
+    "denoising_strength": 1.0,
+    "system_prompt": "",
 })
 
 # Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
@@ -155,6 +163,10 @@ class GenerationParams:
     sliding_window_overlap_noise: float
     sliding_window_discard_last_frames: int
     sliding_window_color_correction_strength: float
+    output_format: str
+    image_mask: ImageInput | None
+    denoising_strength: float
+    system_prompt: str
 
     @property
     def resolution(self) -> str:
@@ -194,9 +206,14 @@ def _float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidParams(f"{name} must be a number, got {value!r}")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise InvalidParams(f"{name} must be a number, got {value!r}") from None
+    # JSON's Infinity/NaN (and "inf" text) parse as floats: flow_shift=Infinity made an all-black video, and
+    # guidance_scale=NaN silently acted as no guidance
+    if not math.isfinite(number):
+        raise InvalidParams(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -246,9 +263,12 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
         if len(phases) > 2:
             raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
         try:
-            weights.append(tuple(float(p) for p in phases))
+            weight = tuple(float(p) for p in phases)
         except (TypeError, ValueError):
             raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
+        if not all(math.isfinite(w) for w in weight):
+            raise InvalidParams(f"{name}: {part!r} is not a finite number")
+        weights.append(weight)
     return tuple(weights)
 
 
@@ -336,6 +356,13 @@ VIDEO_PROMPT_LETTERS: Mapping[str, str] = MappingProxyType({
 TEMPORAL_UPSAMPLING = ("", "rife2", "rife4")
 SPATIAL_UPSAMPLING = ("", "lanczos1.5", "lanczos2")
 STEP_CACHES = ("", "tea", "mag")
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+def _image_format(name: str, value: Any) -> str:
+    """png, jpeg (also jpg) or webp, as Reigh's rows name them."""
+    text = str(value).strip().lower()
+    return _choice(IMAGE_FORMATS)(name, "jpeg" if text == "jpg" else text)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -477,6 +504,10 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "sliding_window_overlap_noise": _in_range(0.0, 100.0),
     "sliding_window_discard_last_frames": _int_at_least(0),
     "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
+    "output_format": _image_format,
+    "image_mask": _image,
+    "denoising_strength": _in_range(0.0, 1.0),
+    "system_prompt": lambda name, value: "" if value is None else _text(name, value),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
 assert all(hasattr(parse, "json_schema") for parse in PARSERS.values()), "every parser describes what it takes"

@@ -26,7 +26,7 @@ def handle_generate_depth(ctx: TaskContext) -> TaskOutcome:
     with timings.stage("load_input"):
         _, image = load_task_image(ctx, params)
     with timings.stage("load_model"):
-        estimator = load_depth_model(params.model)
+        estimator = load_depth_model(params.model, ctx.models)
     ctx.check_cancelled()
     with timings.stage("estimate"):
         depth = estimator.estimate(image)

@@ -23,7 +23,7 @@ def handle_generate_openpose(ctx: TaskContext) -> TaskOutcome:
     with timings.stage("load_input"):
         source, image = load_task_image(ctx, params)
     with timings.stage("load_model"):
-        detector = default_detector()
+        detector = default_detector(ctx.models)
     ctx.check_cancelled()
     with timings.stage("detect"):
         poses = detector.detect(image)

@@ -19,7 +19,8 @@ HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 class TaskParams(BaseModel):
     """Base for every handler's params. Unknown keys are allowed (producers send extras) but logged."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan off: JSON's Infinity/NaN are refused naming the field, as the generation parsers do
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
     def ignored_params(self) -> list[str]:
         """The keys nothing reads (this model's extras and, dotted, those of nested params)."""

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import APIRouter, Cookie, Depends, HTTPException, Query
+from fastapi import APIRouter, Cookie, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
@@ -19,12 +19,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from source.cli.submission import SubmissionRefused, check_submission
 from source.db import NewTask, TaskStatus, TaskStore
 from source.db.models import TERMINAL_STATUSES
+from source.submission import SubmissionRefused, check_submission
 from source.web.auth import COOKIE, Scope, Tokens
 from source.web.changes import ChangeHub
-from source.web.files import IMAGE_SUFFIXES, OutputRoot, is_remote
+from source.web.csrf import CsrfGuard
+from source.web.files import IMAGE_SUFFIXES, OutputRoot, ThumbnailRefused, is_remote
 from source.web.overview import ALIVE_WITHIN_SECONDS, read_overview, task_json
 
 log = structlog.get_logger(__name__)
@@ -62,7 +63,8 @@ def refused(field: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": message, "type": "value_error"}]})
 
 
-def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens) -> APIRouter:
+def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens,
+                 csrf: CsrfGuard) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="A read or write token (`tasks serve --read-token ...`).")
 
     def scope_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
@@ -79,8 +81,15 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             return scope
         return check
 
+    def may_write(request: Request, scope: Annotated[Scope, Depends(needs(Scope.WRITE))],
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+                  cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Scope:
+        if credentials is None:  # the cookie, or an open server: what a forged browser request carries
+            csrf.check(request, cookie)
+        return scope
+
     read = [Depends(needs(Scope.READ))]
-    write = [Depends(needs(Scope.WRITE))]
+    write = [Depends(may_write)]
     router = APIRouter(prefix="/api", tags=["tasks"])
 
     def existing(task_id: str) -> dict[str, Any]:
@@ -151,11 +160,6 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         return TaskList(tasks=[task_json(t) for t in page], offset=offset, limit=limit,
                         next_offset=offset + limit if more else None)
 
-    @router.get("/tasks/{task_id}", dependencies=read)
-    def get_task(task_id: str) -> dict[str, Any]:
-        """The whole row (params, result, timings, error) and its children, oldest first."""
-        return existing(task_id)
-
     def transition(task_id: str, verb: Callable[[str], bool], event: str, refusal: str) -> dict[str, Any]:
         existing(task_id)
         if not verb(task_id):
@@ -163,12 +167,12 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         log.info(event, task_id=task_id)
         return existing(task_id)
 
-    @router.post("/tasks/{task_id}/cancel", dependencies=write)
+    @router.post("/tasks/{task_id:path}/cancel", dependencies=write)
     def cancel(task_id: str) -> dict[str, Any]:
         """Queued/In Progress → Cancelled (a running generation stops at its next step)."""
         return transition(task_id, store.cancel_task, "task_cancelled_over_http", "Queued or In Progress")
 
-    @router.post("/tasks/{task_id}/retry", dependencies=write)
+    @router.post("/tasks/{task_id:path}/retry", dependencies=write)
     def retry(task_id: str) -> dict[str, Any]:
         """Failed/Cancelled → Queued, attempts reset."""
         return transition(task_id, store.retry_task, "task_retried_over_http", "Failed or Cancelled")
@@ -196,7 +200,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             raise HTTPException(404, f"task {task_id} has no output")
         return task.output_location
 
-    @router.get("/tasks/{task_id}/output", dependencies=read, response_class=FileResponse,
+    @router.get("/tasks/{task_id:path}/output", dependencies=read, response_class=FileResponse,
                 responses={307: {"description": "Storage output: redirected to its URL"}})
     def output(task_id: str) -> Any:
         """The output file: local files from inside the output root only; Storage URLs are redirected."""
@@ -208,7 +212,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             raise HTTPException(404, "the output is not a file under the output root")
         return FileResponse(path, headers=FILE_HEADERS)
 
-    @router.get("/tasks/{task_id}/thumbnail", dependencies=read, response_class=FileResponse)
+    @router.get("/tasks/{task_id:path}/thumbnail", dependencies=read, response_class=FileResponse)
     def thumbnail(task_id: str) -> Any:
         """A JPEG of the output's first frame, rendered on first request and cached under the output root."""
         location = output_of(task_id)
@@ -217,7 +221,10 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                 return RedirectResponse(location, status_code=307)  # a Storage picture is its own thumbnail
             raise HTTPException(404, "no thumbnail for a Storage video (the page shows the video's first frame)")
         path = outputs.local_file(location)
-        picture = outputs.thumbnail(path) if path is not None else None
+        try:
+            picture = outputs.thumbnail(path) if path is not None else None
+        except ThumbnailRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
         if picture is None:
             raise HTTPException(404, "no thumbnail for this output")
         return FileResponse(picture, media_type="image/jpeg", headers=FILE_HEADERS)
@@ -242,7 +249,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                     yield {"event": "overview", "data": data}
         return EventSourceResponse(stream(), ping=SSE_PING_SECONDS)
 
-    @router.get("/tasks/{task_id}/events", dependencies=read, response_class=EventSourceResponse)
+    @router.get("/tasks/{task_id:path}/events", dependencies=read, response_class=EventSourceResponse)
     async def task_events(task_id: str) -> EventSourceResponse:
         """Server-Sent Events: a `task` event (as GET /api/tasks/{id}) whenever this row or a child changes."""
         async def stream() -> AsyncIterator[dict[str, str]]:
@@ -255,5 +262,11 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                     last = data
                     yield {"event": "task", "data": data}
         return EventSourceResponse(stream(), ping=SSE_PING_SECONDS)
+
+    # Last: ids may hold "/" ({task_id:path}), so the routes above, which end in a verb, must match first.
+    @router.get("/tasks/{task_id:path}", dependencies=read)
+    def get_task(task_id: str) -> dict[str, Any]:
+        """The whole row (params, result, timings, error) and its children, oldest first."""
+        return existing(task_id)
 
     return router

@@ -28,9 +28,9 @@ from source.db.models import Task
 from source.db.store import TaskStore
 from source.errors import InvalidParams, TaskError
 from source.handlers.context import ProgressState
-from source.handlers.input_policy import InputPolicy
 from source.logging_utils import redact_url
 from source.retry import Backoff, RetryPolicy, retry_call
+from source.task_files.policy import InputPolicy
 
 log = structlog.get_logger(__name__)
 
@@ -162,7 +162,7 @@ Post = Callable[[str, bytes, dict[str, str], InputPolicy], int]
 
 def post_guarded(url: str, body: bytes, headers: dict[str, str], policy: InputPolicy) -> int:
     """POST through the input policy (every connection's address checked); no redirects followed."""
-    from source.handlers.inputs import guarded_transport
+    from source.task_files.fetch import guarded_transport
 
     transport, _backend = guarded_transport(policy, "webhook_url")
     with httpx.Client(transport=transport, follow_redirects=False, timeout=POST_TIMEOUT_SECONDS) as client:

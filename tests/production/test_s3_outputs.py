@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from source.db import NewTask, TaskStatus
 from source.errors import StorageUnavailable
-from source.handlers.task_paths import task_output_name
+from source.task_files.paths import task_output_name
 from source.worker.s3_storage import MIB, S3Publisher, S3SettingsError, S3Target, parse_s3_target
 from tests.helpers import run_worker
 

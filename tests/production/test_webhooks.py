@@ -176,7 +176,7 @@ def test_a_row_webhook_on_a_worker_without_a_secret_fails_naming_it(sqlite_store
     ({"webhook_url": "https://example.com/x", "webhook_events": ["done"]}, "params.webhook_events"),
 ])
 def test_a_bad_webhook_is_refused_at_submission(params, field):
-    from source.cli.submission import SubmissionRefused, check_submission
+    from source.submission import SubmissionRefused, check_submission
 
     with pytest.raises(SubmissionRefused) as refused:
         check_submission("ping", params)

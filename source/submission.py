@@ -6,10 +6,12 @@ at once what the worker would otherwise store as the row's error_message.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from source.db.models import MAX_PARAMS_CHARS
 from source.errors import InvalidParams
 from source.generation.conversion import db_task_to_generation_task
 from source.handlers.task_params import parse_params
@@ -38,6 +40,9 @@ def check_submission(task_type: str, params: Any) -> None:
                                              f"{', '.join(known_task_types())}")
     if not isinstance(params, dict):
         raise SubmissionRefused("params", "params must be a JSON object")
+    size = len(json.dumps(params, ensure_ascii=False))
+    if size > MAX_PARAMS_CHARS:  # the worker would fail the row unread (Task.params)
+        raise SubmissionRefused("params", f"params is {size} characters as JSON; the limit is {MAX_PARAMS_CHARS}")
     params, webhook_keys = split_webhook_params(params)
     try:
         check_webhook_syntax(webhook_keys)

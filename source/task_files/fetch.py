@@ -1,4 +1,4 @@
-"""Input files named by params, resolved under the task's input policy (source.handlers.input_policy): local
+"""Input files named by params, resolved under the task's input policy (source.task_files.policy): local
 paths checked against the input roots, http(s) URLs downloaded (size-capped, with a total deadline,
 every hop's host checked) into the task's work dir, and the content sniffed before anyone uses it."""
 
@@ -19,9 +19,9 @@ import httpx
 import structlog
 
 from source.errors import InputTemporarilyUnavailable, InputUnavailable, InvalidParams
-from source.handlers.input_policy import InputKind, InputPolicy, TaskInputs, sniff
-from source.handlers.task_paths import safe_filename, task_work_dir
 from source.logging_utils import redact_url
+from source.task_files.paths import safe_filename, task_work_dir
+from source.task_files.policy import InputKind, InputPolicy, TaskInputs, sniff
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ MAX_REDIRECTS = 5
 # The generation params that name files, and what their content must be.
 GENERATION_FILE_PARAMS: dict[str, InputKind] = {
     "video_guide": "media", "video_mask": "media", "video_guide2": "media", "video_mask2": "media",
-    "image_start": "image", "image_end": "image",
+    "image_start": "image", "image_end": "image", "image_mask": "image",
 }
 
 

@@ -288,3 +288,16 @@ def test_the_worker_lives_in_reighs_workers_table(guest_store, reigh_url):
         ("wangp", "active", "tiny_vace"), ("external", "active", "m")]
     guest_store.touch_worker("gpu-1", resident_model=None, current_task_id=None, status="stopped")
     assert _service(reigh_url, "SELECT status FROM workers WHERE id = 'gpu-1'") == [("inactive",)]
+
+
+def test_webhook_outcomes_go_into_the_guests_result_not_reighs_row(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    task_id = insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x"})
+    task = guest_store.claim_next_task("w1", lease_seconds=LEASE)
+    outcomes = [{"event": "completed", "status": 200}]
+    assert not guest_store.record_webhook_deliveries(task.id, "w1", outcomes)  # not while it runs
+    assert guest_store.complete_task(task.id, "w1", output_location="/x.mp4", result={"seed": 2})
+    before = _row(reigh_url, task_id, "result_data, updated_at")
+    assert guest_store.record_webhook_deliveries(task.id, "w1", outcomes)
+    assert guest_store.get_task(task.id).result == {"seed": 2, "webhooks": outcomes}
+    assert _row(reigh_url, task_id, "result_data, updated_at") == before

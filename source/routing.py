@@ -32,9 +32,7 @@ ROUTES: dict[str, str | None] = {t.name: t.handler for t in task_types.TASK_TYPE
 GENERATES_AS: Mapping[str, str] = MappingProxyType(
     {t.name: t.generates_as for t in task_types.TASK_TYPES if t.generates_as})  # type: ignore[misc]
 # Other task types that generate in the claiming worker with a model of their own when the row names none.
-OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
-    {t.name: t.default_model for t in task_types.TASK_TYPES
-     if t.default_model and not t.direct_generation})  # type: ignore[misc]
+OWN_DEFAULT_MODELS = task_types.OWN_DEFAULT_MODELS
 
 # Task types that existing producers still insert.
 LEGACY_ALIASES: Mapping[str, str] = task_types.ALIASES

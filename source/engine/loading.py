@@ -4,6 +4,7 @@ named in ``weights.files`` are built first from single-file checkpoints (source/
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -110,7 +111,9 @@ def single_file_components(definition: ModelDefinition, folder: Path, dtype: tor
     return components
 
 
-def load_pipeline(definition: ModelDefinition, pipeline_class: type):
+def load_pipeline(definition: ModelDefinition, pipeline_class: type,
+                  extra_components: Callable[[Path], dict] | None = None):
+    """``extra_components``: the family's components built from the folder its own way (source/engine/families)."""
     path = weights_path(definition)
     # Tiny random weights stay float32: half precision on CPU is slow and adds nothing to a test.
     dtype = torch.float32 if definition.weights.tiny else torch_dtype(definition.dtype)
@@ -118,7 +121,7 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     dtypes = {"default": dtype, "vae": torch_dtype(vae_dtype)} if vae_dtype else dtype
     log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype),
              vae_dtype=vae_dtype or str(dtype))
-    extra = single_file_components(definition, path, dtype)
+    extra = {**(extra_components(path) if extra_components else {}), **single_file_components(definition, path, dtype)}
     if definition.weights.boundary_ratio is not None:
         extra["boundary_ratio"] = definition.weights.boundary_ratio
     pipe = pipeline_class.from_pretrained(path, dtype=dtypes, **extra)

@@ -17,7 +17,7 @@ from source.errors import DefinitionError, InvalidParams
 # A model type names a file; keeping it to these characters means it can never point outside defaults/.
 _MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PARENT_KEYS = ("parent", "inherits")
-_MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs")
+_MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs", "task_loras")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,26 @@ class ModelDefinition:
     # WanGP's model-level TeaCache calibration (highest power first), instead of its built-in Wan 2.1 sets
     # (benchmarks/teacache_calibration.py measures one).
     teacache_coefficients: tuple[float, ...] | None = None
+    # LoRAs a task type switches on by role (e.g. Qwen's "lightning" accelerator, "inpaint", "style"): role →
+    # (hf://owner/repo/file or a file of the LoRA folder, default multiplier). Fetched and applied per call, at
+    # the strength the row asks, so one resident model serves every role; a role the definition lacks is not
+    # applied (the row's result says so).
+    task_loras: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+
+
+def _task_loras(model_type: str, raw: Any) -> dict[str, tuple[str, float]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(f"model definition {model_type!r}: task_loras must map a role to a LoRA")
+    roles = {}
+    for role, entry in raw.items():
+        try:
+            (file, multiplier), = WeightsSource(loras=(entry,)).loras
+        except (InvalidParams, ValueError) as exc:
+            raise DefinitionError(f"model definition {model_type!r}: task_loras.{role}: {exc}") from None
+        roles[role] = (file, multiplier)
+    return roles
 
 
 def _definition_path(model_type: str) -> Path:
@@ -297,6 +317,7 @@ def load_model_def(model_type: str, box: BoxOptions | None = None) -> ModelDefin
         settings=MappingProxyType(dict(raw.get("settings", {}))),
         pipeline_kwargs=MappingProxyType(dict(raw.get("pipeline_kwargs", {}))),
         teacache_coefficients=tuple(float(c) for c in coefficients) if coefficients else None,
+        task_loras=MappingProxyType(_task_loras(model_type, raw.get("task_loras"))),
     )
 
 

@@ -71,6 +71,13 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "sliding_window_overlap_noise": 0.0,
     "sliding_window_discard_last_frames": 0,
     "sliding_window_color_correction_strength": 0.0,
+    # Image models: the file format of each image; image-to-image/inpainting (a source image_start, an
+    # image_mask whose white area is regenerated, how far from the source: 1 = all the way); the system turn of
+    # a chat-template text encoder (Qwen), "" = the model's own.
+    "output_format": "png",
+    "image_mask": None,
+    "denoising_strength": 1.0,
+    "system_prompt": "",
 })
 
 # Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
@@ -156,6 +163,10 @@ class GenerationParams:
     sliding_window_overlap_noise: float
     sliding_window_discard_last_frames: int
     sliding_window_color_correction_strength: float
+    output_format: str
+    image_mask: ImageInput | None
+    denoising_strength: float
+    system_prompt: str
 
     @property
     def resolution(self) -> str:
@@ -345,6 +356,13 @@ VIDEO_PROMPT_LETTERS: Mapping[str, str] = MappingProxyType({
 TEMPORAL_UPSAMPLING = ("", "rife2", "rife4")
 SPATIAL_UPSAMPLING = ("", "lanczos1.5", "lanczos2")
 STEP_CACHES = ("", "tea", "mag")
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+def _image_format(name: str, value: Any) -> str:
+    """png, jpeg (also jpg) or webp, as Reigh's rows name them."""
+    text = str(value).strip().lower()
+    return _choice(IMAGE_FORMATS)(name, "jpeg" if text == "jpg" else text)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -486,6 +504,10 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "sliding_window_overlap_noise": _in_range(0.0, 100.0),
     "sliding_window_discard_last_frames": _int_at_least(0),
     "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
+    "output_format": _image_format,
+    "image_mask": _image,
+    "denoising_strength": _in_range(0.0, 1.0),
+    "system_prompt": lambda name, value: "" if value is None else _text(name, value),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
 assert all(hasattr(parse, "json_schema") for parse in PARSERS.values()), "every parser describes what it takes"

@@ -18,7 +18,7 @@ import structlog
 
 from source.engine.params import PARSERS, json_schema_of, parse_resolution, parse_values
 from source.errors import InvalidParams
-from source.task_types import GENERATION_MODELS, TASK_TYPES, Output
+from source.task_types import GENERATION_MODELS, OWN_DEFAULT_MODELS, TASK_TYPES, Output
 from source.task_types import canonical as canonical_task_type
 
 log = structlog.get_logger(__name__)
@@ -121,12 +121,15 @@ def db_task_to_generation_task(
     task_id: str, task_type: str, params: Mapping[str, Any], *, priority: int = 0, apply_reward_lora: bool = False
 ) -> GenerationRequest:
     canonical = canonical_task_type(task_type)
-    if canonical not in TASK_TYPE_MODELS:
+    # Direct generation types, and the handlers that generate with a model of their own (their rows' params
+    # already translated into engine parameters by the handler).
+    default = TASK_TYPE_MODELS.get(canonical) or OWN_DEFAULT_MODELS.get(canonical)
+    if default is None:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
     lifted = lift_orchestrator_details(params)
     merged = lifted.params
 
-    model = merged.get("model") or TASK_TYPE_MODELS[canonical]
+    model = merged.get("model") or default
     if not isinstance(model, str):
         raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
 
@@ -147,7 +150,9 @@ def db_task_to_generation_task(
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
 
     prompt = parameters.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    # An image to start from is enough on its own (image-to-image and edits run with a blank prompt).
+    from_image = parameters.get("image_start") is not None or bool(parameters.get("image_refs"))
+    if not isinstance(prompt, str) or not (prompt.strip() or (from_image and prompt)):
         raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
 
     if canonical in SINGLE_IMAGE_TASK_TYPES:

@@ -60,8 +60,12 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
     return path
 
 
+IMAGE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
 def write_image(frame: np.ndarray, path: Path) -> Path:
-    return save_picture(Image.fromarray(to_uint8(frame)), path)
+    """PNG, JPEG or WebP by ``path``'s suffix; the lossy two at quality 95."""
+    return save_picture(Image.fromarray(to_uint8(frame)), path, **({} if path.suffix == ".png" else {"quality": 95}))
 
 
 def save_picture(image: Image.Image, path: Path, **options: object) -> Path:

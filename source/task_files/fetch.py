@@ -32,7 +32,7 @@ MAX_REDIRECTS = 5
 # The generation params that name files, and what their content must be.
 GENERATION_FILE_PARAMS: dict[str, InputKind] = {
     "video_guide": "media", "video_mask": "media", "video_guide2": "media", "video_mask2": "media",
-    "image_start": "image", "image_end": "image",
+    "image_start": "image", "image_end": "image", "image_mask": "image",
 }
 
 

@@ -13,6 +13,7 @@ from source.engine.inventory import memory_need_gb
 from source.engine.model_defs import BoxOptions, list_model_types, load_model_def
 from source.errors import DefinitionError, InvalidParams
 from source.routing import default_model, known_task_types
+from source.task_types import MODEL_ALIASES
 
 
 class CapabilityError(ValueError):
@@ -81,7 +82,8 @@ def resolve_capabilities(
             raise CapabilityError("--models", f"{pattern!r}: none fits this GPU's {gpu_memory_gb:g} GiB ({needs}); "
                                               "a lower-memory profile (--wgp-profile 2 or 4) changes the need")
     allowed = [fit.model_type for fit in chosen if fit.fits(gpu_memory_gb)]
-    models = None if model_patterns is None and len(allowed) == len(fits) else tuple(allowed)
+    aliases = [alias for alias, model in MODEL_ALIASES.items() if model in allowed]
+    models = None if model_patterns is None and len(allowed) == len(fits) else tuple(allowed + aliases)
     if types is None and models is None:
         return UNRESTRICTED
     candidates = types if types is not None else tuple(known_task_types())

@@ -22,8 +22,8 @@ import torch
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.guidance_variants import guidance_variant
-from source.engine.inventory import memory_need_gb
-from source.engine.loading import load_pipeline
+from source.engine.loading.inventory import memory_need_gb
+from source.engine.loading.pipeline import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def

@@ -23,7 +23,7 @@ _MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs", "task_lo
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a pipeline's weights live: exactly one diffusers folder (hub repo, local folder or tiny builder),
-    and optionally single-file checkpoints that replace some of its components (source/engine/single_file.py).
+    and optionally single-file checkpoints that replace some of its components (source/engine/loading/single_file.py).
 
     files: component → file or list of files merged (``hf://owner/repo/path`` or a path under the checkpoint
     folder); the folder then only gives those components' configs. ckpts: the same shape, used instead of the

@@ -108,7 +108,8 @@ class WanOrchestrator:
         # 3. LoRAs fetched into the model's folder, every name checked present
         request = self._with_loras(replace(
             request, parameters=MappingProxyType(values),
-            acceleration_loras=self._acceleration_loras(request, definition.architecture)), inputs)
+            acceleration_loras=self._acceleration_loras(request, definition.architecture)),
+            definition.phase_loras, inputs)
         # 4. inputs as local files (URLs downloaded, capped), the control video built from the guide
         values = resolve_generation_files(request.parameters, inputs)
         values = build_control_guide(values, letters, inputs.work_dir, request.depth_model)
@@ -120,12 +121,13 @@ class WanOrchestrator:
         return PreparedGeneration(request, resolved, tuple(sorted({*request.ignored_params, *unused})))
 
     @staticmethod
-    def _with_loras(request: GenerationRequest, inputs: TaskInputs) -> GenerationRequest:
+    def _with_loras(request: GenerationRequest, phase_loras: tuple[tuple[str, str], ...],
+                    inputs: TaskInputs) -> GenerationRequest:
         from source.engine.loras import lora_folder, model_lora_folder, resolve_lora  # torch: once generating
-        from source.generation.loras import process_all_loras
+        from source.generation.loras import process_all_loras, with_model_phase_loras
 
         folder = model_lora_folder(request.model)
-        request = process_all_loras(request, lora_folder(folder), inputs)
+        request = process_all_loras(with_model_phase_loras(request, phase_loras), lora_folder(folder), inputs)
         for name in request.parameters.get("activated_loras") or ():
             resolve_lora(folder, name)  # a missing file fails here, not after a model switch
         return request

@@ -155,6 +155,10 @@ class ModelDefinition:
     # WanGP's model-level TeaCache calibration (highest power first), instead of its built-in Wan 2.1 sets
     # (benchmarks/teacache_calibration.py measures one).
     teacache_coefficients: tuple[float, ...] | None = None
+    # LoRAs the definition runs its guidance phases with (not fused: each phase sets its own multipliers),
+    # e.g. the Lightning accelerators: (hub URL or a name in the LoRA folder, "a;b;c"). A row's phase_config
+    # replaces them (source/generation/phase_config.py).
+    phase_loras: tuple[tuple[str, str], ...] = ()
 
 
 def _definition_path(model_type: str) -> Path:
@@ -268,6 +272,7 @@ def load_model_def(model_type: str) -> ModelDefinition:
         raise DefinitionError(f"model definition {model_type!r}: teacache_coefficients must be a list of numbers, "
                               f"got {coefficients!r}")
     return ModelDefinition(
+        phase_loras=_phase_loras(model_type, raw.get("phase_loras") or []),
         model_type=model_type,
         name=raw.get("name", model_type),
         architecture=raw["architecture"],
@@ -279,6 +284,17 @@ def load_model_def(model_type: str) -> ModelDefinition:
         pipeline_kwargs=MappingProxyType(dict(raw.get("pipeline_kwargs", {}))),
         teacache_coefficients=tuple(float(c) for c in coefficients) if coefficients else None,
     )
+
+
+def _phase_loras(model_type: str, entries: Any) -> tuple[tuple[str, str], ...]:
+    loras = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        if not (isinstance(entry, Mapping) and set(entry) == {"lora", "multiplier"} and isinstance(entry["lora"], str)
+                and isinstance(entry["multiplier"], str | int | float) and not isinstance(entry["multiplier"], bool)):
+            raise DefinitionError(f"model definition {model_type!r}: phase_loras entries must be "
+                                  f"{{\"lora\": url_or_name, \"multiplier\": \"a;b;c\"}}, got {entry!r}")
+        loras.append((entry["lora"], str(entry["multiplier"])))
+    return tuple(loras)
 
 
 def list_model_types() -> list[str]:

@@ -28,6 +28,14 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "num_inference_steps": 30,
     "guidance_scale": 5.0,
     "guidance2_scale": None,
+    # WanGP's guidance phases (source/engine/phases.py): None = the model's own split (one phase, or the Wan 2.2
+    # expert boundary); 2 or 3 phases, each with its own guidance and LoRA multipliers.
+    "guidance_phases": None,
+    "guidance3_scale": None,
+    "switch_threshold": None,
+    "switch_threshold2": None,
+    "model_switch_phase": 1,
+    "steps_per_phase": None,
     "flow_shift": None,
     "seed": -1,
     "sample_solver": "unipc",
@@ -97,6 +105,12 @@ class GenerationParams:
     num_inference_steps: int
     guidance_scale: float
     guidance2_scale: float | None
+    guidance_phases: int | None
+    guidance3_scale: float | None
+    switch_threshold: float | None
+    switch_threshold2: float | None
+    model_switch_phase: int
+    steps_per_phase: tuple[int, ...] | None
     flow_shift: float | None
     seed: int
     sample_solver: str
@@ -207,14 +221,15 @@ def parse_lora_names(name: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
-    """One entry per LoRA: a number (every phase) or WanGP's phase form ``"high;low"`` (one value per
-    expert of a two-expert model). A list, or a string separated by commas or spaces."""
+    """One entry per LoRA: a number (every phase) or WanGP's phase form ``"a;b"`` / ``"a;b;c"`` (one value per
+    guidance phase; source/engine/phases.py). A list, or a string of entries separated by spaces (commas too
+    when no entry uses the phase form: the older worker's comma-separated lists)."""
     if value is None or value == "":
         return ()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, str):
-        parts: list[Any] = value.replace(",", " ").split()
+        parts: list[Any] = value.split() if ";" in value else value.replace(",", " ").split()
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
@@ -225,13 +240,26 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
             weights.append(tuple(_float(name, p) for p in part))
             continue
         phases = part.split(";") if isinstance(part, str) else [part]
-        if len(phases) > 2:
-            raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
+        if len(phases) > 3:
+            raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 3 (one per guidance phase)")
+        if isinstance(part, str) and "," in part:
+            raise InvalidParams(f"{name}: {part!r} gives per-step values inside a phase ('a,b'); give one "
+                                f"multiplier per phase ('a;b;c')")
         try:
             weights.append(tuple(float(p) for p in phases))
         except (TypeError, ValueError):
-            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
+            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b;c' phases") from None
     return tuple(weights)
+
+
+def _steps_per_phase(name: str, value: Any) -> tuple[int, ...]:
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(parts) <= 3:
+        raise InvalidParams(f"{name} must list 1 to 3 step counts (one per phase), got {value!r}")
+    steps = tuple(_int_at_least(0)(name, part) for part in parts)
+    if sum(steps) <= 0:
+        raise InvalidParams(f"{name} {list(steps)} has no steps")
+    return steps
 
 
 def pair_loras(names: tuple[str, ...], weights: tuple[LoraWeight, ...]) -> tuple[tuple[str, LoraWeight], ...]:
@@ -392,6 +420,12 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "num_inference_steps": _bounded(MAX_STEPS),
     "guidance_scale": _float,
     "guidance2_scale": _optional(_float),
+    "guidance_phases": _optional(_choice_int((1, 2, 3))),
+    "guidance3_scale": _optional(_float),
+    "switch_threshold": _optional(_in_range(0.0, 1000.0)),
+    "switch_threshold2": _optional(_in_range(0.0, 1000.0)),
+    "model_switch_phase": _choice_int((1, 2)),
+    "steps_per_phase": _optional(_steps_per_phase),
     "flow_shift": _optional(_float),
     "seed": _seed,
     "sample_solver": _solver,

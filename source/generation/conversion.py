@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 
-from source.engine.params import PARSERS, parse_resolution, parse_values
+from source.engine.params import PARSERS, LoraWeight, parse_multipliers, parse_resolution, parse_values
 from source.errors import InvalidParams
+from source.generation.phase_config import expand_phase_config
 from source.routing import GENERATION_MODELS, canonical_task_type
 
 log = structlog.get_logger(__name__)
@@ -60,7 +61,10 @@ class GenerationRequest:
     task_type: str
     model: str
     parameters: Mapping[str, Any]
-    additional_loras: Mapping[str, float] = field(default_factory=dict)
+    # source → multiplier (one value, or one per guidance phase)
+    additional_loras: Mapping[str, LoraWeight] = field(default_factory=dict)
+    # False when the row's phase_config replaces the LoRAs a model definition runs its phases with.
+    model_phase_loras: bool = True
     acceleration_loras: tuple[str, ...] = ()
     priority: int = 0
     timeout_seconds: float | None = None
@@ -87,7 +91,7 @@ def db_task_to_generation_task(
     if canonical not in TASK_TYPE_MODELS:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
     lifted = lift_orchestrator_details(params)
-    merged = lifted.params
+    merged = expand_phase_config(lifted.params)
 
     model = merged.get("model") or TASK_TYPE_MODELS[canonical]
     if not isinstance(model, str):
@@ -129,6 +133,7 @@ def db_task_to_generation_task(
         model=model,
         parameters=MappingProxyType(parameters),
         additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
+        model_phase_loras=lifted.params.get("phase_config") is None,
         acceleration_loras=acceleration,
         priority=priority,
         timeout_seconds=float(timeout) if timeout is not None else None,
@@ -171,17 +176,21 @@ def normalise_resolution(value: Any) -> str:
     return f"{width}x{height}"
 
 
-def _additional_loras(value: Any) -> dict[str, float]:
+def _additional_loras(value: Any) -> dict[str, LoraWeight]:
+    """``{source: multiplier}``; a multiplier is a number or WanGP's per-phase ``"a;b;c"``."""
     if value is None or value == {} or value == []:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidParams("params.additional_loras must be an object {url_or_path: multiplier}")
     loras = {}
     for source, multiplier in value.items():
-        try:
-            loras[str(source)] = float(multiplier)
-        except (TypeError, ValueError):
-            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
+        where = f"params.additional_loras[{source!r}]"
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float | str):
+            raise InvalidParams(f"{where}: multiplier must be a number or 'a;b;c' phases, got {multiplier!r}")
+        parsed = parse_multipliers(where, str(multiplier) if isinstance(multiplier, str) else [multiplier])
+        if len(parsed) != 1:
+            raise InvalidParams(f"{where}: multiplier must be one number or 'a;b;c' phases, got {multiplier!r}")
+        loras[str(source)] = parsed[0]
     return loras
 
 

@@ -10,26 +10,28 @@ original context frames are kept as they were (VACE's regenerated copies are dro
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from pydantic import Field
 
+from source.engine.params import valid_frame_count
 from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params
-from source.media.video import read_video, save_video
+from source.media.video import read_video, save_video, video_fps
 
 MAX_FRAMES = 2000
+# Reigh sends an empty prompt by default (its worker generates with a space); the generation wants text, so a
+# lone full stop (no content) stands in: the frames around the gap guide the bridge.
+UNPROMPTED = "."
 GRAY = 127
 # Generation parameters passed on to the VACE generation as they are (each parsed by its one parser there).
 GENERATION_KEYS = ("prompt", "negative_prompt", "seed", "num_inference_steps", "guidance_scale", "model",
                    "resolution", "flow_shift", "sample_solver", "additional_loras", "activated_loras",
-                   "loras_multipliers")
+                   "loras_multipliers", "phase_config")
 
 
 class VaceEditParams(TaskParams):
@@ -54,20 +56,11 @@ class InpaintFramesParams(VaceEditParams):
     inpaint_end_frame: int = Field(ge=1)
 
 
-def _fps(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    try:
-        fps = capture.get(cv2.CAP_PROP_FPS)
-    finally:
-        capture.release()
-    return round(fps) if fps and fps > 0 else 16
-
-
 def _generation_params(ctx: TaskContext) -> dict[str, Any]:
     return {key: ctx.params[key] for key in GENERATION_KEYS if key in ctx.params}
 
 
-def _bridge(ctx: TaskContext, guide: np.ndarray, generate_mask: np.ndarray, params: VaceEditParams) -> np.ndarray:
+def vace_fill(ctx: TaskContext, guide: np.ndarray, generate_mask: np.ndarray, prompt: str) -> np.ndarray:
     """The VACE generation over ``guide`` (uint8 frames), regenerating the frames where ``generate_mask``
     is True; returns the generated frames, as many as the guide (its length is 4n+1 already)."""
     height, width = guide.shape[1:3]
@@ -75,7 +68,7 @@ def _bridge(ctx: TaskContext, guide: np.ndarray, generate_mask: np.ndarray, para
     guide_path = save_video(guide, work / "vace_guide.mp4", 16)
     mask = np.where(generate_mask[:, None, None, None], 255, 0) * np.ones_like(guide)
     mask_path = save_video(mask.astype(np.uint8), work / "vace_mask.mp4", 16)
-    request = {"resolution": f"{width}x{height}", **_generation_params(ctx), "prompt": params.prompt or " ",
+    request = {"resolution": f"{width}x{height}", **_generation_params(ctx), "prompt": prompt.strip() or UNPROMPTED,
                "video_guide": str(guide_path), "video_mask": str(mask_path), "video_length": len(guide)}
     output = generate(ctx, "vace", request)
     frames = read_video(output.paths[0], "generated", (width, height))
@@ -87,10 +80,6 @@ def _bridge(ctx: TaskContext, guide: np.ndarray, generate_mask: np.ndarray, para
 def _ignored(params: VaceEditParams) -> dict[str, Any]:
     ignored = [key for key in params.ignored_params() if key not in GENERATION_KEYS]
     return {"ignored_params": ignored} if ignored else {}
-
-
-def _round_up_4n1(count: int) -> int:
-    return (count - 1 + 3) // 4 * 4 + 1
 
 
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
@@ -109,13 +98,13 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     second = read_video(second_path, "ending_video_path", size)
     context = min(params.context_frame_count, len(first), len(second))
     # VACE makes 4n+1 frames: the gap grows to fit (as WanGP adjusts frame counts), recorded in result.
-    gap = _round_up_4n1(2 * context + params.gap_frame_count) - 2 * context
+    gap = valid_frame_count(2 * context + params.gap_frame_count, toward="up") - 2 * context
     gray = np.full((gap, *first.shape[1:]), GRAY, dtype=np.uint8)
     guide = np.concatenate([first[-context:], gray, second[:context]])
-    generated = _bridge(ctx, guide, np.r_[np.zeros(context, bool), np.ones(gap, bool), np.zeros(context, bool)],
-                        params)
+    generated = vace_fill(ctx, guide, np.r_[np.zeros(context, bool), np.ones(gap, bool), np.zeros(context, bool)],
+                          params.prompt)
     joined = np.concatenate([first, generated[context:context + gap], second])
-    fps = params.fps or _fps(first_path)
+    fps = params.fps or video_fps(first_path)
     path = save_video(joined, ctx.output_path("joined.mp4"), fps)
     return TaskOutcome(output_path=path, result={
         "frames": len(joined), "fps": fps, "context_frame_count": context, "gap_frame_count": gap,
@@ -135,7 +124,7 @@ def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     first = max(0, start - params.context_frame_count)
     last = min(len(video), end + params.context_frame_count)
     # 4n+1 frames: more context after the range where the video has it, then before, else padding (dropped).
-    length = _round_up_4n1(last - first)
+    length = valid_frame_count(last - first, toward="up")
     extra = length - (last - first)
     last, extra = min(len(video), last + extra), max(0, last + extra - len(video))
     first, extra = max(0, first - extra), max(0, extra - first)
@@ -144,10 +133,10 @@ def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     regenerate = np.zeros(len(guide), bool)
     regenerate[start - first:end - first] = True
     guide[regenerate] = GRAY
-    generated = _bridge(ctx, guide, regenerate, params)
+    generated = vace_fill(ctx, guide, regenerate, params.prompt)
     out = video.copy()
     out[start:end] = generated[start - first:end - first]
-    fps = params.fps or _fps(source_path)
+    fps = params.fps or video_fps(source_path)
     path = save_video(out, ctx.output_path("inpainted.mp4"), fps)
     return TaskOutcome(output_path=path, result={
         "frames": len(out), "fps": fps, "inpainted_frames": [start, end], "context_frames": [start - first,

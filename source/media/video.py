@@ -3,6 +3,7 @@ matching. Arrays are uint8 (frames, height, width, 3) RGB."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,7 @@ from PIL import Image
 
 from source.engine.inputs import load_image, read_frames
 from source.engine.outputs import write_video
+from source.errors import InputUnavailable
 
 
 def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -19,6 +21,61 @@ def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None)
     if size is not None:
         frames = [frame if frame.size == size else frame.resize(size, Image.BICUBIC) for frame in frames]
     return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
+
+
+def count_frames(path: str | Path) -> int:
+    """Frames that really decode (0 for a file that is not a readable video): container frame counts are
+    estimates for many files. The one frame counter."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
+def video_fps(path: str | Path, default: int = 16) -> int:
+    """The file's frame rate, rounded (``default`` when the container does not say)."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return round(fps) if fps and fps > 0 else default
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int
+    fps: float
+    size: tuple[int, int]  # (width, height)
+
+
+def video_info(path: str | Path, name: str) -> VideoInfo:
+    """Frame count, rate and size from the container (packets counted when it does not say), no decoding."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise InputUnavailable(f"params.{name}: {Path(path).name} has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 16)
+            frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+            return VideoInfo(frames, fps, (stream.codec_context.width, stream.codec_context.height))
+    except av.error.FFmpegError as exc:
+        raise InputUnavailable(f"params.{name}: {Path(path).name} is not a readable video ({exc})") from None
+
+
+def resample_frames(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:
+    """The clip at another frame rate by keeping the frame shown at each new instant (as ffmpeg's fps filter
+    does): round(n * target / fps) frames."""
+    if abs(fps - target_fps) < 1e-3:
+        return frames
+    count = max(1, round(len(frames) * target_fps / fps))
+    return frames[np.minimum((np.arange(count) * fps / target_fps).astype(int), len(frames) - 1)]
 
 
 def read_image(path: str | Path, name: str, size: tuple[int, int]) -> np.ndarray:

@@ -12,12 +12,16 @@ from source.errors import InvalidParams, TaskError
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams
 
+PREVIOUS = "<previous>"
+
 
 @dataclass(frozen=True)
 class ChildSpec:
     key: str  # unique among the parent's children; the child's id is derived from it
     task_type: str
     params: dict[str, Any] = field(default_factory=dict)
+    # The sibling (by key) this child waits for: the one before it by default, None for none (runs at once).
+    after: str | None = PREVIOUS
 
 
 def child_payload(params: TaskParams) -> dict[str, Any]:
@@ -31,21 +35,26 @@ def child_id(ctx: TaskContext, key: str) -> str:
     return child_task_id(ctx.task.id, key)
 
 
-def spawn_chain(ctx: TaskContext, specs: Sequence[ChildSpec], *, result: dict[str, Any] | None = None) -> TaskOutcome:
-    """Insert the children, each depending on the one before, and park the orchestrator. Running again
-    (after a crash or a reset) inserts nothing new; if the chain already finished, so does the row."""
+def spawn_chain(ctx: TaskContext, specs: Sequence[ChildSpec], *, result: dict[str, Any] | None = None,
+                priority: int | None = None) -> TaskOutcome:
+    """Insert the children, each depending on the one before (or on the sibling its spec names, or on none),
+    and park the orchestrator; the last spec is the one that completes it. Running again (after a crash or a
+    reset) inserts nothing new; if the chain already finished, so does the row. ``priority``: the children's
+    (default the parent's)."""
     parent = ctx.task
     check_child_count(ctx, len(specs))
     children, previous = [], None
     for spec in specs:
-        children.append(NewTask(spec.task_type, spec.params, dependant_on=previous, priority=parent.priority,
+        after = previous if spec.after == PREVIOUS else (child_id(ctx, spec.after) if spec.after else None)
+        children.append(NewTask(spec.task_type, spec.params, dependant_on=after,
+                                priority=parent.priority if priority is None else priority,
                                 project_id=parent.project_id, child_key=spec.key))
         previous = child_id(ctx, spec.key)
     ids = ctx.store.add_child_tasks(parent.id, children)
     summary = {**(result or {}), "child_task_ids": ids}
     ctx.log.info("children_created", children=len(ids), final_child=ids[-1])
     final = ctx.store.get_task(ids[-1])
-    if final is not None and final.status is TaskStatus.COMPLETE:
+    if final is not None and final.status is TaskStatus.COMPLETE and final.output_location:
         ctx.store.complete_parent(parent.id, output_location=final.output_location, result=summary)
     elif final is not None and final.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
         raise TaskError(f"child {final.task_type} {final.id} already ended {final.status.value}: {final.error_message}")

@@ -29,6 +29,7 @@ from source.orchestrators.children import (
     dependency_output,
     spawn_chain,
 )
+from source.orchestrators.crossfade_join import handle_crossfade_join, is_crossfade_join
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
 from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
@@ -209,6 +210,8 @@ class StitchParams(TaskParams):
 
 
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
+    if is_crossfade_join(ctx.params):
+        return handle_crossfade_join(ctx)
     older = translate_older_child("travel_stitch", ctx.params)
     p = parse_params(StitchParams, older.params if older else ctx.params)
     if len(p.frame_overlaps) != p.num_segments:

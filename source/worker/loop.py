@@ -43,7 +43,7 @@ EXIT_HANDLER_STUCK = 3
 # How often a worker looks for rows that can never run (cycles, unknown statuses): they are rare, and
 # the look touches every blocked row.
 UNRUNNABLE_SWEEP_SECONDS = 30.0
-# The claim loop's store error that is not an outage, or a worker id that is another user's (README "Exit codes").
+# The claim loop's store error that is not an outage, or a worker id that is another user's (docs/operations.md, "Exit codes").
 EXIT_STORE_FAILED = 1
 # What migration 026 answers a token worker registering under an id that is not its user's.
 WORKER_ID_TAKEN = "is registered by another user or by a service worker"
@@ -440,6 +440,9 @@ class Worker:
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
         result = redact_value({**outcome_result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                                "handler_seconds": elapsed})
+        if outcome_result.get("thumbnail") != outcome.result.get("thumbnail"):
+            # The publisher's own URL is meant to be shared (a presigned URL's query is its point), not a leak.
+            result["thumbnail"] = outcome_result["thumbnail"]
         parent_id = task.parent_task_id or outcome.parent_task_id
         if outcome.completes_parent and parent_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds

@@ -19,6 +19,7 @@ import structlog
 from source.engine.params import PARSERS, LoraWeight, parse_multipliers, parse_resolution, parse_values
 from source.errors import InvalidParams
 from source.generation.phase_config import expand_phase_config
+from source.generation.wangp_parameters import TRANSLATED, check_refused
 from source.routing import GENERATION_MODELS, canonical_task_type
 from source.task_types import TASK_TYPES, Output
 
@@ -43,11 +44,13 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "image_refs_paths": "image_refs",
     "video_guide_path": "video_guide",
     "video_mask_path": "video_mask",
+    # WanGP's current names of skip-layer guidance (its settings 2.54 renamed slg_*)
+    **TRANSLATED,
 })
 
 # Keys the conversion layer itself consumes (not engine parameters).
 CONVERSION_KEYS = frozenset({
-    "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
+    "model", "orchestrator_details", "image_prompt_type", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
     "apply_reward_lora", "timeout_seconds", "depth_model",
 })
 # The engine's parameters: each has one parser in source/engine/params.py.
@@ -110,7 +113,7 @@ def db_task_to_generation_task(
         raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
 
     given: dict[str, Any] = {}
-    ignored = []
+    unused: dict[str, Any] = {}
     for key, value in merged.items():
         name = ALIASES.get(key, key)
         if name in ENGINE_KEYS:
@@ -118,7 +121,12 @@ def db_task_to_generation_task(
                 raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
             given[name] = value
         elif name not in CONVERSION_KEYS:
-            ignored.append(lifted.given_as(key))
+            unused[key] = value
+    # WanGP's parameters this worker does not run fail the row unless at WanGP's "off"; only names no WanGP
+    # version defines are listed as ignored (source/generation/wangp_parameters.py).
+    at_off = set(check_refused(unused))
+    ignored = [lifted.given_as(key) for key in unused if key not in at_off]
+    given = select_images(given, merged.get("image_prompt_type"))
     parameters = parse_values(given, prefix="params.")
     if ignored:
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
@@ -178,6 +186,21 @@ def lift_orchestrator_details(params: Mapping[str, Any]) -> Lifted:
         raise InvalidParams("params.orchestrator_details must be an object")
     top = {k: v for k, v in params.items() if k != "orchestrator_details"}
     return Lifted({**nested, **top}, frozenset(k for k in nested if k not in top))
+
+
+def select_images(given: dict[str, Any], letters: Any) -> dict[str, Any]:
+    """WanGP's ``image_prompt_type``: S uses image_start, E uses image_end; an image not in the letters is not
+    used. V and L (continue a video) are not run here."""
+    if letters is None or letters == "":
+        return given
+    if not isinstance(letters, str) or set(letters.upper()) - set("SE"):
+        raise InvalidParams(f"params.image_prompt_type {letters!r}: only S (image_start) and E (image_end) are run "
+                            f"here; V/L (continue a video) are not")
+    chosen = dict(given)
+    for letter, name in (("S", "image_start"), ("E", "image_end")):
+        if letter not in letters.upper():
+            chosen.pop(name, None)
+    return chosen
 
 
 def normalise_resolution(value: Any) -> str:

@@ -135,6 +135,14 @@ REFUSED: Mapping[str, tuple[str, tuple[Any, ...]]] = MappingProxyType({
     "self_refiner_certain_percentage": ("WanGP's self refiner is not implemented", (None, "")),
     "output_filename": ("output names are the worker's (a row never names a file outside its folder)", (None, "")),
 })
+# reigh-worker's own generation switches (not WanGP's): refused by name the same way.
+REIGH_WORKER_REFUSED: Mapping[str, tuple[str, tuple[Any, ...]]] = MappingProxyType({
+    "use_svi": ("SVI latent chaining (Stable Video Infinity) is not implemented here", _ZERO),
+    "use_uni3c": ("Uni3C camera/motion guidance is not implemented here", _ZERO),
+    "uni3c_guide_video": ("Uni3C guidance is not implemented here", (None, "")),
+    "uni3c_strength": ("Uni3C guidance is not implemented here", (None, "")),
+})
+
 SESSION: Mapping[str, str] = MappingProxyType({
     "task": "WanGP's queue entry", "send_cmd": "WanGP's UI callback", "client_id": "WanGP's UI session",
     "config": "WanGP's server config", "state": "WanGP's UI state", "mode": "WanGP's UI mode",
@@ -169,6 +177,12 @@ def check_refused(values: Mapping[str, Any], where: str = "params.") -> list[str
     anything but WanGP's "off"; returns the names given at "off" (nothing is lost by not running them)."""
     at_off = []
     for key, value in values.items():
+        if key in REIGH_WORKER_REFUSED:
+            reason, off = REIGH_WORKER_REFUSED[key]
+            if not _is_off(value, off):
+                raise InvalidParams(f"{where}{key} {value!r}: {reason}; leave it out")
+            at_off.append(key)
+            continue
         entry = WANGP_PARAMETERS.get(key)
         if entry is None or entry.state not in (State.REFUSED, State.SESSION):
             continue

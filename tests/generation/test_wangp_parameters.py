@@ -54,6 +54,7 @@ def test_perturbation_names_are_wangps_skip_layer_guidance_and_image_prompt_type
     ({"override_profile": 4}, "params.override_profile 4: the memory profile is the worker's"),
     ({"denoising_strength": 0.6}, "params.denoising_strength 0.6: partial denoising"),
     ({"image_prompt_type": "SV"}, "params.image_prompt_type 'SV': only S (image_start) and E"),
+    ({"use_uni3c": True}, "params.use_uni3c True: Uni3C camera/motion guidance is not implemented"),
 ])
 def test_a_wangp_parameter_this_worker_does_not_run_fails_the_row_naming_it(sqlite_store, tmp_path, params, message):
     task = sqlite_store.add_task(NewTask("wan_2_2_t2i", {**T2I, **params}))

@@ -17,6 +17,7 @@ import pytest
 from source.db.models import NewTask, TaskStatus
 from source.generation.wangp_parameters import WANGP_PARAMETERS
 from tests.generation.tiny_lora import make_tiny_wan_lora
+from tests.helpers import run_worker
 from tests.orchestrators.conftest import SIZE, run_in_process
 
 pytestmark = pytest.mark.slow
@@ -89,8 +90,8 @@ def reigh_travel(images: list[str], **overrides) -> dict:
         "generation_source": "batch", "orchestrator_task_id": "sm_travel_orchestrator_ab12", "run_id": "run-reigh",
         "input_image_paths_resolved": images, "num_new_segments_to_generate": count,
         "base_prompts_expanded": ["a red room turns green", *[""] * (count - 1)], "base_prompt": "a slow journey",
-        "negative_prompts_expanded": [""] * count, "segment_frames_expanded": [9] * count,
-        "frame_overlap_expanded": [2] * count, "parsed_resolution_wh": f"{SIZE}x{SIZE}", "model_name": I2V_MODEL,
+        "negative_prompts_expanded": [""] * count, "segment_frames_expanded": [5] * count,
+        "frame_overlap_expanded": [1] * count, "parsed_resolution_wh": f"{SIZE}x{SIZE}", "model_name": I2V_MODEL,
         "seed_base": 789, "steps": 20, "after_first_post_generation_saturation": 1,
         "after_first_post_generation_brightness": 0, "debug_mode_enabled": False, "shot_id": "shot-1",
         "enhance_prompt": False, "show_input_images": True, "generation_mode": "batch", "dimension_source": "project",
@@ -115,7 +116,10 @@ def test_reighs_default_i2v_travel_runs_each_segment_as_image_to_video_with_its_
         sqlite_store, tmp_path, keyframes, reigh_env):
     task = sqlite_store.add_task(NewTask("travel_orchestrator", reigh_travel(
         keyframes, phase_config=i2v_phase_config(reigh_env))))
-    run_in_process(sqlite_store, tmp_path / "out", allow_private_urls=True)
+    # a worker.py process, as an operator runs it (the environment carries the swapped definitions)
+    done = run_worker(sqlite_store.path, tmp_path / "out", "--once", "--input-roots", str(tmp_path),
+                      "--allow-private-urls", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
     row = finished(sqlite_store, task)
     assert row.result["mode"] == "i2v" and row.result["model"] == I2V_MODEL
     assert row.result["reigh"]["amount_of_motion"] == 0.5

@@ -16,16 +16,23 @@ from typing import Any
 
 import structlog
 
-from source.engine.params import PARSERS, LoraWeight, parse_multipliers, parse_resolution, parse_values
+from source.engine.params import (
+    PARSERS,
+    LoraWeight,
+    json_schema_of,
+    parse_multipliers,
+    parse_resolution,
+    parse_values,
+)
 from source.errors import InvalidParams
 from source.generation.phase_config import expand_phase_config
 from source.generation.wangp_parameters import TRANSLATED, check_refused
-from source.routing import GENERATION_MODELS, canonical_task_type
-from source.task_types import TASK_TYPES, Output
+from source.task_types import GENERATION_MODELS, OWN_DEFAULT_MODELS, TASK_TYPES, Output
+from source.task_types import canonical as canonical_task_type
 
 log = structlog.get_logger(__name__)
 
-# task_type → model type (a defaults/<model>.json definition), derived from the routing table so the two
+# task_type → model type (a defaults/<model>.json definition), from source/task_types.py, so the two
 # can never disagree. `params.model` wins when present.
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
@@ -48,13 +55,39 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     **TRANSLATED,
 })
 
-# Keys the conversion layer itself consumes (not engine parameters).
-CONVERSION_KEYS = frozenset({
-    "model", "orchestrator_details", "image_prompt_type", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
-    "apply_reward_lora", "timeout_seconds", "depth_model",
+_FLAG: Mapping[str, Any] = MappingProxyType({"anyOf": [{"type": "boolean"}, {"type": "string"}, {"type": "integer"}],
+                                            "description": "true, or 1/yes/on"})
+# Keys the conversion layer itself consumes (not engine parameters), with the JSON schema of what each takes.
+CONVERSION_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "model": {"type": "string", "description": "a model definition (`tasks models`) [default: the task type's]"},
+    "orchestrator_details": {"type": "object", "description": "the older worker's nesting: its keys are lifted "
+                                                              "(the top level wins)"},
+    "additional_loras": {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]},
+                         "description": "{url_or_path: multiplier}, a multiplier a number or 'a;b;c' per phase"},
+    "image_prompt_type": {"type": "string", "description": "WanGP's letters: S uses image_start, E image_end"},
+    "use_causvid_lora": _FLAG, "use_lighti2x_lora": _FLAG, "apply_reward_lora": _FLAG,
+    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                        "description": "may only shorten the worker's --task-timeout"},
+    "depth_model": {"type": "string", "minLength": 1, "description": "the depth estimator for video_prompt_type D"},
 })
+CONVERSION_KEYS = frozenset(CONVERSION_PARAMS)
 # The engine's parameters: each has one parser in source/engine/params.py.
 ENGINE_KEYS = frozenset(PARSERS)
+
+
+def generation_params_schema() -> dict[str, Any]:
+    """The JSON schema of what ``db_task_to_generation_task`` takes: each engine parameter as its one parser
+    describes it, the aliases, and the conversion's own keys."""
+    properties: dict[str, Any] = {name: json_schema_of(parse) for name, parse in PARSERS.items()}
+    properties["prompt"] = {**properties["prompt"], "minLength": 1, "pattern": r"\S"}
+    for alias, name in ALIASES.items():
+        properties[alias] = {**properties[name], "description": f"the same as {name}"}
+    properties.update({name: dict(schema) for name, schema in CONVERSION_PARAMS.items()})
+    return {"type": "object", "title": "GenerationParams", "required": ["prompt"], "properties": properties,
+            "additionalProperties": True,
+            "description": "A generation task's params; values not given come from the model's defaults/<model>.json "
+                           "settings, then the system defaults. Other keys are accepted and listed in the row's "
+                           "result.ignored_params."}
 
 
 @dataclass(frozen=True)
@@ -103,16 +136,20 @@ def db_task_to_generation_task(
     task_id: str, task_type: str, params: Mapping[str, Any], *, priority: int = 0, apply_reward_lora: bool = False
 ) -> GenerationRequest:
     canonical = canonical_task_type(task_type)
-    if canonical not in TASK_TYPE_MODELS:
+    # Direct generation types, and the handlers that generate with a model of their own (their rows' params
+    # already translated into engine parameters by the handler).
+    default = TASK_TYPE_MODELS.get(canonical) or OWN_DEFAULT_MODELS.get(canonical)
+    if default is None:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
     lifted = lift_orchestrator_details(params)
     merged = expand_phase_config(lifted.params)
 
-    model = merged.get("model") or TASK_TYPE_MODELS[canonical]
+    model = merged.get("model") or default
     if not isinstance(model, str):
         raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
 
     given: dict[str, Any] = {}
+    given_as: dict[str, str] = {}  # the name the row wrote, for errors
     unused: dict[str, Any] = {}
     for key, value in merged.items():
         name = ALIASES.get(key, key)
@@ -120,6 +157,7 @@ def db_task_to_generation_task(
             if name in given and given[name] != value:
                 raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
             given[name] = value
+            given_as.setdefault(name, key)
         elif name not in CONVERSION_KEYS:
             unused[key] = value
     # WanGP's parameters this worker does not run fail the row unless at WanGP's "off"; only names no WanGP
@@ -127,12 +165,14 @@ def db_task_to_generation_task(
     at_off = set(check_refused(unused))
     ignored = [lifted.given_as(key) for key in unused if key not in at_off]
     given = select_images(given, merged.get("image_prompt_type"))
-    parameters = parse_values(given, prefix="params.")
+    parameters = parse_values(given, prefix="params.", given_as=given_as)
     if ignored:
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
 
     prompt = parameters.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    # An image to start from is enough on its own (image-to-image and edits run with a blank prompt).
+    from_image = parameters.get("image_start") is not None or bool(parameters.get("image_refs"))
+    if not isinstance(prompt, str) or not (prompt.strip() or (from_image and prompt)):
         raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
 
     if canonical in SINGLE_IMAGE_TASK_TYPES:

@@ -12,12 +12,12 @@ from pydantic import Field
 from source.engine.model_defs import list_model_types, load_model_def
 from source.errors import InputUnavailable, InvalidParams
 from source.generation.wangp_parameters import split_extras
-from source.handlers.input_policy import TaskInputs
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.video import count_frames
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.travel_segment import Fade
+from source.task_files.fetch import resolve_input
+from source.task_files.policy import TaskInputs
 
 WHERE = "params.orchestrator_details"
 # A stitched video resized past this holds too many pixels in memory; upscale it as a separate task instead.

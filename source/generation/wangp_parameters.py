@@ -99,7 +99,6 @@ REFUSED: Mapping[str, tuple[str, tuple[Any, ...]]] = MappingProxyType({
     "image_mask": ("image masks (image models' inpainting input) are not implemented", (None, "")),
     "keep_frames_video_guide": ("keeping frames of the guide by index is not implemented; use video_mask",
                                 (None, "")),
-    "denoising_strength": ("partial denoising of a source video is not implemented", _ONE),
     "masking_strength": ("partial mask strength is not implemented", _ONE),
     "video_guide_outpainting": ("outpainting the guide is not implemented", (None, "", "#")),
     "video_guide_outpainting_ratio": ("outpainting the guide is not implemented", _ZERO),

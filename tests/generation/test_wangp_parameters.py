@@ -52,7 +52,7 @@ def test_perturbation_names_are_wangps_skip_layer_guidance_and_image_prompt_type
     ({"repeat_generation": 3}, "params.repeat_generation 3: one row makes one generation"),
     ({"video_source": "clip.mp4"}, "params.video_source 'clip.mp4': continuing a video"),
     ({"override_profile": 4}, "params.override_profile 4: the memory profile is the worker's"),
-    ({"denoising_strength": 0.6}, "params.denoising_strength 0.6: partial denoising"),
+    ({"masking_strength": 0.6}, "params.masking_strength 0.6: partial mask strength"),
     ({"image_prompt_type": "SV"}, "params.image_prompt_type 'SV': only S (image_start) and E"),
     ({"use_uni3c": True}, "params.use_uni3c True: Uni3C camera/motion guidance is not implemented"),
 ])
@@ -64,7 +64,7 @@ def test_a_wangp_parameter_this_worker_does_not_run_fails_the_row_naming_it(sqli
 
 
 def test_wangp_parameters_at_their_off_value_run_and_only_unknown_keys_are_ignored(sqlite_store, tmp_path):
-    at_off = {"repeat_generation": 1, "denoising_strength": 1.0, "override_profile": -1, "mask_expand": 0,
+    at_off = {"repeat_generation": 1, "masking_strength": 1.0, "override_profile": -1, "mask_expand": 0,
               "remove_background_images_ref": False, "multi_prompts_gen_type": 0, "force_fps": "",
               "model_type": "t2v_2_2", "image_prompt_type": ""}
     task = sqlite_store.add_task(NewTask("wan_2_2_t2i", {**T2I, **at_off, "shot_id": "s-1"}))

@@ -308,7 +308,7 @@ def _first_weights(plan: PhasePlan | None, params: GenerationParams) -> tuple[tu
     """The LoRA multipliers a call starts with: per expert without phases, phase 1's with them."""
     if plan is None:
         return params.loras_multipliers
-    return tuple((weights[0],) for weights in plan.lora_weights)
+    return tuple((weights[0][0] if isinstance(weights[0], tuple) else weights[0],) for weights in plan.lora_weights)
 
 
 def _step_callback(params: GenerationParams, progress: ProgressCallback | None,

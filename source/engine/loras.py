@@ -148,6 +148,9 @@ def expert_components(pipe) -> tuple[str, ...]:
 def adapter_weights(components: Sequence[str], weight: LoraWeight) -> dict[str, float]:
     """A per-phase weight spread over the pipeline's experts (one value = every expert), for a generation
     without guidance phases, where the phases are the experts (source/engine/phases.py for the others)."""
+    if any(isinstance(w, tuple) for w in weight):
+        raise InvalidParams(f"loras_multipliers {weight!r}: per-step ramps need guidance phases "
+                            f"(guidance_phases / steps_per_phase / phase_config)")
     if len(weight) > len(components):
         shown = ";".join(f"{w:g}" for w in weight)
         raise InvalidParams(

@@ -100,7 +100,9 @@ MAX_PIXELS_PER_CALL = 2**28
 ImageInput = str | Path | Image.Image
 # A LoRA's multiplier per guidance phase: one value for every phase, or one per phase (source/engine/phases.py;
 # without guidance phases the phases of a two-expert model are its experts).
-LoraWeight = tuple[float, ...]
+# A phase's entry may be a ramp: values spread over the phase's steps, as WanGP reads "a,b,c" inside a phase.
+PhaseWeight = float | tuple[float, ...]
+LoraWeight = tuple[PhaseWeight, ...]
 _RESOLUTION_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
 
 Parser = Callable[[str, Any], Any]
@@ -273,19 +275,20 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
     weights = []
     for part in parts:
         if isinstance(part, tuple):  # already parsed (a LoraWeight)
-            weights.append(tuple(_float(name, p) for p in part))
+            weights.append(tuple(tuple(_float(name, x) for x in p) if isinstance(p, tuple) else _float(name, p)
+                                 for p in part))
             continue
         phases = part.split(";") if isinstance(part, str) else [part]
         if len(phases) > 3:
             raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 3 (one per guidance phase)")
-        if isinstance(part, str) and "," in part:
-            raise InvalidParams(f"{name}: {part!r} gives per-step values inside a phase ('a,b'); give one "
-                                f"multiplier per phase ('a;b;c')")
         try:
-            weight = tuple(float(p) for p in phases)
+            weight = tuple(tuple(float(x) for x in p.split(",")) if isinstance(p, str) and "," in p else float(p)
+                           for p in phases)
         except (TypeError, ValueError):
-            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b;c' phases") from None
-        if not all(math.isfinite(w) for w in weight):
+            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b;c' phases (a phase may be a ramp "
+                                f"'a,b')") from None
+        values = [x for w in weight for x in (w if isinstance(w, tuple) else (w,))]
+        if not all(math.isfinite(x) for x in values):
             raise InvalidParams(f"{name}: {part!r} is not a finite number")
         weights.append(weight)
     return tuple(weights)

@@ -30,7 +30,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.hooks.hooks import StateManager
 
 from source.engine.guidance_batching import _ContextOnly, hook_of
-from source.engine.params import GenerationParams, LoraWeight
+from source.engine.params import GenerationParams, LoraWeight, PhaseWeight
 from source.errors import InvalidParams
 
 log = structlog.get_logger(__name__)
@@ -56,8 +56,8 @@ class Phase:
 @dataclass(frozen=True)
 class PhasePlan:
     phases: tuple[Phase, ...]
-    # Per LoRA (in activated_loras order): one multiplier per phase.
-    lora_weights: tuple[tuple[float, ...], ...]
+    # Per LoRA (in activated_loras order): one multiplier (or a ramp over its steps) per phase.
+    lora_weights: tuple[LoraWeight, ...]
     two_experts: bool
 
     @property
@@ -75,8 +75,20 @@ class PhasePlan:
     def guides(self) -> bool:
         return any(phase.guidance != 1.0 for phase in self.phases if phase.steps)
 
-    def multipliers(self, phase: Phase) -> tuple[float, ...]:
+    def multipliers(self, phase: Phase) -> tuple[PhaseWeight, ...]:
         return tuple(weights[phase.number - 1] for weights in self.lora_weights)
+
+    @property
+    def has_ramps(self) -> bool:
+        return any(isinstance(w, tuple) for weights in self.lora_weights for w in weights)
+
+    def multipliers_at(self, step: int) -> tuple[float, ...]:
+        """Each LoRA's multiplier at ``step``: its phase's value, or the ramp's value for that step (WanGP
+        spreads a ramp of n values over the phase's steps: step i of s takes value int(i * n / s))."""
+        phase = self.phase_at(step)
+        at = step - phase.first_step
+        return tuple(w[int(at * len(w) / phase.steps)] if isinstance(w, tuple) else w
+                     for w in self.multipliers(phase))
 
     def describe(self, lora_names: Sequence[str]) -> dict[str, Any]:
         """The plan as the row's ``result.phases`` shows it."""
@@ -89,7 +101,8 @@ class PhasePlan:
                 "steps": [phase.first_step, phase.first_step + phase.steps],
                 "expert": EXPERT_NAMES[phase.expert] if self.two_experts else "transformer",
                 "guidance_scale": phase.guidance,
-                "loras": dict(zip(lora_names, self.multipliers(phase), strict=True)),
+                "loras": dict(zip(lora_names, (list(w) if isinstance(w, tuple) else w
+                                               for w in self.multipliers(phase)), strict=True)),
             } for phase in self.phases],
         }
 
@@ -155,14 +168,14 @@ def _bounds_from_thresholds(params: GenerationParams, count: int, timesteps: Seq
     return [first, second]
 
 
-def _phase_weights(name: str, weight: LoraWeight, count: int, model_switch_phase: int) -> tuple[float, ...]:
+def _phase_weights(name: str, weight: LoraWeight, count: int, model_switch_phase: int) -> LoraWeight:
     if len(weight) == 1:
         return weight * count
     if len(weight) == count:
         return weight
     if len(weight) > count:
-        raise InvalidParams(f"loras_multipliers of {name!r}: {';'.join(f'{w:g}' for w in weight)!r} has "
-                            f"{len(weight)} phases, the generation has {count}")
+        raise InvalidParams(f"loras_multipliers of {name!r}: {weight!r} has {len(weight)} phases, the generation "
+                            f"has {count}")
     return (weight[0], *weight) if model_switch_phase == 2 else (*weight, weight[-1])
 
 
@@ -259,9 +272,10 @@ class PhaseDriver:
     def enter_step(self, step: int) -> None:
         phase = self.plan.phase_at(step)
         self.state.step = step
+        if phase != self.state.phase or self.plan.has_ramps:
+            self.loras.set_multipliers(self.plan.multipliers_at(step))
         if phase != self.state.phase:
             self.state.phase = phase
-            self.loras.set_multipliers(self.plan.multipliers(phase))
             for hook in self._batched:  # one batched pass only where both passes run
                 hook.enabled = phase.guidance != 1.0 and not self.params.slg_switch
 

@@ -260,7 +260,7 @@ def _additional_loras(value: Any) -> dict[str, LoraWeight]:
         where = f"params.additional_loras[{source!r}]"
         if isinstance(multiplier, bool) or not isinstance(multiplier, int | float | str):
             raise InvalidParams(f"{where}: multiplier must be a number or 'a;b;c' phases, got {multiplier!r}")
-        parsed = parse_multipliers(where, str(multiplier) if isinstance(multiplier, str) else [multiplier])
+        parsed = parse_multipliers(where, [multiplier])
         if len(parsed) != 1:
             raise InvalidParams(f"{where}: multiplier must be one number or 'a;b;c' phases, got {multiplier!r}")
         loras[str(source)] = parsed[0]

@@ -98,13 +98,14 @@ def phase_config_values(config: Any) -> dict[str, Any]:
     return flat
 
 
-def _multiplier(where: str, value: Any) -> float:
-    if isinstance(value, str) and "," in value:
-        raise InvalidParams(f"{where}: {value!r} is a per-step ramp inside a phase; give one multiplier per phase")
+def _multiplier(where: str, value: Any) -> float | str:
+    """A number, or Reigh's ramp "a,b,c" (kept as text: WanGP spreads it over the phase's steps)."""
     try:
+        if isinstance(value, str) and "," in value:
+            return ",".join(str(float(part)) for part in value.split(","))
         return float(value)
     except (TypeError, ValueError):
-        raise InvalidParams(f"{where}: multiplier must be a number, got {value!r}") from None
+        raise InvalidParams(f"{where}: multiplier must be a number or a ramp 'a,b,c', got {value!r}") from None
 
 
 def _additional(params: Mapping[str, Any]) -> dict[str, Any]:

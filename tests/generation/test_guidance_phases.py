@@ -97,6 +97,19 @@ def test_phase_guidance_gives_the_same_image_as_the_pipelines_own_expert_guidanc
     assert (unguided_low != phased).mean() > 0.05
 
 
+def test_a_ramp_inside_a_phase_is_spread_over_its_steps_as_wangp_does(sqlite_store, tmp_path, lora_dir):
+    """Reigh's phase editor allows "0.1,0.3,0.5" ramps: WanGP gives step i of a phase of s steps the value
+    int(i * n / s) of the n values; the LoRA layers held exactly those."""
+    ramp = {**MODEL, "num_inference_steps": 5, "steps_per_phase": [3, 2], "guidance_scale": 1.0,
+            "guidance2_scale": 1.0, "activated_loras": ["hi"], "loras_multipliers": ["0,0.5,1;0.25,0.75"]}
+    (row,) = run_rows(sqlite_store, tmp_path, [("wan_2_2_t2i", ramp)])
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    one, two = row.result["phases"]["phases"]
+    assert one["loras"] == {"hi": [0.0, 0.5, 1.0]} and two["loras"] == {"hi": [0.25, 0.75]}
+    assert seen(one) == [{"hi": 0.0}, {"hi": 0.5}, {"hi": 1.0}]
+    assert seen(two) == [{"hi": 0.25}, {"hi": 0.75}]
+
+
 @pytest.mark.parametrize(("params", "message"), [
     ({"guidance_phases": 3, "steps_per_phase": [1, 1]}, "has 2 phases but guidance_phases is 3"),
     ({"steps_per_phase": [1, 1, 1], "num_inference_steps": 4}, "sums to 3, but num_inference_steps is 4"),
@@ -105,9 +118,26 @@ def test_phase_guidance_gives_the_same_image_as_the_pipelines_own_expert_guidanc
     ({"loras_multipliers": "1;0;0", "activated_loras": ["hi"]}, "need guidance_phases 3"),
     ({"guidance_phases": 2, "cfg_star_switch": 1}, "cfg_star_switch cannot be combined with guidance phases"),
     ({"guidance_phases": 4}, "guidance_phases must be one of 1, 2, 3"),
-    ({"loras_multipliers": ["1,0.5;0"], "activated_loras": ["hi"]}, "per-step values inside a phase"),
+    ({"loras_multipliers": ["1,0.5"], "activated_loras": ["hi"]}, "per-step ramps need guidance phases"),
 ])
 def test_bad_phase_plans_fail_the_row_naming_the_setting(sqlite_store, tmp_path, lora_dir, params, message):
     (row,) = run_rows(sqlite_store, tmp_path, [("wan_2_2_t2i", {**MODEL, **params})])
     assert row.status is TaskStatus.FAILED
     assert message in row.error_message
+
+
+def test_reighs_phase_config_becomes_the_flat_plan_and_one_additional_lora_per_url():
+    from source.generation.conversion import db_task_to_generation_task
+
+    config = {"num_phases": 2, "steps_per_phase": [2, 3], "flow_shift": 5.0, "sample_solver": "euler",
+              "model_switch_phase": 1, "phases": [
+                  {"phase": 1, "guidance_scale": 3.0, "loras": [{"url": "https://h/hi.safetensors", "multiplier": "0.5,1"},
+                                                                {"url": "", "multiplier": "1"}]},
+                  {"phase": 2, "guidance_scale": 1.0, "loras": [{"url": "https://h/lo.safetensors", "multiplier": "1.0"}]}]}
+    request = db_task_to_generation_task("t", "wan_2_2_t2i", {**MODEL, "guidance_scale": 7.0, "phase_config": config})
+    p = request.parameters
+    assert (p["guidance_phases"], p["steps_per_phase"], p["num_inference_steps"]) == (2, (2, 3), 5)
+    assert (p["guidance_scale"], p["guidance2_scale"], p["flow_shift"], p["sample_solver"]) == (3.0, 1.0, 5.0, "euler")
+    assert dict(request.additional_loras) == {"https://h/hi.safetensors": ((0.5, 1.0), 0.0),
+                                              "https://h/lo.safetensors": (0.0, 1.0)}
+    assert request.model_phase_loras is False

@@ -85,6 +85,8 @@ def prepare(request: GenerationRequest, inputs: TaskInputs, *, box: BoxOptions |
     values, unused = select_vace_inputs(dict(request.parameters), letters, given)
     request = replace(request, parameters=MappingProxyType(values),
                       acceleration_loras=acceleration_loras(request, definition.architecture))
+    request = _with_phase_loras(request, definition)  # the definition's own phase LoRAs, unless replaced
+    values = dict(request.parameters)
     values = {**values, **_recommended(request)}
     resolved = resolve(definition.settings, values, model_type=request.model)
     # 3. every other check, before anything is fetched or any model moves
@@ -182,6 +184,14 @@ def _recommended(request: GenerationRequest) -> dict[str, Any]:
     from source.generation.loras import recommended_settings
 
     return recommended_settings(request)
+
+
+def _with_phase_loras(request: GenerationRequest, definition: ModelDefinition) -> GenerationRequest:
+    if not definition.phase_loras:
+        return request
+    from source.generation.loras import with_model_phase_loras
+
+    return with_model_phase_loras(request, definition.phase_loras)
 
 
 def _with_loras(request: GenerationRequest, inputs: TaskInputs, definition: ModelDefinition) -> GenerationRequest:

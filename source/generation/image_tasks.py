@@ -152,6 +152,7 @@ class ZImageI2IParams(ImageTaskParams):
     image_url: str | None = None
     strength: float | None = Field(None, ge=0.0, le=1.0)
     denoising_strength: float | None = Field(None, ge=0.0, le=1.0)
+    denoise_strength: float | None = Field(None, ge=0.0, le=1.0)  # reigh-worker's other spelling
     num_images: int = Field(1, ge=1, le=MAX_OUTPUTS)
     image_size: str | dict[str, int] = "auto"
 
@@ -197,6 +198,14 @@ def _roles(definition: ModelDefinition, wanted: dict[str, float], record: dict[s
     if missing:
         record["task_loras_not_in_definition"] = missing
     return loras
+
+
+def lora_params(loras: dict[str, float]) -> dict[str, Any]:
+    """URLs and paths as ``additional_loras`` (fetched into the LoRA cache); names as ``activated_loras`` of
+    the model's LoRA folder (a definition's role may name a file put there)."""
+    named = {name: strength for name, strength in loras.items() if "://" not in name and not name.startswith("/")}
+    return {"additional_loras": {k: v for k, v in loras.items() if k not in named},
+            "activated_loras": list(named), "loras_multipliers": [str(v) for v in named.values()]}
 
 
 def _lightning(p: ImageTaskParams, task_type: str) -> tuple[float, float]:
@@ -352,7 +361,7 @@ def plan_z_image_i2i(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskP
     if not source:
         raise InvalidParams("params: give the image to start from as image_url (or image)")
     request["image_start"] = _reference(ctx, source, "image_url" if p.image_url else "image")
-    strength = p.denoising_strength if p.denoising_strength is not None else p.strength
+    strength = next((s for s in (p.denoising_strength, p.denoise_strength, p.strength) if s is not None), None)
     request["denoising_strength"] = 0.7 if strength is None else strength
     request["resolution"] = p.resolution or _image_size(p.image_size, request["image_start"], definition)
     return Plan(definition, request, p.lora_urls(), {}), p
@@ -388,7 +397,7 @@ def handle_image_task(ctx: TaskContext) -> TaskOutcome:
     if hires and plan.definition.architecture in EDIT_ARCHITECTURES:
         raise InvalidParams(f"params.hires_scale: the two-pass hires runs on text-to-image models; {task_type} on "
                             f"{plan.definition.model_type} edits an image, send it without hires_scale")
-    first = generate(ctx, task_type, {**plan.request, "additional_loras": plan.loras})
+    first = generate(ctx, task_type, {**plan.request, **lora_params(plan.loras)})
     outputs, result = list(first.paths), {**first.summary(), **plan.record}
     if hires:
         outputs, result["hires"] = _second_pass(ctx, task_type, plan, p, first, hires)
@@ -417,7 +426,7 @@ def _second_pass(ctx: TaskContext, task_type: str, plan: Plan, p: ImageTaskParam
             image.convert("RGB").resize((width, height), UPSCALE_METHODS[p.hires_upscale_method]).save(enlarged)
         second = generate(ctx, task_type, {**plan.request, "video_length": 1, "image_start": str(enlarged),
                                            "denoising_strength": p.hires_denoise, "resolution": f"{width}x{height}",
-                                           "num_inference_steps": p.hires_steps, "additional_loras": loras,
+                                           "num_inference_steps": p.hires_steps, **lora_params(loras),
                                            "seed": first.seed + index})
         outputs.extend(second.paths)
         path.unlink(missing_ok=True)  # the first pass is an intermediate: only the refined image is an output

@@ -140,8 +140,26 @@ MODEL_ALIASES: Mapping[str, str] = MappingProxyType({
 ALIASES: Mapping[str, str] = MappingProxyType({alias: t.name for t in TASK_TYPES for alias in t.aliases})
 
 
+# Direct generation: task_type → its default model (a defaults/<model>.json definition; `params.model` wins).
+GENERATION_MODELS: Mapping[str, str] = MappingProxyType(
+    {t.name: t.default_model for t in TASK_TYPES if t.direct_generation})  # type: ignore[misc]
+# Other task types that generate in the claiming worker with a model of their own when the row names none.
+OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
+    {t.name: t.default_model for t in TASK_TYPES if t.default_model and not t.direct_generation})  # type: ignore[misc]
+
+
 def canonical(task_type: str) -> str:
     return ALIASES.get(task_type, task_type)
+
+
+def known() -> list[str]:
+    """Every task type a row may name, aliases included."""
+    return sorted([*BY_NAME, *ALIASES])
+
+
+def generation_model(task_type: str) -> str | None:
+    """The model a direct-generation task type runs by default (None for every other task type)."""
+    return GENERATION_MODELS.get(canonical(task_type))
 
 
 def claim_model(task_type: str) -> str | None:

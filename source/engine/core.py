@@ -22,12 +22,12 @@ import torch
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.guidance_variants import guidance_variant
+from source.engine.inventory import memory_need_gb
 from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
-from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
-from source.engine.outputs import IMAGE_SUFFIXES, unique_path, write_image, write_video
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
@@ -39,6 +39,8 @@ from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
 from source.engine.windows import fit_overlap, generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
+from source.media.write import IMAGE_SUFFIXES, unique_path, write_image, write_video
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -119,9 +121,13 @@ def component_dtypes(pipe: Any) -> dict[str, str]:
 
 
 class Engine:
-    def __init__(self, *, step_hooks: tuple[StepHook, ...] = ()) -> None:
+    def __init__(self, *, step_hooks: tuple[StepHook, ...] = (), box: BoxOptions | None = None,
+                 memory: ModelMemory | None = None) -> None:
         self.resident: ResidentModel | None = None
         self.step_hooks = step_hooks
+        self.box = box  # this box's --wgp-* / --ckpts-dir (None: the environment's)
+        # The auxiliary models beside the resident one: freed before a load when memory is short.
+        self.memory = memory if memory is not None else ModelMemory()
 
     @property
     def model_type(self) -> str | None:
@@ -132,9 +138,11 @@ class Engine:
         """Make ``model_type`` resident; True when a load happened (False: it already was)."""
         if self.model_type == model_type:
             return False
-        definition = load_model_def(model_type)
+        definition = load_model_def(model_type, self.box)
         family = family_for(definition.architecture)
         self.unload()
+        need_gb = memory_need_gb(definition)
+        self.memory.make_room(None if need_gb is None else int(need_gb * 2**30), reason=f"loading {model_type}")
         started = time.monotonic()
         pipe = load_pipeline(definition, family.pipeline_class(), family.extra_components)
         apply_memory_plan(pipe, plan_for(definition.engine))
@@ -228,7 +236,7 @@ class Engine:
         # 7. post-processing (WanGP's upsampling and grain), files and thumbnails
         output_dir.mkdir(parents=True, exist_ok=True)
         fps = family.fps if family.is_video else None
-        processed = [postprocess(array, params, fps, seed) for array in arrays]
+        processed = [postprocess(array, params, fps, seed, self.memory) for array in arrays]
         paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps, params.output_format)
                       for p in processed)
         thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)

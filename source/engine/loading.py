@@ -105,7 +105,7 @@ def single_file_components(definition: ModelDefinition, folder: Path, dtype: tor
     components = {}
     for component, entry in effective_files(definition.weights).items():
         what = f"model_type {definition.model_type!r} {component}"
-        paths = [ref.resolve(what) for ref in file_refs(entry)]
+        paths = [ref.resolve(what) for ref in file_refs(entry, definition.weights.ckpts_dir)]
         component_dtype = torch_dtype(vae_dtype) if component == "vae" and vae_dtype else dtype
         components[component] = load_component(folder, component, paths, component_dtype)
     return components
@@ -142,7 +142,8 @@ def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
     also = builtin_lora_folders(definition)
     adapters, weights = [], []
     for i, (file, multiplier) in enumerate(definition.weights.loras):
-        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA", also=also)
+        path = FileRef(file, definition.weights.ckpts_dir).resolve(f"model_type {definition.model_type!r} built-in LoRA",
+                                                                   also=also)
         refuse_quantised_name(path, f"model_type {definition.model_type!r} built-in LoRA")
         adapter = f"builtin_{i}"
         for component in components:
@@ -161,10 +162,10 @@ def download(model_type: str) -> Path:
     """Prefetch a model's weights into the Hugging Face cache (run on a connected machine)."""
     definition = load_model_def(model_type)
     for component, entry in definition.weights.files.items():
-        for ref in file_refs(entry):
+        for ref in file_refs(entry, definition.weights.ckpts_dir):
             ref.resolve(f"model_type {model_type!r} {component}")
     for file, _ in definition.weights.loras:
-        FileRef(file).resolve(f"model_type {model_type!r} built-in LoRA")
+        FileRef(file, definition.weights.ckpts_dir).resolve(f"model_type {model_type!r} built-in LoRA")
     if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
     path = _hub_snapshot(definition)

@@ -45,6 +45,9 @@ class WeightsSource:
     size_gb: float | None = None
     memory_gb: float | None = None
     largest_gb: float | None = None
+    # Not a definition field: this box's checkpoint folder (BoxOptions.ckpts_dir; None: the environment's,
+    # paths.ckpts_dir(), read where a file is looked for).
+    ckpts_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("files", "ckpts"):
@@ -271,10 +274,26 @@ def _with_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return raw
 
 
-def load_model_def(model_type: str) -> ModelDefinition:
-    raw = _with_overrides(_raw_definition(model_type), engine_overrides())
+@dataclass(frozen=True)
+class BoxOptions:
+    """This box's engine options: the ``--wgp-*`` overrides (by field name, parsed) and ``--ckpts-dir``. worker.py
+    builds them once from its flags and passes them down (Engine, WanOrchestrator, capabilities); a caller that
+    passes none gets the environment's (the WGP_* variables), as the WanGP-style surface's users set them."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ckpts_dir: Path | None = None
+
+
+def load_model_def(model_type: str, box: BoxOptions | None = None) -> ModelDefinition:
+    raw = _with_overrides(_raw_definition(model_type), engine_overrides() if box is None else box.overrides)
+    weights_raw = dict(raw.get("weights", {}))
+    if "ckpts_dir" in weights_raw:
+        raise DefinitionError(f"model definition {model_type!r}: weights.ckpts_dir is not a definition field "
+                              "(the checkpoint folder is the box's: --ckpts-dir / WGP_CKPTS_DIR)")
+    if box is not None and box.ckpts_dir is not None:
+        weights_raw["ckpts_dir"] = box.ckpts_dir
     try:
-        weights = WeightsSource(**raw.get("weights", {}))
+        weights = WeightsSource(**weights_raw)
         engine = EngineOptions(**raw.get("engine", {}))
     except (TypeError, InvalidParams) as exc:
         raise DefinitionError(f"model definition {model_type!r} is malformed: {exc}") from exc

@@ -18,9 +18,9 @@ from source.engine.params import MAX_SIDE
 from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.routing import default_model
+from source.task_files.fetch import resolve_input
 from source.task_types import MODEL_ALIASES
 
 # Reigh's model names (its imageGeneration / magicEdit builders) → our definitions; any other value is taken as a
@@ -299,7 +299,7 @@ def plan_edit(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]:
 def annotated(ctx: TaskContext, source: str, mask: str):
     """The source with the annotation mask painted green (reigh-worker's composite), in the task's work folder."""
     from source.engine.families.qwen import green_composite
-    from source.engine.inputs import load_image
+    from source.media.load import load_image
 
     image = load_image(source, "image_url")
     path = ctx.work_dir / "annotated.png"

@@ -12,9 +12,9 @@ from source.engine.params import IMAGE_FORMATS
 from source.errors import InvalidParams
 from source.handlers.common import Timings, output_file, read_image_rgb
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.upscale import DEFAULT_UPSCALE_MODEL, MAX_SCALE, lanczos_upscale, load_upscaler, model_spec
+from source.task_files.fetch import resolve_input
 
 SUFFIXES = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 

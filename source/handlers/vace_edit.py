@@ -20,7 +20,7 @@ from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_video, save_video, video_fps
 
 MAX_FRAMES = 2000
@@ -82,6 +82,7 @@ def _ignored(params: VaceEditParams) -> dict[str, Any]:
     return {"ignored_params": ignored} if ignored else {}
 
 
+@takes(JoinClipsParams)
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(JoinClipsParams, ctx.params)
     if params.replace_mode:
@@ -112,6 +113,7 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
         "resolution": f"{size[0]}x{size[1]}", **_ignored(params)})
 
 
+@takes(InpaintFramesParams)
 def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(InpaintFramesParams, ctx.params)
     source_path = resolve_task_input(ctx, path=params.video_path, path_name="video_path",

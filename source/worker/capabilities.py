@@ -10,7 +10,7 @@ from fnmatch import fnmatchcase
 
 from source.db.models import UNRESTRICTED, Capabilities
 from source.engine.inventory import memory_need_gb
-from source.engine.model_defs import list_model_types, load_model_def
+from source.engine.model_defs import BoxOptions, list_model_types, load_model_def
 from source.errors import DefinitionError, InvalidParams
 from source.routing import default_model, known_task_types
 from source.task_types import MODEL_ALIASES
@@ -36,12 +36,13 @@ class ModelFit:
         return gpu_gb is None or self.need_gb is None or self.need_gb <= gpu_gb
 
 
-def model_fits() -> list[ModelFit]:
-    """Every loadable definition with its memory need (a malformed one can run nowhere: left out)."""
+def model_fits(box: BoxOptions | None = None) -> list[ModelFit]:
+    """Every loadable definition with its memory need at this box's profile (a malformed one can run nowhere:
+    left out)."""
     fits = []
     for model_type in list_model_types():
         try:
-            definition = load_model_def(model_type)
+            definition = load_model_def(model_type, box)
         except (InvalidParams, DefinitionError):
             continue
         fits.append(ModelFit(model_type, memory_need_gb(definition), definition.engine.profile))
@@ -64,10 +65,11 @@ def resolve_capabilities(
     *,
     allow_unknown_task_types: bool = False,
     fits: Sequence[ModelFit] | None = None,
+    box: BoxOptions | None = None,
 ) -> Capabilities:
     """The claim's three lists. No flag and nothing the GPU excludes: unrestricted (today's claim, unchanged).
     ``gpu_memory_gb`` None (no GPU found): no memory filter."""
-    fits = model_fits() if fits is None else list(fits)
+    fits = model_fits(box) if fits is None else list(fits)
     types = _checked_task_types(task_types, allow_unknown_task_types)
     known = [fit.model_type for fit in fits]
     chosen = [fit for fit in fits if model_patterns is None or any(fnmatchcase(fit.model_type, p) for p in model_patterns)]

@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from source.engine.families.base import Family
-from source.engine.inputs import load_image
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image
 
 # Qwen's template: "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 _SYSTEM_START = "<|im_start|>system\n"

@@ -8,9 +8,9 @@ from typing import Any
 
 from source.engine.families.base import Family
 from source.engine.families.qwen import sibling
-from source.engine.inputs import load_image
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image
 
 
 class ZImageFamily(Family):

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from source.media.atomic_files import atomic_file
+
 CRF = 10
 # x264's canonical code paths instead of its CPU-dependent assembly (the 4x4/8x8 intra-mode search and the
 # mb-tree cost propagation, both approximations that x264 itself documents as not reproducible): with them the
@@ -48,7 +50,7 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
     import av
 
     width, height = size
-    with av.open(str(path), "w") as container:
+    with atomic_file(path) as temp, av.open(str(temp), "w") as container:
         stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset,
                                                                   "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -63,9 +65,11 @@ IMAGE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 
 def write_image(frame: np.ndarray, path: Path) -> Path:
     """PNG, JPEG or WebP by ``path``'s suffix; the lossy two at quality 95."""
-    image = Image.fromarray(to_uint8(frame))
-    if path.suffix == ".png":
-        image.save(path)
-    else:
-        image.save(path, quality=95)
+    return save_picture(Image.fromarray(to_uint8(frame)), path, **({} if path.suffix == ".png" else {"quality": 95}))
+
+
+def save_picture(image: Image.Image, path: Path, **options: object) -> Path:
+    """``image.save`` through ``atomic_file`` (the format from ``path``'s suffix)."""
+    with atomic_file(path) as temp:
+        image.save(temp, **options)
     return path

@@ -504,10 +504,13 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "sliding_window_overlap_noise": _in_range(0.0, 100.0),
     "sliding_window_discard_last_frames": _int_at_least(0),
     "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
-    "output_format": _image_format,
+    "output_format": described({"type": "string", "enum": [*IMAGE_FORMATS, "jpg"],
+                                "description": "an image's file format (jpg = jpeg)"}, _image_format),
     "image_mask": _image,
     "denoising_strength": _in_range(0.0, 1.0),
-    "system_prompt": lambda name, value: "" if value is None else _text(name, value),
+    "system_prompt": described({**_STRING, "description": "the system turn of a chat-template text encoder "
+                                "(Qwen); empty: the model's own"},
+                               lambda name, value: "" if value is None else _text(name, value)),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
 assert all(hasattr(parse, "json_schema") for parse in PARSERS.values()), "every parser describes what it takes"

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import click
@@ -44,6 +45,7 @@ from tests.images.conftest import (  # noqa: E402
 SIZE, STEPS = 32, 2
 
 
+@cache
 def _pipe(model: str, class_name: str | None = None):
     import diffusers
 
@@ -63,6 +65,13 @@ def _save(image: np.ndarray, path: Path, fmt: str = "PNG") -> None:
     Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(path, fmt)
 
 
+@cache
+def _edit(model: str):
+    pipe = _pipe(model)
+    _small_references(pipe)
+    return pipe
+
+
 def _small_references(pipe) -> None:
     """The tiny edit definitions' reference areas (defaults/tiny_qwen_image_edit.json), set the plain way."""
     module = sys.modules[type(pipe).__module__]
@@ -77,34 +86,37 @@ def bare_calls(pics: dict[str, str], out: Path) -> dict[str, Callable[[], None]]
     common = {"height": SIZE, "width": SIZE, "num_inference_steps": STEPS, "output_type": "np",
               "max_sequence_length": 16}
     source, mask = Image.open(pics["source"]).convert("RGB"), Image.open(pics["mask"]).convert("L")
-    t2i, z = _pipe("tiny_qwen_image"), _pipe("tiny_z_image")
-    i2i, z_i2i = _pipe("tiny_qwen_image", "QwenImageImg2ImgPipeline"), _pipe("tiny_z_image", "ZImageImg2ImgPipeline")
-    edit, plus = _pipe("tiny_qwen_image_edit"), _pipe("tiny_qwen_image_edit_plus")
-    _small_references(edit)
-    _small_references(plus)
-    from transformers import Swin2SRForImageSuperResolution
+    # built on first use (a run of --only one type loads only its pipelines)
+    t2i, z = (lambda: _pipe("tiny_qwen_image")), (lambda: _pipe("tiny_z_image"))
+    i2i = lambda: _pipe("tiny_qwen_image", "QwenImageImg2ImgPipeline")  # noqa: E731
+    z_i2i = lambda: _pipe("tiny_z_image", "ZImageImg2ImgPipeline")  # noqa: E731
+    edit, plus = (lambda: _edit("tiny_qwen_image_edit")), (lambda: _edit("tiny_qwen_image_edit_plus"))
 
-    from source.engine.tiny import materialise
+    @cache
+    def swin():
+        from transformers import Swin2SRForImageSuperResolution
 
-    swin = Swin2SRForImageSuperResolution.from_pretrained(materialise("swin2sr_x2")).eval()
+        from source.engine.tiny import materialise
 
-    def gen(pipe, **kwargs) -> np.ndarray:
+        return Swin2SRForImageSuperResolution.from_pretrained(materialise("swin2sr_x2")).eval()
+
+    def gen(make, **kwargs) -> np.ndarray:
         with torch.inference_mode():
-            return pipe(prompt="a lighthouse at dusk", generator=torch.Generator().manual_seed(7), **common,
+            return make()(prompt="a lighthouse at dusk", generator=torch.Generator().manual_seed(7), **common,
                         **kwargs).images
 
     def hires() -> None:
         base = gen(t2i, true_cfg_scale=1.0)[0]
         big = Image.fromarray((base * 255).round().astype(np.uint8)).resize((64, 64), Image.BICUBIC)
         with torch.inference_mode():
-            image = i2i(prompt="a lighthouse at dusk", image=big, strength=0.5, generator=torch.Generator()
+            image = i2i()(prompt="a lighthouse at dusk", image=big, strength=0.5, generator=torch.Generator()
                         .manual_seed(7), **{**common, "height": 64, "width": 64, "num_inference_steps": 1}).images[0]
         _save(image, out / "bare.png")
 
     def upscale() -> None:
         pixels = torch.from_numpy(np.asarray(source)).permute(2, 0, 1)[None].float() / 255
         with torch.inference_mode():
-            image = swin(pixel_values=pixels).reconstruction[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            image = swin()(pixel_values=pixels).reconstruction[0].clamp(0, 1).permute(1, 2, 0).numpy()
         _save(image, out / "bare.jpg", "JPEG")
 
     composite = green_composite(source, mask)

@@ -24,7 +24,7 @@ _TRAVEL = "source.orchestrators.travel"
 _PERSPECTIVE = "source.orchestrators.different_perspective"
 _JOIN = "source.orchestrators.join_clips"
 _HANDLERS = "source.handlers"
-_IMAGES = "source.generation.image_tasks:handle_image_task"
+_IMAGES = "source.generation.image_tasks"
 
 
 class Output(StrEnum):
@@ -102,11 +102,13 @@ TASK_TYPES: tuple[TaskType, ...] = (
     TaskType("join_clips", f"{_HANDLERS}.vace_edit:handle_join_clips", generates_as="vace"),
     TaskType("inpaint_frames", f"{_HANDLERS}.vace_edit:handle_inpaint_frames", generates_as="vace"),
     # Reigh's image task types (source/generation/image_tasks.py): Qwen-Image and Z-Image
-    *(TaskType(name, _IMAGES, default_model=model) for name, model in (
-        ("qwen_image", "qwen_image"), ("qwen_image_2512", "qwen_image_2512"), ("qwen_image_hires", "qwen_image"),
-        ("qwen_image_style", "qwen_image_edit"), ("qwen_image_edit", "qwen_image_edit"),
-        ("image_inpaint", "qwen_image_edit"), ("annotated_image_edit", "qwen_image_edit"),
-        ("z_image_turbo", "z_image"), ("z_image_turbo_i2i", "z_image"))),
+    *(TaskType(name, f"{_IMAGES}:handle_{handler}", default_model=model) for name, handler, model in (
+        ("qwen_image", "text_to_image", "qwen_image"), ("qwen_image_2512", "text_to_image", "qwen_image_2512"),
+        ("qwen_image_hires", "text_to_image", "qwen_image"), ("z_image_turbo", "text_to_image", "z_image"),
+        ("qwen_image_style", "style", "qwen_image_edit"), ("qwen_image_edit", "edit", "qwen_image_edit"),
+        ("image_inpaint", "masked_edit", "qwen_image_edit"),
+        ("annotated_image_edit", "masked_edit", "qwen_image_edit"),
+        ("z_image_turbo_i2i", "z_image_i2i", "z_image"))),
     TaskType("image-upscale", f"{_HANDLERS}.upscale_image:handle_image_upscale"),
     # Utilities
     TaskType("extract_frame", f"{_HANDLERS}.extract_frame:handle_extract_frame"),

@@ -36,6 +36,8 @@ FAMILY_LORA_PREFIXES = {
     "ltxv": (*_COMMON_PREFIXES, "transformer_blocks."),
     "hunyuan": (*_COMMON_PREFIXES, "transformer_blocks.", "single_transformer_blocks.", "double_blocks.",
                 "single_blocks."),
+    "qwen": (*_COMMON_PREFIXES, "transformer_blocks.", "lora_transformer_"),
+    "z_image": (*_COMMON_PREFIXES, "layers.", "lora_transformer_"),
 }
 _LORA_MARKERS = ("lora_A", "lora_B", "lora_down", "lora_up", "lora.down", "lora.up", "lora_mid", "alpha", ".diff",
                  "diff_b", "dora_scale")

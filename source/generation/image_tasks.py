@@ -59,7 +59,7 @@ UPSCALE_METHODS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczo
 MAX_OUTPUTS = 16
 
 
-class ImageTaskParams(TaskParams):
+class ImageRowParams(TaskParams):
     """Fields every Reigh image row may carry. Lineage fields are Reigh's own bookkeeping (it reads them back
     when the task completes); they are accepted here and change nothing in the generation."""
 
@@ -110,7 +110,7 @@ class ImageTaskParams(TaskParams):
         return found
 
 
-class EditParams(ImageTaskParams):
+class ImageEditParams(ImageRowParams):
     image: str | None = None
     image_url: str | None = None
     qwen_edit_model: str = "qwen-edit"
@@ -123,12 +123,12 @@ class EditParams(ImageTaskParams):
         return source
 
 
-class MaskedEditParams(EditParams):
+class MaskedImageEditParams(ImageEditParams):
     mask_url: str
     num_generations: int = Field(1, ge=1, le=MAX_OUTPUTS)
 
 
-class StyleParams(ImageTaskParams):
+class ImageStyleParams(ImageRowParams):
     style_reference_image: str | None = None
     subject_reference_image: str | None = None
     style_reference_strength: float = Field(0.0, ge=0.0, le=2.0)
@@ -141,17 +141,18 @@ class StyleParams(ImageTaskParams):
     qwen_edit_model: str = "qwen-edit"
 
     @model_validator(mode="after")
-    def _one_reference(self) -> StyleParams:
+    def _one_reference(self) -> ImageStyleParams:
         if not (self.style_reference_image or self.subject_reference_image):
             raise ValueError("give style_reference_image (and/or subject_reference_image)")
         return self
 
 
-class ZImageI2IParams(ImageTaskParams):
+class ZImageI2IParams(ImageRowParams):
     image: str | None = None
     image_url: str | None = None
     strength: float | None = Field(None, ge=0.0, le=1.0)
     denoising_strength: float | None = Field(None, ge=0.0, le=1.0)
+    denoise_strength: float | None = Field(None, ge=0.0, le=1.0)  # reigh-worker's other spelling
     num_images: int = Field(1, ge=1, le=MAX_OUTPUTS)
     image_size: str | dict[str, int] = "auto"
 
@@ -199,7 +200,15 @@ def _roles(definition: ModelDefinition, wanted: dict[str, float], record: dict[s
     return loras
 
 
-def _lightning(p: ImageTaskParams, task_type: str) -> tuple[float, float]:
+def lora_params(loras: dict[str, float]) -> dict[str, Any]:
+    """URLs and paths as ``additional_loras`` (fetched into the LoRA cache); names as ``activated_loras`` of
+    the model's LoRA folder (a definition's role may name a file put there)."""
+    named = {name: strength for name, strength in loras.items() if "://" not in name and not name.startswith("/")}
+    return {"additional_loras": {k: v for k, v in loras.items() if k not in named},
+            "activated_loras": list(named), "loras_multipliers": [str(v) for v in named.values()]}
+
+
+def _lightning(p: ImageRowParams, task_type: str) -> tuple[float, float]:
     first, second = LIGHTNING[task_type]
     if p.lightning_lora_strength is not None:
         first = p.lightning_lora_strength
@@ -221,7 +230,7 @@ def capped(resolution: str, max_side: int) -> str:
     return f"{width}x{height}"
 
 
-def _common(p: ImageTaskParams, definition: ModelDefinition, task_type: str, *, count: int = 1) -> dict[str, Any]:
+def _common(p: ImageRowParams, definition: ModelDefinition, task_type: str, *, count: int = 1) -> dict[str, Any]:
     prompt = p.prompt.strip() or " "  # reigh-worker lets edits and references run on an empty prompt
     request: dict[str, Any] = {"model": definition.model_type, "prompt": prompt, "seed": p.seed,
                                "video_length": count, "output_format": p.output_format,
@@ -238,8 +247,8 @@ def _reference(ctx: TaskContext, value: str, name: str) -> str:
 
 
 # ---- plans per task type ------------------------------------------------------------------------------------
-def plan_text_to_image(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]:
-    p = parse_params(ImageTaskParams, ctx.params)
+def plan_text_to_image(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageRowParams]:
+    p = parse_params(ImageRowParams, ctx.params)
     fallback = default_model(task_type)
     name = REIGH_MODELS.get(p.model or "", p.model or fallback)
     architectures = ("z_image",) if task_type == "z_image_turbo" else ("qwen_image",)
@@ -261,8 +270,8 @@ def plan_text_to_image(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTas
     return Plan(definition, request, loras, record), p
 
 
-def plan_edit(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]:
-    p = parse_params(MaskedEditParams if task_type in ("image_inpaint", "annotated_image_edit") else EditParams,
+def plan_edit(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageRowParams]:
+    p = parse_params(MaskedImageEditParams if task_type in ("image_inpaint", "annotated_image_edit") else ImageEditParams,
                      ctx.params)
     definition = _definition(EDIT_MODELS.get(p.model or p.qwen_edit_model, p.model or p.qwen_edit_model),
                              EDIT_ARCHITECTURES, task_type)
@@ -299,7 +308,7 @@ def annotated(ctx: TaskContext, source: str, mask: str):
     return path
 
 
-def style_prompt(p: StyleParams) -> str:
+def style_prompt(p: ImageStyleParams) -> str:
     """reigh-worker's prompt for style/subject references: a preamble per active reference, then the prompt."""
     parts = []
     if p.style_reference_strength > 0:
@@ -311,7 +320,7 @@ def style_prompt(p: StyleParams) -> str:
     return " ".join([*parts, p.prompt]) if parts else p.prompt
 
 
-def style_system_prompt(p: StyleParams, scene: float) -> str:
+def style_system_prompt(p: ImageStyleParams, scene: float) -> str:
     subject, style = p.subject_strength > 0, p.style_reference_strength > 0
     if subject and style and scene > 0:
         return "You are an expert at creating images with consistent subjects, styles, and scenes."
@@ -322,8 +331,8 @@ def style_system_prompt(p: StyleParams, scene: float) -> str:
     return "You are an expert at image-to-image generation."
 
 
-def plan_style(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]:
-    p = parse_params(StyleParams, ctx.params)
+def plan_style(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageRowParams]:
+    p = parse_params(ImageStyleParams, ctx.params)
     # Reigh's row names the text-to-image model ("qwen-image"); references need an edit model (reigh-worker's).
     name = p.model if p.model and p.model not in REIGH_MODELS else EDIT_MODELS.get(p.qwen_edit_model,
                                                                                     p.qwen_edit_model)
@@ -343,7 +352,7 @@ def plan_style(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]
     return Plan(definition, request, p.lora_urls() | _roles(definition, roles, record), record), p
 
 
-def plan_z_image_i2i(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskParams]:
+def plan_z_image_i2i(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageRowParams]:
     p = parse_params(ZImageI2IParams, ctx.params)
     definition = _definition(REIGH_MODELS.get(p.model or "", p.model or default_model(task_type)), ("z_image",),
                              task_type)
@@ -352,7 +361,7 @@ def plan_z_image_i2i(ctx: TaskContext, task_type: str) -> tuple[Plan, ImageTaskP
     if not source:
         raise InvalidParams("params: give the image to start from as image_url (or image)")
     request["image_start"] = _reference(ctx, source, "image_url" if p.image_url else "image")
-    strength = p.denoising_strength if p.denoising_strength is not None else p.strength
+    strength = next((s for s in (p.denoising_strength, p.denoise_strength, p.strength) if s is not None), None)
     request["denoising_strength"] = 0.7 if strength is None else strength
     request["resolution"] = p.resolution or _image_size(p.image_size, request["image_start"], definition)
     return Plan(definition, request, p.lora_urls(), {}), p
@@ -374,28 +383,42 @@ def _image_size(value: str | dict[str, int], source: str, definition: ModelDefin
     return f"{width}x{height}"
 
 
-PLANS = {"qwen_image": plan_text_to_image, "qwen_image_2512": plan_text_to_image,
-         "qwen_image_hires": plan_text_to_image, "z_image_turbo": plan_text_to_image,
-         "qwen_image_edit": plan_edit, "image_inpaint": plan_edit, "annotated_image_edit": plan_edit,
-         "qwen_image_style": plan_style, "z_image_turbo_i2i": plan_z_image_i2i}
-# The params model each plan parses its row with (what /openapi.json publishes and submissions are checked against).
-PARAMS = {"qwen_image": ImageTaskParams, "qwen_image_2512": ImageTaskParams, "qwen_image_hires": ImageTaskParams,
-          "z_image_turbo": ImageTaskParams, "qwen_image_edit": EditParams, "image_inpaint": MaskedEditParams,
-          "annotated_image_edit": MaskedEditParams, "qwen_image_style": StyleParams,
-          "z_image_turbo_i2i": ZImageI2IParams}
-assert set(PARAMS) == set(PLANS)
+# ---- the handlers (one per params model, so /openapi.json publishes each one's fields) -----------------------
+@takes(ImageRowParams)
+def handle_text_to_image(ctx: TaskContext) -> TaskOutcome:
+    """qwen_image, qwen_image_2512, qwen_image_hires, z_image_turbo."""
+    return run_plan(ctx, plan_text_to_image)
 
 
-# ---- the handler --------------------------------------------------------------------------------------------
-@takes(PARAMS)
-def handle_image_task(ctx: TaskContext) -> TaskOutcome:
+@takes(ImageEditParams)
+def handle_edit(ctx: TaskContext) -> TaskOutcome:
+    return run_plan(ctx, plan_edit)
+
+
+@takes(MaskedImageEditParams)
+def handle_masked_edit(ctx: TaskContext) -> TaskOutcome:
+    """image_inpaint, annotated_image_edit."""
+    return run_plan(ctx, plan_edit)
+
+
+@takes(ImageStyleParams)
+def handle_style(ctx: TaskContext) -> TaskOutcome:
+    return run_plan(ctx, plan_style)
+
+
+@takes(ZImageI2IParams)
+def handle_z_image_i2i(ctx: TaskContext) -> TaskOutcome:
+    return run_plan(ctx, plan_z_image_i2i)
+
+
+def run_plan(ctx: TaskContext, planner) -> TaskOutcome:
     task_type = ctx.task.task_type
-    plan, p = PLANS[task_type](ctx, task_type)
+    plan, p = planner(ctx, task_type)
     hires = p.hires_scale or (2.0 if task_type == "qwen_image_hires" else None)
     if hires and plan.definition.architecture in EDIT_ARCHITECTURES:
         raise InvalidParams(f"params.hires_scale: the two-pass hires runs on text-to-image models; {task_type} on "
                             f"{plan.definition.model_type} edits an image, send it without hires_scale")
-    first = generate(ctx, task_type, {**plan.request, "additional_loras": plan.loras})
+    first = generate(ctx, task_type, {**plan.request, **lora_params(plan.loras)})
     outputs, result = list(first.paths), {**first.summary(), **plan.record}
     if hires:
         outputs, result["hires"] = _second_pass(ctx, task_type, plan, p, first, hires)
@@ -405,7 +428,7 @@ def handle_image_task(ctx: TaskContext) -> TaskOutcome:
     return TaskOutcome(output_path=outputs[0], result=result)
 
 
-def _second_pass(ctx: TaskContext, task_type: str, plan: Plan, p: ImageTaskParams, first, scale: float):
+def _second_pass(ctx: TaskContext, task_type: str, plan: Plan, p: ImageRowParams, first, scale: float):
     """reigh-worker's hires fix: each first-pass image enlarged by ``scale`` and refined by ``hires_steps`` of
     image-to-image at ``hires_denoise`` (in pixel space: our pipelines take images, not latents), the Lightning
     LoRA at its second-pass strength."""
@@ -424,7 +447,7 @@ def _second_pass(ctx: TaskContext, task_type: str, plan: Plan, p: ImageTaskParam
             image.convert("RGB").resize((width, height), UPSCALE_METHODS[p.hires_upscale_method]).save(enlarged)
         second = generate(ctx, task_type, {**plan.request, "video_length": 1, "image_start": str(enlarged),
                                            "denoising_strength": p.hires_denoise, "resolution": f"{width}x{height}",
-                                           "num_inference_steps": p.hires_steps, "additional_loras": loras,
+                                           "num_inference_steps": p.hires_steps, **lora_params(loras),
                                            "seed": first.seed + index})
         outputs.extend(second.paths)
         path.unlink(missing_ok=True)  # the first pass is an intermediate: only the refined image is an output

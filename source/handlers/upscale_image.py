@@ -19,7 +19,7 @@ from source.task_files.fetch import resolve_input
 SUFFIXES = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
-class UpscaleParams(TaskParams):
+class ImageUpscaleParams(TaskParams):
     image: str | None = Field(None, max_length=10_000)
     image_url: str | None = Field(None, max_length=10_000)
     scale_factor: float = Field(2.0, ge=1.0, le=MAX_SCALE)
@@ -34,9 +34,9 @@ class UpscaleParams(TaskParams):
     placement_intent: object = None
 
 
-@takes(UpscaleParams)
+@takes(ImageUpscaleParams)
 def handle_image_upscale(ctx: TaskContext) -> TaskOutcome:
-    p = parse_params(UpscaleParams, ctx.params)
+    p = parse_params(ImageUpscaleParams, ctx.params)
     fmt = "jpeg" if p.output_format.lower() in ("jpg", "jpeg") else p.output_format.lower()
     if fmt not in IMAGE_FORMATS:
         raise InvalidParams(f"params.output_format {p.output_format!r} is not supported; choose one of "

@@ -173,3 +173,43 @@ def test_bad_image_rows_fail_with_a_clear_error(sqlite_store, tmp_path, pictures
     params = {k: pictures["source"] if v == "IMG" else v for k, v in params.items()}
     row = _run(sqlite_store, tmp_path, task_type, params)
     assert row.status is TaskStatus.FAILED and message in row.error_message, row.error_message
+
+
+def _tiny_qwen_lora(folder: Path, name: str) -> None:
+    """A random LoRA over the tiny Qwen-Image transformer's attention, in diffusers' format."""
+    import torch
+    from diffusers import QwenImagePipeline, QwenImageTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from source.engine.tiny import materialise
+
+    transformer = QwenImageTransformer2DModel.from_pretrained(materialise("qwen_image") / "transformer")
+    torch.manual_seed(0)
+    transformer.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False, target_modules=["to_q", "to_k"]))
+    state = {k: v * 20 if "lora_B" in k else v for k, v in get_peft_model_state_dict(transformer).items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    QwenImagePipeline.save_lora_weights(folder, transformer_lora_layers=state, weight_name=name)
+
+
+def test_the_lightning_role_applies_at_the_rows_strength(sqlite_store, tmp_path, monkeypatch):
+    """A definition's task_loras role is applied at the strength the row asks (0 = off)."""
+    import json
+    import shutil
+
+    from source.engine.paths import defaults_dir
+
+    defaults = tmp_path / "defaults"
+    shutil.copytree(defaults_dir(), defaults)
+    definition = json.loads((defaults / "tiny_qwen_image.json").read_text())
+    definition["task_loras"] = {"lightning": {"file": "lightning.safetensors", "multiplier": 1.0}}
+    (defaults / "tiny_qwen_lightning.json").write_text(json.dumps(definition))
+    monkeypatch.setenv("WGP_DEFAULTS_DIR", str(defaults))
+    monkeypatch.setenv("WGP_LORA_DIR", str(tmp_path / "loras"))
+    _tiny_qwen_lora(tmp_path / "loras" / "qwen", "lightning.safetensors")
+    rows = {strength: _run(sqlite_store, tmp_path, "qwen_image", image_generation_row(
+        "tiny_qwen_lightning", lightning_lora_strength_phase_1=strength)) for strength in (0.0, 1.0)}
+    off, on = (_done(rows[s])[0] for s in (0.0, 1.0))
+    assert rows[1.0].result["loras"] == {"lightning.safetensors": [1.0]}
+    assert rows[1.0].result["task_loras"] == {"lightning": 1.0} and rows[0.0].result["task_loras"] == {}
+    assert not np.array_equal(_pixels(off), _pixels(on))

@@ -112,4 +112,4 @@ def test_a_request_built_from_the_schema_runs_in_a_worker(openapi, client, sqlit
 def test_every_task_type_publishes_the_params_its_handler_parses(openapi):
     for task_type in known_task_types():
         assert "properties" in _params_of(openapi, task_type), task_type
-    assert _params_of(openapi, "image_inpaint")["title"] == "MaskedEditParams"
+    assert _params_of(openapi, "image_inpaint")["title"] == "MaskedImageEditParams"

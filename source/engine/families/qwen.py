@@ -186,7 +186,10 @@ class QwenImageEditFamily(QwenFamily):
         return keep_unmasked(images, source, params.image_mask)
 
     def extra_components(self, folder: Path) -> dict[str, Any]:
-        if _has_torchvision() or not (folder / "processor").is_dir():
+        # A folder whose processor has its video half (the real repos) loads as diffusers loads it where
+        # torchvision is there; otherwise the image and text halves are enough.
+        processor = folder / "processor"
+        if not processor.is_dir() or (_has_torchvision() and (processor / "video_preprocessor_config.json").is_file()):
             return {}
         return {"processor": load_image_text_processor(folder / "processor")}
 

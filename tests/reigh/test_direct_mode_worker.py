@@ -87,7 +87,8 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     with psycopg.connect(reigh_url, autocommit=True) as conn:
         children = conn.execute("SELECT id::text, task_type, status::text, project_id, "
                                 "params->>'orchestrator_task_id_ref', output_location FROM tasks WHERE id <> %s "
-                                "ORDER BY task_type, created_at", (orchestrator,)).fetchall()
+                                # one transaction made them all (one created_at): their order is the segment's
+                                "ORDER BY task_type, (params->>'segment_index')::int", (orchestrator,)).fetchall()
         segments = conn.execute("SELECT tasks->>0, location, parent_generation_id::text, child_order FROM generations "
                                 "WHERE is_child ORDER BY child_order").fetchall()
         shot_parent = conn.execute("SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "

@@ -18,7 +18,7 @@ from source.errors import InvalidParams
 from source.generation.conversion import normalise_resolution
 from source.generation.wangp_parameters import split_extras
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.orchestrators.checks import nearest_frame_count
 from source.orchestrators.travel import SegmentParams, run_segment
 from source.orchestrators.travel_params import REFUSED, REIGH_RECORD, TravelDetails, travel_model
@@ -61,6 +61,8 @@ class IndividualSegmentParams(TaskParams):
     orchestrator_details: dict[str, Any] = Field(default_factory=dict)
 
 
+# translated: the row's WanGP parameters beside these fields are split off first (split_extras)
+@takes(IndividualSegmentParams, translated=True)
 def handle_individual_travel_segment(ctx: TaskContext) -> TaskOutcome:
     p = parse_params(IndividualSegmentParams, ctx.params)
     o = p.individual_segment_params

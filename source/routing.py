@@ -52,6 +52,7 @@ ROUTES: dict[str, str | None] = {
     "join_clips_orchestrator": f"{JOIN}:handle_join_clips_orchestrator",
     "join_clips_segment": f"{JOIN}:handle_join_clips_segment",
     "join_final_stitch": f"{JOIN}:handle_join_final_stitch",
+    "edit_video_orchestrator": "source.orchestrators.edit_video:handle_edit_video_orchestrator",
     # VACE edits of existing videos
     "join_clips": "source.handlers.vace_edit:handle_join_clips",
     "inpaint_frames": "source.handlers.vace_edit:handle_inpaint_frames",

@@ -36,6 +36,7 @@ GENERATION_MODELS: Mapping[str, str] = MappingProxyType({
     "flux": "flux",
     "hunyuan": "hunyuan",
     "ltxv": "ltxv_13B",
+    "ltx2": "ltx2_19B",
     "single_image": "t2v",  # the older worker's one-image generation (video_length 1)
 })
 

@@ -27,7 +27,7 @@ from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
-from source.engine.outputs import unique_path, write_image, write_video
+from source.engine.outputs import unique_path, write_image, write_soundtrack, write_video
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
@@ -205,10 +205,10 @@ class Engine:
                 if params.sliding_window_overlap_noise > 0:
                     applied["sliding_windows"]["overlap_noise"] = {
                         "strength": params.sliding_window_overlap_noise, "latent_frames_noised": noised}
-                arrays = [frames]
+                arrays, sounds = [frames], [None]
             else:
-                arrays = family.outputs(self._call(pipe, family, definition, params, generator, progress,
-                                                   should_abort))
+                called = self._call(pipe, family, definition, params, generator, progress, should_abort)
+                arrays, sounds = family.outputs(called), family.soundtracks(pipe, called)
         total = params.num_inference_steps
         if progress is not None:
             progress(total, total, "encoding")
@@ -217,6 +217,11 @@ class Engine:
         fps = family.fps if family.is_video else None
         processed = [postprocess(array, params, fps, seed) for array in arrays]
         paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
+        for path, sound in zip(paths, sounds, strict=True):
+            if sound is not None and path.suffix == ".mp4":
+                write_soundtrack(path, *sound)
+                applied["audio"] = {"sample_rate": sound[1], "channels": int(sound[0].shape[0]),
+                                    "seconds": round(sound[0].shape[1] / sound[1], 3)}
         thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
                            if path.suffix == ".mp4")
         last = processed[-1].frames

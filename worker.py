@@ -21,11 +21,13 @@ from source.db.models import Capabilities
 from source.generation.handler import resident_affinity
 from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
 from source.retry import TASK_RETRY, Backoff
+from source.routing import known_task_types
 from source.worker.capabilities import CapabilityError, parse_list, resolve_capabilities
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
 from source.worker.gpu_info import detect_gpu
 from source.worker.loop import Worker
-from source.worker.publishing import LegacyFilesPublisher, open_publisher
+from source.worker.publishing import LegacyFilesPublisher, OutputPublisher, open_publisher
+from source.worker.s3_storage import S3SettingsError
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
 
 log = structlog.get_logger("worker")
@@ -45,8 +47,12 @@ log = structlog.get_logger("worker")
 @click.option("--worker", "worker_id", default=None, help="Worker id written to claimed rows [default: hostname-pid].")
 @click.option("--debug", is_flag=True, help="Debug-level logs (which tier each parameter came from, ...); keeps each "
                                            "task's _work/<task> folder.")
-@click.option("--keep-local", is_flag=True, help="Keep the local copy of an output uploaded to Supabase Storage "
-                                                 "(deleted after a successful upload by default).")
+@click.option("--keep-local", is_flag=True, help="Keep the local copy of an output uploaded to Supabase or S3 "
+                                                 "storage (deleted after a successful upload by default).")
+@click.option("--storage", default=None, envvar="WORKER_STORAGE", metavar="s3://BUCKET/PREFIX",
+              help="Upload outputs to S3-compatible storage (AWS S3, R2, B2, MinIO) instead of Supabase Storage or "
+                   "the local folder; endpoint, region, keys, S3_PUBLIC_BASE_URL or presigned-URL expiry from "
+                   "S3_* variables (docs/production.md) [env WORKER_STORAGE].")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
 @click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -153,7 +159,9 @@ def main(config: StoreConfig, **opts: object) -> None:
         raise click.UsageError("--dry-run goes with --migrate-only")
     # Only --migrate-only changes a shared database's schema; a worker checks it and stops when it is behind.
     try:
-        store = open_store(config)
+        # on a Reigh database (direct or edge functions) the store claims only what the routing table runs
+        store = open_store(config, keep_local=bool(opts["keep_local"]),
+                           runnable_task_types=_runnable_task_types(opts))
         if opts["migrate_only"]:
             try:
                 run_migrations(store, config, dry_run=bool(opts["dry_run"]))
@@ -212,8 +220,7 @@ def main(config: StoreConfig, **opts: object) -> None:
                                  model_switches=lambda: generation.stats.model_switches)
         serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
         log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
-    publisher = (LegacyFilesPublisher(settings.legacy_public_root) if settings.legacy_public_root is not None
-                 else open_publisher(config, keep_local=bool(opts["keep_local"])))
+    publisher = _publisher(config, settings, opts)
     worker = Worker(store, settings, publisher=publisher, max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
                     affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict)
@@ -231,6 +238,19 @@ def main(config: StoreConfig, **opts: object) -> None:
         os._exit(code)
 
 
+def _publisher(config: StoreConfig, settings: WorkerSettings, opts: dict[str, object]) -> OutputPublisher:
+    storage = str(opts["storage"]) if opts["storage"] else None
+    if settings.legacy_public_root is not None:
+        if storage:
+            raise click.UsageError("--storage and --legacy-output-location on SQLite both say where outputs go; "
+                                   "choose one")
+        return LegacyFilesPublisher(settings.legacy_public_root)
+    try:
+        return open_publisher(config, keep_local=bool(opts["keep_local"]), storage=storage)
+    except S3SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--storage") from None
+
+
 def _capabilities(opts: dict[str, object]) -> Capabilities:
     """--task-types / --models and the detected GPU's memory, as the lists the claim takes."""
     try:
@@ -239,6 +259,14 @@ def _capabilities(opts: dict[str, object]) -> Capabilities:
                                     allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]))
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:
+    """The task types this worker runs: Reigh's edge functions may hand it others (its PAT claim ignores
+    run_type), which it gives back instead of failing. None: any (--legacy-unknown-task-types)."""
+    if opts["legacy_unknown_task_types"]:
+        return None
+    return frozenset(known_task_types())
 
 
 def _preload(generation: HeadlessTaskQueue, model_type: str) -> None:

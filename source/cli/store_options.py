@@ -41,6 +41,14 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
                           "given here is used as one, as the older worker did [env SUPABASE_ACCESS_TOKEN]."),
         click.option("--supabase-anon-key", envvar="SUPABASE_ANON_KEY", default=None,
                      help="Anon key, for public URLs of uploaded outputs [env SUPABASE_ANON_KEY]."),
+        click.option("--reigh-access-token", envvar="REIGH_ACCESS_TOKEN", default=None,
+                     help="Run against Reigh through its edge functions, as reigh-worker does: a Reigh personal "
+                          "access token (that user's projects) or the service-role key (every user Reigh serves "
+                          "from the cloud). No SQL, no migration [env REIGH_ACCESS_TOKEN; see docs/reigh.md]."),
+        click.option("--max-task-wait-minutes", "reigh_max_task_wait_minutes", type=click.IntRange(min=1), default=5,
+                     show_default=True, envvar="MAX_TASK_WAIT_MINUTES",
+                     help="With --reigh-access-token: claim-next-task prefers the resident model until a row "
+                          "has waited this long [env MAX_TASK_WAIT_MINUTES, as reigh-worker]."),
         click.option("--supabase-bucket", envvar="SUPABASE_VIDEO_BUCKET", default="image_uploads", show_default=True,
                      help="Supabase Storage bucket for outputs [env SUPABASE_VIDEO_BUCKET]."),
     ]
@@ -52,8 +60,9 @@ def store_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def store_config(kwargs: dict[str, Any]) -> StoreConfig:
     """Pop the store flags from a click kwargs dict into a StoreConfig (registering secrets first)."""
     db_url = kwargs.get("db_url")
+    reigh_token = kwargs.pop("reigh_access_token")
     for secret in (kwargs.get("supabase_service_key"), kwargs.get("supabase_access_token"),
-                   kwargs.get("supabase_anon_key"), db_url):
+                   kwargs.get("supabase_anon_key"), db_url, reigh_token):
         register_secret(secret)
     if db_url:
         # The password alone shows up too (driver errors, DSN dumps).
@@ -61,7 +70,12 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
             register_secret(urlsplit(db_url).password)
     db_type = kwargs.pop("db_type")
     if db_type is None:
-        db_type = DbType.SUPABASE if kwargs.get("db_url") else DbType.SQLITE
+        db_type = DbType.SUPABASE if kwargs.get("db_url") or reigh_token else DbType.SQLITE
+    max_wait = kwargs.pop("reigh_max_task_wait_minutes")
+    if reigh_token and not kwargs.get("supabase_url"):
+        from source.db.reigh_edge import REIGH_SUPABASE_URL
+
+        kwargs["supabase_url"] = REIGH_SUPABASE_URL  # reigh-worker's default project
     service_key, access_token = kwargs.pop("supabase_service_key"), kwargs.pop("supabase_access_token")
     anon_key = kwargs.pop("supabase_anon_key")
     db_url = kwargs.pop("db_url")
@@ -87,6 +101,8 @@ def store_config(kwargs: dict[str, Any]) -> StoreConfig:
         supabase_anon_key=anon_key,
         access_token=personal_token,
         storage_bucket=kwargs.pop("supabase_bucket"),
+        reigh_access_token=reigh_token,
+        reigh_max_task_wait_minutes=max_wait,
     )
 
 

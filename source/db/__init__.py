@@ -10,15 +10,35 @@ __all__ = ["DbType", "NewTask", "StoreConfig", "StoreConfigError", "Task", "Task
            "prepare_schema"]
 
 
-def open_store(config: StoreConfig) -> TaskStore:
-    """Open (not migrate) the store the config names."""
+def open_store(config: StoreConfig, *, keep_local: bool = False,
+               runnable_task_types: frozenset[str] | None = None) -> TaskStore:
+    """Open (not migrate) the store the config names. ``keep_local`` and ``runnable_task_types`` matter to
+    Reigh only: through its edge functions the store uploads the output (complete_task) and gives back a
+    claimed row of a task type this worker does not run; a direct URL that reaches a Reigh database opens the
+    guest store there (docs/reigh.md), which claims only ``runnable_task_types``."""
     config.validate()
+    if config.reigh_access_token:
+        import os
+
+        from source.db.reigh_edge import ReighEdgeStore, edge_urls
+
+        assert config.supabase_url
+        return ReighEdgeStore(config.supabase_url, config.reigh_access_token, service_key=config.supabase_key,
+                              urls=edge_urls(config.supabase_url, os.environ),
+                              max_task_wait_minutes=config.reigh_max_task_wait_minutes,
+                              runnable_task_types=runnable_task_types, keep_local=keep_local)  # type: ignore[return-value]
     if config.db_type is DbType.SQLITE:
         from source.db.sqlite import SqliteTaskStore
 
         return SqliteTaskStore(config.db_file, busy_timeout_seconds=config.busy_timeout_seconds)
     if config.db_url:
         from source.db.postgres import PostgresTaskStore
+        from source.db.reigh_guest import ReighGuestStore, reigh_schema_of
+
+        reigh_schema = reigh_schema_of(config.db_url)
+        if reigh_schema is not None:
+            return ReighGuestStore(config.db_url, reigh_schema, runnable_task_types=_guest_task_types(runnable_task_types),
+                                   max_connections=config.db_max_connections or 1, access_token=config.access_token)
 
         wake, listen, doorbell = config.wake
         return PostgresTaskStore(config.db_url, access_token=config.access_token, wake=wake, listen=listen,
@@ -38,3 +58,12 @@ def prepare_schema(store: TaskStore, config: StoreConfig) -> None:
         store.migrate()
     else:
         store.check_schema()  # type: ignore[attr-defined]  (RpcTaskStore)
+
+
+def _guest_task_types(runnable: frozenset[str] | None) -> tuple[str, ...]:
+    """On a Reigh database the guest claims only the types it runs: "any" (None) means every known one."""
+    if runnable is None:
+        from source.routing import known_task_types
+
+        runnable = frozenset(known_task_types())
+    return tuple(sorted(runnable))

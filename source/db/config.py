@@ -73,25 +73,38 @@ class StoreConfig:
     # A user's personal access token (user_api_tokens): the store reaches only that user's projects' rows.
     access_token: str | None = None
     storage_bucket: str = "image_uploads"
+    # Reigh's edge functions (source/db/reigh_edge.py): a Reigh personal access token or the service-role key,
+    # sent as reigh-worker sends it; the worker then talks to claim-next-task, complete_task, ... only.
+    reigh_access_token: str | None = None
+    reigh_max_task_wait_minutes: int = 5
     # Direct Postgres: the most server connections for statements (the LISTEN connection is one more); None = 1.
     db_max_connections: int | None = None
     wake_mode: str = "auto"
 
     @property
     def has_storage(self) -> bool:
-        """Outputs go to Supabase Storage when the project URL and a key are known (API mode always)."""
-        return bool(self.supabase_url and self.supabase_key)
+        """Outputs go to Supabase Storage when the project URL and a key are known (API mode always); in
+        edge-function mode Reigh's complete_task stores them."""
+        return bool(self.supabase_url and self.supabase_key) and not self.reigh_access_token
 
     def __repr__(self) -> str:  # keys never end up in logs or tracebacks
         return (
             f"StoreConfig(db_type={self.db_type.value!r}, db_file={self.db_file!r}, "
             f"db_url={'set' if self.db_url else None}, supabase_url={self.supabase_url!r}, "
             f"supabase_key={'set' if self.supabase_key else None}, "
-            f"access_token={'set' if self.access_token else None})"
+            f"access_token={'set' if self.access_token else None}, "
+            f"reigh_access_token={'set' if self.reigh_access_token else None})"
         )
 
     def validate(self) -> None:
-        if self.db_type is DbType.SUPABASE and not self.db_url and not (self.supabase_url and self.supabase_key):
+        if self.reigh_access_token:
+            if self.db_type is not DbType.SUPABASE or self.db_url or self.access_token:
+                raise StoreConfigError("--reigh-access-token talks to Reigh's edge functions only: drop --db-url, "
+                                       "--supabase-access-token and --db-type sqlite (see docs/reigh.md)")
+            if not self.supabase_url:
+                raise StoreConfigError("--reigh-access-token needs --supabase-url / SUPABASE_URL")
+        if self.db_type is DbType.SUPABASE and not self.db_url and not (self.supabase_url and self.supabase_key) \
+                and not self.reigh_access_token:
             missing = []
             if not self.supabase_url:
                 missing.append("--supabase-url / SUPABASE_URL")

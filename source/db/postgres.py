@@ -62,6 +62,9 @@ RETRYABLE = POSTGRES_OUTAGE
 
 
 class PostgresTaskStore(RpcTaskStore):
+    # The numbered migrations this store applies (sql/postgres/<folder>); the Reigh guest has its own set.
+    MIGRATIONS = "migrations"
+
     def __init__(
         self,
         url: str,
@@ -173,6 +176,7 @@ class PostgresTaskStore(RpcTaskStore):
 
         def check(conn: psycopg.Connection) -> None:
             tables = self._tables(conn)
+            self._refuse_reigh_database(conn)
             if not tables["has_tasks"]:
                 raise NoTasksTable(self._where_schema(conn))
             if not self._pending(conn, tables["has_migrations"]):
@@ -222,7 +226,15 @@ class PostgresTaskStore(RpcTaskStore):
 
     def _pending(self, conn: psycopg.Connection, has_migrations_table: bool) -> list[Migration]:
         done = set(self._applied(conn)) if has_migrations_table else set()
-        return [m for m in list_migrations("postgres") if m.version not in done]
+        return [m for m in list_migrations("postgres", self.MIGRATIONS) if m.version not in done]
+
+    def _refuse_reigh_database(self, conn: psycopg.Connection) -> None:
+        """This store's own migrations rewrite a tasks table; on Reigh's they would break Reigh (002's uuid[]
+        dependant_on, 003's workers, 007's tokens). open_store opens a ReighGuestStore there instead."""
+        if conn.execute(self._queries["reigh_database"]).fetchone()["reigh"]:
+            raise StoreUnavailable(f"{self._where_schema(conn)} is a Reigh database: this worker runs there only "
+                                   "as a guest (ReighGuestStore, which open_store picks by itself; docs/reigh.md), "
+                                   "and applied nothing")
 
     def _where_schema(self, conn: psycopg.Connection) -> str:
         schema = conn.execute(self._queries["current_schema"]).fetchone()["schema"]
@@ -231,6 +243,7 @@ class PostgresTaskStore(RpcTaskStore):
     def _migrate(self, conn: psycopg.Connection) -> list[str]:
         q = self._queries
         applied_now: list[str] = []
+        self._refuse_reigh_database(conn)
         conn.execute(q["lock_migrations"])
         try:
             conn.execute(q["create_migrations_table"])

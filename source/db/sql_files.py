@@ -33,8 +33,10 @@ def load_queries(dialect: str) -> dict[str, str]:
 
 
 @cache
-def list_migrations(dialect: str) -> tuple[Migration, ...]:
-    folder = SQL_ROOT / dialect / "migrations"
+def list_migrations(dialect: str, folder_name: str = "migrations") -> tuple[Migration, ...]:
+    """The numbered files of ``sql/<dialect>/<folder_name>`` (``reigh_guest``: the guest set of a Reigh
+    database, docs/reigh.md)."""
+    folder = SQL_ROOT / dialect / folder_name
     found = []
     for path in sorted(folder.glob("*.sql")):
         match = _MIGRATION_FILE.match(path.name)

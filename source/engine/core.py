@@ -106,6 +106,18 @@ def default_settings(definition: ModelDefinition) -> dict[str, Any]:
     return {name: value_of(resolved.params, name) for name in resolved.sources}
 
 
+def component_dtypes(pipe: Any) -> dict[str, str]:
+    """The dtype each weighted component of ``pipe`` holds its parameters in, as loaded (a benchmark and an
+    operator see an upcast or a float32 text encoder at once)."""
+    dtypes: dict[str, str] = {}
+    for name, component in pipe.components.items():
+        parameters = getattr(component, "parameters", None)
+        first = next(parameters(), None) if callable(parameters) else None
+        if first is not None:
+            dtypes[name] = str(first.dtype).removeprefix("torch.")
+    return dtypes
+
+
 class Engine:
     def __init__(self, *, step_hooks: tuple[StepHook, ...] = ()) -> None:
         self.resident: ResidentModel | None = None
@@ -129,7 +141,8 @@ class Engine:
         apply_speed_options(pipe, definition.engine)
         self.resident = ResidentModel(definition, family, pipe, SchedulerSwitcher(pipe, family.solvers),
                                       time.monotonic() - started)
-        log.info("model_loaded", model_type=model_type, seconds=round(self.resident.load_seconds, 3))
+        log.info("model_loaded", model_type=model_type, seconds=round(self.resident.load_seconds, 3),
+                 dtypes=component_dtypes(pipe))
         return True
 
     def unload(self) -> None:

@@ -7,7 +7,7 @@ off value asks for nothing, and one that switches a feature on gets it or fails 
 
 from __future__ import annotations
 
-from source.engine.params import GenerationParams
+from source.engine.params import GenerationParams, valid_frame_count
 from source.engine.windows import CONTINUATIONS, continuation_for, overlap_for
 from source.errors import InvalidParams
 
@@ -66,7 +66,7 @@ def _check_windows(params: GenerationParams, architecture: str, window: int) -> 
         raise InvalidParams(f"{prefix}; only {able} models continue a video from its last frames, {architecture} "
                             f"cannot (WanGP's text-to-video windows are not connected to each other): ask for at "
                             f"most {window} frames or use a VACE or image-to-video model")
-    usable = (window - 1) // 4 * 4 + 1
+    usable = valid_frame_count(window, toward="down")
     overlap, discard = overlap_for(params, architecture), params.sliding_window_discard_last_frames
     if overlap < 1 or overlap + discard >= usable:
         raise InvalidParams(f"{prefix}; sliding_window_overlap {overlap} (at least 1) plus "

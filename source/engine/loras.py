@@ -15,7 +15,7 @@ import torch
 
 from source.engine.params import LoraWeight
 from source.engine.paths import lora_cache_dir, loras_dir
-from source.errors import InputUnavailable, InvalidParams
+from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -69,14 +69,23 @@ def cached_lora_name(digest: str, label: str = "") -> str:
     return f"sha256:{digest}:{label}" if label else f"sha256:{digest}"
 
 
+def cached_lora(name: str, where: str = "") -> Path | None:
+    """The LoRA cache's file for a content-addressed name (``sha256:<digest>[:<label>]``); None for any other
+    name. The one lookup: a cached name whose file is gone fails here, with the same message everywhere."""
+    cached = CACHED_LORA.fullmatch(name)
+    if not cached:
+        return None
+    path = lora_cache_dir() / f"{cached['digest']}.safetensors"
+    if not path.is_file():
+        raise ModelUnavailable(f"{where}LoRA {name!r} is not in the LoRA cache (it may have been evicted); "
+                               "submit it again")
+    return path
+
+
 def resolve_lora(folder: str, name: str) -> Path:
     """A LoRA named by file name (with or without suffix) inside the family folder, never outside it, or a
     content-addressed one (``sha256:<digest>``) from the LoRA cache."""
-    cached = CACHED_LORA.fullmatch(name)
-    if cached:
-        path = lora_cache_dir() / f"{cached['digest']}.safetensors"
-        if not path.is_file():
-            raise InvalidParams(f"LoRA {name!r} is not in the LoRA cache (it may have been evicted); submit it again")
+    if (path := cached_lora(name)) is not None:
         return path
     available = {p.name: p for p in list_loras(folder)} | {p.stem: p for p in list_loras(folder)}
     if name not in available:

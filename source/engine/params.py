@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from PIL import Image
@@ -532,10 +532,24 @@ def build_params(values: Mapping[str, Any]) -> GenerationParams:
 _SYSTEM_PARSED = parse_values(SYSTEM_DEFAULTS)
 
 
-def nearest_valid(value: int, step: int, *, offset: int = 0, minimum: int | None = None) -> int:
-    """The value of the form ``step * k + offset`` nearest to ``value`` (halfway rounds up), at least
-    ``minimum``: how WanGP adjusts a requested length (4k+1 frames) or size (a multiple of 16) rather than
-    refusing it. The one rounding rule for frame counts and resolutions."""
+# Wan's VAE packs this many frames per latent after the first: a video length is FRAME_STEP * k + 1.
+FRAME_STEP = 4
+
+_ROUNDING = {"nearest": lambda step: step // 2, "down": lambda step: 0, "up": lambda step: step - 1}
+
+
+def nearest_valid(value: int, step: int, *, offset: int = 0, minimum: int | None = None,
+                  toward: Literal["nearest", "down", "up"] = "nearest") -> int:
+    """The value of the form ``step * k + offset`` nearest to ``value`` (halfway rounds up; ``toward`` "down"
+    or "up": the largest not above it, the smallest not below it), at least ``minimum``: how WanGP adjusts a
+    requested length (4k+1 frames) or size (a multiple of 16) rather than refusing it. The one rounding rule
+    for frame counts and resolutions."""
     lowest = minimum if minimum is not None else step + offset
-    rounded = (value - offset + step // 2) // step * step + offset
+    rounded = (value - offset + _ROUNDING[toward](step)) // step * step + offset
     return max(lowest, rounded)
+
+
+def valid_frame_count(value: int, *, step: int = FRAME_STEP, toward: Literal["nearest", "down", "up"] = "nearest",
+                      minimum: int = 1) -> int:
+    """``value`` as a length a video pipeline makes (``step * k + 1`` frames), rounded ``toward``."""
+    return nearest_valid(value, step, offset=1, minimum=minimum, toward=toward)

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from source.engine.inputs import load_video
-from source.engine.params import GenerationParams
+from source.engine.params import GenerationParams, valid_frame_count
 
 # A window's own inputs, from the row's and from the last frames generated before it (None: the first).
 WindowInputs = Callable[["Window", "np.ndarray | None"], GenerationParams]
@@ -51,7 +51,8 @@ def needs_windows(params: GenerationParams) -> bool:
 
 
 def largest_length(size: int, step: int) -> int:
-    return (size - 1) // step * step + 1
+    """The longest length a window of at most ``size`` frames can have."""
+    return valid_frame_count(size, step=step, toward="down")
 
 
 def plan(total: int, size: int, overlap: int, discard: int, step: int) -> list[Window]:
@@ -62,7 +63,7 @@ def plan(total: int, size: int, overlap: int, discard: int, step: int) -> list[W
     while produced < total:
         start = 0 if not windows else produced - overlap
         need = total - start
-        length = min(size, (need - 1 + step - 1) // step * step + 1)
+        length = min(size, valid_frame_count(need, step=step, toward="up"))
         final = start + length >= total
         windows.append(Window(start, length, final))
         produced = start + length - (0 if final else discard)

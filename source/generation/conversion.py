@@ -8,6 +8,7 @@ Keys the engine does not use are listed in ``ignored_params`` (the row's result 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -18,6 +19,7 @@ import structlog
 from source.engine.params import PARSERS, parse_resolution, parse_values
 from source.errors import InvalidParams
 from source.routing import GENERATION_MODELS, canonical_task_type
+from source.task_types import TASK_TYPES, Output
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +28,7 @@ log = structlog.get_logger(__name__)
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
 # Task types whose output is a single image whatever the model's default length.
-SINGLE_IMAGE_TASK_TYPES = frozenset({"wan_2_2_t2i", "single_image"})
+SINGLE_IMAGE_TASK_TYPES = frozenset(t.name for t in TASK_TYPES if t.output is Output.SINGLE_IMAGE)
 
 ALIASES: Mapping[str, str] = MappingProxyType({
     "steps": "num_inference_steps",
@@ -69,6 +71,16 @@ class GenerationRequest:
     depth_model: str | None = None
     # The worker's --apply-reward-lora: added where the model supports it (Wan), skipped elsewhere.
     worker_reward_lora: bool = False
+
+
+def parse_timeout_seconds(value: Any) -> float | None:
+    """A row's ``params.timeout_seconds``: a positive, finite number of seconds (None when not given). The one
+    check of it, for the worker's task timeout (worker/limits.py) and the generation request alike."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InvalidParams(f"params.timeout_seconds must be a positive number, got {value!r}")
+    return float(value)
 
 
 def task_types_for_model(model: str) -> tuple[str, ...]:
@@ -120,9 +132,7 @@ def db_task_to_generation_task(
                                 ("reward", merged.get("apply_reward_lora")))
         if _truthy(flag)
     )
-    timeout = merged.get("timeout_seconds")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0):
-        raise InvalidParams(f"params.timeout_seconds must be a positive number, got {timeout!r}")
+    timeout = parse_timeout_seconds(merged.get("timeout_seconds"))
     return GenerationRequest(
         id=task_id,
         task_type=canonical,
@@ -131,7 +141,7 @@ def db_task_to_generation_task(
         additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
         acceleration_loras=acceleration,
         priority=priority,
-        timeout_seconds=float(timeout) if timeout is not None else None,
+        timeout_seconds=timeout,
         ignored_params=tuple(sorted(ignored)),
         depth_model=_optional_name("depth_model", merged.get("depth_model")),
         worker_reward_lora=apply_reward_lora,

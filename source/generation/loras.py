@@ -31,7 +31,7 @@ from typing import Any
 
 import structlog
 
-from source.engine.loras import CACHED_LORA, LORA_SUFFIXES, cached_lora_name, check_lora_file
+from source.engine.loras import CACHED_LORA, LORA_SUFFIXES, cached_lora, cached_lora_name, check_lora_file
 from source.engine.params import LoraWeight, pair_loras
 from source.engine.paths import lora_cache_dir
 from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
@@ -131,11 +131,7 @@ def fetch_lora(source: str, lora_dir: Path, inputs: TaskInputs | None = None) ->
     if not isinstance(source, str) or not source.strip():
         raise InvalidParams(f"params.additional_loras: {source!r} is not a URL or a path")
     source = source.strip()
-    cached = CACHED_LORA.fullmatch(source)
-    if cached:
-        path = lora_cache_dir() / f"{cached['digest']}.safetensors"
-        if not path.is_file():
-            raise ModelUnavailable(f"params.additional_loras: {source} is not in the LoRA cache")
+    if cached_lora(source, "params.additional_loras: ") is not None:
         return source
     inputs = inputs or TaskInputs(Path(tempfile.gettempdir()) / "wgp-lora-downloads")
     label = _label(source)

@@ -11,6 +11,7 @@ from source.errors import InputUnavailable, InvalidParams
 from source.handlers.common import Timings, output_file, resolve_task_input, write_png
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params
+from source.media.video import count_frames
 
 
 class ExtractFrameParams(TaskParams):
@@ -27,18 +28,6 @@ def _open(path: Path):
     if not capture.isOpened():
         raise InputUnavailable(f"{path.name} is not a readable video")
     return capture
-
-
-def count_frames(path: Path) -> int:
-    """Frames that really decode: container frame counts are estimates for many files."""
-    capture = _open(path)
-    try:
-        count = 0
-        while capture.grab():
-            count += 1
-        return count
-    finally:
-        capture.release()
 
 
 def read_frame(path: Path, index: int) -> tuple[np.ndarray, int]:

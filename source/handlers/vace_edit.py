@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from source.engine.params import valid_frame_count
 from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
@@ -81,10 +82,6 @@ def _ignored(params: VaceEditParams) -> dict[str, Any]:
     return {"ignored_params": ignored} if ignored else {}
 
 
-def _round_up_4n1(count: int) -> int:
-    return (count - 1 + 3) // 4 * 4 + 1
-
-
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(JoinClipsParams, ctx.params)
     if params.replace_mode:
@@ -101,7 +98,7 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     second = read_video(second_path, "ending_video_path", size)
     context = min(params.context_frame_count, len(first), len(second))
     # VACE makes 4n+1 frames: the gap grows to fit (as WanGP adjusts frame counts), recorded in result.
-    gap = _round_up_4n1(2 * context + params.gap_frame_count) - 2 * context
+    gap = valid_frame_count(2 * context + params.gap_frame_count, toward="up") - 2 * context
     gray = np.full((gap, *first.shape[1:]), GRAY, dtype=np.uint8)
     guide = np.concatenate([first[-context:], gray, second[:context]])
     generated = vace_fill(ctx, guide, np.r_[np.zeros(context, bool), np.ones(gap, bool), np.zeros(context, bool)],
@@ -127,7 +124,7 @@ def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     first = max(0, start - params.context_frame_count)
     last = min(len(video), end + params.context_frame_count)
     # 4n+1 frames: more context after the range where the video has it, then before, else padding (dropped).
-    length = _round_up_4n1(last - first)
+    length = valid_frame_count(last - first, toward="up")
     extra = length - (last - first)
     last, extra = min(len(video), last + extra), max(0, last + extra - len(video))
     first, extra = max(0, first - extra), max(0, extra - first)

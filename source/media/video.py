@@ -23,6 +23,19 @@ def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None)
     return np.stack([np.asarray(frame, dtype=np.uint8) for frame in frames])
 
 
+def count_frames(path: str | Path) -> int:
+    """Frames that really decode (0 for a file that is not a readable video): container frame counts are
+    estimates for many files. The one frame counter."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        count = 0
+        while capture.grab():
+            count += 1
+        return count
+    finally:
+        capture.release()
+
+
 def video_fps(path: str | Path, default: int = 16) -> int:
     """The file's frame rate, rounded (``default`` when the container does not say)."""
     capture = cv2.VideoCapture(str(path))

@@ -8,14 +8,13 @@ from typing import Any
 import structlog
 
 from source.engine.model_defs import load_model_def
-from source.engine.params import nearest_valid
+from source.engine.params import FRAME_STEP, nearest_valid, valid_frame_count
 from source.errors import InvalidParams
 from source.generation.conversion import normalise_resolution
 
 log = structlog.get_logger(__name__)
 
-# Wan's VAE packs 4 frames per latent after the first, and 8 pixels per latent times a patch of 2.
-FRAME_QUANTUM = 4
+# Wan's VAE: 8 pixels per latent times a patch of 2 (its frames: params.FRAME_STEP).
 SPATIAL_MULTIPLE = 16
 
 
@@ -23,8 +22,8 @@ def nearest_frame_count(name: str, value: int, adjusted: dict[str, Any] | None =
     """``value`` rounded to the nearest 4n+1 (at least 5), as WanGP adjusts a requested length; a change is
     logged as a warning and recorded in ``adjusted`` (the row's result shows it)."""
     if value < 1:
-        raise InvalidParams(f"{name} is {value}; send a frame count of at least {FRAME_QUANTUM + 1} (e.g. 17)")
-    used = nearest_valid(value, FRAME_QUANTUM, offset=1)
+        raise InvalidParams(f"{name} is {value}; send a frame count of at least {FRAME_STEP + 1} (e.g. 17)")
+    used = valid_frame_count(value, minimum=FRAME_STEP + 1)
     _record(name, value, used, adjusted)
     return used
 

@@ -19,23 +19,16 @@ from source.db.models import Task, TaskStatus
 from source.db.store import TaskStore
 from source.errors import InvalidParams
 from source.orchestrators.checks import nearest_frame_count
+from source.task_types import OLDER_FINAL_CHILDREN, TASK_TYPES
 
 log = structlog.get_logger(__name__)
 
-# The key that marks each older child shape (our payloads never carry it).
-OLDER_MARKS = {
-    "travel_segment": "full_orchestrator_payload",
-    "travel_stitch": "full_orchestrator_payload",
-    "dp_final_gen": "dp_orchestrator_payload",
-}
-
+# The key that marks each older child shape (our payloads never carry it), from source/task_types.py.
+OLDER_MARKS = {t.name: t.older_shape.mark for t in TASK_TYPES if t.older_shape}
 
 # The orchestrator row each older final child finished: the older stitch and dp_final_gen set the row named by
 # orchestrator_task_id_ref Complete with the final output (the older worker left it In Progress until then).
-OLDER_ORCHESTRATORS = {
-    "travel_stitch": "travel_orchestrator",
-    "dp_final_gen": "different_perspective_orchestrator",
-}
+OLDER_ORCHESTRATORS = dict(OLDER_FINAL_CHILDREN)
 
 
 @dataclass(frozen=True)

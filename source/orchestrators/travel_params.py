@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 from pydantic import Field
 
 from source.errors import InputUnavailable, InvalidParams
 from source.handlers.input_policy import TaskInputs
 from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
+from source.media.video import count_frames
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.travel_segment import Fade
 
@@ -167,9 +167,7 @@ def _overlaps_into_segments(values: list[int], count: int, continuing: bool) -> 
 
 def _check_continued_video(value: str | None, overlap: int, inputs: TaskInputs) -> None:
     path = resolve_input(value, "orchestrator_details.continue_from_video_resolved_path", inputs, kind="video")
-    capture = cv2.VideoCapture(str(path))
-    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.release()
+    frames = count_frames(path)
     if frames <= 0:
         raise InputUnavailable(f"{WHERE}.continue_from_video_resolved_path: cannot read any frame from {path}")
     if overlap > frames:

@@ -4,13 +4,13 @@ steps), so no single row can hold a worker for hours."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from source.engine.model_defs import load_model_def
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.generation.conversion import parse_timeout_seconds
 from source.routing import model_for_task_type
 
 # Default timeout: a base plus a share per GB of weights (a 14B Wan, 69 GB: 300 + 4140 s); tasks with no
@@ -29,14 +29,11 @@ FULL_WORK_BUDGET = 20_000_000_000
 def task_timeout(task_type: str, params: Mapping[str, Any], configured: float | None) -> float | None:
     """The seconds this task may run: ``params.timeout_seconds`` when given, never more than the worker's
     ``--task-timeout`` (``configured``; 0 = no limit, None = the default scaled by the task's model)."""
-    own = params.get("timeout_seconds")
-    if own is not None and (isinstance(own, bool) or not isinstance(own, int | float) or not math.isfinite(own)
-                            or own <= 0):
-        raise InvalidParams(f"params.timeout_seconds must be a positive number, got {own!r}")
+    own = parse_timeout_seconds(params.get("timeout_seconds"))
     limit = default_timeout(task_type, params) if configured is None else (configured or None)
     if own is None:
         return limit
-    return float(own) if limit is None else min(float(own), limit)
+    return own if limit is None else min(own, limit)
 
 
 def default_timeout(task_type: str, params: Mapping[str, Any]) -> float:

@@ -440,6 +440,9 @@ class Worker:
         # Rows are read by people who must never see the worker's keys: scrub what gets stored.
         result = redact_value({**outcome_result, "worker_id": self.settings.worker_id, "attempt": task.attempts,
                                "handler_seconds": elapsed})
+        if outcome_result.get("thumbnail") != outcome.result.get("thumbnail"):
+            # The publisher's own URL is meant to be shared (a presigned URL's query is its point), not a leak.
+            result["thumbnail"] = outcome_result["thumbnail"]
         parent_id = task.parent_task_id or outcome.parent_task_id
         if outcome.completes_parent and parent_id:
             # Parent first: if this process dies in between, the child is reclaimed, runs again and finds

@@ -1,13 +1,15 @@
-"""Turning a handler's local output file into the row's ``output_location``: the local path, or the public
-URL of the file uploaded to Supabase Storage."""
+"""Turning a handler's local output file into the row's ``output_location``: the local path, or the URL of
+the file uploaded to Supabase Storage or S3-compatible storage (source/worker/s3_storage.py)."""
 
 from __future__ import annotations
 
 import mimetypes
+import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import structlog
@@ -55,19 +57,24 @@ class LegacyFilesPublisher:
         return f"{LEGACY_FILES}/{target.name}"
 
 
-class SupabaseStoragePublisher:
-    """Uploads to ``<bucket>/<project_or_user>/<task_id>/<filename>`` (upsert, so a retried task replaces
-    its object) and returns the public URL. A failed upload never loses the generation: the local file
-    stays and the task fails with a message saying where it is. After a successful upload the local file
-    is deleted (a box runs for months on a finite disk) unless ``keep_local``."""
+class UploadPublisher:
+    """An object store: uploads to ``<bucket>/<prefix/><project_or_user>/<task_id>/<filename>`` (overwriting, so
+    a retried task replaces its object) and returns the object's URL. A failed upload never loses the
+    generation: the local file stays and the task fails with a message saying where it is. After a successful
+    upload the local file is deleted (a box runs for months on a finite disk) unless ``keep_local``.
+    Subclasses give ``service`` (its name in messages), ``_upload`` and ``is_outage``."""
 
-    def __init__(self, client: Client, bucket: str, *, attempts: int = UPLOAD_ATTEMPTS,
-                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS, keep_local: bool = False) -> None:
+    service = "object storage"
+    bucket: str
+    prefix: str = ""
+
+    def __init__(self, bucket: str, *, attempts: int = UPLOAD_ATTEMPTS,
+                 backoff_seconds: float = UPLOAD_BACKOFF_SECONDS, keep_local: bool = False, prefix: str = "") -> None:
         self.bucket = bucket
+        self.prefix = prefix.strip("/")
         self.keep_local = keep_local
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
-        self._storage = client.storage.from_(bucket)
 
     def object_path(self, task: Task, local_path: Path) -> str:
         owner = task.project_id
@@ -77,35 +84,57 @@ class SupabaseStoragePublisher:
             except TaskError:
                 owner = None
         folder = _UNSAFE_SEGMENT.sub("_", str(owner or "unassigned")).strip("._") or "unassigned"
-        return f"{folder}/{task_stem(task.id)}/{Path(local_path).name}"
+        key = f"{folder}/{task_stem(task.id)}/{Path(local_path).name}"
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _upload(self, object_path: str, local_path: Path, content_type: str) -> str:
+        """Store the file at ``object_path``; return its URL."""
+        raise NotImplementedError
+
+    def is_outage(self, exc: BaseException) -> bool:
+        """Worth another try (the network, a timeout, a 5xx/429/408 answer) rather than a refusal."""
+        raise NotImplementedError
 
     def publish(self, task: Task, local_path: Path) -> str:
         local_path = Path(local_path).resolve()
         object_path = self.object_path(task, local_path)
         content_type = mimetypes.guess_type(local_path.name)[0] or "application/octet-stream"
-
-        def upload() -> str:
-            self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
-            return self._storage.get_public_url(object_path).rstrip("?")
-
         policy = RetryPolicy(Backoff(first=self.backoff_seconds, cap=30.0, jitter=0.25), attempts=self.attempts,
-                             retryable=is_upload_outage)
+                             retryable=self.is_outage)
         try:
-            url = retry_call(upload, policy, event="output_upload_failed", log=log, task_id=task.id,
-                             bucket=self.bucket, object=object_path)
+            url = retry_call(lambda: self._upload(object_path, local_path, content_type), policy,
+                             event="output_upload_failed", log=log, task_id=task.id, bucket=self.bucket,
+                             object=object_path)
         except Exception as exc:
             where = (f"(bucket {self.bucket!r}, object {object_path!r}): {type(exc).__name__}: {exc}; "
                      f"the generated file is kept at {local_path}")
-            if not is_upload_outage(exc):  # a refusal (no such bucket, no right to write): the same next time
-                raise TaskError(f"Supabase Storage refused the output upload {where}") from exc
+            if not self.is_outage(exc):  # a refusal (no such bucket, no right to write): the same next time
+                raise TaskError(f"{self.service} refused the output upload {where}") from exc
             # The task as a whole is retried later (run_after); the file stays for that attempt to find.
             raise StorageUnavailable(
-                f"uploading the output to Supabase Storage failed after {self.attempts} attempts {where}") from exc
+                f"uploading the output to {self.service} failed after {self.attempts} attempts {where}") from exc
         log.info("output_uploaded", task_id=task.id, bucket=self.bucket, object=object_path)
         if not self.keep_local:
             local_path.unlink(missing_ok=True)
             log.info("local_output_removed", task_id=task.id, path=str(local_path))
         return url
+
+
+class SupabaseStoragePublisher(UploadPublisher):
+    """Supabase Storage (upsert); the location is the object's public URL."""
+
+    service = "Supabase Storage"
+
+    def __init__(self, client: Client, bucket: str, **options: Any) -> None:
+        super().__init__(bucket, **options)
+        self._storage = client.storage.from_(bucket)
+
+    def _upload(self, object_path: str, local_path: Path, content_type: str) -> str:
+        self._storage.upload(object_path, local_path, {"upsert": "true", "content-type": content_type})
+        return self._storage.get_public_url(object_path).rstrip("?")
+
+    def is_outage(self, exc: BaseException) -> bool:
+        return is_upload_outage(exc)
 
 
 def is_upload_outage(exc: BaseException) -> bool:
@@ -136,9 +165,15 @@ def publish_thumbnail(publisher: OutputPublisher, task: Task, result: dict) -> d
         return {**result, "thumbnail_upload_error": str(exc)[:300]}
 
 
-def open_publisher(config: StoreConfig, *, keep_local: bool = False) -> OutputPublisher:
-    """Supabase Storage when the project URL and key are known, else local paths. ``keep_local``: keep the
-    local copy of an uploaded output."""
+def open_publisher(config: StoreConfig, *, keep_local: bool = False, storage: str | None = None,
+                   env: Mapping[str, str] | None = None) -> OutputPublisher:
+    """``storage`` (``--storage s3://bucket/prefix``) first, with the ``S3_*`` settings of ``env``; else
+    Supabase Storage when the project URL and key are known; else local paths. ``keep_local``: keep the local
+    copy of an uploaded output. Raises S3SettingsError for unusable S3 settings."""
+    if storage:
+        from source.worker.s3_storage import S3Publisher, parse_s3_target
+
+        return S3Publisher(parse_s3_target(storage, os.environ if env is None else env), keep_local=keep_local)
     if not config.has_storage:
         return LocalPublisher()
     from source.db.supabase_client import STORAGE_TIMEOUT_SECONDS, make_client

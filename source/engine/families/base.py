@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import structlog
 
-from source.engine.params import GenerationParams, nearest_valid
+from source.engine.params import GenerationParams, nearest_valid, valid_frame_count
 from source.errors import InvalidParams
 
 
@@ -53,7 +53,7 @@ class Family:
         multiple, step = self._multiple(pipe), self.temporal_step(pipe)
         width, height = nearest_valid(params.width, multiple), nearest_valid(params.height, multiple)
         # one frame (k = 0) is a valid length: single images from video models
-        length = nearest_valid(params.video_length, step, offset=1, minimum=1) \
+        length = valid_frame_count(params.video_length, step=step) \
             if self.is_video and not exact_length else params.video_length
         adjusted: dict[str, Any] = {}
         if (width, height) != (params.width, params.height):

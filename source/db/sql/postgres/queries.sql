@@ -32,6 +32,14 @@ SELECT to_regclass('tasks') IS NOT NULL AS has_tasks,
        to_regclass('schema_migrations') IS NOT NULL AS has_migrations,
        to_regprocedure('tasks_schema_version()') IS NOT NULL AS has_version_function;
 
+-- name: reigh_database
+-- Reigh's database (banodoco/reigh-app): task_types with a run_type and Reigh's own workers table. This
+-- worker only joins it as a guest (source/db/reigh_guest.py), never with the migrations of this folder.
+SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('task_types') AND attname = 'run_type'
+                  AND NOT attisdropped)
+   AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('workers') AND attname = 'instance_type'
+                  AND NOT attisdropped) AS reigh;
+
 -- name: function_schema_version
 -- Migrations applied by hand or with `supabase db push` leave no schema_migrations rows; the version the
 -- functions report (each migration bumps it) stands for them.

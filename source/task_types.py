@@ -100,6 +100,7 @@ TASK_TYPES: tuple[TaskType, ...] = (
     # Utilities
     TaskType("extract_frame", f"{_HANDLERS}.extract_frame:handle_extract_frame"),
     TaskType("rife_interpolate_images", f"{_HANDLERS}.rife_interpolate:handle_rife_interpolate_images"),
+    TaskType("video_enhance", f"{_HANDLERS}.video_enhance:handle_video_enhance"),
     TaskType("generate_openpose", f"{_HANDLERS}.openpose:handle_generate_openpose"),
     TaskType("generate_depth", f"{_HANDLERS}.depth:handle_generate_depth"),
     # Diagnostics

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,8 @@ def write_video(frames: np.ndarray, path: Path, fps: int, *, preset: str = "very
     return write_video_frames(frames, path, fps, (width, height), preset=preset)
 
 
-def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size: tuple[int, int], *,
-                       preset: str = "veryfast") -> Path:
+def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: float, size: tuple[int, int], *,
+                       preset: str = "veryfast", crf: int = CRF) -> Path:
     """Streams uint8 RGB frames of ``size`` (width, height) into an mp4, one at a time.
 
     The same frames always give the same bytes (``X264_PARAMS``). CRF 10 keeps generated detail
@@ -50,7 +51,8 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
 
     width, height = size
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset,
+        rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)
+        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset,
                                                                   "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:

@@ -21,6 +21,7 @@ from pydantic import Field
 from source.db.models import NewTask, TaskStatus, child_task_id
 from source.errors import InvalidParams, TaskError
 from source.generation.conversion import lift_orchestrator_details
+from source.handlers.app_fields import split_app_fields
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
@@ -28,7 +29,6 @@ from source.handlers.task_paths import safe_filename
 from source.handlers.vace_edit import vace_fill
 from source.media.audio import add_soundtrack, spans_to_pieces
 from source.media.video import read_video, resample_frames, save_video, video_info
-from source.orchestrators.app_fields import split_app_fields
 from source.orchestrators.checks import check_model, check_resolution
 from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
 from source.orchestrators.join_plan import (

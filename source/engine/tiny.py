@@ -341,6 +341,116 @@ def build_ltx2():
         output_sampling_rate=16000))
     return LTX2Pipeline(transformer=transformer, vae=vae, audio_vae=audio_vae, scheduler=FlowMatchEulerDiscreteScheduler(),
                         text_encoder=text_encoder, tokenizer=_gemma_tokenizer(), connectors=connectors, vocoder=vocoder)
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+# Enough of Qwen's chat template for Z-Image's apply_chat_template (one user turn, then the assistant's).
+_QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                       "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _qwen_tokenizer():
+    """Qwen2's byte-level BPE with no merges (every byte one token) and the chat/vision special tokens."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import Qwen2Tokenizer
+
+    vocab = {char: i for i, char in enumerate(sorted(ByteLevel.alphabet()))}
+    for token in _QWEN_SPECIALS:
+        vocab[token] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               model_max_length=4096)
+    tokenizer.add_special_tokens({"additional_special_tokens": _QWEN_SPECIALS})
+    tokenizer.chat_template = _QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def _qwen_vl(tokenizer):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in _QWEN_SPECIALS}
+    text = {"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 2, "vocab_size": len(tokenizer), "rope_theta": 1000000.0,
+            "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+            "bos_token_id": None, "eos_token_id": ids["<|im_end|>"], "pad_token_id": ids["<|endoftext|>"]}
+    vision = {"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16}
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, hidden_size=16, vocab_size=len(tokenizer),
+        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+    )
+    return _seeded(0, lambda: Qwen2_5_VLForConditionalGeneration(config))
+
+
+def _qwen_components(*, edit: bool = False) -> dict:
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    from source.engine.families.qwen import image_text_processor
+
+    tokenizer = _qwen_tokenizer()
+    transformer = _seeded(0, lambda: QwenImageTransformer2DModel(
+        patch_size=2, in_channels=16, out_channels=4, num_layers=2, attention_head_dim=16, num_attention_heads=3,
+        joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
+    ))
+    vae = _seeded(0, lambda: AutoencoderKLQwenImage(
+        base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1, temperal_downsample=[False, True],
+        latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+    ))
+    components = {"transformer": transformer, "vae": vae, "text_encoder": _qwen_vl(tokenizer),
+                  "tokenizer": tokenizer, "scheduler": FlowMatchEulerDiscreteScheduler(shift=3.0)}
+    if edit:
+        from transformers import Qwen2VLImageProcessorPil
+
+        # the smallest vision grid (2x2 merged patches), so a reference costs the encoder a few tokens
+        images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56)
+        components["processor"] = image_text_processor(images, tokenizer)
+    return components
+
+
+def build_qwen_image():
+    from diffusers import QwenImagePipeline
+
+    return QwenImagePipeline(**_qwen_components())
+
+
+def build_qwen_image_edit():
+    from diffusers import QwenImageEditPipeline
+
+    return QwenImageEditPipeline(**_qwen_components(edit=True))
+
+
+def build_qwen_image_edit_plus():
+    from diffusers import QwenImageEditPlusPipeline
+
+    return QwenImageEditPlusPipeline(**_qwen_components(edit=True))
+
+
+def build_z_image():
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        ZImagePipeline,
+        ZImageTransformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = _qwen_tokenizer()
+    transformer = _seeded(0, lambda: ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    ))
+    vae = _seeded(0, lambda: AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+        latent_channels=16, norm_num_groups=32, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159,
+    ))
+    text_encoder = _seeded(0, lambda: Qwen3Model(Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        vocab_size=len(tokenizer), max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+    )))
+    return ZImagePipeline(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                          scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0))
 
 
 class _TransformersBundle:
@@ -373,6 +483,15 @@ def build_depth_anything():
     return _TransformersBundle(_seeded(0, lambda: DepthAnythingForDepthEstimation(config)), processor)
 
 
+def build_swin2sr_x2():
+    """Swin2SR x2 (transformers) at a few thousand weights: the real upscaler's classes, random weights."""
+    from transformers import Swin2SRConfig, Swin2SRForImageSuperResolution
+
+    config = Swin2SRConfig(image_size=32, embed_dim=16, depths=[1], num_heads=[2], window_size=4, upscale=2,
+                           upsampler="pixelshuffledirect")
+    return _seeded(0, lambda: Swin2SRForImageSuperResolution(config))
+
+
 BUILDERS: dict[str, Callable[[], object]] = {
     "wan_t2v": build_wan_t2v,
     "wan_t2v_2_2": build_wan_t2v_2_2,
@@ -386,10 +505,15 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "hunyuan": build_hunyuan,
     "ltxv": build_ltxv,
     "ltx2": build_ltx2,
+    "qwen_image": build_qwen_image,
+    "qwen_image_edit": build_qwen_image_edit,
+    "qwen_image_edit_plus": build_qwen_image_edit_plus,
+    "z_image": build_z_image,
     "depth_anything": build_depth_anything,
+    "swin2sr_x2": build_swin2sr_x2,
 }
 # The file whose presence marks a complete folder: diffusers pipelines have model_index.json.
-_MARKERS = {"depth_anything": "preprocessor_config.json"}
+_MARKERS = {"depth_anything": "preprocessor_config.json", "swin2sr_x2": "model.safetensors"}
 
 
 def materialise(kind: str, cache_dir: Path | None = None) -> Path:

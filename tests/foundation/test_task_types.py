@@ -57,7 +57,7 @@ def test_routing_tables_are_views_of_the_records():
     assert routing.GENERATION_MODELS["wan_2_2_t2i"] == "t2v_2_2"
     assert all(routing.ROUTES[name] == routing.GENERATION for name in routing.GENERATION_MODELS)
     assert routing.OWN_DEFAULT_MODELS == {"magic_edit": "flux_kontext"}
-    assert routing.GENERATES_AS == {"join_clips": "vace", "inpaint_frames": "vace"}
+    assert routing.GENERATES_AS == {"join_clips": "vace", "inpaint_frames": "vace", "join_clips_segment": "vace"}
     assert routing.LEGACY_ALIASES == {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
     assert routing.default_model("join_clips") == routing.GENERATION_MODELS["vace"]
     assert routing.default_model("standard_wgp_task") == "t2v"

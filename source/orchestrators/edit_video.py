@@ -21,10 +21,10 @@ from source.errors import InvalidParams
 from source.generation.conversion import lift_orchestrator_details, normalise_resolution
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.inputs import resolve_input
+from source.handlers.join_plan import ClipRef
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.video import video_info
 from source.orchestrators.join_clips import MAX_FRAMES, JoinOverride, JoinSettings, spawn_join_run
-from source.orchestrators.join_plan import ClipRef
 
 MAX_PORTIONS = 50
 WHERE = "params.orchestrator_details"

@@ -24,14 +24,7 @@ from source.generation.conversion import lift_orchestrator_details
 from source.handlers.app_fields import split_app_fields
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
-from source.handlers.vace_edit import vace_fill
-from source.media.audio import add_soundtrack, spans_to_pieces
-from source.media.video import read_video, resample_frames, save_video, video_info
-from source.orchestrators.checks import check_model, check_resolution
-from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
-from source.orchestrators.join_plan import (
+from source.handlers.join_plan import (
     ClipRef,
     JoinPlan,
     bridge_guide,
@@ -41,6 +34,13 @@ from source.orchestrators.join_plan import (
     stitch_spans,
     stitched_length,
 )
+from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_paths import safe_filename
+from source.handlers.vace_edit import vace_fill
+from source.media.audio import add_soundtrack, spans_to_pieces
+from source.media.video import read_video, resample_frames, save_video, video_info
+from source.orchestrators.checks import check_model, check_resolution
+from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
 
 MAX_FRAMES = 2000
 MAX_CLIPS = 100

@@ -19,15 +19,12 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
+from source.engine.params import valid_frame_count
 from source.errors import InvalidParams
 from source.handlers.task_params import TaskParams
 from source.media.video import crossfade_join
 
 GRAY = 127
-
-
-def round_up_4n1(count: int) -> int:
-    return (count - 1 + 3) // 4 * 4 + 1
 
 
 class ClipRef(TaskParams):
@@ -67,8 +64,8 @@ class JoinPlan(TaskParams):
 def plan_join(index: int, len_a: int, len_b: int, *, context: int, gap: int, replace: bool, blend: int,
               keep_bridging_images: bool, exact_gap: bool = False) -> JoinPlan:
     used_context = min(context, len_a, len_b)
-    used_gap = gap if exact_gap else round_up_4n1(2 * used_context + gap) - 2 * used_context
-    pad = round_up_4n1(2 * used_context + used_gap) - 2 * used_context - used_gap
+    used_gap = gap if exact_gap else valid_frame_count(2 * used_context + gap, toward="up") - 2 * used_context
+    pad = valid_frame_count(2 * used_context + used_gap, toward="up") - 2 * used_context - used_gap
     from_a = used_gap // 2 if replace else 0
     from_b = used_gap - from_a if replace else 0
     if len_a < from_a + used_context or len_b < from_b + used_context:

@@ -22,7 +22,7 @@ import structlog
 
 from source.errors import CancelReason, OutOfMemory, TaskCancelled, TaskError
 from source.generation.conversion import GenerationRequest
-from source.handlers.input_policy import TaskInputs
+from source.task_files.policy import TaskInputs
 
 log = structlog.get_logger(__name__)
 

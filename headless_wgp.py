@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from source.engine.features import check_supported
-from source.engine.model_defs import load_model_def
+from source.engine.model_defs import BoxOptions, load_model_def
 from source.engine.params import ResolvedParameters, parse_settings, resolve
 from source.errors import InvalidParams
 from source.generation.control_video import build_control_guide, select_vace_inputs
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task
-from source.handlers.input_policy import TaskInputs
-from source.handlers.inputs import engine_inputs, resolve_generation_files
+from source.model_memory import ModelMemory
+from source.task_files.fetch import engine_inputs, resolve_generation_files
+from source.task_files.policy import TaskInputs
 from source.worker.limits import check_work_budget
 
 if TYPE_CHECKING:
@@ -58,16 +59,23 @@ class PreparedGeneration:
 
 
 class WanOrchestrator:
-    def __init__(self, output_dir: Path | str, *, engine: Engine | None = None) -> None:
+    def __init__(self, output_dir: Path | str, *, engine: Engine | None = None, box: BoxOptions | None = None,
+                 memory: ModelMemory | None = None) -> None:
         self.output_dir = Path(output_dir)
         self._engine = engine
+        # The auxiliary models (depth, pose for control videos; RIFE in the engine) beside the resident model,
+        # the engine's own when one is given.
+        self.memory = memory if memory is not None else engine.memory if engine is not None else ModelMemory()
+        # This box's engine options (worker.py's --wgp-*, --ckpts-dir), for the definitions it reads and the
+        # engine it creates; None: the environment's.
+        self.box = box if box is not None or engine is None else engine.box
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
             from source.engine.core import Engine
 
-            self._engine = Engine()
+            self._engine = Engine(box=self.box, memory=self.memory)
         return self._engine
 
     # -- models --------------------------------------------------------------------------------------
@@ -80,13 +88,14 @@ class WanOrchestrator:
         return self.engine.load(model_type)
 
     def unload_model(self) -> None:
+        """Free the resident model and the auxiliary ones (after an out-of-memory error, on request)."""
         if self._engine is not None:
             self._engine.unload()
+        self.memory.release_auxiliary("unload")
         gc.collect()
 
-    @staticmethod
-    def capabilities(model_type: str) -> ModelCapabilities:
-        definition = load_model_def(model_type)
+    def capabilities(self, model_type: str) -> ModelCapabilities:
+        definition = load_model_def(model_type, self.box)
         architecture = definition.architecture
         return ModelCapabilities(
             vace=architecture == "wan_vace",
@@ -98,7 +107,7 @@ class WanOrchestrator:
 
     # -- stage 1: prepare (before the model lock) ----------------------------------------------------
     def prepare(self, request: GenerationRequest, *, inputs: TaskInputs) -> PreparedGeneration:
-        definition = load_model_def(request.model)
+        definition = load_model_def(request.model, self.box)
         # 1. what the model takes (every tier counts: a model JSON may carry a guide or letters)
         given = {**parse_settings(definition.settings, request.model), **request.parameters}
         self._check_capabilities(request.model, given, request.parameters)
@@ -111,7 +120,7 @@ class WanOrchestrator:
             acceleration_loras=self._acceleration_loras(request, definition.architecture)), inputs)
         # 4. inputs as local files (URLs downloaded, capped), the control video built from the guide
         values = resolve_generation_files(request.parameters, inputs)
-        values = build_control_guide(values, letters, inputs.work_dir, request.depth_model)
+        values = build_control_guide(values, letters, inputs.work_dir, request.depth_model, self.memory)
         # 5. the three tiers, once
         resolved = resolve(definition.settings, values, model_type=request.model)
         check_work_budget(request.model, resolved.params)

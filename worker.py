@@ -14,13 +14,16 @@ import structlog
 
 from headless_model_management import HeadlessTaskQueue
 from headless_wgp import WanOrchestrator
-from source.cli.store_options import run_migrations, store_failure, with_store_config
+from source.cli.store_options import is_service_key, run_migrations, store_failure, with_store_config
 from source.db import DbType, StoreConfig, StoreConfigError, open_store, prepare_schema
 from source.db.config import WAKE_MODE_CHOICES, StoreUnavailable
 from source.db.models import Capabilities
+from source.engine.model_defs import BoxOptions
+from source.errors import TaskError
 from source.generation.handler import resident_affinity
-from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted
-from source.retry import TASK_RETRY, Backoff
+from source.logging_utils import capture_stray_output, configure_logging, json_lines_wanted, register_secret
+from source.model_memory import ModelMemory
+from source.retry import Backoff
 from source.routing import known_task_types
 from source.worker.capabilities import CapabilityError, parse_list, resolve_capabilities
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
@@ -29,15 +32,25 @@ from source.worker.loop import Worker
 from source.worker.publishing import LegacyFilesPublisher, OutputPublisher, open_publisher
 from source.worker.s3_storage import S3SettingsError
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
+from source.worker.webhooks import (
+    DEFAULT_PROGRESS_SECONDS,
+    DEFAULT_RETRY_SECONDS,
+    SECRET_ENV,
+    WebhookSender,
+    WebhookSigner,
+    check_webhook_syntax,
+)
 
 log = structlog.get_logger("worker")
+# The flags' defaults are WorkerSettings' own (one place for each default).
+DEFAULTS = WorkerSettings(worker_id="")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @with_store_config
-@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=10.0, show_default=True,
+@click.option("--poll-interval", type=click.FloatRange(min=0.05), default=DEFAULTS.poll_interval, show_default=True,
               help="Seconds between fallback polls; new rows wake an idle worker sooner (data_version / LISTEN).")
-@click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("outputs"),
+@click.option("--main-output-dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULTS.main_output_dir,
               show_default=True, help="Where outputs are written.")
 @click.option("--input-roots", "input_roots", multiple=True, type=click.Path(file_okay=False, path_type=Path),
               help="A folder local input files (and local LoRAs) may come from; repeat for several. The output dir "
@@ -53,6 +66,13 @@ log = structlog.get_logger("worker")
               help="Upload outputs to S3-compatible storage (AWS S3, R2, B2, MinIO) instead of Supabase Storage or "
                    "the local folder; endpoint, region, keys, S3_PUBLIC_BASE_URL or presigned-URL expiry from "
                    "S3_* variables (docs/production.md) [env WORKER_STORAGE].")
+@click.option("--webhook-url", envvar="WORKER_WEBHOOK_URL", default=None, metavar="URL",
+              help="Post every task's webhooks here unless its row names its own params.webhook_url; signed with "
+                   "WORKER_WEBHOOK_SECRET (Standard Webhooks, docs/production.md) [env WORKER_WEBHOOK_URL].")
+@click.option("--webhook-retry-seconds", type=click.FloatRange(min=0), default=DEFAULT_RETRY_SECONDS,
+              show_default=True, help="How long a webhook delivery that fails (network, 5xx, 429) is retried.")
+@click.option("--webhook-progress-seconds", type=click.FloatRange(min=0.05), default=DEFAULT_PROGRESS_SECONDS,
+              show_default=True, help="At most one progress webhook per task this often.")
 @click.option("--save-logging", is_flag=False, flag_value="logs/worker.log", default=None, metavar="[PATH]",
               help="Also write JSON log lines to PATH (default logs/worker.log when given without a value).")
 @click.option("--save-logging-max-mb", type=click.FloatRange(min=0), default=100.0, show_default=True,
@@ -76,24 +96,29 @@ log = structlog.get_logger("worker")
               help="Write a failed row's error text into output_location too; on SQLite also publish outputs "
                    "as files/<name> under <db folder>/public/files (the older worker's conventions).")
 @click.option("--colour-match-videos", is_flag=True, help="Colour-match travel segments to their start image.")
-@click.option("--mask-active-frames/--no-mask-active-frames", default=True, show_default=True,
+@click.option("--mask-active-frames/--no-mask-active-frames", default=DEFAULTS.mask_active_frames, show_default=True,
               help="Travel segments: mask video marks kept vs generated frames.")
 @click.option("--once", is_flag=True, help="Exit when no task is claimable (scripts, demos).")
+@click.option("--idle-release-minutes", type=click.FloatRange(min=0), default=None,
+              help="Exit with code 75 after this many minutes without a claim, giving the GPU back (reigh-worker's "
+                   "flag; 0 = never) [default: 15 with a Reigh personal access token, else never].")
+@click.option("--idle-onboarding-grace-seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="No idle release within this many seconds of the start.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None, help="Exit after processing N tasks.")
-@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=60.0, show_default=True,
+@click.option("--lease-seconds", type=click.FloatRange(min=0.5), default=DEFAULTS.lease_seconds, show_default=True,
               help="Lease of a claimed row; a crashed worker's row is reclaimed after it expires.")
-@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=30.0, show_default=True,
+@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=DEFAULTS.shutdown_grace, show_default=True,
               help="On SIGTERM/SIGINT, seconds the running task may finish before it is requeued.")
-@click.option("--task-timeout", type=click.FloatRange(min=0), default=None, show_default="scaled by the model",
+@click.option("--task-timeout", type=click.FloatRange(min=0), default=DEFAULTS.task_timeout, show_default="scaled by the model",
               help="Fail a task that runs longer than this many seconds (0 = no limit). Default: 300 s plus 60 s "
                    "per GB of the task's model weights (1800 s for tasks without a model); a row's own "
                    "params.timeout_seconds may only shorten it.")
-@click.option("--max-children-per-task", type=click.IntRange(min=1), default=200, show_default=True,
+@click.option("--max-children-per-task", type=click.IntRange(min=1), default=DEFAULTS.max_children_per_task, show_default=True,
               help="Most child rows one orchestrator row may create (a travel of N images creates N rows).")
-@click.option("--free-shutdown-requeues", type=click.IntRange(min=0), default=3, show_default=True,
+@click.option("--free-shutdown-requeues", type=click.IntRange(min=0), default=DEFAULTS.free_shutdown_requeues, show_default=True,
               help="Times a row interrupted by a worker shutdown is requeued without counting the attempt; "
                    "after that each one counts, so a row that always hangs ends Failed.")
-@click.option("--affinity-window", type=click.FloatRange(min=0), default=120.0, show_default=True,
+@click.option("--affinity-window", type=click.FloatRange(min=0), default=DEFAULTS.affinity_window, show_default=True,
               help="Prefer rows for the resident model unless an older row has waited this many seconds.")
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=0, show_default=True,
               help="Serve Prometheus metrics at /metrics and a health check at /health on this port (0 = off).")
@@ -106,10 +131,10 @@ log = structlog.get_logger("worker")
               help="Folder of single-file checkpoints (a WanGP ckpts/ folder): definitions use the files found "
                    "there instead of downloading [env WGP_CKPTS_DIR; default: ckpts/ beside worker.py].")
 @engine_flag_options
-@click.option("--retry-delay", type=click.FloatRange(min=0), default=TASK_RETRY.first, show_default=True,
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=DEFAULTS.retry_backoff.first, show_default=True,
               help="A row that failed for a transient reason (network, storage, hub 5xx) runs again after this "
                    "many seconds, doubling per attempt (with jitter) up to --retry-delay-max, until max_attempts.")
-@click.option("--retry-delay-max", type=click.FloatRange(min=0), default=TASK_RETRY.cap, show_default=True,
+@click.option("--retry-delay-max", type=click.FloatRange(min=0), default=DEFAULTS.retry_backoff.cap, show_default=True,
               help="The longest wait between two attempts of a row.")
 @click.option("--db-max-connections", type=click.IntRange(min=1), default=None, envvar="WORKER_DB_MAX_CONNECTIONS",
               help="Direct Postgres (--db-url): the most server connections this worker uses for claims, "
@@ -137,10 +162,9 @@ def main(config: StoreConfig, **opts: object) -> None:
     """Claim tasks from the queue, run them, and write status and outputs back."""
     configure_logging(str(opts["log_format"]), debug=bool(opts["debug"]), save_path=opts["save_logging"],  # type: ignore[arg-type]
                       save_max_bytes=int(float(opts["save_logging_max_mb"]) * 2**20))  # type: ignore[arg-type]
-    apply_engine_flags(opts)
-    if opts["ckpts_dir"]:
-        # The engine reads the folder where it resolves files (source/engine/paths.py), like WGP_LORA_DIR.
-        os.environ["WGP_CKPTS_DIR"] = str(Path(opts["ckpts_dir"]).expanduser().resolve())  # type: ignore[arg-type]
+    # This box's engine options, passed down to the engine and the capability check (not through os.environ).
+    box = BoxOptions(overrides=apply_engine_flags(opts),
+                     ckpts_dir=Path(opts["ckpts_dir"]).expanduser().resolve() if opts["ckpts_dir"] else None)  # type: ignore[arg-type]
     config = dataclasses.replace(config, db_max_connections=opts["db_max_connections"],  # type: ignore[arg-type]
                                  wake_mode=str(opts["wake_mode"]))
     try:
@@ -179,7 +203,7 @@ def main(config: StoreConfig, **opts: object) -> None:
     if opts["queue_workers"] is not None:
         log.warning("queue_workers_ignored", reason="generation runs in the task's handler, one at a time; "
                     "drop --queue-workers")
-    capabilities = _capabilities(opts)
+    capabilities = _capabilities(opts, box)
     settings = WorkerSettings(
         worker_id=str(opts["worker_id"] or default_worker_id()),
         main_output_dir=Path(opts["main_output_dir"]),  # type: ignore[arg-type]
@@ -204,9 +228,13 @@ def main(config: StoreConfig, **opts: object) -> None:
         legacy_public_root=Path(config.db_file).resolve().parent / "public"
         if opts["legacy_output_location"] and config.db_type is DbType.SQLITE else None,
         capabilities=capabilities,
+        idle_release_seconds=60.0 * _idle_release_minutes(config, opts["idle_release_minutes"]),  # type: ignore[arg-type]
+        idle_release_grace_seconds=float(opts["idle_onboarding_grace_seconds"]),  # type: ignore[arg-type]
     )
     # One resident model per process: the queue is built here and reaches handlers through the task context.
-    generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve()))
+    # One ModelMemory: the auxiliary models the engine and the handlers load are freed by the engine's loads.
+    memory = ModelMemory()
+    generation = HeadlessTaskQueue(WanOrchestrator(settings.main_output_dir.resolve(), box=box, memory=memory))
     observer = None
     metrics_port = int(opts["metrics_port"]) + int(opts["metrics_port_offset"]) if opts["metrics_port"] else 0  # type: ignore[call-overload]
     if metrics_port > 65535:
@@ -221,9 +249,12 @@ def main(config: StoreConfig, **opts: object) -> None:
         serve_metrics(observer, str(opts["metrics_host"]), metrics_port)
         log.info("metrics_serving", host=opts["metrics_host"], port=metrics_port)
     publisher = _publisher(config, settings, opts)
+    webhooks = _webhooks(store, settings, opts)
     worker = Worker(store, settings, publisher=publisher, max_tasks=opts["max_tasks"],  # type: ignore[arg-type]
+                    webhooks=webhooks,
                     exit_when_idle=bool(opts["once"]), observer=observer, generation=generation,
-                    affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict)
+                    affinity=lambda: resident_affinity(generation), queue_stats=generation.stats.as_dict,
+                    models=memory)
     if opts["preload_model"]:
         _preload(generation, str(opts["preload_model"]))
     worker.install_signal_handlers()
@@ -251,14 +282,42 @@ def _publisher(config: StoreConfig, settings: WorkerSettings, opts: dict[str, ob
         raise click.BadParameter(str(exc), param_hint="--storage") from None
 
 
-def _capabilities(opts: dict[str, object]) -> Capabilities:
+def _webhooks(store: object, settings: WorkerSettings, opts: dict[str, object]) -> WebhookSender | None:
+    """The webhook sender when this worker can sign (WORKER_WEBHOOK_SECRET); rows naming a webhook_url fail
+    without one, saying so."""
+    secret = os.environ.get(SECRET_ENV) or None
+    default_url = str(opts["webhook_url"]) if opts["webhook_url"] else None
+    if secret is None:
+        if default_url:
+            raise click.UsageError(f"--webhook-url needs {SECRET_ENV} (whsec_<base64>) to sign the deliveries")
+        return None
+    register_secret(secret)
+    try:
+        signer = WebhookSigner(secret)
+        if default_url:
+            check_webhook_syntax({"webhook_url": default_url})
+    except (ValueError, TaskError) as exc:
+        raise click.UsageError(str(exc).replace("params.webhook_url", "--webhook-url")) from None
+    return WebhookSender(store, signer, worker_id=settings.worker_id, default_url=default_url,  # type: ignore[arg-type]
+                         retry_seconds=float(opts["webhook_retry_seconds"]),  # type: ignore[arg-type]
+                         progress_seconds=float(opts["webhook_progress_seconds"]))  # type: ignore[arg-type]
+
+
+def _capabilities(opts: dict[str, object], box: BoxOptions) -> Capabilities:
     """--task-types / --models and the detected GPU's memory, as the lists the claim takes."""
     try:
         return resolve_capabilities(parse_list(opts["task_types"]), parse_list(opts["model_patterns"]),  # type: ignore[arg-type]
                                     detect_gpu()[1],
-                                    allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]))
+                                    allow_unknown_task_types=bool(opts["legacy_unknown_task_types"]), box=box)
     except CapabilityError as exc:
         raise click.BadParameter(str(exc), param_hint=exc.flag) from None
+
+
+def _idle_release_minutes(config: StoreConfig, given: float | None) -> float:
+    """reigh-worker releases a user's own GPU after 15 idle minutes, never a service-role worker's."""
+    if given is not None:
+        return given
+    return 15.0 if config.reigh_access_token and not is_service_key(config.reigh_access_token) else 0.0
 
 
 def _runnable_task_types(opts: dict[str, object]) -> frozenset[str] | None:

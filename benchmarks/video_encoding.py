@@ -22,7 +22,7 @@ from diffusers.utils import export_to_video
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from source.engine import outputs  # noqa: E402
+from source.media import write as outputs  # noqa: E402
 
 
 def clip(width: int, height: int, frames: int) -> np.ndarray:

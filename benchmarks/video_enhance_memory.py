@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _clip(path: Path, frames: int, size: int) -> Path:
-    from source.engine.outputs import write_video_frames
+    from source.media.write import write_video_frames
 
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)

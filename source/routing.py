@@ -22,8 +22,7 @@ GENERATION = task_types.GENERATION
 
 # Direct generation (through HeadlessTaskQueue): task_type → its default model (a defaults/<model>.json
 # definition; `params.model` wins).
-GENERATION_MODELS: Mapping[str, str] = MappingProxyType(
-    {t.name: t.default_model for t in task_types.TASK_TYPES if t.direct_generation})  # type: ignore[misc]
+GENERATION_MODELS: Mapping[str, str] = task_types.GENERATION_MODELS
 
 # None = part of the contract (DESIGN.md), handler not built yet.
 ROUTES: dict[str, str | None] = {t.name: t.handler for t in task_types.TASK_TYPES}
@@ -33,9 +32,7 @@ ROUTES: dict[str, str | None] = {t.name: t.handler for t in task_types.TASK_TYPE
 GENERATES_AS: Mapping[str, str] = MappingProxyType(
     {t.name: t.generates_as for t in task_types.TASK_TYPES if t.generates_as})  # type: ignore[misc]
 # Other task types that generate in the claiming worker with a model of their own when the row names none.
-OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
-    {t.name: t.default_model for t in task_types.TASK_TYPES
-     if t.default_model and not t.direct_generation})  # type: ignore[misc]
+OWN_DEFAULT_MODELS = task_types.OWN_DEFAULT_MODELS
 
 # Task types that existing producers still insert.
 LEGACY_ALIASES: Mapping[str, str] = task_types.ALIASES
@@ -47,7 +44,7 @@ def canonical_task_type(task_type: str) -> str:
 
 def model_for_task_type(task_type: str) -> str | None:
     """The model a direct-generation task type runs by default (None for every other task type)."""
-    return GENERATION_MODELS.get(canonical_task_type(task_type))
+    return task_types.generation_model(task_type)
 
 
 def default_model(task_type: str) -> str | None:
@@ -57,7 +54,7 @@ def default_model(task_type: str) -> str | None:
 
 
 def known_task_types() -> list[str]:
-    return sorted([*ROUTES, *LEGACY_ALIASES])
+    return task_types.known()
 
 
 def resolve_handler(task_type: str, *, legacy_unknown_model: object = None) -> Handler:

@@ -24,6 +24,7 @@ _TRAVEL = "source.orchestrators.travel"
 _PERSPECTIVE = "source.orchestrators.different_perspective"
 _JOIN = "source.orchestrators.join_clips"
 _HANDLERS = "source.handlers"
+_IMAGES = "source.generation.image_tasks:handle_image_task"
 
 
 class Output(StrEnum):
@@ -97,6 +98,13 @@ TASK_TYPES: tuple[TaskType, ...] = (
     # VACE edits of existing videos (source/handlers/vace_edit.py)
     TaskType("join_clips", f"{_HANDLERS}.vace_edit:handle_join_clips", generates_as="vace"),
     TaskType("inpaint_frames", f"{_HANDLERS}.vace_edit:handle_inpaint_frames", generates_as="vace"),
+    # Reigh's image task types (source/generation/image_tasks.py): Qwen-Image and Z-Image
+    *(TaskType(name, _IMAGES, default_model=model) for name, model in (
+        ("qwen_image", "qwen_image"), ("qwen_image_2512", "qwen_image_2512"), ("qwen_image_hires", "qwen_image"),
+        ("qwen_image_style", "qwen_image_edit"), ("qwen_image_edit", "qwen_image_edit"),
+        ("image_inpaint", "qwen_image_edit"), ("annotated_image_edit", "qwen_image_edit"),
+        ("z_image_turbo", "z_image"), ("z_image_turbo_i2i", "z_image"))),
+    TaskType("image-upscale", f"{_HANDLERS}.upscale_image:handle_image_upscale"),
     # Utilities
     TaskType("extract_frame", f"{_HANDLERS}.extract_frame:handle_extract_frame"),
     TaskType("rife_interpolate_images", f"{_HANDLERS}.rife_interpolate:handle_rife_interpolate_images"),
@@ -127,11 +135,34 @@ def _check(records: tuple[TaskType, ...]) -> None:
 
 _check(TASK_TYPES)
 BY_NAME: Mapping[str, TaskType] = MappingProxyType({t.name: t for t in TASK_TYPES})
+# The model names Reigh's rows carry in params.model → our definitions (a worker allowed a definition claims
+# rows naming it either way; source/worker/capabilities.py).
+MODEL_ALIASES: Mapping[str, str] = MappingProxyType({
+    "qwen-image": "qwen_image", "qwen-image-2512": "qwen_image_2512", "z-image": "z_image",
+})
 ALIASES: Mapping[str, str] = MappingProxyType({alias: t.name for t in TASK_TYPES for alias in t.aliases})
+
+
+# Direct generation: task_type → its default model (a defaults/<model>.json definition; `params.model` wins).
+GENERATION_MODELS: Mapping[str, str] = MappingProxyType(
+    {t.name: t.default_model for t in TASK_TYPES if t.direct_generation})  # type: ignore[misc]
+# Other task types that generate in the claiming worker with a model of their own when the row names none.
+OWN_DEFAULT_MODELS: Mapping[str, str] = MappingProxyType(
+    {t.name: t.default_model for t in TASK_TYPES if t.default_model and not t.direct_generation})  # type: ignore[misc]
 
 
 def canonical(task_type: str) -> str:
     return ALIASES.get(task_type, task_type)
+
+
+def known() -> list[str]:
+    """Every task type a row may name, aliases included."""
+    return sorted([*BY_NAME, *ALIASES])
+
+
+def generation_model(task_type: str) -> str | None:
+    """The model a direct-generation task type runs by default (None for every other task type)."""
+    return GENERATION_MODELS.get(canonical(task_type))
 
 
 def claim_model(task_type: str) -> str | None:

@@ -79,7 +79,7 @@ def log_events(text: str) -> list[dict[str, Any]]:
 
 
 def ping_executions(output_dir: Path, task_id: str) -> list[dict[str, Any]]:
-    from source.handlers.task_paths import task_output_name
+    from source.task_files.paths import task_output_name
 
     path = output_dir / task_output_name(task_id, "ping.json")
     if not path.exists():
@@ -119,5 +119,6 @@ def in_process_worker(store, settings, queue=None, **options: Any):
     from source.worker.loop import Worker
 
     queue = queue if queue is not None else generation_queue(settings.main_output_dir)
+    options.setdefault("models", getattr(queue.generator, "memory", None))
     return Worker(store, settings, generation=queue, affinity=lambda: resident_affinity(queue),
                   queue_stats=queue.stats.as_dict, **options)

@@ -278,6 +278,19 @@ def supabase_api_store(fake_supabase: FakeSupabase, postgres_schema_url: str) ->
     store.close()
 
 
+@contextlib.contextmanager
+def as_role(url: str, role: str, user_id: str | None = None) -> Iterator[psycopg.Connection]:
+    """What PostgREST does per request: SET ROLE to the key's role, the JWT claims in request.jwt.claims."""
+    import json
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SET ROLE {role}")
+        if user_id:
+            conn.execute("SELECT set_config('request.jwt.claims', %s, false)",
+                         (json.dumps({"sub": user_id, "role": role}),))
+        yield conn
+
+
 def connect(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import structlog
 
 from source.cli.store_options import run_migrations, store_failure, with_store_config
 from source.cli.stuck import StuckKind, stuck_kinds
-from source.cli.submission import SubmissionRefused, check_submission
+from source.cli.waiting import wait_until_finished
 from source.db import (
     NewTask,
     StoreConfig,
@@ -27,10 +29,15 @@ from source.db import (
 from source.db.config import StoreUnavailable
 from source.db.models import ALIVE_WITHIN_SECONDS, Capabilities, PurgedTask, Task, TaskRejected
 from source.errors import InvalidParams
-from source.handlers.task_paths import WORK_FOLDER, task_stem
 from source.logging_utils import configure_logging
+from source.media.atomic_files import PARTIAL_MARK, is_partial
+from source.submission import SubmissionRefused, check_submission
+from source.task_files.paths import WORK_FOLDER, task_stem
 
 log = structlog.get_logger(__name__)
+
+# tasks add --wait: the task did not finish within --timeout (as timeout(1) exits).
+EXIT_WAIT_TIMED_OUT = 124
 
 
 def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
@@ -38,6 +45,9 @@ def _open(config: StoreConfig, *, check_schema: bool = True) -> TaskStore:
     if config.access_token:
         raise click.UsageError("a personal access token is for a worker on the user's own GPU; the tasks CLI needs "
                                "the service-role key (SUPABASE_SERVICE_ROLE_KEY) or a direct --db-url")
+    if config.reigh_access_token:
+        raise click.UsageError("--reigh-access-token is for a worker talking to Reigh's edge functions, which offer "
+                               "no listing, cancelling or stats: use Reigh's web app (docs/reigh.md)")
     try:
         store = open_store(config)
     except StoreConfigError as exc:
@@ -98,9 +108,15 @@ def cli(log_format: str) -> None:
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher runs first.")
 @click.option("--project-id", default=None)
 @click.option("--max-attempts", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--wait", is_flag=True, help="Wait until the task is finished and print its row: exit 0 when Complete, "
+                                           f"1 when Failed or Cancelled, {EXIT_WAIT_TIMED_OUT} when --timeout ran out.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: the most seconds to wait [default: no limit].")
 def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, dependant_on: str | None,
-        priority: int, project_id: str | None, max_attempts: int) -> None:
-    """Queue a task. PARAMS is a JSON object or @file.json."""
+        priority: int, project_id: str | None, max_attempts: int, wait: bool, timeout: float | None) -> None:
+    """Queue a task. PARAMS is a JSON object or @file.json. Prints the id, or with --wait the finished row."""
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     loaded = _load_params(params)
     try:
         check_submission(task_type, loaded)
@@ -113,7 +129,20 @@ def add(config: StoreConfig, task_type: str, params: str, task_id: str | None, d
         raise click.ClickException(f"dependency {dependant_on} does not exist")
     if task_id is not None and store.get_task(task_id) is not None:
         raise click.ClickException(f"task id {task_id} already exists")
-    click.echo(store.add_task(task))
+    added = store.add_task(task)
+    if not wait:
+        click.echo(added)
+        return
+    finished = wait_until_finished(store, added, timeout)
+    if finished is None:
+        raise click.ClickException(f"task {added} disappeared while waiting (deleted?)")
+    click.echo(json.dumps(finished.as_json(), indent=2, default=str))
+    if finished.status is TaskStatus.COMPLETE:
+        return
+    if not finished.status.is_final:
+        click.echo(f"task {added} is still {finished.status.value} after {timeout:g} s", err=True)
+        sys.exit(EXIT_WAIT_TIMED_OUT)
+    raise click.ClickException(f"task {added} {finished.status.value}: {finished.error_message or 'no error message'}")
 
 
 @cli.command(name="list")
@@ -137,7 +166,7 @@ def list_(config: StoreConfig, status: str | None, task_type: str | None, limit:
         tasks = store.list_tasks(status=TaskStatus(status) if status else None, task_type=task_type, limit=limit)
     for task in tasks:
         if as_json:
-            click.echo(json.dumps({**_row(task), **({"stuck_reason": reasons[task.id]} if stuck else {})},
+            click.echo(json.dumps({**task.as_json(), **({"stuck_reason": reasons[task.id]} if stuck else {})},
                                   default=str))
         elif stuck:
             click.echo(f"{task.id}  {task.task_type:<28} p={task.priority:<3} {task.created_at or ''}  "
@@ -158,7 +187,7 @@ def show(config: StoreConfig, task_id: str) -> None:
     task = _open(config).get_task(task_id)
     if task is None:
         raise click.ClickException(f"no task {task_id}")
-    click.echo(json.dumps(_row(task), indent=2, default=str))
+    click.echo(json.dumps(task.as_json(), indent=2, default=str))
 
 
 @cli.command()
@@ -325,29 +354,8 @@ def _queue_summary(stats: dict[str, Any] | None) -> str:
         return ""
     return (f"  generated={stats.get('tasks_completed', 0)} failed={stats.get('tasks_failed', 0)} "
             f"cancelled={stats.get('tasks_cancelled', 0)} loads={stats.get('model_loads', 0)} "
-            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}")
-
-
-def _row(task: Task) -> dict[str, Any]:
-    try:
-        params: Any = task.params()
-    except Exception:
-        params = task.params_json
-    return {
-        "id": task.id, "task_type": task.task_type, "status": task.status.value, "params": params,
-        "dependant_on": task.dependant_on, "project_id": task.project_id, "priority": task.priority,
-        "attempts": task.attempts, "max_attempts": task.max_attempts, "worker_id": task.worker_id,
-        "created_at": task.created_at, "updated_at": task.updated_at,
-        "generation_started_at": task.generation_started_at,
-        "generation_processed_at": task.generation_processed_at, "lease_expires_at": task.lease_expires_at,
-        "heartbeat_at": task.heartbeat_at, "progress": task.progress,
-        "progress_phase": task.progress_phase, "output_location": task.output_location,
-        "error_message": task.error_message, "result": task.result,
-        "parent_task_id": task.parent_task_id, "child_key": task.child_key,
-        "awaiting_children": task.awaiting_children,
-        # what is wrong with the row as stored (undecodable text, wrong column types), if anything
-        "row_problems": list(task.problems),
-    }
+            f"switches={stats.get('model_switches', 0)} gen_s={stats.get('total_generation_time', 0):.1f}"
+            + (f" auxiliary={','.join(stats['auxiliary_models'])}" if stats.get("auxiliary_models") else ""))
 
 
 @cli.command()
@@ -450,6 +458,26 @@ def purge(config: StoreConfig, older_than: str, statuses: str, main_output_dir: 
             removed += 1
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {len(rows)} rows" + ("" if dry_run else f" and {removed} local files/folders"))
+    partials = _orphaned_partials(main_output_dir, seconds)
+    for path in partials:
+        click.echo(f"{verb} partial output {path}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    click.echo(f"{verb} {len(partials)} partial outputs")
+
+
+def _orphaned_partials(output_root: Path, older_than_seconds: float) -> list[Path]:
+    """Outputs a worker killed mid-write left under their temporary name (atomic_file): no row names them. Only
+    those unchanged for ``older_than_seconds``, so a write in progress is never touched."""
+    if not output_root.is_dir():
+        return []
+    cutoff = time.time() - older_than_seconds
+    found = []
+    for path in output_root.rglob(f"*{PARTIAL_MARK}*"):
+        with contextlib.suppress(OSError):
+            if path.is_file() and not path.is_symlink() and is_partial(path) and path.stat().st_mtime < cutoff:
+                found.append(path)
+    return sorted(found)
 
 
 

@@ -38,7 +38,8 @@ def open_store(config: StoreConfig, *, keep_local: bool = False,
         reigh_schema = reigh_schema_of(config.db_url)
         if reigh_schema is not None:
             return ReighGuestStore(config.db_url, reigh_schema, runnable_task_types=_guest_task_types(runnable_task_types),
-                                   max_connections=config.db_max_connections or 1, access_token=config.access_token)
+                                   max_connections=config.db_max_connections or 1, access_token=config.access_token,
+                                   wake_mode=config.wake_mode)
 
         wake, listen, doorbell = config.wake
         return PostgresTaskStore(config.db_url, access_token=config.access_token, wake=wake, listen=listen,
@@ -63,7 +64,7 @@ def prepare_schema(store: TaskStore, config: StoreConfig) -> None:
 def _guest_task_types(runnable: frozenset[str] | None) -> tuple[str, ...]:
     """On a Reigh database the guest claims only the types it runs: "any" (None) means every known one."""
     if runnable is None:
-        from source.routing import known_task_types
+        from source.task_types import known
 
-        runnable = frozenset(known_task_types())
+        runnable = frozenset(known())
     return tuple(sorted(runnable))

@@ -153,6 +153,29 @@ class Task:
             raise InvalidParams(f"params must be a JSON object, got {_json_type_name(value)}")
         return value
 
+    def as_json(self) -> dict[str, Any]:
+        """The row as `tasks show`/`tasks list --json` and the web overview print it (params decoded when they
+        can be; the text as stored when not)."""
+        try:
+            params: Any = self.params()
+        except Exception:
+            params = self.params_json
+        return {
+            "id": self.id, "task_type": self.task_type, "status": self.status.value, "params": params,
+            "dependant_on": self.dependant_on, "project_id": self.project_id, "priority": self.priority,
+            "attempts": self.attempts, "max_attempts": self.max_attempts, "worker_id": self.worker_id,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "generation_started_at": self.generation_started_at,
+            "generation_processed_at": self.generation_processed_at, "lease_expires_at": self.lease_expires_at,
+            "heartbeat_at": self.heartbeat_at, "progress": self.progress,
+            "progress_phase": self.progress_phase, "output_location": self.output_location,
+            "error_message": self.error_message, "result": self.result,
+            "parent_task_id": self.parent_task_id, "child_key": self.child_key,
+            "awaiting_children": self.awaiting_children,
+            # what is wrong with the row as stored (undecodable text, wrong column types), if anything
+            "row_problems": list(self.problems),
+        }
+
     @property
     def result(self) -> dict[str, Any] | None:
         return _json_object(self.result_json)
@@ -221,6 +244,13 @@ class LeaseReclaim:
     task_id: str
     new_status: TaskStatus
     attempts: int
+
+
+def may_link(row: Task, target: Task) -> bool:
+    """Whether ``row`` may follow a link to ``target`` (its parent, its dependency, an input naming another
+    row): a row of a project only within that project; a row without one (the service side's, trusted: the
+    operator's CLI, the single-tenant queue) to any row."""
+    return row.project_id is None or row.project_id == target.project_id
 
 
 def child_task_id(parent_task_id: str, child_key: str) -> str:
@@ -328,6 +358,10 @@ class Capabilities:
 
 
 UNRESTRICTED = Capabilities()
+
+# Within one priority, rows for the resident model go first unless an older row has waited this long (seconds):
+# the claim's default in every store and the worker's --affinity-window default.
+AFFINITY_WINDOW_SECONDS = 120.0
 
 
 def _listed(items: tuple[str, ...] | None) -> list[str] | None:

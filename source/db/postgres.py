@@ -388,7 +388,12 @@ def _configure_connection(conn: psycopg.Connection) -> None:
 
 
 def _adapt(params: dict[str, Any]) -> dict[str, Any]:
-    return {key: Jsonb(value) if isinstance(value, dict) else value for key, value in params.items()}
+    """Objects, and lists of objects, go as jsonb; other lists (ids, names) stay Postgres arrays."""
+    return {key: Jsonb(value) if _is_json(value) else value for key, value in params.items()}
+
+
+def _is_json(value: Any) -> bool:
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(item, dict) for item in value))
 
 
 def _arguments(names: tuple[str, ...]) -> sql.Composable:

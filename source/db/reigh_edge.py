@@ -64,6 +64,8 @@ CALL_ATTEMPTS = 3
 CALL_BACKOFF = Backoff(first=1.0, cap=5.0)
 # reigh-worker's guardian beats every 20 s (func_worker_heartbeat_with_logs).
 WORKER_BEAT_SECONDS = 20.0
+# The phases after a model is loaded (models.PHASES): the first one seen starts Reigh's billing clock again.
+GENERATING_PHASES = ("denoising", "decoding", "encoding")
 # Where a child's key travels in Reigh's params (Reigh has no child_key column); read back into Task.child_key.
 CHILD_KEY_PARAM = "child_key"
 
@@ -72,8 +74,9 @@ class NotAvailableOverEdge(PermissionError):
     """An operator verb (listing every task, cancelling, stats) that Reigh's edge functions do not offer."""
 
 
-class EdgeRefused(StoreUnavailable):
-    """An edge function refused this worker's key (401/403): another try would get the same answer."""
+class EdgeRefused(PermissionError):
+    """An edge function refused this worker's key, or this row to it (401/403): not an outage, another try would
+    get the same answer."""
 
 
 def edge_urls(supabase_url: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -88,6 +91,7 @@ class _Held:
 
     task: Task
     dependant_on: tuple[str, ...] = ()
+    billing_reset: bool = False
 
 
 @dataclass
@@ -150,8 +154,9 @@ class ReighEdgeStore:
         except httpx.TransportError as exc:
             raise StoreUnavailable(f"Reigh's {function} at {url} unreachable: {type(exc).__name__}: {exc}") from exc
         if response.status_code in (401, 403):
-            raise EdgeRefused(f"Reigh's {function} refused the key ({response.status_code}: {response.text[:200]}); "
-                              "check --reigh-access-token (a token from reigh.art, or the service-role key)")
+            raise EdgeRefused(f"Reigh's {function} refused the key, or this row to it ({response.status_code}: "
+                              f"{response.text[:200]}); check --reigh-access-token (a token from reigh.art, or the "
+                              "service-role key)")
         return response
 
     # -- schema --------------------------------------------------------------------------------------
@@ -161,7 +166,10 @@ class ReighEdgeStore:
 
     def check_schema(self) -> None:
         """Nothing to migrate; the key is checked once, with the call reigh-worker makes before a claim."""
-        response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        try:
+            response = self._post("task-counts", {"run_type": "gpu", "include_active": True})
+        except EdgeRefused as exc:
+            raise StoreUnavailable(str(exc)) from None
         if response.status_code != 200:
             raise StoreUnavailable(f"Reigh's task-counts answered {response.status_code}: {response.text[:300]}")
 
@@ -220,10 +228,19 @@ class ReighEdgeStore:
     def heartbeat(self, task_id: str, worker_id: str, *, lease_seconds: float, progress: float | None = None,
                   phase: str | None = None) -> bool:
         """Reigh has no lease and no progress column: a beat asks get-task-status whether the row is still
-        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats."""
+        In Progress (a cancel in Reigh's web app stops the generation here), and the worker itself beats. The
+        first beat past loading resets generation_started_at, as reigh-worker does after its model switch."""
         self._beat_worker(worker_id, self._worker_model)
         state = self.task_status(task_id)
-        return state is not None and state[0] is TaskStatus.IN_PROGRESS
+        running = state is not None and state[0] is TaskStatus.IN_PROGRESS
+        held = self._held.get(task_id)
+        if running and held is not None and phase in GENERATING_PHASES and not held.billing_reset:
+            # reigh-worker resets generation_started_at once the model is loaded: a user is not billed for
+            # the load (update-task-status's timestamp-only update)
+            held.billing_reset = True
+            self._post("update-task-status", {"task_id": task_id, "status": TaskStatus.IN_PROGRESS.value,
+                                              "reset_generation_started_at": True})
+        return running
 
     def task_status(self, task_id: str) -> tuple[TaskStatus, str | None] | None:
         response = self._post("get-task-status", {"task_id": task_id}, timeout=15)
@@ -239,7 +256,7 @@ class ReighEdgeStore:
     def complete_task(self, task_id: str, worker_id: str, *, output_location: str | None,
                       result: dict[str, Any] | None) -> bool:
         """complete_task with the file itself (base64 under 2 MB, else a signed upload first), as reigh-worker
-        does: Reigh stores it, makes the generation row and bills. False when the row is no longer In
+        does: Reigh stores it, makes the generation row and bills (a task without a file: update-task-status). False when the row is no longer In
         Progress (Reigh's own update would silently match nothing after storing the file)."""
         state = self.task_status(task_id)
         if state is None or state[0] is not TaskStatus.IN_PROGRESS:
@@ -247,10 +264,18 @@ class ReighEdgeStore:
             return False
         local = Path(output_location) if output_location else None
         if local is None or not local.is_file():
-            raise TaskError(f"Reigh's complete_task needs the output file; {output_location!r} is not one")
+            # No file to store (a task without an output): reigh-worker marks it through update-task-status.
+            ok = self._update_status(task_id, TaskStatus.COMPLETE, output_location=output_location)
+            self._forget(task_id)
+            return ok
         thumbnail = (result or {}).get("thumbnail")
         thumb = Path(thumbnail) if isinstance(thumbnail, str) and Path(thumbnail).is_file() else None
-        payload = self._completion_payload(task_id, local, thumb)
+        try:
+            payload = self._completion_payload(task_id, local, thumb)
+        except TaskError as exc:  # storage refused the signed upload: reigh-worker fails the row ("Upload failed")
+            self._update_status(task_id, TaskStatus.FAILED, error_details=f"Upload failed: {exc}")
+            self._forget(task_id)
+            return False
         response = self._post("complete_task", payload, retry_404=True, timeout=60)
         if response.status_code != 200:
             error = f"Completion failed: complete_task answered {response.status_code}: {response.text[:300]}"
@@ -400,7 +425,9 @@ class ReighEdgeStore:
         params = row.get("params")
         child_key = params.get(CHILD_KEY_PARAM) if isinstance(params, dict) else None
         if isinstance(params, dict) and child_key is not None:
-            params = {k: v for k, v in params.items() if k != CHILD_KEY_PARAM}
+            # A child this worker made: create-task's passthrough kept its transport keys in params too.
+            transport = {CHILD_KEY_PARAM: child_key, "task_id": str(row.get("id")), "dependant_on": dependant_on}
+            params = {k: v for k, v in params.items() if k not in transport or transport[k] != v}
         task = Task.from_row({**row, "params": params, "dependant_on": deps[0] if deps else None,
                               "child_key": child_key})
         if row.get("status") == TaskStatus.IN_PROGRESS.value and row.get("worker_id"):
@@ -412,9 +439,12 @@ class ReighEdgeStore:
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         """create-task with the worker passthrough family (``family`` = task type, ``input`` = params with
         the child's pre-made id and dependant_on array), as reigh-worker's add_task_to_db. A child that
-        already exists (a re-run orchestrator) is kept; create-task answers that with an error."""
+        already exists (a re-run orchestrator) is kept; create-task answers that with an error. Children carry
+        the orchestrator's parent_generation_id (a shot's): Reigh's complete_task files a segment as a child
+        generation under it and the stitch as its new primary variant."""
         held = self._held.get(parent_task_id)
         project_id = held.task.project_id if held else None
+        lineage = _reigh_lineage(held.task.params() if held else {})
         ids = []
         for child in children:
             if not child.child_key:
@@ -428,7 +458,7 @@ class ReighEdgeStore:
                 continue
             # Reigh finds a child by params.orchestrator_task_id_ref (get-orchestrator-children, complete_task).
             response = self._post("create-task", {"family": child.task_type, "project_id": project, "input": {
-                "orchestrator_task_id_ref": parent_task_id, **child.params, CHILD_KEY_PARAM: child.child_key,
+                "orchestrator_task_id_ref": parent_task_id, **lineage, **child.params, CHILD_KEY_PARAM: child.child_key,
                 "task_id": child_id, "dependant_on": [child.dependant_on] if child.dependant_on else None}},
                 timeout=45)
             if response.status_code != 200 and not self._exists(child_id):
@@ -491,16 +521,19 @@ class ReighEdgeStore:
             now = time.monotonic()
             if now >= self._next_worker_beat or terminated:
                 self._next_worker_beat = now + WORKER_BEAT_SECONDS
-                self.client.post(  # type: ignore[union-attr]
+                beat = self.client.post(  # type: ignore[union-attr]
                     f"{self.supabase_url.rstrip('/')}/rest/v1/rpc/func_worker_heartbeat_with_logs",
                     json={"worker_id_param": worker_id, "vram_total_mb_param": 0, "vram_used_mb_param": 0,
                           "logs_param": [], "status_param": "terminated" if terminated else "active"},
                     headers={"Authorization": f"Bearer {key}", "apikey": key, "Content-Type": "application/json"},
                     timeout=10)
+                if beat.status_code in (401, 403):  # granted to service_role only (20260311110000)
+                    raise EdgeRefused(f"func_worker_heartbeat_with_logs refused the key ({beat.status_code})")
         except EdgeRefused as exc:
             self._service_calls_refused = True
             log.info("reigh_worker_registry_unavailable", reason=str(exc)[:200],
-                     hint="update-worker-model takes the service-role key only; model affinity is off")
+                     hint="update-worker-model and the worker heartbeat take the service-role key only "
+                          "(SUPABASE_SERVICE_ROLE_KEY); without it Reigh's model affinity is off for this worker")
         except (StoreUnavailable, httpx.HTTPError) as exc:
             log.warning("reigh_worker_beat_failed", error=str(exc)[:200])
 
@@ -519,6 +552,9 @@ class ReighEdgeStore:
 
     def errors_to_output_location(self, task_ids: Sequence[str]) -> int:
         return 0
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return False  # no edge function writes a finished row's result; the deliveries are in the log
 
     def housekeeping_turn(self, job: str, *, interval_seconds: float, worker_id: str) -> bool:
         return False
@@ -552,6 +588,15 @@ class ReighEdgeStore:
 
     def close(self) -> None:
         self.client.close()  # type: ignore[union-attr]
+
+
+def _reigh_lineage(params: dict[str, Any]) -> dict[str, Any]:
+    """The generation an orchestrator's outputs belong to in Reigh (travelBetweenImages puts a shot's parent
+    generation at the top level and in orchestrator_details)."""
+    details = params.get("orchestrator_details")
+    parent = params.get("parent_generation_id") or (
+        details.get("parent_generation_id") if isinstance(details, dict) else None)
+    return {"parent_generation_id": parent} if isinstance(parent, str) and parent else {}
 
 
 class _Retry(Exception):

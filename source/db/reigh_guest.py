@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from source.db.config import NoTasksTable, SchemaOutdated, StoreConfigError, StoreUnavailable
+from source.db.models import NewTask, PurgedTask, TaskStatus
 from source.db.postgres import PostgresTaskStore
 from source.db.sql_files import list_migrations, load_queries
 
@@ -25,6 +26,8 @@ _PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 _SEARCH_PATH_OPTION = re.compile(r"-c\s*search_path=\S+")
 # The verbs that pick rows: each is told which task types this worker runs (Reigh has many it does not).
 _CLAIMING = frozenset({"claim_next_task", "has_claimable_task"})
+# --wake-mode values that need a trigger on the tasks table to ring or notify the worker.
+WAITING_WAKE_MODES = ("doorbell", "listen")
 
 
 def reigh_schema_of(url: str) -> str | None:
@@ -53,6 +56,12 @@ def guest_url(url: str, reigh_schema: str) -> str:
     return make_conninfo(url, options=f"{options} -csearch_path={guest},{reigh_schema}".strip())
 
 
+class ReighOwnsTheRows(PermissionError):
+    def __init__(self, verb: str) -> None:
+        super().__init__(f"{verb}: on a Reigh database the rows are Reigh's; create, cancel, retry and delete them "
+                         "in Reigh (this worker only serves them)")
+
+
 class ReighGuestStore(PostgresTaskStore):
     """The TaskStore verbs over Reigh's tables (``sql/postgres/reigh_guest``). Wake-up by polling: a guest adds
     no trigger to Reigh's tasks table, so no insert rings anyone."""
@@ -60,7 +69,11 @@ class ReighGuestStore(PostgresTaskStore):
     MIGRATIONS = "reigh_guest"
 
     def __init__(self, url: str, reigh_schema: str, *, runnable_task_types: Sequence[str] = (),
-                 max_connections: int = 1, retry_seconds: float = 120.0, access_token: str | None = None) -> None:
+                 max_connections: int = 1, retry_seconds: float = 120.0, access_token: str | None = None,
+                 wake_mode: str = "auto") -> None:
+        if wake_mode in WAITING_WAKE_MODES:
+            raise StoreUnavailable(f"--wake-mode {wake_mode}: on a Reigh database the worker polls (a guest adds no "
+                                   "trigger to Reigh's tasks table, so nothing could wake it); use auto or poll")
         if access_token is not None:
             raise StoreUnavailable("a personal access token goes through Reigh's edge functions "
                                    "(--reigh-access-token), not a direct database URL")
@@ -80,6 +93,24 @@ class ReighGuestStore(PostgresTaskStore):
 
     def _refuse_reigh_database(self, conn: psycopg.Connection) -> None:
         return None  # the guest is the one store that belongs here
+
+    # Rows are Reigh's to create, cancel, retry and delete (its web app, its edge functions): a guest only
+    # serves them. The orchestrators' children are the exception (add_child_tasks).
+    def add_task(self, task: NewTask) -> str:
+        raise ReighOwnsTheRows("add_task")
+
+    def cancel_task(self, task_id: str) -> bool:
+        raise ReighOwnsTheRows("cancel_task")
+
+    def retry_task(self, task_id: str) -> bool:
+        raise ReighOwnsTheRows("retry_task")
+
+    def purge_tasks(self, *, older_than_seconds: float, statuses: Sequence[TaskStatus],
+                    dry_run: bool = False) -> list[PurgedTask]:
+        raise ReighOwnsTheRows("purge_tasks")
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return False  # a guest adds nothing to Reigh's rows after they are finished; the deliveries are in the log
 
     def migrate(self) -> list[str]:
         """Create the guest's schema (the only DDL outside it) and apply its migrations inside it."""

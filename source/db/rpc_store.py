@@ -14,6 +14,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     NESTED_TOO_DEEPLY,
     UNRESTRICTED,
     Capabilities,
@@ -32,6 +33,7 @@ from source.db.models import (
     child_task_id,
 )
 from source.db.sql_files import list_migrations
+from source.errors import TaskError
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,8 @@ TOKEN_FUNCTIONS = frozenset({
     "worker_idle", "worker_busy", "worker_woken", "tasks_worker_channel", "tasks_housekeeping_turn",
     # 028: a claimed row the API's JSON could not carry; 029: --legacy-output-location for housekeeping
     "fail_undecodable_claim", "tasks_errors_to_output_location",
+    # 050: webhook deliveries in a finished row's result
+    "tasks_record_webhook_deliveries",
 })
 
 # "one": the dispatcher wakes one registered idle worker per claimable row (migration 011); "all": every idle
@@ -189,7 +193,7 @@ class RpcTaskStore(ABC):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
@@ -312,6 +316,10 @@ class RpcTaskStore(ABC):
             return 0
         return int(self._value("tasks_errors_to_output_location", p_task_ids=list(task_ids)))
 
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return self._flag("tasks_record_webhook_deliveries", p_task_id=task_id, p_worker_id=worker_id,
+                          p_deliveries=list(deliveries))
+
     def fail_unrunnable_tasks(self) -> list[UnrunnableTask]:
         return [UnrunnableTask(str(row["id"]), row["reason"]) for row in self._rows("fail_unrunnable_tasks")]
 
@@ -352,7 +360,13 @@ class RpcTaskStore(ABC):
                 "task_type": child.task_type, "params": child.params, "dependant_on": child.dependant_on,
                 "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
             })
-        rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        try:
+            rows = self._rows("add_child_tasks", p_parent_task_id=parent_task_id, p_children={"children": payload})
+        except Exception as exc:
+            # 23505: a child's id is held by a row that is not that child (030): the orchestrator fails saying so
+            if _sqlstate(exc) != "23505":
+                raise
+            raise TaskError(_server_message(exc)) from exc
         return [str(row["id"]) for row in rows]
 
     def list_child_tasks(self, parent_task_id: str) -> list[Task]:
@@ -382,3 +396,13 @@ class RpcTaskStore(ABC):
     def list_workers(self, *, alive_within_seconds: float) -> list[WorkerRecord]:
         rows = self._rows("list_workers", p_alive_within_seconds=float(alive_within_seconds))
         return [WorkerRecord.from_row(row) for row in rows]
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a server error, over a direct connection (psycopg) or the API (PostgREST's code)."""
+    return getattr(exc, "sqlstate", None) or getattr(exc, "code", None)
+
+
+def _server_message(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    return str(getattr(diag, "message_primary", None) or getattr(exc, "message", None) or exc)

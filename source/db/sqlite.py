@@ -15,6 +15,7 @@ from uuid import uuid4
 import structlog
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -34,6 +35,7 @@ from source.db.models import (
 )
 from source.db.row_check import decode_text, shown
 from source.db.sql_files import list_migrations, load_queries
+from source.errors import TaskError
 
 log = structlog.get_logger(__name__)
 
@@ -160,15 +162,25 @@ class SqliteTaskStore:
     # -- orchestration -------------------------------------------------------------------------------
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:
         with self._write() as conn:
+            parent = conn.execute(self._q("get_task"), {"id": parent_task_id}).fetchone()
+            if parent is None:
+                raise TaskError(f"parent task {parent_task_id} does not exist")
+            ids = []
             for child in children:
                 if not child.child_key:
                     raise ValueError("every child task needs a child_key (unique among its parent's children)")
-                conn.execute(self._q("insert_child_task"), {
-                    "id": child.id or child_task_id(parent_task_id, child.child_key), "task_type": child.task_type,
+                ids.append(child.id or child_task_id(parent_task_id, child.child_key))
+                conn.execute(self._q("insert_child_task"), {  # in the parent's project, whatever the child says
+                    "id": ids[-1], "task_type": child.task_type,
                     "params": child.params_text(), "dependant_on": child.dependant_on,
-                    "project_id": child.project_id, "priority": child.priority, "max_attempts": child.max_attempts,
+                    "project_id": parent["project_id"], "priority": child.priority, "max_attempts": child.max_attempts,
                     "parent_task_id": parent_task_id, "child_key": child.child_key,
                 }).fetchall()
+            taken = conn.execute(self._q("foreign_child_ids"), {
+                "ids": json.dumps(ids), "parent_task_id": parent_task_id, "project_id": parent["project_id"]}).fetchone()
+            if taken is not None:  # ids are derived from the parent's: another row may have been put there first
+                raise TaskError(f"child id {taken['id']} is already taken by a row that is not that child of task "
+                                f"{parent_task_id}; no child was created")
             existing = {row["child_key"]: row["id"] for row in
                         conn.execute(self._q("list_child_tasks"), {"parent_task_id": parent_task_id})}
         return [existing[child.child_key] for child in children]
@@ -244,7 +256,7 @@ class SqliteTaskStore:
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         params = {
@@ -257,6 +269,7 @@ class SqliteTaskStore:
         }
         while True:  # each pass takes one row; a row that cannot run is failed and the next one taken
             with self._write() as conn:
+                conn.execute(self._q("release_due_rows"))
                 if capabilities.restricted:
                     params["picked_row"] = self._pick(conn, capabilities, params)
                     if params["picked_row"] is None:
@@ -418,6 +431,10 @@ class SqliteTaskStore:
         with self._write() as conn:
             return len(conn.execute(self._q("errors_to_output_location"), {"ids": json.dumps(list(task_ids))}
                                     ).fetchall())
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        return self._update_one("record_webhook_deliveries", id=task_id, worker_id=worker_id,
+                                deliveries=json.dumps(list(deliveries)))
 
     def _update_one(self, query: str, **params: Any) -> bool:
         with self._write() as conn:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from source.db.models import (
+    AFFINITY_WINDOW_SECONDS,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -45,7 +46,7 @@ class TaskStore(Protocol):
         lease_seconds: float,
         resident_model: str | None = None,
         resident_task_types: tuple[str, ...] = (),
-        affinity_window_seconds: float = 120.0,
+        affinity_window_seconds: float = AFFINITY_WINDOW_SECONDS,
         capabilities: Capabilities = UNRESTRICTED,
     ) -> Task | None:
         """Atomically take the next claimable row (priority, age, dependencies, model affinity) among those
@@ -120,6 +121,10 @@ class TaskStore(Protocol):
         """--legacy-output-location for rows housekeeping failed (a cascade, used-up leases, the sweep): the
         Failed ones among ``task_ids`` get their error_message in output_location too, where frontends written
         for the older worker read it. Returns how many rows changed."""
+
+    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
+        """``result.webhooks`` of a finished row (Complete, Failed, Cancelled) that ``worker_id`` ran: what each
+        webhook delivery of its last attempt came to. False when the row is not that (run again elsewhere)."""
 
     # -- orchestration: a parent row creates children, parks, and is finished by them ---------------
     def add_child_tasks(self, parent_task_id: str, children: Sequence[NewTask]) -> list[str]:

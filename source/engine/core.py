@@ -22,12 +22,12 @@ import torch
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.guidance_variants import guidance_variant
+from source.engine.inventory import memory_need_gb
 from source.engine.loading import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
-from source.engine.model_defs import ModelDefinition, load_model_def
+from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
-from source.engine.outputs import unique_path, write_image, write_soundtrack, write_video
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
 from source.engine.postprocess import postprocess, write_thumbnail
@@ -39,6 +39,8 @@ from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
 from source.engine.windows import fit_overlap, generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
+from source.media.write import IMAGE_SUFFIXES, unique_path, write_image, write_soundtrack, write_video
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -119,9 +121,13 @@ def component_dtypes(pipe: Any) -> dict[str, str]:
 
 
 class Engine:
-    def __init__(self, *, step_hooks: tuple[StepHook, ...] = ()) -> None:
+    def __init__(self, *, step_hooks: tuple[StepHook, ...] = (), box: BoxOptions | None = None,
+                 memory: ModelMemory | None = None) -> None:
         self.resident: ResidentModel | None = None
         self.step_hooks = step_hooks
+        self.box = box  # this box's --wgp-* / --ckpts-dir (None: the environment's)
+        # The auxiliary models beside the resident one: freed before a load when memory is short.
+        self.memory = memory if memory is not None else ModelMemory()
 
     @property
     def model_type(self) -> str | None:
@@ -132,11 +138,13 @@ class Engine:
         """Make ``model_type`` resident; True when a load happened (False: it already was)."""
         if self.model_type == model_type:
             return False
-        definition = load_model_def(model_type)
+        definition = load_model_def(model_type, self.box)
         family = family_for(definition.architecture)
         self.unload()
+        need_gb = memory_need_gb(definition)
+        self.memory.make_room(None if need_gb is None else int(need_gb * 2**30), reason=f"loading {model_type}")
         started = time.monotonic()
-        pipe = load_pipeline(definition, family.pipeline_class())
+        pipe = load_pipeline(definition, family.pipeline_class(), family.extra_components)
         apply_memory_plan(pipe, plan_for(definition.engine))
         apply_speed_options(pipe, definition.engine)
         self.resident = ResidentModel(definition, family, pipe, SchedulerSwitcher(pipe, family.solvers),
@@ -221,15 +229,16 @@ class Engine:
                 arrays, sounds = [frames], [None]
             else:
                 called = self._call(pipe, family, definition, params, generator, progress, should_abort)
-                arrays, sounds = family.outputs(called), family.soundtracks(pipe, called)
+                arrays, sounds = family.finish(family.outputs(called), params), family.soundtracks(pipe, called)
         total = params.num_inference_steps
         if progress is not None:
             progress(total, total, "encoding")
         # 7. post-processing (WanGP's upsampling and grain), files and thumbnails
         output_dir.mkdir(parents=True, exist_ok=True)
         fps = family.fps if family.is_video else None
-        processed = [postprocess(array, params, fps, seed) for array in arrays]
-        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps) for p in processed)
+        processed = [postprocess(array, params, fps, seed, self.memory) for array in arrays]
+        paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps, params.output_format)
+                      for p in processed)
         for path, sound in zip(paths, sounds, strict=True):
             if sound is not None and path.suffix == ".mp4":
                 write_soundtrack(path, *sound)
@@ -273,17 +282,19 @@ class Engine:
         }
         if family.is_video and params.batch_size > 1:
             kwargs["num_videos_per_prompt"] = params.batch_size
+        run = family.runner(pipe, kwargs)
         try:
-            return pipe(**kwargs)
+            with family.call_context(pipe, params):
+                return run(**kwargs)
         finally:
             reset_step_state(pipe)
 
     @staticmethod
-    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None) -> Path:
+    def _write(family: Family, array, output_dir: Path, stem: str, fps: int | None, image_format: str) -> Path:
         if family.is_video and array.ndim == 4 and array.shape[0] > 1:
             return write_video(array, unique_path(output_dir, stem, ".mp4"), fps or family.fps)
         frame = array[0] if array.ndim == 4 else array
-        return write_image(frame, unique_path(output_dir, stem, ".png"))
+        return write_image(frame, unique_path(output_dir, stem, IMAGE_SUFFIXES[image_format]))
 
 
 def _riflex(family: Family, pipe, params: GenerationParams, asked: bool):

@@ -7,6 +7,7 @@ off value asks for nothing, and one that switches a feature on gets it or fails 
 
 from __future__ import annotations
 
+from source.engine.families import family_for
 from source.engine.params import GenerationParams, valid_frame_count
 from source.engine.windows import CONTINUATIONS, continuation_for, overlap_for
 from source.errors import InvalidParams
@@ -15,6 +16,15 @@ from source.errors import InvalidParams
 def check_supported(params: GenerationParams, architecture: str, *, image_output: bool) -> None:
     """Raise InvalidParams for the first requested feature that cannot apply here."""
     wan = architecture.startswith("wan_")
+    takes = family_for(architecture).takes
+    for name, asked in (("image_mask", params.image_mask is not None), ("denoising_strength",
+                        params.denoising_strength < 1.0), ("system_prompt", bool(params.system_prompt))):
+        if asked and name not in takes:
+            raise InvalidParams(f"params.{name}: {architecture} models do not take it (only image models with "
+                                f"image-to-image or a chat-template text encoder do); leave {name} out")
+    if params.output_format != "png" and not image_output and params.video_length > 1:
+        raise InvalidParams(f"params.output_format {params.output_format!r}: this generation is a video (mp4); "
+                            "output_format applies to images")
     if image_output or params.video_length == 1:
         for name in ("temporal_upsampling",):
             if getattr(params, name):

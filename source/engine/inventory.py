@@ -110,13 +110,13 @@ def _presence(definition: ModelDefinition, cache: dict[str, float]) -> tuple[str
     weights = definition.weights
     files = effective_files(weights)
     also = builtin_lora_folders(definition) if weights.loras else []
-    wanted = [ref for entry in files.values() for ref in file_refs(entry)]
-    wanted += [FileRef(file) for file, _ in weights.loras]
+    wanted = [ref for entry in files.values() for ref in file_refs(entry, weights.ckpts_dir)]
+    wanted += [FileRef(file, weights.ckpts_dir) for file, _ in weights.loras]
     missing = [ref.text for ref in wanted if ref.local_path(also) is None]
     folder, folder_missing = _folder_presence(weights, files, cache)
     if folder_missing:
         missing.insert(0, folder_missing)
-    source = ("ckpts" if ckpts_present(weights.ckpts) else "single-file") if files else weights.kind
+    source = ("ckpts" if ckpts_present(weights.ckpts, weights.ckpts_dir) else "single-file") if files else weights.kind
     if folder == "yes" and not missing:
         present = "yes"
     else:

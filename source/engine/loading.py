@@ -4,6 +4,7 @@ named in ``weights.files`` are built first from single-file checkpoints (source/
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -104,13 +105,15 @@ def single_file_components(definition: ModelDefinition, folder: Path, dtype: tor
     components = {}
     for component, entry in effective_files(definition.weights).items():
         what = f"model_type {definition.model_type!r} {component}"
-        paths = [ref.resolve(what) for ref in file_refs(entry)]
+        paths = [ref.resolve(what) for ref in file_refs(entry, definition.weights.ckpts_dir)]
         component_dtype = torch_dtype(vae_dtype) if component == "vae" and vae_dtype else dtype
         components[component] = load_component(folder, component, paths, component_dtype)
     return components
 
 
-def load_pipeline(definition: ModelDefinition, pipeline_class: type):
+def load_pipeline(definition: ModelDefinition, pipeline_class: type,
+                  extra_components: Callable[[Path], dict] | None = None):
+    """``extra_components``: the family's components built from the folder its own way (source/engine/families)."""
     path = weights_path(definition)
     # Tiny random weights stay float32: half precision on CPU is slow and adds nothing to a test.
     dtype = torch.float32 if definition.weights.tiny else torch_dtype(definition.dtype)
@@ -118,7 +121,7 @@ def load_pipeline(definition: ModelDefinition, pipeline_class: type):
     dtypes = {"default": dtype, "vae": torch_dtype(vae_dtype)} if vae_dtype else dtype
     log.info("pipeline_loading", model_type=definition.model_type, path=str(path), dtype=str(dtype),
              vae_dtype=vae_dtype or str(dtype))
-    extra = single_file_components(definition, path, dtype)
+    extra = {**(extra_components(path) if extra_components else {}), **single_file_components(definition, path, dtype)}
     if definition.weights.boundary_ratio is not None:
         extra["boundary_ratio"] = definition.weights.boundary_ratio
     pipe = pipeline_class.from_pretrained(path, dtype=dtypes, **extra)
@@ -139,7 +142,8 @@ def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
     also = builtin_lora_folders(definition)
     adapters, weights = [], []
     for i, (file, multiplier) in enumerate(definition.weights.loras):
-        path = FileRef(file).resolve(f"model_type {definition.model_type!r} built-in LoRA", also=also)
+        path = FileRef(file, definition.weights.ckpts_dir).resolve(f"model_type {definition.model_type!r} built-in LoRA",
+                                                                   also=also)
         refuse_quantised_name(path, f"model_type {definition.model_type!r} built-in LoRA")
         adapter = f"builtin_{i}"
         for component in components:
@@ -158,10 +162,10 @@ def download(model_type: str) -> Path:
     """Prefetch a model's weights into the Hugging Face cache (run on a connected machine)."""
     definition = load_model_def(model_type)
     for component, entry in definition.weights.files.items():
-        for ref in file_refs(entry):
+        for ref in file_refs(entry, definition.weights.ckpts_dir):
             ref.resolve(f"model_type {model_type!r} {component}")
     for file, _ in definition.weights.loras:
-        FileRef(file).resolve(f"model_type {model_type!r} built-in LoRA")
+        FileRef(file, definition.weights.ckpts_dir).resolve(f"model_type {model_type!r} built-in LoRA")
     if not definition.weights.repo or definition.weights.files:
         return weights_path(definition)
     path = _hub_snapshot(definition)

@@ -17,7 +17,7 @@ from source.errors import DefinitionError, InvalidParams
 # A model type names a file; keeping it to these characters means it can never point outside defaults/.
 _MODEL_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PARENT_KEYS = ("parent", "inherits")
-_MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs")
+_MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs", "task_loras")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class WeightsSource:
     size_gb: float | None = None
     memory_gb: float | None = None
     largest_gb: float | None = None
+    # Not a definition field: this box's checkpoint folder (BoxOptions.ckpts_dir; None: the environment's,
+    # paths.ckpts_dir(), read where a file is looked for).
+    ckpts_dir: Path | None = None
 
     def __post_init__(self) -> None:
         for name in ("files", "ckpts"):
@@ -155,6 +158,26 @@ class ModelDefinition:
     # WanGP's model-level TeaCache calibration (highest power first), instead of its built-in Wan 2.1 sets
     # (benchmarks/teacache_calibration.py measures one).
     teacache_coefficients: tuple[float, ...] | None = None
+    # LoRAs a task type switches on by role (e.g. Qwen's "lightning" accelerator, "inpaint", "style"): role →
+    # (hf://owner/repo/file or a file of the LoRA folder, default multiplier). Fetched and applied per call, at
+    # the strength the row asks, so one resident model serves every role; a role the definition lacks is not
+    # applied (the row's result says so).
+    task_loras: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+
+
+def _task_loras(model_type: str, raw: Any) -> dict[str, tuple[str, float]]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(f"model definition {model_type!r}: task_loras must map a role to a LoRA")
+    roles = {}
+    for role, entry in raw.items():
+        try:
+            (file, multiplier), = WeightsSource(loras=(entry,)).loras
+        except (InvalidParams, ValueError) as exc:
+            raise DefinitionError(f"model definition {model_type!r}: task_loras.{role}: {exc}") from None
+        roles[role] = (file, multiplier)
+    return roles
 
 
 def _definition_path(model_type: str) -> Path:
@@ -251,10 +274,26 @@ def _with_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
     return raw
 
 
-def load_model_def(model_type: str) -> ModelDefinition:
-    raw = _with_overrides(_raw_definition(model_type), engine_overrides())
+@dataclass(frozen=True)
+class BoxOptions:
+    """This box's engine options: the ``--wgp-*`` overrides (by field name, parsed) and ``--ckpts-dir``. worker.py
+    builds them once from its flags and passes them down (Engine, WanOrchestrator, capabilities); a caller that
+    passes none gets the environment's (the WGP_* variables), as the WanGP-style surface's users set them."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    ckpts_dir: Path | None = None
+
+
+def load_model_def(model_type: str, box: BoxOptions | None = None) -> ModelDefinition:
+    raw = _with_overrides(_raw_definition(model_type), engine_overrides() if box is None else box.overrides)
+    weights_raw = dict(raw.get("weights", {}))
+    if "ckpts_dir" in weights_raw:
+        raise DefinitionError(f"model definition {model_type!r}: weights.ckpts_dir is not a definition field "
+                              "(the checkpoint folder is the box's: --ckpts-dir / WGP_CKPTS_DIR)")
+    if box is not None and box.ckpts_dir is not None:
+        weights_raw["ckpts_dir"] = box.ckpts_dir
     try:
-        weights = WeightsSource(**raw.get("weights", {}))
+        weights = WeightsSource(**weights_raw)
         engine = EngineOptions(**raw.get("engine", {}))
     except (TypeError, InvalidParams) as exc:
         raise DefinitionError(f"model definition {model_type!r} is malformed: {exc}") from exc
@@ -278,6 +317,7 @@ def load_model_def(model_type: str) -> ModelDefinition:
         settings=MappingProxyType(dict(raw.get("settings", {}))),
         pipeline_kwargs=MappingProxyType(dict(raw.get("pipeline_kwargs", {}))),
         teacache_coefficients=tuple(float(c) for c in coefficients) if coefficients else None,
+        task_loras=MappingProxyType(_task_loras(model_type, raw.get("task_loras"))),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -70,6 +71,13 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "sliding_window_overlap_noise": 0.0,
     "sliding_window_discard_last_frames": 0,
     "sliding_window_color_correction_strength": 0.0,
+    # Image models: the file format of each image; image-to-image/inpainting (a source image_start, an
+    # image_mask whose white area is regenerated, how far from the source: 1 = all the way); the system turn of
+    # a chat-template text encoder (Qwen), "" = the model's own.
+    "output_format": "png",
+    "image_mask": None,
+    "denoising_strength": 1.0,
+    "system_prompt": "",
 })
 
 # Upper bounds that keep a typo (or a hostile row) from asking for terabytes: far above what any model
@@ -85,6 +93,24 @@ ImageInput = str | Path | Image.Image
 # A LoRA's multiplier per phase: one value for every expert, or (high noise, low noise).
 LoraWeight = tuple[float, ...]
 _RESOLUTION_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
+
+Parser = Callable[[str, Any], Any]
+
+
+def described(schema: Mapping[str, Any], parse: Parser) -> Parser:
+    """``parse`` with the JSON schema of what it accepts (``parse.json_schema``): /openapi.json publishes the
+    parsers' own bounds and choices, so the schema and the validation cannot drift apart."""
+    parse.json_schema = MappingProxyType(dict(schema))  # type: ignore[attr-defined]
+    return parse
+
+
+def json_schema_of(parse: Parser) -> dict[str, Any]:
+    return dict(parse.json_schema)  # type: ignore[attr-defined]
+
+
+_STRING = {"type": "string"}
+_NUMBER = {"type": "number"}
+_FILE = {"type": "string", "description": "a file path under the worker's input roots, or an http(s) URL"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +163,10 @@ class GenerationParams:
     sliding_window_overlap_noise: float
     sliding_window_discard_last_frames: int
     sliding_window_color_correction_strength: float
+    output_format: str
+    image_mask: ImageInput | None
+    denoising_strength: float
+    system_prompt: str
 
     @property
     def resolution(self) -> str:
@@ -176,9 +206,14 @@ def _float(name: str, value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidParams(f"{name} must be a number, got {value!r}")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise InvalidParams(f"{name} must be a number, got {value!r}") from None
+    # JSON's Infinity/NaN (and "inf" text) parse as floats: flow_shift=Infinity made an all-black video, and
+    # guidance_scale=NaN silently acted as no guidance
+    if not math.isfinite(number):
+        raise InvalidParams(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -228,9 +263,12 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
         if len(phases) > 2:
             raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
         try:
-            weights.append(tuple(float(p) for p in phases))
+            weight = tuple(float(p) for p in phases)
         except (TypeError, ValueError):
             raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
+        if not all(math.isfinite(w) for w in weight):
+            raise InvalidParams(f"{name}: {part!r} is not a finite number")
+        weights.append(weight)
     return tuple(weights)
 
 
@@ -284,7 +322,7 @@ def _seed(name: str, value: Any) -> int:
 def _solver(name: str, value: Any) -> str:
     solver = str(value).strip().lower()
     if solver not in SOLVERS:
-        raise InvalidParams(f"unknown {name.removeprefix('params.')} {value!r}; choose one of {', '.join(SOLVERS)}")
+        raise InvalidParams(f"{name} {value!r} is not a known solver; choose one of {', '.join(SOLVERS)}")
     return solver
 
 
@@ -318,6 +356,13 @@ VIDEO_PROMPT_LETTERS: Mapping[str, str] = MappingProxyType({
 TEMPORAL_UPSAMPLING = ("", "rife2", "rife4")
 SPATIAL_UPSAMPLING = ("", "lanczos1.5", "lanczos2")
 STEP_CACHES = ("", "tea", "mag")
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+def _image_format(name: str, value: Any) -> str:
+    """png, jpeg (also jpg) or webp, as Reigh's rows name them."""
+    text = str(value).strip().lower()
+    return _choice(IMAGE_FORMATS)(name, "jpeg" if text == "jpg" else text)
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -327,7 +372,7 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str, Any], str]:
             shown = ", ".join(repr(c) for c in choices)
             raise InvalidParams(f"{name} {value!r} is not supported; choose one of {shown}")
         return text
-    return parse
+    return described({"type": "string", "enum": list(choices)}, parse)
 
 
 def _choice_int(choices: tuple[int, ...]) -> Callable[[str, Any], int]:
@@ -336,7 +381,7 @@ def _choice_int(choices: tuple[int, ...]) -> Callable[[str, Any], int]:
         if number not in choices:
             raise InvalidParams(f"{name} must be one of {', '.join(map(str, choices))}, got {number}")
         return number
-    return parse
+    return described({"type": "integer", "enum": list(choices)}, parse)
 
 
 def _in_range(low: float, high: float) -> Callable[[str, Any], float]:
@@ -345,7 +390,7 @@ def _in_range(low: float, high: float) -> Callable[[str, Any], float]:
         if not low <= number <= high:
             raise InvalidParams(f"{name} must be between {low:g} and {high:g}, got {number:g}")
         return number
-    return parse
+    return described({"type": "number", "minimum": low, "maximum": high}, parse)
 
 
 def _int_at_least(low: int) -> Callable[[str, Any], int]:
@@ -354,7 +399,7 @@ def _int_at_least(low: int) -> Callable[[str, Any], int]:
         if number < low:
             raise InvalidParams(f"{name} must be at least {low}, got {number}")
         return number
-    return parse
+    return described({"type": "integer", "minimum": low}, parse)
 
 
 def _switch(name: str, value: Any) -> int:
@@ -362,6 +407,9 @@ def _switch(name: str, value: Any) -> int:
     if isinstance(value, bool):
         return int(value)
     return _choice_int((0, 1))(name, value)
+
+
+described({"anyOf": [{"type": "integer", "enum": [0, 1]}, {"type": "boolean"}]}, _switch)
 
 
 def _layers(name: str, value: Any) -> tuple[int, ...]:
@@ -375,19 +423,43 @@ def _layers(name: str, value: Any) -> tuple[int, ...]:
 
 
 def _bounded(maximum: int) -> Callable[[str, Any], int]:
-    return lambda name, value: _bounded_int(name, value, maximum)
+    return described({"type": "integer", "minimum": 1, "maximum": maximum},
+                     lambda name, value: _bounded_int(name, value, maximum))
 
 
 def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
-    return lambda name, value: None if value is None else parse(name, value)
+    return described({"anyOf": [json_schema_of(parse), {"type": "null"}]},
+                     lambda name, value: None if value is None else parse(name, value))
+
+
+_LIST_OR_TEXT = {"anyOf": [{"type": "array", "items": _STRING}, _STRING]}
+described(_STRING, _text)
+described(_NUMBER, _float)
+described({"type": "integer", "minimum": -1, "maximum": MAX_SEED, "description": "-1: a random seed"}, _seed)
+described({"type": "string", "enum": list(SOLVERS)}, _solver)
+described({**_FILE, "description": "an image: " + _FILE["description"]}, _image)
+described({"anyOf": [_FILE, {"type": "array", "items": _FILE}]}, _images)
+described(_FILE, _media)
+described({"type": "string", "pattern": f"^[{''.join(VIDEO_PROMPT_LETTERS)}]*$",
+           "description": "; ".join(f"{k}: {v}" for k, v in VIDEO_PROMPT_LETTERS.items())}, parse_video_prompt_type)
+described({**_LIST_OR_TEXT, "description": "LoRA names: a list or comma-separated text"}, parse_lora_names)
+described({"anyOf": [_NUMBER, _STRING, {"type": "array", "items": {"anyOf": [_NUMBER, _STRING]}}],
+           "description": "one multiplier per LoRA; 'high;low' gives one per expert"}, parse_multipliers)
+described({"anyOf": [{"type": "array", "items": {"type": "integer", "minimum": 0}}, _STRING],
+           "description": "block indices: a list or comma-separated text"}, _layers)
 
 
 # The one parser per parameter: task params (at the edge), model JSON settings and system defaults all
 # go through these, so a value means the same whichever tier it comes from.
 PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "prompt": _text,
-    "negative_prompt": lambda name, value: "" if value is None else _text(name, value),
-    "resolution": lambda name, value: parse_resolution(value, name),
+    "negative_prompt": described(_STRING, lambda name, value: "" if value is None else _text(name, value)),
+    "resolution": described({"anyOf": [{"type": "string", "pattern": r"^\s*\d{1,5}\s*[xX*×]\s*\d{1,5}\s*$"},
+                                       {"type": "array", "items": {"type": "integer", "minimum": 1,
+                                                                   "maximum": MAX_SIDE},
+                                        "minItems": 2, "maxItems": 2}],
+                             "description": f"WIDTHxHEIGHT, e.g. '832x480'; at most {MAX_SIDE} on each side"},
+                            lambda name, value: parse_resolution(value, name)),
     "video_length": _bounded(MAX_VIDEO_LENGTH),
     "num_inference_steps": _bounded(MAX_STEPS),
     "guidance_scale": _float,
@@ -432,13 +504,21 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "sliding_window_overlap_noise": _in_range(0.0, 100.0),
     "sliding_window_discard_last_frames": _int_at_least(0),
     "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
+    "output_format": _image_format,
+    "image_mask": _image,
+    "denoising_strength": _in_range(0.0, 1.0),
+    "system_prompt": lambda name, value: "" if value is None else _text(name, value),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
+assert all(hasattr(parse, "json_schema") for parse in PARSERS.values()), "every parser describes what it takes"
 
 
-def parse_values(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Known parameters parsed by their one parser; ``None`` means "not given" and is dropped."""
-    return {key: PARSERS[key](prefix + key, value) for key, value in values.items()
+def parse_values(values: Mapping[str, Any], prefix: str = "", given_as: Mapping[str, str] | None = None
+                 ) -> dict[str, Any]:
+    """Known parameters parsed by their one parser; ``None`` means "not given" and is dropped. An error names
+    a parameter as ``given_as`` says the row wrote it (an alias), else by its own name."""
+    names = given_as or {}
+    return {key: PARSERS[key](prefix + names.get(key, key), value) for key, value in values.items()
             if key in PARSERS and value is not None}
 
 

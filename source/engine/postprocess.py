@@ -18,6 +18,8 @@ from PIL import Image
 
 from source.engine.params import GenerationParams
 from source.errors import ModelUnavailable
+from source.media.write import save_picture
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -32,11 +34,12 @@ class PostProcessed:
     applied: dict[str, Any] = field(default_factory=dict)
 
 
-def postprocess(frames: np.ndarray, params: GenerationParams, fps: int | None, seed: int) -> PostProcessed:
+def postprocess(frames: np.ndarray, params: GenerationParams, fps: int | None, seed: int,
+                memory: ModelMemory | None = None) -> PostProcessed:
     out = PostProcessed(frames, fps)
     if params.temporal_upsampling and frames.ndim == 4 and frames.shape[0] > 1:
         factor = int(params.temporal_upsampling.removeprefix("rife"))
-        out.frames, method, notes = upsample_time(out.frames, factor)
+        out.frames, method, notes = upsample_time(out.frames, factor, memory)
         out.fps = fps * factor if fps else fps
         out.applied["temporal_upsampling"] = {"value": params.temporal_upsampling, "factor": factor,
                                               "method": method, "frames": int(out.frames.shape[0]),
@@ -56,7 +59,8 @@ def postprocess(frames: np.ndarray, params: GenerationParams, fps: int | None, s
     return out
 
 
-def pair_interpolator() -> tuple[Callable[[np.ndarray, np.ndarray], Any], dict[str, str]]:
+def pair_interpolator(memory: ModelMemory | None = None
+                      ) -> tuple[Callable[[np.ndarray, np.ndarray], Any], dict[str, str]]:
     """What makes the frames between two uint8 images: RIFE when its weights can be had, else the
     optical-flow method (the same choice as the ``rife_interpolate_images`` task); and what to record."""
     from source.media.interpolation.flow import FlowInterpolator
@@ -65,16 +69,17 @@ def pair_interpolator() -> tuple[Callable[[np.ndarray, np.ndarray], Any], dict[s
         from source.media.interpolation.rife import RifeInterpolator, RifeWeights, load_rife
 
         weights = RifeWeights.configured()
-        net = load_rife(weights)
+        net = load_rife(weights, memory)
         return (lambda a, b: RifeInterpolator(net, a, b)), {"rife_weights": weights.describe()}
     except ModelUnavailable as exc:
         log.info("rife_unavailable_using_flow", reason=str(exc)[:300])
         return FlowInterpolator, {"rife_unavailable": str(exc)}
 
 
-def upsample_time(frames: np.ndarray, factor: int) -> tuple[np.ndarray, str, dict[str, str]]:
+def upsample_time(frames: np.ndarray, factor: int,
+                  memory: ModelMemory | None = None) -> tuple[np.ndarray, str, dict[str, str]]:
     """``factor - 1`` frames between each pair: (F - 1) * factor + 1 frames."""
-    make, notes = pair_interpolator()
+    make, notes = pair_interpolator(memory)
     images = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     out = [images[0]]
     method = "flow"
@@ -111,5 +116,4 @@ def write_thumbnail(first_frame: np.ndarray, video_path: Path) -> Path:
     image = Image.fromarray((np.clip(first_frame, 0, 1) * 255).round().astype(np.uint8))
     image.thumbnail((THUMBNAIL_MAX_SIDE, THUMBNAIL_MAX_SIDE))
     path = video_path.with_name(f"{video_path.stem}_thumb.jpg")
-    image.save(path, quality=90)
-    return path
+    return save_picture(image, path, quality=90)

@@ -40,6 +40,12 @@ class FileRef:
     """One checkpoint file as a definition names it: a path under the checkpoint folder, or a hub file."""
 
     text: str
+    # The box's checkpoint folder (WeightsSource.ckpts_dir); None: the environment's, read when looked up.
+    folder: Path | None = None
+
+    @property
+    def ckpts(self) -> Path:
+        return self.folder if self.folder is not None else ckpts_dir()
 
     @property
     def hub(self) -> tuple[str, str] | None:
@@ -61,7 +67,7 @@ class FileRef:
         then the HF cache), or None."""
         path = Path(self.relative).expanduser()
         if not path.is_absolute():
-            path = ckpts_dir() / path
+            path = self.ckpts / path
         if path.is_file():
             return path
         for folder in also:
@@ -83,26 +89,27 @@ class FileRef:
         hub = self.hub
         if hub is None:
             raise ModelUnavailable(
-                f"{what}: checkpoint file {self.text!r} not found in the checkpoint folder {ckpts_dir()} "
+                f"{what}: checkpoint file {self.text!r} not found in the checkpoint folder {self.ckpts} "
                 f"(set --ckpts-dir or WGP_CKPTS_DIR to the folder holding WanGP's ckpts/)"
             )
         return fetch_hub_file(hub[0], hub[1], what=what)
 
 
-def file_refs(entry: str | Sequence[str]) -> list[FileRef]:
-    return [FileRef(text) for text in ([entry] if isinstance(entry, str) else entry)]
+def file_refs(entry: str | Sequence[str], folder: Path | None = None) -> list[FileRef]:
+    return [FileRef(text, folder) for text in ([entry] if isinstance(entry, str) else entry)]
 
 
-def ckpts_present(ckpts: Mapping[str, str | Sequence[str]]) -> bool:
+def ckpts_present(ckpts: Mapping[str, str | Sequence[str]], folder: Path | None = None) -> bool:
     """Whether every file of a definition's ``weights.ckpts`` is on this box (checkpoint folder or HF cache)."""
-    return bool(ckpts) and all(ref.local_path() is not None for entry in ckpts.values() for ref in file_refs(entry))
+    return bool(ckpts) and all(ref.local_path() is not None for entry in ckpts.values()
+                               for ref in file_refs(entry, folder))
 
 
 def quantised_alternatives(ref: FileRef) -> list[Path]:
     """WanGP's quantised variants of ``ref`` in the checkpoint folder (``x_quanto_mbf16_int8`` for ``x_mbf16``):
     a WanGP user may have only those, which diffusers cannot load."""
     path = Path(ref.relative).expanduser()
-    folder = (path if path.is_absolute() else ckpts_dir() / path).parent
+    folder = (path if path.is_absolute() else ref.ckpts / path).parent
     stem = re.sub(r"[_-]m?(bf16|fp16)$", "", path.stem)
     if not folder.is_dir():
         return []
@@ -116,9 +123,9 @@ def glob_escape(text: str) -> str:
 def ckpts_notes(weights) -> list[str]:
     """Why a definition's WanGP checkpoints are not used although some are here (shown by ``tasks models`` and
     logged at load): missing files, or only quantised variants of them."""
-    if not weights.ckpts or ckpts_present(weights.ckpts):
+    if not weights.ckpts or ckpts_present(weights.ckpts, weights.ckpts_dir):
         return []
-    refs = [ref for entry in weights.ckpts.values() for ref in file_refs(entry)]
+    refs = [ref for entry in weights.ckpts.values() for ref in file_refs(entry, weights.ckpts_dir)]
     if not any(ref.local_path() or quantised_alternatives(ref) for ref in refs):
         return []
     notes = []
@@ -127,7 +134,7 @@ def ckpts_notes(weights) -> list[str]:
             continue
         quantised = quantised_alternatives(ref)
         notes.append(f"{ref.relative}: only the quantised {quantised[0].name} is here (diffusers cannot load it)"
-                     if quantised else f"{ref.relative}: not in {ckpts_dir()}")
+                     if quantised else f"{ref.relative}: not in {ref.ckpts}")
     return notes
 
 
@@ -135,7 +142,7 @@ def effective_files(weights) -> dict[str, str | Sequence[str]]:
     """The components a definition loads from single files here: its ``files``, plus its ``ckpts`` when they are
     all present (a WanGP checkpoint folder); otherwise those components come from the diffusers folder."""
     files = dict(weights.files)
-    if ckpts_present(weights.ckpts):
+    if ckpts_present(weights.ckpts, weights.ckpts_dir):
         files.update(weights.ckpts)
     return files
 

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from source.engine.inputs import load_video
 from source.engine.params import GenerationParams, valid_frame_count
+from source.media.load import load_video
 
 # A window's own inputs, from the row's and from the last frames generated before it (None: the first).
 WindowInputs = Callable[["Window", "np.ndarray | None"], GenerationParams]

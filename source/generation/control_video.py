@@ -16,6 +16,7 @@ import structlog
 
 from source.errors import InvalidParams
 from source.media.video import read_video, save_video
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -45,39 +46,39 @@ def select_vace_inputs(values: dict[str, Any], letters: str,
 
 
 def build_control_guide(values: dict[str, Any], letters: str, work_dir: Path,
-                        depth_model: str | None = None) -> dict[str, Any]:
+                        depth_model: str | None = None, memory: ModelMemory | None = None) -> dict[str, Any]:
     """``values`` with ``video_guide`` replaced by its pose (P) or depth (D) video, written to ``work_dir``."""
     guide = values.get("video_guide")
     if not guide or not ({"P", "D"} & set(letters)):
         return values
     work_dir.mkdir(parents=True, exist_ok=True)
     if "P" in letters:
-        return {**values, "video_guide": str(pose_video(Path(guide), work_dir / "control_pose.mp4"))}
+        return {**values, "video_guide": str(pose_video(Path(guide), work_dir / "control_pose.mp4", memory))}
     from source.media.depth import DEFAULT_DEPTH_MODEL
 
     model = depth_model or DEFAULT_DEPTH_MODEL
-    return {**values, "video_guide": str(depth_video(Path(guide), work_dir / "control_depth.mp4", model))}
+    return {**values, "video_guide": str(depth_video(Path(guide), work_dir / "control_depth.mp4", model, memory))}
 
 
-def pose_video(guide: Path, out: Path) -> Path:
+def pose_video(guide: Path, out: Path, memory: ModelMemory | None = None) -> Path:
     """Each frame of ``guide`` replaced by the OpenPose drawing of the person in it (black when none)."""
     from source.media.pose.detect import default_detector
     from source.media.pose.draw import draw_poses
 
     frames = read_video(guide, "video_guide")
-    detector = default_detector()
+    detector = default_detector(memory)
     height, width = frames.shape[1:3]
     drawn = [draw_poses(detector.detect(frame), width, height) for frame in frames]
     log.info("control_video_built", kind="pose", frames=len(drawn), detector=detector.name)
     return save_video(np.stack(drawn), out, GUIDE_FPS)
 
 
-def depth_video(guide: Path, out: Path, model: str) -> Path:
+def depth_video(guide: Path, out: Path, model: str, memory: ModelMemory | None = None) -> Path:
     """Each frame of ``guide`` replaced by its greyscale depth map (near = bright)."""
     from source.media.depth import load_depth_model, to_grey_png_array
 
     frames = read_video(guide, "video_guide")
-    estimator = load_depth_model(model)
+    estimator = load_depth_model(model, memory)
     maps = [to_grey_png_array(estimator.estimate(frame))[..., None].repeat(3, axis=2) for frame in frames]
     log.info("control_video_built", kind="depth", frames=len(maps), model=model)
     return save_video(np.stack(maps), out, GUIDE_FPS)

@@ -16,14 +16,14 @@ from typing import Any
 
 import structlog
 
-from source.engine.params import PARSERS, parse_resolution, parse_values
+from source.engine.params import PARSERS, json_schema_of, parse_resolution, parse_values
 from source.errors import InvalidParams
-from source.routing import GENERATION_MODELS, canonical_task_type
-from source.task_types import TASK_TYPES, Output
+from source.task_types import GENERATION_MODELS, OWN_DEFAULT_MODELS, TASK_TYPES, Output
+from source.task_types import canonical as canonical_task_type
 
 log = structlog.get_logger(__name__)
 
-# task_type → model type (a defaults/<model>.json definition), derived from the routing table so the two
+# task_type → model type (a defaults/<model>.json definition), from source/task_types.py, so the two
 # can never disagree. `params.model` wins when present.
 TASK_TYPE_MODELS: Mapping[str, str] = GENERATION_MODELS
 
@@ -44,13 +44,38 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "video_mask_path": "video_mask",
 })
 
-# Keys the conversion layer itself consumes (not engine parameters).
-CONVERSION_KEYS = frozenset({
-    "model", "orchestrator_details", "additional_loras", "use_causvid_lora", "use_lighti2x_lora",
-    "apply_reward_lora", "timeout_seconds", "depth_model",
+_FLAG: Mapping[str, Any] = MappingProxyType({"anyOf": [{"type": "boolean"}, {"type": "string"}, {"type": "integer"}],
+                                            "description": "true, or 1/yes/on"})
+# Keys the conversion layer itself consumes (not engine parameters), with the JSON schema of what each takes.
+CONVERSION_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "model": {"type": "string", "description": "a model definition (`tasks models`) [default: the task type's]"},
+    "orchestrator_details": {"type": "object", "description": "the older worker's nesting: its keys are lifted "
+                                                              "(the top level wins)"},
+    "additional_loras": {"type": "object", "additionalProperties": {"type": "number"},
+                         "description": "{url_or_path: multiplier}"},
+    "use_causvid_lora": _FLAG, "use_lighti2x_lora": _FLAG, "apply_reward_lora": _FLAG,
+    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                        "description": "may only shorten the worker's --task-timeout"},
+    "depth_model": {"type": "string", "minLength": 1, "description": "the depth estimator for video_prompt_type D"},
 })
+CONVERSION_KEYS = frozenset(CONVERSION_PARAMS)
 # The engine's parameters: each has one parser in source/engine/params.py.
 ENGINE_KEYS = frozenset(PARSERS)
+
+
+def generation_params_schema() -> dict[str, Any]:
+    """The JSON schema of what ``db_task_to_generation_task`` takes: each engine parameter as its one parser
+    describes it, the aliases, and the conversion's own keys."""
+    properties: dict[str, Any] = {name: json_schema_of(parse) for name, parse in PARSERS.items()}
+    properties["prompt"] = {**properties["prompt"], "minLength": 1, "pattern": r"\S"}
+    for alias, name in ALIASES.items():
+        properties[alias] = {**properties[name], "description": f"the same as {name}"}
+    properties.update({name: dict(schema) for name, schema in CONVERSION_PARAMS.items()})
+    return {"type": "object", "title": "GenerationParams", "required": ["prompt"], "properties": properties,
+            "additionalProperties": True,
+            "description": "A generation task's params; values not given come from the model's defaults/<model>.json "
+                           "settings, then the system defaults. Other keys are accepted and listed in the row's "
+                           "result.ignored_params."}
 
 
 @dataclass(frozen=True)
@@ -96,16 +121,20 @@ def db_task_to_generation_task(
     task_id: str, task_type: str, params: Mapping[str, Any], *, priority: int = 0, apply_reward_lora: bool = False
 ) -> GenerationRequest:
     canonical = canonical_task_type(task_type)
-    if canonical not in TASK_TYPE_MODELS:
+    # Direct generation types, and the handlers that generate with a model of their own (their rows' params
+    # already translated into engine parameters by the handler).
+    default = TASK_TYPE_MODELS.get(canonical) or OWN_DEFAULT_MODELS.get(canonical)
+    if default is None:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
     lifted = lift_orchestrator_details(params)
     merged = lifted.params
 
-    model = merged.get("model") or TASK_TYPE_MODELS[canonical]
+    model = merged.get("model") or default
     if not isinstance(model, str):
         raise InvalidParams(f"params.model must be a model name string, got {type(model).__name__}")
 
     given: dict[str, Any] = {}
+    given_as: dict[str, str] = {}  # the name the row wrote, for errors
     ignored = []
     for key, value in merged.items():
         name = ALIASES.get(key, key)
@@ -113,14 +142,17 @@ def db_task_to_generation_task(
             if name in given and given[name] != value:
                 raise InvalidParams(f"params give {name} twice with different values (alias {key!r})")
             given[name] = value
+            given_as.setdefault(name, key)
         elif name not in CONVERSION_KEYS:
             ignored.append(lifted.given_as(key))
-    parameters = parse_values(given, prefix="params.")
+    parameters = parse_values(given, prefix="params.", given_as=given_as)
     if ignored:
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
 
     prompt = parameters.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
+    # An image to start from is enough on its own (image-to-image and edits run with a blank prompt).
+    from_image = parameters.get("image_start") is not None or bool(parameters.get("image_refs"))
+    if not isinstance(prompt, str) or not (prompt.strip() or (from_image and prompt)):
         raise InvalidParams("params.prompt is required for generation tasks and must be a non-empty string")
 
     if canonical in SINGLE_IMAGE_TASK_TYPES:
@@ -192,6 +224,9 @@ def _additional_loras(value: Any) -> dict[str, float]:
             loras[str(source)] = float(multiplier)
         except (TypeError, ValueError):
             raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
+        if not math.isfinite(loras[str(source)]):
+            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a finite number, "
+                                f"got {multiplier!r}")
     return loras
 
 

@@ -14,8 +14,8 @@ from source.errors import TaskCancelled, TaskError
 from source.generation.conversion import GenerationRequest, db_task_to_generation_task, task_types_for_model
 from source.generation.progress import StepBar
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.input_policy import TaskInputs
-from source.routing import model_for_task_type
+from source.task_files.policy import TaskInputs
+from source.task_types import generation_model
 
 if TYPE_CHECKING:
     from source.engine.core import GenerationResult
@@ -88,7 +88,7 @@ def outcome_of(output: GenerationResult) -> TaskOutcome:
 
 def handle_generation(ctx: TaskContext) -> TaskOutcome:
     task_type = ctx.task.task_type
-    if model_for_task_type(task_type) is None:  # an unknown type routed here by --legacy-unknown-task-types
+    if generation_model(task_type) is None:  # an unknown type routed here by --legacy-unknown-task-types
         ctx.log.warning("unknown_task_type_generated", model=ctx.params.get("model"),
                         reason="--legacy-unknown-task-types: generated as generate_video with params.model")
         outcome = outcome_of(generate(ctx, "generate_video", ctx.params))

@@ -36,9 +36,9 @@ from source.engine.params import LoraWeight, pair_loras
 from source.engine.paths import lora_cache_dir
 from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
 from source.generation.conversion import GenerationTask
-from source.handlers.input_policy import TaskInputs
-from source.handlers.inputs import download, is_url
 from source.hub import fetch_hub_file
+from source.task_files.fetch import download, is_url
+from source.task_files.policy import TaskInputs
 
 log = structlog.get_logger(__name__)
 

@@ -14,10 +14,11 @@ from pydantic import Field
 from source.db.models import TaskStatus
 from source.errors import InputUnavailable, InvalidParams
 from source.handlers.context import TaskContext
-from source.handlers.input_policy import MAX_IMAGE_PIXELS, InputKind
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams
-from source.handlers.task_paths import WORK_FOLDER, task_output_name, unclaimed_file, under_output_root
+from source.media.atomic_files import atomic_file
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import WORK_FOLDER, task_output_name, unclaimed_file, under_output_root
+from source.task_files.policy import MAX_IMAGE_PIXELS, InputKind
 
 
 class Timings:
@@ -40,7 +41,7 @@ class Timings:
 
 def dependency_output(ctx: TaskContext, task_id: str, name: str) -> str:
     """The ``output_location`` of task ``task_id`` (a path or URL), or a clear error saying why not."""
-    row = ctx.store.get_task(task_id)
+    row = ctx.linked_task(task_id)
     if row is None:
         raise InputUnavailable(f"params.{name}: no task with id {task_id!r}")
     if row.status is not TaskStatus.COMPLETE:
@@ -79,8 +80,9 @@ def read_image_rgb(path: Path, name: str) -> np.ndarray:
 def write_png(image_rgb: np.ndarray, path: Path) -> Path:
     import cv2
 
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
+    with atomic_file(path) as temp:
+        if not cv2.imwrite(str(temp), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {path}")
     return path
 
 

@@ -10,17 +10,18 @@ from typing import Any
 
 import structlog
 
-from source.db.models import PHASES, Task
+from source.db.models import PHASES, Task, may_link
 from source.db.store import TaskStore
 from source.errors import CancelReason, TaskCancelled
-from source.handlers.input_policy import TaskInputs
-from source.handlers.task_paths import (
+from source.model_memory import ModelMemory
+from source.task_files.paths import (
     inside_root,
     legacy_location_path,
     safe_filename,
     task_output_name,
     task_work_dir,
 )
+from source.task_files.policy import TaskInputs
 from source.worker.settings import WorkerSettings
 
 
@@ -81,6 +82,11 @@ class ProgressState:
             self.message = message
             self.updated_at = time.monotonic()
 
+    def latest(self) -> tuple[float | None, str | None]:
+        """(fraction, message) as last reported, without taking it from the heartbeat's flush."""
+        with self._lock:
+            return self._fraction, self.message
+
     def take_update(self) -> tuple[float, str | None] | None:
         """(fraction, phase) when either changed since the last flush, else None. The phase is the
         message when it names one of PHASES (the engine reports "loading", "denoising", ...)."""
@@ -101,6 +107,8 @@ class TaskContext:
     # The worker's HeadlessTaskQueue (source/generation/handler.py's GenerationQueue), built by worker.py; None in a
     # worker that runs no generation.
     generation: Any = None
+    # The auxiliary models (depth, pose, RIFE) this worker keeps beside its resident model (source/model_memory.py).
+    models: ModelMemory = field(default_factory=ModelMemory)
     cancel: CancelSignal = field(default_factory=CancelSignal)
     progress: ProgressState = field(default_factory=ProgressState)
     log: Any = None
@@ -136,6 +144,13 @@ class TaskContext:
         """Another row's ``output_location`` as something ``resolve_input`` reads (the older ``files/<name>``
         form included, under --legacy-output-location)."""
         return legacy_location_path(location, self.settings.legacy_public_root)
+
+    def linked_task(self, task_id: str | None) -> Task | None:
+        """The row ``task_id`` names (a ``*_task_id`` input, a dependency, an orchestrator reference), only
+        when this task may link to it (``may_link``: the same project): a row of another project reads as one
+        that does not exist, so a link can neither reach another tenant's outputs nor tell whether it exists."""
+        row = self.store.get_task(task_id) if task_id else None
+        return row if row is not None and may_link(self.task, row) else None
 
     @property
     def work_dir(self) -> Path:

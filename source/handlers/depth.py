@@ -10,7 +10,7 @@ from source.handlers.common import (
     write_png,
 )
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import parse_params
+from source.handlers.task_params import parse_params, takes
 from source.media.depth import DEFAULT_DEPTH_MODEL, load_depth_model, model_spec, to_grey_png_array
 
 
@@ -18,6 +18,7 @@ class DepthParams(ImageTaskParams):
     model: str = DEFAULT_DEPTH_MODEL
 
 
+@takes(DepthParams)
 def handle_generate_depth(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(DepthParams, ctx.params)
     spec = model_spec(params.model)  # an unknown model fails before any input is fetched
@@ -25,7 +26,7 @@ def handle_generate_depth(ctx: TaskContext) -> TaskOutcome:
     with timings.stage("load_input"):
         _, image = load_task_image(ctx, params)
     with timings.stage("load_model"):
-        estimator = load_depth_model(params.model)
+        estimator = load_depth_model(params.model, ctx.models)
     ctx.check_cancelled()
     with timings.stage("estimate"):
         depth = estimator.estimate(image)

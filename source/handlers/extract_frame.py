@@ -10,7 +10,7 @@ from pydantic import Field
 from source.errors import InputUnavailable, InvalidParams
 from source.handlers.common import Timings, output_file, resolve_task_input, write_png
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import count_frames
 
 
@@ -58,6 +58,7 @@ def read_frame(path: Path, index: int) -> tuple[np.ndarray, int]:
                         f"(valid: {-count}..{count - 1})")
 
 
+@takes(ExtractFrameParams)
 def handle_extract_frame(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(ExtractFrameParams, ctx.params)
     timings = Timings()

@@ -11,18 +11,19 @@ from source.handlers.common import (
     write_png,
 )
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import parse_params
+from source.handlers.task_params import parse_params, takes
 from source.media.pose.detect import default_detector
 from source.media.pose.draw import draw_poses
 
 
+@takes(ImageTaskParams)
 def handle_generate_openpose(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(ImageTaskParams, ctx.params)
     timings = Timings()
     with timings.stage("load_input"):
         source, image = load_task_image(ctx, params)
     with timings.stage("load_model"):
-        detector = default_detector()
+        detector = default_detector(ctx.models)
     ctx.check_cancelled()
     with timings.stage("detect"):
         poses = detector.detect(image)

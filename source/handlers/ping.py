@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pydantic import Field
 
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 
 SLEEP_SLICE_SECONDS = 0.05
 
@@ -24,6 +24,7 @@ class PingParams(TaskParams):
     message: str | None = Field(default=None, max_length=10_000)
 
 
+@takes(PingParams)
 def handle_ping(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(PingParams, ctx.params)
     started = time.monotonic()

@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from source.engine.outputs import write_video_frames
 from source.errors import InvalidParams, ModelUnavailable
 from source.generation.conversion import normalise_resolution
 from source.handlers.common import Timings, output_file, read_image_rgb
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.interpolation.flow import FlowInterpolator
+from source.media.write import write_video_frames
+from source.task_files.fetch import resolve_input
 
 MAX_FRAMES = 1000
 MAX_SIDE = 4096
@@ -62,7 +62,7 @@ def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.
 
         weights = RifeWeights.configured()
         try:
-            return RifeInterpolator(load_rife(weights), image0, image1), {"rife_weights": weights.describe()}
+            return RifeInterpolator(load_rife(weights, ctx.models), image0, image1), {"rife_weights": weights.describe()}
         except ModelUnavailable as exc:
             if method == "rife":
                 raise
@@ -71,6 +71,7 @@ def _interpolator(ctx: TaskContext, method: str, image0: np.ndarray, image1: np.
     return FlowInterpolator(image0, image1), notes
 
 
+@takes(RifeParams)
 def handle_rife_interpolate_images(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(RifeParams, ctx.params)
     timings = Timings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import structlog
@@ -12,12 +13,14 @@ from source.errors import InvalidParams
 log = structlog.get_logger(__name__)
 
 ModelT = TypeVar("ModelT", bound="TaskParams")
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 
 
 class TaskParams(BaseModel):
     """Base for every handler's params. Unknown keys are allowed (producers send extras) but logged."""
 
-    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan off: JSON's Infinity/NaN are refused naming the field, as the generation parsers do
+    model_config = ConfigDict(extra="allow", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
     def ignored_params(self) -> list[str]:
         """The keys nothing reads (this model's extras and, dotted, those of nested params)."""
@@ -48,3 +51,14 @@ def describe_validation_error(exc: ValidationError) -> str:
             message += f" (got {shown[:80] + '...' if len(shown) > 80 else shown})"
         problems.append(f"params.{where}: {message}" if where else f"params: {message}")
     return "invalid params: " + "; ".join(problems)
+
+
+def takes(model: type[TaskParams], *, translated: bool = False) -> Callable[[HandlerT], HandlerT]:
+    """Name the params model a handler parses its row with: /openapi.json publishes that model's schema, and a
+    submission is checked against it before a row exists. ``translated``: the handler first translates older
+    row shapes (or lifts orchestrator_details), so only the worker can tell a bad row from an older one."""
+    def mark(handler: HandlerT) -> HandlerT:
+        handler.params_model = model  # type: ignore[attr-defined]
+        handler.params_translated = translated  # type: ignore[attr-defined]
+        return handler
+    return mark

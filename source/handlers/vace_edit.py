@@ -21,7 +21,7 @@ from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.join_plan import bridge_guide, plan_join, stitch_frames
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_video, save_video, video_fps
 
 MAX_FRAMES = 2000
@@ -84,6 +84,7 @@ def _ignored(params: VaceEditParams) -> dict[str, Any]:
     return {"ignored_params": ignored} if ignored else {}
 
 
+@takes(JoinClipsParams)
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(JoinClipsParams, ctx.params)
     first_path = resolve_task_input(ctx, path=params.starting_video_path, path_name="starting_video_path",
@@ -108,6 +109,7 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
         "replace_mode": params.replace_mode, "resolution": f"{size[0]}x{size[1]}", **_ignored(params)})
 
 
+@takes(InpaintFramesParams)
 def handle_inpaint_frames(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(InpaintFramesParams, ctx.params)
     source_path = resolve_task_input(ctx, path=params.video_path, path_name="video_path",

@@ -16,17 +16,17 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from source.engine.outputs import write_video_frames
 from source.engine.postprocess import pair_interpolator
 from source.errors import InvalidParams, ModelUnavailable
 from source.handlers.app_fields import split_app_fields
 from source.handlers.common import Timings
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.audio import has_audio, mux_audio, read_audio
 from source.media.enhance import interpolate, interpolated_count, upscale, upscaled_size
 from source.media.video import iter_video_frames, video_info
+from source.media.write import write_video_frames
+from source.task_files.fetch import resolve_input
 
 Quality = Literal["low", "medium", "high", "maximum"]
 WriteMode = Literal["fast", "balanced", "small"]
@@ -68,6 +68,7 @@ class VideoEnhanceParams(TaskParams):
     upscale: UpscaleParams = Field(default_factory=UpscaleParams)
 
 
+@takes(VideoEnhanceParams)
 def handle_video_enhance(ctx: TaskContext) -> TaskOutcome:
     p = parse_params(VideoEnhanceParams, ctx.params)
     if not (p.enable_interpolation or p.enable_upscale):

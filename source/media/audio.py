@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from source.engine.outputs import write_soundtrack
 from source.errors import InputUnavailable
+from source.media.write import write_soundtrack
 
 RATE = 48000
 LAYOUT = "stereo"

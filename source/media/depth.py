@@ -12,6 +12,7 @@ import structlog
 
 from source.errors import InvalidParams, ModelUnavailable
 from source.hub import fetch_hub_snapshot
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -87,15 +88,14 @@ def to_grey_png_array(depth: np.ndarray) -> np.ndarray:
     return np.round((depth - low) / (high - low) * 255.0).astype(np.uint8)
 
 
-_lock = threading.Lock()
-_loaded: dict[str, DepthEstimator] = {}
-
-
-def load_depth_model(name: str) -> DepthEstimator:
-    """The estimator for a name of DEPTH_MODELS, kept for the life of the process."""
+def load_depth_model(name: str, memory: ModelMemory | None = None) -> DepthEstimator:
+    """The estimator for a name of DEPTH_MODELS, kept by ``memory`` (the worker's, beside its resident model)
+    until memory is short; built afresh for a caller with none."""
     spec = model_spec(name)
-    with _lock:
-        if name not in _loaded:
-            _loaded[name] = DepthEstimator(name, _weights_folder(name, spec))
-            log.info("depth_model_loaded", model=name, source=spec.describe())
-        return _loaded[name]
+
+    def build() -> DepthEstimator:
+        estimator = DepthEstimator(name, _weights_folder(name, spec))
+        log.info("depth_model_loaded", model=name, source=spec.describe())
+        return estimator
+
+    return build() if memory is None else memory.auxiliary(f"depth:{name}", build)

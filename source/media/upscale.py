@@ -92,6 +92,11 @@ def lanczos(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if image.size == size else image.resize(size, Image.LANCZOS)
 
 
+def lanczos_upscale(image: Image.Image, scale: float) -> Image.Image:
+    """The plain resize, for rows that ask for it instead of the model."""
+    return lanczos(image.convert("RGB"), target_size(image.size, check_scale(scale)))
+
+
 class Upscaler:
     """One loaded Swin2SR model; thread-safe ``upscale``."""
 

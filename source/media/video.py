@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from source.engine.inputs import load_image, read_frames
-from source.engine.outputs import write_video
 from source.errors import InputUnavailable
+from source.media.load import load_image, read_frames
+from source.media.write import write_video
 
 
 def read_video(path: str | Path, name: str, size: tuple[int, int] | None = None) -> np.ndarray:

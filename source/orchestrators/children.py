@@ -53,7 +53,7 @@ def spawn_chain(ctx: TaskContext, specs: Sequence[ChildSpec], *, result: dict[st
     ids = ctx.store.add_child_tasks(parent.id, children)
     summary = {**(result or {}), "child_task_ids": ids}
     ctx.log.info("children_created", children=len(ids), final_child=ids[-1])
-    final = ctx.store.get_task(ids[-1])
+    final = ctx.linked_task(ids[-1])
     if final is not None and final.status is TaskStatus.COMPLETE and final.output_location:
         ctx.store.complete_parent(parent.id, output_location=final.output_location, result=summary)
     elif final is not None and final.status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
@@ -71,7 +71,7 @@ def check_child_count(ctx: TaskContext, count: int) -> None:
 
 def dependency_output(ctx: TaskContext, task_id: str | None, what: str) -> str:
     """The output_location of a finished row this task depends on."""
-    row = ctx.store.get_task(task_id) if task_id else None
+    row = ctx.linked_task(task_id)
     if row is None:
         raise TaskError(f"{what}: task {task_id} does not exist")
     if row.status is not TaskStatus.COMPLETE or not row.output_location:

@@ -13,13 +13,14 @@ from pydantic import Field
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_image, read_video, save_video
+from source.media.write import save_picture
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.children import ChildSpec, child_id, child_payload, dependency_output, spawn_chain
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 PERSPECTIVE_TASK_TYPES = {"pose": "generate_openpose", "depth": "generate_depth"}
 # The intermediate "single frame" is the shortest clip Wan makes (4*1+1 frames); extract_frame takes frame 0.
@@ -45,6 +46,7 @@ class DifferentPerspectiveParams(TaskParams):
     depth_model: str | None = None
 
 
+@takes(DifferentPerspectiveParams, translated=True)
 def handle_different_perspective_orchestrator(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     p = parse_params(DifferentPerspectiveParams, lifted.params)
@@ -97,6 +99,7 @@ class FinalGenParams(TaskParams):
     view_perspective_task_id: str
 
 
+@takes(FinalGenParams, translated=True)
 def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("dp_final_gen", ctx.params)
     p = parse_params(FinalGenParams, older.params if older else ctx.params)
@@ -121,7 +124,7 @@ def handle_dp_final_gen(ctx: TaskContext) -> TaskOutcome:
     video = output.paths[0]
     last = read_video(video, "final video")[-1]
     image_path = ctx.output_path("different_perspective.png", subdir=safe_filename(f"dp_{p.orchestrator_task_id_ref}"))
-    Image.fromarray(last).save(image_path)
+    save_picture(Image.fromarray(last), image_path)
     older_parent, older_note = older_orchestrator_to_complete(ctx.store, ctx.task, older)
     return TaskOutcome(output_path=image_path, completes_parent=True, parent_task_id=older_parent, result={
         **output.summary(), "video": str(video), **ctx.scratch_record("guide_video", guide_path),

@@ -20,11 +20,11 @@ from pydantic import Field
 from source.errors import InvalidParams
 from source.generation.conversion import lift_orchestrator_details, normalise_resolution
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.join_plan import ClipRef
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import video_info
 from source.orchestrators.join_clips import MAX_FRAMES, JoinOverride, JoinSettings, spawn_join_run
+from source.task_files.fetch import resolve_input
 
 MAX_PORTIONS = 50
 WHERE = "params.orchestrator_details"
@@ -53,6 +53,7 @@ class EditDetails(JoinSettings):
     loras: list[LoraEntry] = Field(default_factory=list)
 
 
+@takes(EditDetails, translated=True)
 def handle_edit_video_orchestrator(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     d = parse_params(EditDetails, lifted.params)

@@ -23,7 +23,6 @@ from source.errors import InvalidParams, TaskError
 from source.generation.conversion import lift_orchestrator_details
 from source.handlers.app_fields import split_app_fields
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
 from source.handlers.join_plan import (
     ClipRef,
     JoinPlan,
@@ -34,13 +33,14 @@ from source.handlers.join_plan import (
     stitch_spans,
     stitched_length,
 )
-from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.handlers.vace_edit import vace_fill
 from source.media.audio import add_soundtrack, spans_to_pieces
 from source.media.video import read_video, resample_frames, save_video, video_info
 from source.orchestrators.checks import check_model, check_resolution
 from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 MAX_FRAMES = 2000
 MAX_CLIPS = 100
@@ -146,6 +146,7 @@ class JoinStitchParams(TaskParams):
 
 
 # -- orchestrator ----------------------------------------------------------------------------------------
+@takes(JoinDetails, translated=True)
 def handle_join_clips_orchestrator(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     d = parse_params(JoinDetails, lifted.params)
@@ -277,6 +278,7 @@ def _size(resolution: str) -> tuple[int, int]:
 
 
 # -- segment ---------------------------------------------------------------------------------------------
+@takes(JoinSegmentParams)
 def handle_join_clips_segment(ctx: TaskContext) -> TaskOutcome:
     p = parse_params(JoinSegmentParams, ctx.params)
     size = _size(p.resolution)
@@ -310,6 +312,7 @@ def _row_output(ctx: TaskContext, task_id: str | None, what: str) -> str:
 
 
 # -- final stitch ----------------------------------------------------------------------------------------
+@takes(JoinStitchParams)
 def handle_join_final_stitch(ctx: TaskContext) -> TaskOutcome:
     p = parse_params(JoinStitchParams, ctx.params)
     parent = ctx.task.parent_task_id

@@ -8,13 +8,13 @@ from source.errors import InvalidParams
 from source.generation.conversion import lift_orchestrator_details
 from source.generation.handler import generate, outcome_of
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.orchestrators.checks import check_model, check_resolution
-from source.routing import OWN_DEFAULT_MODELS
+from source.task_types import BY_NAME
 
 DEFAULT_PROMPT = "Make a shot in the same scene from a different angle"
 DEFAULT_RESOLUTION = "768x576"
-DEFAULT_MODEL = OWN_DEFAULT_MODELS["magic_edit"]  # what a worker's --models must allow for a row naming none
+DEFAULT_MODEL = BY_NAME["magic_edit"].default_model  # what a worker's --models must allow for a row naming none
 # The in-scene LoRA the older worker used (huggingface.co/peteromallet/Flux-Kontext-InScene); WanGP ships none.
 # Any file of the model's LoRA folder named InScene-* is taken (this one first), unless a name is configured.
 IN_SCENE_LORA = "InScene-v1.0.safetensors"
@@ -44,6 +44,7 @@ class MagicEditParams(TaskParams):
         return self
 
 
+@takes(MagicEditParams, translated=True)
 def handle_magic_edit(ctx: TaskContext) -> TaskOutcome:
     lifted = lift_orchestrator_details(ctx.params)
     p = parse_params(MagicEditParams, lifted.params)

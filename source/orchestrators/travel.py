@@ -12,15 +12,13 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from source.db.models import TaskStatus
+from source.db.models import TaskStatus, may_link
 from source.engine.postprocess import upsample_space
 from source.errors import TaskError
 from source.generation.conversion import normalise_resolution
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.inputs import resolve_input
-from source.handlers.task_params import TaskParams, parse_params
-from source.handlers.task_paths import safe_filename
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import colour_match, crossfade_join, read_image, read_video, save_video
 from source.orchestrators.children import (
     ChildSpec,
@@ -31,14 +29,23 @@ from source.orchestrators.children import (
 )
 from source.orchestrators.crossfade_join import handle_crossfade_join, is_crossfade_join
 from source.orchestrators.older_shapes import older_orchestrator_to_complete, translate_older_child
-from source.orchestrators.travel_params import MAX_UPSCALE_FACTOR, SegmentPlan, TravelPlan, plan_travel
+from source.orchestrators.travel_params import (
+    MAX_UPSCALE_FACTOR,
+    SegmentPlan,
+    TravelOrchestratorParams,
+    TravelPlan,
+    plan_travel,
+)
 from source.orchestrators.travel_segment import Fade, OverlapAdjustments, build_segment_guide
+from source.task_files.fetch import resolve_input
+from source.task_files.paths import safe_filename
 
 STITCH_KEY = "stitch"
 GUIDE_FPS = 16  # the guide and mask are read frame by frame; their rate is only metadata
 
 
 # -- orchestrator ----------------------------------------------------------------------------------------
+@takes(TravelOrchestratorParams)
 def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
     plan = plan_travel(ctx.params, task_id=ctx.task.id, inputs=ctx.inputs,
                        check_children=lambda count: check_child_count(ctx, count))
@@ -136,6 +143,7 @@ class SegmentParams(TaskParams):
     adjust_brightness_subsequent_starting_frames: float = 0.0
 
 
+@takes(SegmentParams, translated=True)
 def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("travel_segment", ctx.params)
     p = parse_params(SegmentParams, older.params if older else ctx.params)
@@ -209,6 +217,7 @@ class StitchParams(TaskParams):
     upscale_factor: float = Field(0.0, ge=0.0, le=MAX_UPSCALE_FACTOR)
 
 
+@takes(StitchParams, translated=True)
 def handle_travel_stitch(ctx: TaskContext) -> TaskOutcome:
     if is_crossfade_join(ctx.params):
         return handle_crossfade_join(ctx)
@@ -258,8 +267,12 @@ def _upscale(frames: np.ndarray, factor: float) -> np.ndarray:
 def _segments_of_run(ctx: TaskContext, p: StitchParams) -> list:
     """The run's segments, in order, every one Complete (the chain guarantees it; checked anyway). An older
     worker's orchestrator left no parent link: its segments are found along the ``dependant_on`` chain."""
-    rows = [row for row in ctx.store.list_child_tasks(p.orchestrator_task_id_ref)
-            if row.task_type == "travel_segment" and row.params().get("orchestrator_run_id") == p.orchestrator_run_id]
+    # the orchestrator and its segments only inside this row's project (another tenant may name theirs)
+    orchestrator = ctx.linked_task(p.orchestrator_task_id_ref)
+    children = ctx.store.list_child_tasks(orchestrator.id) if orchestrator is not None else []
+    rows = [row for row in children
+            if may_link(ctx.task, row) and row.task_type == "travel_segment"
+            and row.params().get("orchestrator_run_id") == p.orchestrator_run_id]
     if not rows:
         rows = _segments_by_chain(ctx, p.orchestrator_run_id, p.num_segments)
     rows.sort(key=lambda row: int(row.params().get("segment_index", -1)))
@@ -276,7 +289,7 @@ def _segments_by_chain(ctx: TaskContext, run_id: str, count: int) -> list:
     rows, seen, previous = [], set(), ctx.task.dependant_on
     while previous and previous not in seen and len(rows) < count:
         seen.add(previous)
-        row = ctx.store.get_task(previous)
+        row = ctx.linked_task(previous)
         if row is None or row.task_type != "travel_segment" or row.params().get("orchestrator_run_id") != run_id:
             break
         rows.append(row)

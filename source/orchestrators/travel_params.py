@@ -10,12 +10,12 @@ from typing import Any
 from pydantic import Field
 
 from source.errors import InputUnavailable, InvalidParams
-from source.handlers.input_policy import TaskInputs
-from source.handlers.inputs import resolve_input
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.video import count_frames
 from source.orchestrators.checks import check_model, check_resolution, nearest_frame_count
 from source.orchestrators.travel_segment import Fade
+from source.task_files.fetch import resolve_input
+from source.task_files.policy import TaskInputs
 
 WHERE = "params.orchestrator_details"
 # A stitched video resized past this holds too many pixels in memory; upscale it as a separate task instead.

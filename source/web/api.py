@@ -2,6 +2,8 @@
 
 # No `from __future__ import annotations`: FastAPI reads the closures' Depends() annotations at runtime.
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -9,17 +11,21 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import structlog
-from fastapi import APIRouter, Cookie, Depends, HTTPException, Query
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi import APIRouter, Cookie, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
-from source.cli.submission import SubmissionRefused, check_submission
 from source.db import NewTask, TaskStatus, TaskStore
+from source.db.models import TERMINAL_STATUSES
+from source.submission import SubmissionRefused, check_submission
 from source.web.auth import COOKIE, Scope, Tokens
 from source.web.changes import ChangeHub
-from source.web.files import IMAGE_SUFFIXES, OutputRoot, is_remote
+from source.web.csrf import CsrfGuard
+from source.web.files import IMAGE_SUFFIXES, OutputRoot, ThumbnailRefused, is_remote
 from source.web.overview import ALIVE_WITHIN_SECONDS, read_overview, task_json
 
 log = structlog.get_logger(__name__)
@@ -27,6 +33,8 @@ log = structlog.get_logger(__name__)
 MAX_PAGE = 500
 MAX_OFFSET = 5000  # the store lists newest first with a limit: deep pages read offset + limit rows
 SSE_PING_SECONDS = 15
+# POST /api/tasks?wait=S: a held request holds a connection; longer waits poll GET /api/tasks/{id}.
+MAX_WAIT_SECONDS = 300
 # An output opened directly in a tab renders inert: no scripts, no guessing an HTML type from the bytes.
 FILE_HEADERS = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
 
@@ -55,7 +63,8 @@ def refused(field: str, message: str) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": message, "type": "value_error"}]})
 
 
-def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens) -> APIRouter:
+def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: Tokens,
+                 csrf: CsrfGuard) -> APIRouter:
     bearer = HTTPBearer(auto_error=False, description="A read or write token (`tasks serve --read-token ...`).")
 
     def scope_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
@@ -72,8 +81,15 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             return scope
         return check
 
+    def may_write(request: Request, scope: Annotated[Scope, Depends(needs(Scope.WRITE))],
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+                  cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Scope:
+        if credentials is None:  # the cookie, or an open server: what a forged browser request carries
+            csrf.check(request, cookie)
+        return scope
+
     read = [Depends(needs(Scope.READ))]
-    write = [Depends(needs(Scope.WRITE))]
+    write = [Depends(may_write)]
     router = APIRouter(prefix="/api", tags=["tasks"])
 
     def existing(task_id: str) -> dict[str, Any]:
@@ -84,10 +100,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         row["children"] = [task_json(c) for c in store.list_child_tasks(task_id)]
         return row
 
-    @router.post("/tasks", status_code=201, dependencies=write,
-                 responses={422: {"description": "Unknown task type or invalid params; `loc` names the field."}})
-    def submit(body: SubmitTask) -> Any:
-        """Queue a task (the checks of `tasks add`); answers the stored row, with its `id`."""
+    def create(body: SubmitTask) -> Any:
         try:
             check_submission(body.task_type, body.params)
         except SubmissionRefused as exc:
@@ -105,6 +118,37 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         log.info("task_submitted", task_id=task_id, task_type=body.task_type)
         return existing(task_id)
 
+    async def finished_row(task_id: str, seconds: float) -> str | None:
+        """The row's JSON once it is finished (the change hub's shared reads), or None after ``seconds``."""
+        async def watch() -> str:
+            async for snapshot in hub.snapshots(task_id):
+                data = snapshot.tasks_json.get(task_id)
+                if data is not None and data != "null" and json.loads(data)["status"] in TERMINAL_STATUSES:
+                    return data
+            raise AssertionError("the change hub stopped")  # pragma: no cover
+
+        try:
+            return await asyncio.wait_for(watch(), seconds)
+        except asyncio.TimeoutError:
+            return None
+
+    @router.post("/tasks", status_code=201, dependencies=write,
+                 responses={202: {"description": "`wait` ran out before the task finished: the row as it stands."},
+                            422: {"description": "Unknown task type or invalid params; `loc` names the field."}})
+    async def submit(body: SubmitTask, wait: Annotated[float | None, Query(
+            gt=0, le=MAX_WAIT_SECONDS, description="Wait up to this many seconds for the task to finish (RunPod's "
+                                                   "runsync): 201 with the finished row (its `status` and "
+                                                   "`error_message` say how it ended), 202 if still running.")] = None,
+                     ) -> Any:
+        """Queue a task (the checks of `tasks add`); answers the stored row, with its `id`."""
+        created = await run_in_threadpool(create, body)
+        if wait is None or isinstance(created, Response):
+            return created
+        finished = await finished_row(created["id"], wait)
+        if finished is not None:
+            return Response(finished, status_code=201, media_type="application/json")
+        return JSONResponse(jsonable_encoder(await run_in_threadpool(existing, created["id"])), status_code=202)
+
     @router.get("/tasks", dependencies=read)
     def list_tasks(status: TaskStatus | None = None, task_type: str | None = None,
                    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
@@ -116,11 +160,6 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         return TaskList(tasks=[task_json(t) for t in page], offset=offset, limit=limit,
                         next_offset=offset + limit if more else None)
 
-    @router.get("/tasks/{task_id}", dependencies=read)
-    def get_task(task_id: str) -> dict[str, Any]:
-        """The whole row (params, result, timings, error) and its children, oldest first."""
-        return existing(task_id)
-
     def transition(task_id: str, verb: Callable[[str], bool], event: str, refusal: str) -> dict[str, Any]:
         existing(task_id)
         if not verb(task_id):
@@ -128,12 +167,12 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
         log.info(event, task_id=task_id)
         return existing(task_id)
 
-    @router.post("/tasks/{task_id}/cancel", dependencies=write)
+    @router.post("/tasks/{task_id:path}/cancel", dependencies=write)
     def cancel(task_id: str) -> dict[str, Any]:
         """Queued/In Progress → Cancelled (a running generation stops at its next step)."""
         return transition(task_id, store.cancel_task, "task_cancelled_over_http", "Queued or In Progress")
 
-    @router.post("/tasks/{task_id}/retry", dependencies=write)
+    @router.post("/tasks/{task_id:path}/retry", dependencies=write)
     def retry(task_id: str) -> dict[str, Any]:
         """Failed/Cancelled → Queued, attempts reset."""
         return transition(task_id, store.retry_task, "task_retried_over_http", "Failed or Cancelled")
@@ -161,7 +200,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             raise HTTPException(404, f"task {task_id} has no output")
         return task.output_location
 
-    @router.get("/tasks/{task_id}/output", dependencies=read, response_class=FileResponse,
+    @router.get("/tasks/{task_id:path}/output", dependencies=read, response_class=FileResponse,
                 responses={307: {"description": "Storage output: redirected to its URL"}})
     def output(task_id: str) -> Any:
         """The output file: local files from inside the output root only; Storage URLs are redirected."""
@@ -173,7 +212,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
             raise HTTPException(404, "the output is not a file under the output root")
         return FileResponse(path, headers=FILE_HEADERS)
 
-    @router.get("/tasks/{task_id}/thumbnail", dependencies=read, response_class=FileResponse)
+    @router.get("/tasks/{task_id:path}/thumbnail", dependencies=read, response_class=FileResponse)
     def thumbnail(task_id: str) -> Any:
         """A JPEG of the output's first frame, rendered on first request and cached under the output root."""
         location = output_of(task_id)
@@ -182,7 +221,10 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                 return RedirectResponse(location, status_code=307)  # a Storage picture is its own thumbnail
             raise HTTPException(404, "no thumbnail for a Storage video (the page shows the video's first frame)")
         path = outputs.local_file(location)
-        picture = outputs.thumbnail(path) if path is not None else None
+        try:
+            picture = outputs.thumbnail(path) if path is not None else None
+        except ThumbnailRefused as exc:
+            raise HTTPException(exc.status, str(exc)) from None
         if picture is None:
             raise HTTPException(404, "no thumbnail for this output")
         return FileResponse(picture, media_type="image/jpeg", headers=FILE_HEADERS)
@@ -207,7 +249,7 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                     yield {"event": "overview", "data": data}
         return EventSourceResponse(stream(), ping=SSE_PING_SECONDS)
 
-    @router.get("/tasks/{task_id}/events", dependencies=read, response_class=EventSourceResponse)
+    @router.get("/tasks/{task_id:path}/events", dependencies=read, response_class=EventSourceResponse)
     async def task_events(task_id: str) -> EventSourceResponse:
         """Server-Sent Events: a `task` event (as GET /api/tasks/{id}) whenever this row or a child changes."""
         async def stream() -> AsyncIterator[dict[str, str]]:
@@ -220,5 +262,11 @@ def build_router(store: TaskStore, hub: ChangeHub, outputs: OutputRoot, tokens: 
                     last = data
                     yield {"event": "task", "data": data}
         return EventSourceResponse(stream(), ping=SSE_PING_SECONDS)
+
+    # Last: ids may hold "/" ({task_id:path}), so the routes above, which end in a verb, must match first.
+    @router.get("/tasks/{task_id:path}", dependencies=read)
+    def get_task(task_id: str) -> dict[str, Any]:
+        """The whole row (params, result, timings, error) and its children, oldest first."""
+        return existing(task_id)
 
     return router

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from source.cli.tasks import _row as task_row
 from source.db import Task, TaskStatus, TaskStore
 from source.db.models import ALIVE_WITHIN_SECONDS
 from source.errors import InvalidParams
@@ -21,7 +20,7 @@ PROMPT_CHARS = 200
 
 def task_json(task: Task) -> dict[str, Any]:
     """One row as the API returns it: the same shape as ``tasks show``."""
-    return task_row(task)
+    return task.as_json()
 
 
 def task_summary(task: Task) -> dict[str, Any]:

@@ -11,28 +11,31 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from source.web.auth import COOKIE, Scope, Tokens
+from source.web.csrf import CsrfGuard
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 COOKIE_MAX_AGE = 30 * 24 * 3600
 
 
-def build_pages(tokens: Tokens) -> APIRouter:
+def build_pages(tokens: Tokens, csrf: CsrfGuard) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
-    def page(request: Request, name: str, scope: Scope, **context: object) -> Response:
+    def page(request: Request, name: str, cookie: str | None, **context: object) -> Response:
+        scope = tokens.scope_of(cookie)
         if scope is Scope.NONE:
             return RedirectResponse("/login", status_code=303)
         return TEMPLATES.TemplateResponse(request, name, {
-            "can_write": scope >= Scope.WRITE, "auth_required": tokens.required, **context})
+            "can_write": scope >= Scope.WRITE, "auth_required": tokens.required,
+            "csrf_token": csrf.token_for(cookie), **context})
 
     @router.get("/", response_class=HTMLResponse)
     def index(request: Request, cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        return page(request, "index.html", tokens.scope_of(cookie))
+        return page(request, "index.html", cookie)
 
-    @router.get("/tasks/{task_id}", response_class=HTMLResponse)
+    @router.get("/tasks/{task_id:path}", response_class=HTMLResponse)
     def task_page(request: Request, task_id: str,
                   cookie: Annotated[str | None, Cookie(alias=COOKIE)] = None) -> Response:
-        return page(request, "task.html", tokens.scope_of(cookie), task_id=task_id)
+        return page(request, "task.html", cookie, task_id=task_id)
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request) -> Response:

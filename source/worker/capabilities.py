@@ -10,9 +10,10 @@ from fnmatch import fnmatchcase
 
 from source.db.models import UNRESTRICTED, Capabilities
 from source.engine.inventory import memory_need_gb
-from source.engine.model_defs import list_model_types, load_model_def
+from source.engine.model_defs import BoxOptions, list_model_types, load_model_def
 from source.errors import DefinitionError, InvalidParams
 from source.routing import default_model, known_task_types
+from source.task_types import MODEL_ALIASES
 
 
 class CapabilityError(ValueError):
@@ -35,12 +36,13 @@ class ModelFit:
         return gpu_gb is None or self.need_gb is None or self.need_gb <= gpu_gb
 
 
-def model_fits() -> list[ModelFit]:
-    """Every loadable definition with its memory need (a malformed one can run nowhere: left out)."""
+def model_fits(box: BoxOptions | None = None) -> list[ModelFit]:
+    """Every loadable definition with its memory need at this box's profile (a malformed one can run nowhere:
+    left out)."""
     fits = []
     for model_type in list_model_types():
         try:
-            definition = load_model_def(model_type)
+            definition = load_model_def(model_type, box)
         except (InvalidParams, DefinitionError):
             continue
         fits.append(ModelFit(model_type, memory_need_gb(definition), definition.engine.profile))
@@ -63,10 +65,11 @@ def resolve_capabilities(
     *,
     allow_unknown_task_types: bool = False,
     fits: Sequence[ModelFit] | None = None,
+    box: BoxOptions | None = None,
 ) -> Capabilities:
     """The claim's three lists. No flag and nothing the GPU excludes: unrestricted (today's claim, unchanged).
     ``gpu_memory_gb`` None (no GPU found): no memory filter."""
-    fits = model_fits() if fits is None else list(fits)
+    fits = model_fits(box) if fits is None else list(fits)
     types = _checked_task_types(task_types, allow_unknown_task_types)
     known = [fit.model_type for fit in fits]
     chosen = [fit for fit in fits if model_patterns is None or any(fnmatchcase(fit.model_type, p) for p in model_patterns)]
@@ -79,7 +82,8 @@ def resolve_capabilities(
             raise CapabilityError("--models", f"{pattern!r}: none fits this GPU's {gpu_memory_gb:g} GiB ({needs}); "
                                               "a lower-memory profile (--wgp-profile 2 or 4) changes the need")
     allowed = [fit.model_type for fit in chosen if fit.fits(gpu_memory_gb)]
-    models = None if model_patterns is None and len(allowed) == len(fits) else tuple(allowed)
+    aliases = [alias for alias, model in MODEL_ALIASES.items() if model in allowed]
+    models = None if model_patterns is None and len(allowed) == len(fits) else tuple(allowed + aliases)
     if types is None and models is None:
         return UNRESTRICTED
     candidates = types if types is not None else tuple(known_task_types())

@@ -4,7 +4,6 @@ flags that no longer mean anything are still accepted, with a warning naming wha
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,8 +60,8 @@ def engine_flag_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def apply_engine_flags(opts: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the ``--wgp-*`` values, warn about deprecated ones, and export the overrides to the environment
-    the engine reads them from (source/engine/model_defs.py, like WGP_CKPTS_DIR). Returns what is in effect."""
+    """Check the ``--wgp-*`` values and warn about deprecated ones. Returns the overrides in effect, by field
+    name, which worker.py passes down in its BoxOptions (source/engine/model_defs.py)."""
     for dest, (flag, replacement) in DEPRECATED.items():
         if opts.get(dest) is not None:
             log.warning("deprecated_flag_ignored", flag=flag, value=opts[dest], replaced_by=replacement)
@@ -75,7 +74,6 @@ def apply_engine_flags(opts: Mapping[str, Any]) -> dict[str, Any]:
             value = parse_engine_override(key, str(text))
         except InvalidParams as exc:
             raise click.BadParameter(str(exc), param_hint=flag) from None
-        os.environ[ENGINE_OVERRIDE_ENV[key]] = str(text)
         if value is not None:
             in_effect[key] = value
     if in_effect:

@@ -10,6 +10,7 @@ import structlog
 
 from source.db.models import TaskStatus
 from source.db.store import TaskStore
+from source.errors import CancelReason
 from source.handlers.context import CancelSignal, ProgressState
 
 log = structlog.get_logger(__name__)
@@ -82,10 +83,10 @@ class Heartbeat(threading.Thread):
     def _check_ownership(self) -> None:
         state = self.store.task_status(self.task_id)
         if state is None:
-            self.cancel.set("lease_lost", "the task row was deleted")
+            self.cancel.set(CancelReason.LEASE_LOST, "the task row was deleted")
             return
         status, owner = state
         if status is TaskStatus.CANCELLED:
-            self.cancel.set("cancelled", "the task was cancelled")
+            self.cancel.set(CancelReason.CANCELLED, "the task was cancelled")
         elif status is not TaskStatus.IN_PROGRESS or owner != self.worker_id:
-            self.cancel.set("lease_lost", f"the row is now {status.value} (worker {owner})")
+            self.cancel.set(CancelReason.LEASE_LOST, f"the row is now {status.value} (worker {owner})")

@@ -51,14 +51,29 @@ def default_timeout(task_type: str, params: Mapping[str, Any]) -> float:
     return TIMEOUT_BASE_SECONDS + TIMEOUT_SECONDS_PER_WEIGHT_GB * weights.size_gb
 
 
+def input_frames(architecture: str, params: GenerationParams) -> int:
+    """Input pictures the model attends to beside the frames it makes, each at (at most) the output's size, the
+    size the engine resizes them to first: Kontext's edited image, VACE's reference images."""
+    if architecture == "flux_kontext":
+        return 1
+    if "vace" in architecture:
+        return len(params.image_refs)
+    return 0
+
+
 def check_work_budget(model_type: str, params: GenerationParams) -> None:
-    """Refuse a generation whose frames × pixels × steps exceed the model's budget (resolved values)."""
+    """Refuse a generation whose frames (made and read) × pixels × steps exceed the model's budget (resolved
+    values)."""
     width, height, frames = params.width, params.height, params.video_length
     steps, batch = params.num_inference_steps, params.batch_size
-    budget = TINY_WORK_BUDGET if load_model_def(model_type).weights.tiny else FULL_WORK_BUDGET
-    work = width * height * frames * batch * steps
+    definition = load_model_def(model_type)
+    budget = TINY_WORK_BUDGET if definition.weights.tiny else FULL_WORK_BUDGET
+    inputs = input_frames(definition.architecture, params)
+    work = width * height * (frames + inputs) * batch * steps
     if work > budget:
+        counted = (f"({frames} frames + {inputs} input image{'s' if inputs > 1 else ''})" if inputs
+                   else f"{frames} frames")
         raise InvalidParams(
-            f"{width}x{height} x {frames} frames x {batch} batch x {steps} steps is {work:,} pixel-steps; "
+            f"{width}x{height} x {counted} x {batch} batch x {steps} steps is {work:,} pixel-steps; "
             f"model {model_type!r} allows at most {budget:,} per task"
         )

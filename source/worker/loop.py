@@ -16,20 +16,34 @@ from typing import Any, TypeVar
 
 import structlog
 
-from source.db.models import Task, TaskStatus, WorkerInfo
+from source.db.models import Task, TaskStatus, WorkerInfo, may_link
 from source.db.store import TaskStore
 from source.db.transient import is_store_outage
-from source.errors import InvalidParams, RetryableError, TaskCancelled, TaskError, describe_storage_error
+from source.errors import (
+    CancelReason,
+    RetryableError,
+    TaskCancelled,
+    TaskError,
+    describe_storage_error,
+)
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_paths import remove_task_work_dir
 from source.logging_utils import redact, redact_value
+from source.model_memory import ModelMemory
 from source.retry import Backoff, RetryPolicy, retry_call
 from source.routing import resolve_handler
+from source.task_files.paths import remove_task_work_dir
 from source.worker.gpu_info import detect_gpu
 from source.worker.heartbeat import Heartbeat
 from source.worker.limits import task_timeout
 from source.worker.publishing import LocalPublisher, OutputPublisher, publish_thumbnail
 from source.worker.settings import HOUSEKEEPING_TURN_SHARE, WorkerSettings
+from source.worker.webhooks import (
+    POST_TIMEOUT_SECONDS,
+    TaskWebhooks,
+    WebhookSender,
+    split_webhook_params,
+    webhook_request,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +59,8 @@ EXIT_HANDLER_STUCK = 3
 UNRUNNABLE_SWEEP_SECONDS = 30.0
 # The claim loop's store error that is not an outage, or a worker id that is another user's (docs/operations.md, "Exit codes").
 EXIT_STORE_FAILED = 1
+# reigh-worker's supervisor protocol (IDLE_RELEASE_EXIT_CODE): idle past --idle-release-minutes, the GPU given back.
+EXIT_IDLE_RELEASE = 75
 # What migration 026 answers a token worker registering under an id that is not its user's.
 WORKER_ID_TAKEN = "is registered by another user or by a service worker"
 # Backoff between claims while the database is away (up to the poll interval), and between attempts to
@@ -125,11 +141,18 @@ class Worker:
         queue_stats: QueueStatsProvider = _no_queue_stats,
         observer: WorkerObserver | None = None,
         generation: Any = None,
+        models: ModelMemory | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.store = store
         self.generation = generation  # handed to handlers through the task context
+        # The auxiliary models kept beside the resident one (the generation engine's, in worker.py), handed to
+        # handlers through the task context and reported in the worker's heartbeat (``tasks workers``).
+        self.models = models if models is not None else ModelMemory()
         self.settings = settings
         self.publisher = publisher or LocalPublisher()
+        self.webhooks = webhooks
+        self._hooks: TaskWebhooks | None = None  # the running task's deliveries
         self.max_tasks = max_tasks
         self.exit_when_idle = exit_when_idle
         self.affinity = affinity
@@ -143,6 +166,8 @@ class Worker:
         # A starting worker does every housekeeping job once without waiting for the fleet's turn: what a
         # crash left behind is cleaned before its first claim (and a --once run does its own cleaning).
         self._starting = True
+        self._started_at = time.monotonic()
+        self._idle_since: float | None = None
         self.log = log.bind(worker_id=settings.worker_id)
 
     # -- lifecycle -----------------------------------------------------------------------------------
@@ -198,6 +223,11 @@ class Worker:
             if self.max_tasks is not None and self.processed >= self.max_tasks:
                 break
         self._touch(None, status="stopped")
+        if self.webhooks is not None:  # deliver what this worker owes (bounded by their retry window)
+            bound = self.settings.shutdown_grace if self.stop_requested.is_set() else \
+                self.webhooks.retry_seconds + POST_TIMEOUT_SECONDS
+            if not self.webhooks.wait(bound):
+                self.log.warning("webhooks_undelivered_at_exit", waited_seconds=bound)
         self.log.info("worker_stopped", processed=self.processed, exit_code=self.exit_code)
         return self.exit_code
 
@@ -222,9 +252,13 @@ class Worker:
         try:
             self.store.touch_worker(self.settings.worker_id, resident_model=self.affinity()[0],
                                     current_task_id=task.id if task else None, status=status,
-                                    stats=self.queue_stats())
+                                    stats=self._stats())
         except Exception as exc:
             self.log.warning("worker_touch_failed", error=str(exc))
+
+    def _stats(self) -> dict[str, Any] | None:
+        stats, auxiliary = self.queue_stats(), self.models.auxiliary_names
+        return {**(stats or {}), "auxiliary_models": auxiliary} if auxiliary else stats
 
     # -- claiming ------------------------------------------------------------------------------------
     def _next_task(self) -> Task | None:
@@ -249,11 +283,27 @@ class Worker:
                     return None
                 raise
             if task is not None:
+                self._idle_since = None
                 return task
             if self.exit_when_idle:
                 return None
+            if self._idle_release_due():
+                self.exit_code = EXIT_IDLE_RELEASE
+                return None
             claim = self._wait_for_work()
         return None
+
+    def _idle_release_due(self) -> bool:
+        """reigh-worker's idle release: no claim for ``idle_release_seconds`` (and past the start's grace)."""
+        now = time.monotonic()
+        self._idle_since = self._idle_since or now
+        release = self.settings.idle_release_seconds
+        due = (release > 0 and now - self._started_at >= self.settings.idle_release_grace_seconds
+               and now - self._idle_since >= release)
+        if due:
+            self.log.info("worker_idle_release", idle_seconds=round(now - self._idle_since, 1),
+                          exit_code=EXIT_IDLE_RELEASE)
+        return due
 
     def _claim(self) -> Task | None:
         resident_model, resident_types = self.affinity()
@@ -365,13 +415,44 @@ class Worker:
         tlog.info("task_claimed", attempt=task.attempts, max_attempts=task.max_attempts, priority=task.priority)
         self.observer.task_claimed(task)
         try:
-            params = task.params()
+            params, webhook_keys = split_webhook_params(task.params())
             timeout = task_timeout(task.task_type, params, self.settings.task_timeout)
-        except InvalidParams as exc:
+            request = webhook_request(webhook_keys, default_url=self.webhooks.default_url if self.webhooks else None,
+                                      policy=self.settings.input_policy,
+                                      can_sign=self.webhooks is not None and self.webhooks.can_sign)
+        except TaskError as exc:  # invalid params, a webhook URL the policy refuses
             self._fail(task, str(exc), tlog)
             return
+        if (refused := self._foreign_parent(task)) is not None:
+            self._fail(task, refused, tlog)
+            return
         ctx = TaskContext(task=task, params=params, settings=self.settings, store=self.store, log=tlog,
-                          generation=self.generation)
+                          generation=self.generation, models=self.models)
+        if request is not None and self.webhooks is not None:
+            self._hooks = self.webhooks.open(task, request, ctx.progress)
+        try:
+            self._run_handler(task, ctx, timeout, tlog)
+        finally:
+            if self._hooks is not None:
+                self._hooks.close()  # no terminal event if none was sent (requeued, parked, lease lost)
+                self._hooks = None
+
+    def _notify(self, event: str, status: str, **data: Any) -> None:
+        """The running task's terminal webhook, once its row says so."""
+        if self._hooks is not None:
+            self._hooks.finish(event, status, **data)
+
+    def _stored_error(self, task: Task, fallback: str) -> str:
+        """The error the store wrote (it words a row whose retries ran out itself), for the webhook to say the same."""
+        if self._hooks is None:
+            return fallback
+        try:
+            stored = self.store.get_task(task.id)
+        except Exception:  # the webhook still goes out, with the worker's own words
+            return fallback
+        return stored.error_message if stored is not None and stored.error_message else fallback
+
+    def _run_handler(self, task: Task, ctx: TaskContext, timeout: float | None, tlog: Any) -> None:
         heartbeat = Heartbeat(
             self.store,
             task.id,
@@ -397,6 +478,17 @@ class Worker:
             assert run.outcome is not None
             self._complete(task, run.outcome, elapsed, tlog)
 
+    def _foreign_parent(self, task: Task) -> str | None:
+        """Why a row's parent link is not honoured (its parent is not a row of its own project), or None. A
+        row of another tenant naming one's orchestrator as its parent must neither finish nor fail it; the
+        Postgres trigger refuses such a row at insert, and this covers every backend."""
+        if not task.parent_task_id:
+            return None
+        parent = self.store.get_task(task.parent_task_id)
+        if parent is not None and may_link(task, parent):
+            return None
+        return f"parent_task_id {task.parent_task_id} names no task of this row's project"
+
     def _supervise(self, run: _HandlerRun, timeout: float | None) -> bool:
         """Wait for the handler; on shutdown give it the grace period, on timeout stop it. Returns
         False when the handler ignored a stop request past the checkpoint grace."""
@@ -414,9 +506,9 @@ class Worker:
             if self.stop_requested.is_set() and stop_seen_at is None:
                 stop_seen_at = now
             if stop_seen_at is not None and now - stop_seen_at >= self.settings.shutdown_grace:
-                cancel.set("shutdown", "the worker is shutting down")
+                cancel.set(CancelReason.SHUTDOWN, "the worker is shutting down")
             if timeout and now - run.started >= timeout:
-                cancel.set("timeout", f"the task timed out after {timeout:g} s")
+                cancel.set(CancelReason.TIMEOUT, f"the task timed out after {timeout:g} s")
             if cancel.is_set() and cancelled_at is None:
                 cancelled_at = now
             if cancelled_at is not None and now - cancelled_at >= CHECKPOINT_GRACE_SECONDS:
@@ -457,6 +549,7 @@ class Worker:
         if self._report("complete_task", lambda: self.store.complete_task(
                 task.id, self.settings.worker_id, output_location=location, result=result), tlog):
             tlog.info("task_completed", output_location=location, seconds=elapsed)
+            self._notify("completed", "Complete", output_location=location, result=result)
             self.observer.task_finished(task, "Complete", elapsed)
         else:
             tlog.warning("completion_refused", reason="the row was cancelled or reclaimed while running")
@@ -500,18 +593,20 @@ class Worker:
                          max_attempts=task.max_attempts, retry_in=delay)
         elif status is TaskStatus.FAILED:
             tlog.warning("task_failed", error=str(error), attempts=task.attempts, reason="retries used up")
+            self._notify("failed", "Failed", error_message=self._stored_error(task, str(error)))
             self.observer.task_finished(task, "Failed", None)
             with contextlib.suppress(Exception):  # housekeeping does it again on its next round
                 self._cascade_dependency_failures()
 
     def _handle_cancelled(self, task: Task, error: TaskCancelled, tlog: Any) -> None:
-        if error.reason == "cancelled":
+        if error.reason is CancelReason.CANCELLED:
             tlog.info("task_cancelled")
+            self._notify("cancelled", "Cancelled")
             self.observer.task_finished(task, "Cancelled", None)
-        elif error.reason == "shutdown":
+        elif error.reason is CancelReason.SHUTDOWN:
             requeued = self._requeue(task, tlog)
             tlog.info("task_requeued", requeued=requeued, reason="shutdown")
-        elif error.reason == "timeout":
+        elif error.reason is CancelReason.TIMEOUT:
             self._fail(task, error.detail or "the task timed out", tlog)
         else:
             tlog.warning("lease_lost", detail=error.detail)
@@ -525,10 +620,10 @@ class Worker:
         leave the loop (the stuck thread dies with the process)."""
         reason = ctx.cancel.reason
         tlog.error("handler_stuck", reason=reason)
-        if reason == "shutdown":
+        if reason is CancelReason.SHUTDOWN:
             self._requeue(task, tlog)
             tlog.info("task_requeued", reason="shutdown")
-        elif reason == "timeout":
+        elif reason is CancelReason.TIMEOUT:
             self._fail(task, ctx.cancel.detail, tlog)
             self.exit_code = EXIT_HANDLER_STUCK
         else:
@@ -543,6 +638,7 @@ class Worker:
         if self._report("fail_task", lambda: self.store.fail_task(
                 task.id, self.settings.worker_id, error_message=message, result=result, **legacy), tlog):
             tlog.warning("task_failed", error=message, seconds=seconds)
+            self._notify("failed", "Failed", error_message=message)
             self.observer.task_finished(task, "Failed", seconds)
             try:
                 self._cascade_dependency_failures()

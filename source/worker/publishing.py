@@ -18,8 +18,8 @@ from storage3.exceptions import StorageApiError
 from source.db.config import StoreConfig
 from source.db.models import Task
 from source.errors import StorageUnavailable, TaskError
-from source.handlers.task_paths import LEGACY_FILES, task_stem, unclaimed_file
 from source.retry import Backoff, RetryPolicy, retry_call
+from source.task_files.paths import LEGACY_FILES, task_stem, unclaimed_file
 
 if TYPE_CHECKING:
     from supabase import Client

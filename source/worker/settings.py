@@ -7,10 +7,10 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from source.db.models import UNRESTRICTED, Capabilities
-from source.handlers.input_policy import InputPolicy, default_roots
-from source.handlers.task_paths import LEGACY_FILES
+from source.db.models import AFFINITY_WINDOW_SECONDS, UNRESTRICTED, Capabilities
 from source.retry import TASK_RETRY, Backoff
+from source.task_files.paths import LEGACY_FILES
+from source.task_files.policy import InputPolicy, default_roots
 
 # The share of an interval for which a housekeeping turn stays taken (WorkerSettings.housekeeping_turn_seconds).
 HOUSEKEEPING_TURN_SHARE = 0.8
@@ -40,7 +40,7 @@ class WorkerSettings:
     task_timeout: float | None = None
     # Child rows one orchestrator may create (a travel of N images creates N rows).
     max_children_per_task: int = 200
-    affinity_window: float = 120.0
+    affinity_window: float = AFFINITY_WINDOW_SECONDS
     apply_reward_lora: bool = False
     colour_match_videos: bool = False
     mask_active_frames: bool = True
@@ -64,6 +64,10 @@ class WorkerSettings:
     free_shutdown_requeues: int = 3
     # What this worker may claim (--task-types, --models, the GPU's memory: source/worker/capabilities.py).
     capabilities: Capabilities = UNRESTRICTED
+    # reigh-worker's idle release (--idle-release-minutes): exit with EXIT_IDLE_RELEASE after this many seconds
+    # without a claim (0 = never), not before this many seconds after start (--idle-onboarding-grace-seconds).
+    idle_release_seconds: float = 0.0
+    idle_release_grace_seconds: float = 60.0
 
     @property
     def input_policy(self) -> InputPolicy:

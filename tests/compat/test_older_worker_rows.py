@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
+from source.media.write import write_video
 from tests.compat.test_legacy_switches import T2V
 from tests.helpers import run_worker
 from tests.orchestrators.conftest import SIZE, run_in_process

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
-from source.handlers.task_paths import under_output_root
+from source.media.write import write_video
+from source.task_files.paths import under_output_root
 from tests.orchestrators.conftest import run_in_process
 
 

@@ -19,7 +19,7 @@ def still_image(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def guide_video(tmp_path_factory) -> Path:
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     frames = np.linspace(0, 1, 5)[:, None, None, None] * np.ones((5, 32, 32, 3))
     return write_video(frames, tmp_path_factory.mktemp("inputs") / "guide.mp4", 16)
@@ -27,7 +27,7 @@ def guide_video(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def mask_video(tmp_path_factory) -> Path:
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     frames = np.zeros((5, 32, 32, 3))
     frames[2:] = 1.0  # keep the first two frames, generate the rest

@@ -159,7 +159,7 @@ def test_loading_a_model_keeps_it_resident_until_another_is_asked_for():
     [
         ({"resolution": "big"}, "resolution must look like 'WIDTHxHEIGHT'"),
         ({"video_length": -3}, "video_length must be a positive integer"),
-        ({"sample_solver": "magic"}, "unknown sample_solver 'magic'"),
+        ({"sample_solver": "magic"}, "sample_solver 'magic' is not a known solver"),
         ({"seed": "abc"}, "seed must be an integer"),
         ({"num_inference_steps": 0}, "num_inference_steps must be a positive integer"),
     ],

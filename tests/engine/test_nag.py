@@ -58,7 +58,7 @@ def test_nag_works_without_classifier_free_guidance():
 
 
 def test_vace_nag_covers_the_vace_blocks_cross_attention_too(guide_video):
-    from source.engine.inputs import load_video
+    from source.media.load import load_video
 
     pipe = pipeline("tiny_vace", EngineOptions())
     video = load_video(str(guide_video), "video_guide", 5, (32, 32))
@@ -69,7 +69,7 @@ def test_vace_nag_covers_the_vace_blocks_cross_attention_too(guide_video):
 
 
 def test_overlap_noise_changes_a_vace_window_the_same_batched_or_not(guide_video, mask_video):
-    from source.engine.inputs import load_video
+    from source.media.load import load_video
 
     params = params_for("tiny_vace", sliding_window_overlap_noise=100.0)
     video = load_video(str(guide_video), "video_guide", 5, (32, 32))

@@ -7,7 +7,7 @@ import hashlib
 import numpy as np
 import torch
 
-from source.engine.outputs import write_video
+from source.media.write import write_video
 
 
 def test_the_same_frames_give_the_same_mp4_bytes_right_after_bfloat16_work(tmp_path):

@@ -84,3 +84,32 @@ def test_dot_env_in_the_working_directory_is_loaded_but_never_beats_the_real_env
     assert done.returncode == 0, done.stderr[-2000:]
     overrides = next(e for e in log_events(done.stderr) if e["event"] == "engine_overrides")
     assert (overrides["profile"], overrides["attention"]) == (2, "native")
+
+
+def test_flags_are_passed_down_to_the_engine_and_never_written_to_the_environment(tmp_path):
+    """worker.py builds BoxOptions from --wgp-* / --ckpts-dir and hands them to the engine: the process
+    environment stays as it was, and the engine's definitions carry the box's profile and checkpoint folder."""
+    import os
+
+    from source.engine.core import Engine
+    from source.engine.model_defs import BoxOptions
+    from source.engine.single_file import effective_files
+    from source.worker.engine_flags import apply_engine_flags
+
+    overrides = apply_engine_flags({"engine_profile": "4", "engine_attention": "sdpa"})
+    assert overrides == {"profile": 4, "attention": "native"}
+    assert not {name for name in OVERRIDE_VARS if name in os.environ}
+    box = BoxOptions(overrides=overrides, ckpts_dir=tmp_path)
+    engine = Engine(box=box)
+    engine.load("tiny_t2v")
+    assert engine.resident.definition.engine.profile == 4
+    assert load_model_def("tiny_t2v").engine.profile != 4  # the environment's definition is untouched
+    weights = load_model_def("t2v_2_2", box).weights
+    assert weights.ckpts_dir == tmp_path and effective_files(weights) == {}
+    from source.engine.single_file import FileRef
+
+    for entry in weights.ckpts.values():
+        path = tmp_path / FileRef(entry).relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    assert effective_files(weights) == dict(weights.ckpts)  # found in the box's folder, no WGP_CKPTS_DIR

@@ -14,13 +14,13 @@ from click.testing import CliRunner
 
 import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
-from source.handlers.task_paths import WORK_FOLDER, task_stem
+from source.task_files.paths import WORK_FOLDER, task_stem
 from tests.helpers import http_server, run_worker
 from tests.pg_fixtures import SERVICE_KEY
 
 
 def _video_bytes(tmp_path: Path) -> bytes:
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     path = write_video(np.linspace(0, 1, 5)[:, None, None, None] * np.ones((5, 32, 32, 3)), tmp_path / "in.mp4", 8)
     return Path(path).read_bytes()

@@ -56,8 +56,10 @@ def test_routing_tables_are_views_of_the_records():
     assert set(routing.ROUTES) == {t.name for t in TASK_TYPES}
     assert routing.GENERATION_MODELS["wan_2_2_t2i"] == "t2v_2_2"
     assert all(routing.ROUTES[name] == routing.GENERATION for name in routing.GENERATION_MODELS)
-    assert routing.OWN_DEFAULT_MODELS == {"magic_edit": "flux_kontext"}
-    assert routing.GENERATES_AS == {"join_clips": "vace", "inpaint_frames": "vace", "join_clips_segment": "vace"}
+    assert routing.OWN_DEFAULT_MODELS["magic_edit"] == "flux_kontext"
+    assert {t.name: t.generates_as for t in TASK_TYPES if t.generates_as} == routing.GENERATES_AS
+    assert routing.GENERATES_AS["join_clips"] == routing.GENERATES_AS["inpaint_frames"] == "vace"
+    assert routing.OWN_DEFAULT_MODELS["image_inpaint"] == "qwen_image_edit"
     assert routing.LEGACY_ALIASES == {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
     assert routing.default_model("join_clips") == routing.GENERATION_MODELS["vace"]
     assert routing.default_model("standard_wgp_task") == "t2v"

@@ -19,7 +19,7 @@ from tests.helpers import generation_queue, in_process_worker
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     folder = tmp_path_factory.mktemp("gen-inputs")
     rng = np.random.default_rng(1)

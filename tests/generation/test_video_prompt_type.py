@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
+from source.media.write import write_video
 from tests.engine.test_generate_video import read_video
 from tests.generation.test_generation_tasks import run_worker_in_process
 from tests.helpers import generation_queue

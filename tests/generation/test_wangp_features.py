@@ -194,7 +194,7 @@ def test_image_models_take_spatial_upsampling_and_grain_and_get_no_thumbnail(sql
 
 @pytest.fixture
 def long_guide(tmp_path):
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     ramp = np.linspace(0, 1, 13)[:, None, None, None] * np.ones((13, 32, 32, 3))
     return str(write_video(ramp, tmp_path / "long_guide.mp4", 16))

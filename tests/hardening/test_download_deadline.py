@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from source.errors import InputUnavailable
-from source.handlers.input_policy import InputPolicy, TaskInputs
-from source.handlers.inputs import download
+from source.task_files.fetch import download
+from source.task_files.policy import InputPolicy, TaskInputs
 
 
 class Trickle(BaseHTTPRequestHandler):

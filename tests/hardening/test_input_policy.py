@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
 from source.errors import InvalidParams
+from source.media.write import write_video
 from source.worker.loop import Worker
 from source.worker.settings import WorkerSettings
 from tests.hardening.boundary import snapshot, touched_outside
@@ -111,7 +111,7 @@ def test_configured_roots_and_private_urls_are_allowed_only_when_asked(sqlite_st
 
 def pretend_public(roots: tuple[Path, ...], public_port: int):
     """A policy where 127.0.0.1:``public_port`` plays a public host; every other address keeps the real rule."""
-    from source.handlers.input_policy import InputPolicy
+    from source.task_files.policy import InputPolicy
 
     @dataclass(frozen=True)
     class PretendPublic(InputPolicy):
@@ -139,8 +139,8 @@ class Redirector(BaseHTTPRequestHandler):
 @pytest.mark.parametrize("internal", ["http://127.0.0.1:{port}/clip.mp4", "http://localhost:{port}/page.txt",
                                       "http://10.0.0.1/admin", "http://[::1]:{port}/clip.mp4"])
 def test_a_redirect_from_a_public_host_to_an_internal_one_is_refused(tmp_path, internal_site, internal):
-    from source.handlers.input_policy import TaskInputs
-    from source.handlers.inputs import download
+    from source.task_files.fetch import download
+    from source.task_files.policy import TaskInputs
 
     internal_port = int(internal_site.rsplit(":", 1)[1])
     Redirector.target = internal.format(port=internal_port)
@@ -171,8 +171,8 @@ def test_generation_rows_check_their_file_inputs_before_any_model_loads(sqlite_s
 def test_the_address_actually_connected_is_checked_too(tmp_path, internal_site):
     """A DNS answer can change between the policy's look-up and the connect (rebinding): the socket's peer
     address is checked again before any request byte is sent."""
-    from source.handlers.input_policy import InputPolicy, TaskInputs
-    from source.handlers.inputs import download
+    from source.task_files.fetch import download
+    from source.task_files.policy import InputPolicy, TaskInputs
 
     @dataclass(frozen=True)
     class StaleLookup(InputPolicy):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from source.errors import InvalidParams
-from source.handlers.task_paths import inside_root, safe_filename
+from source.task_files.paths import inside_root, safe_filename
 
 
 @pytest.mark.parametrize("parts", [("..", "etc", "passwd"), ("a", "..", "..", "x"), ("/etc/passwd",), ("/",)])
@@ -40,7 +40,7 @@ def test_worker_rows_with_escaping_output_dirs_fail_and_write_nothing_outside(sq
     import numpy as np
 
     from source.db.models import NewTask, TaskStatus
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
     from source.worker.loop import Worker
     from source.worker.settings import WorkerSettings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_image, write_video
+from source.media.write import write_image, write_video
 from source.worker.loop import Worker
 from source.worker.settings import WorkerSettings
 from tests.hardening.boundary import snapshot, touched_outside
@@ -40,8 +40,8 @@ def test_ids_that_differ_only_before_a_slash_or_in_length_never_share_an_output(
 
 
 def test_work_folders_are_distinct_per_full_id_and_stay_inside_the_output_root(tmp_path):
-    from source.handlers.inputs import engine_inputs
-    from source.handlers.task_paths import task_stem, task_work_dir
+    from source.task_files.fetch import engine_inputs
+    from source.task_files.paths import task_stem, task_work_dir
 
     folders = [task_work_dir(tmp_path, task_id) for task_id in HOSTILE_IDS]
     assert len(set(folders)) == len(folders)

@@ -11,8 +11,8 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.errors import InputUnavailable, InvalidParams
-from source.handlers.input_policy import InputPolicy, TaskInputs
-from source.handlers.inputs import MAX_REDIRECTS, download, resolve_input
+from source.task_files.fetch import MAX_REDIRECTS, download, resolve_input
+from source.task_files.policy import InputPolicy, TaskInputs
 from source.worker.loop import Worker
 from source.worker.settings import WorkerSettings
 from tests.helpers import http_server

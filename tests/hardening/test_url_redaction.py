@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
 from source.logging_utils import redact_url
+from source.media.write import write_video
 from tests.helpers import http_server, run_worker
 
 PASSWORD = "pa55-w0rd-canary"

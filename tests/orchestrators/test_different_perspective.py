@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
 from source.generation.conversion import ALIASES, CONVERSION_KEYS, ENGINE_KEYS, db_task_to_generation_task
+from source.media.write import write_video
 from tests.orchestrators.conftest import run_in_process
 
 CHAIN = ["input_perspective", "view", "view_frame", "view_perspective", "final"]

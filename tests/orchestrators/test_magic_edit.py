@@ -111,3 +111,25 @@ def test_default_model_is_the_real_kontext_definition():
 
     assert load_model_def(DEFAULT_MODEL).architecture == "flux_kontext"
     assert DEFAULT_RESOLUTION == "768x576"
+
+
+def test_a_large_photo_enters_kontext_at_the_rows_size_and_counts_in_the_work_budget(sqlite_store, tmp_path):
+    """Before, the photo went into Flux Kontext at its own size: a 512x600 photo took the tiny model over two
+    minutes (64x48: 0.09 s), and the budget counted only the output."""
+    import numpy as np
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.random.default_rng(1).integers(0, 256, (600, 512, 3), dtype=np.uint8))
+    edit = {"image_path": str(photo), "seed": 1, "model_name": "tiny_flux_kontext"}
+    small = sqlite_store.add_task(NewTask("magic_edit", {**edit, "resolution": "64x48"}))
+    # the output alone is within the tiny model's 20,000,000 pixel-steps; with the image it reads, it is not
+    over = sqlite_store.add_task(NewTask("magic_edit", {**edit, "resolution": "1024x1024", "steps": 10}))
+    run_in_process(sqlite_store, tmp_path / "out", task_timeout=60)
+
+    row = sqlite_store.get_task(small)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    assert cv2.imread(row.output_location).shape == (48, 64, 3)
+    refused = sqlite_store.get_task(over)
+    assert refused.status is TaskStatus.FAILED
+    assert "1024x1024 x (1 frames + 1 input image) x 1 batch x 10 steps is 20,971,520 pixel-steps" in \
+        refused.error_message, refused.error_message

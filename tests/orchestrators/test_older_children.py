@@ -12,8 +12,8 @@ import pytest
 
 from source.db.models import NewTask, TaskStatus
 from source.db.sqlite import SqliteTaskStore
-from source.engine.outputs import write_video
 from source.media.video import read_video
+from source.media.write import write_video
 from tests.orchestrators.conftest import SIZE, run_in_process
 
 RUN = "run-older"

@@ -5,9 +5,6 @@ direct connection do everything."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from uuid import uuid4
 
 import psycopg
@@ -16,7 +13,7 @@ from psycopg import errors
 
 from source.db.models import TaskStatus
 from tests.helpers import run_worker
-from tests.pg_fixtures import migrate, supabase_like_schema, supabase_roles  # noqa: F401  (fixture)
+from tests.pg_fixtures import as_role, migrate, supabase_like_schema, supabase_roles  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.postgres
 
@@ -27,17 +24,6 @@ def supabase_db(supabase_roles, postgres_schema_url) -> str:  # noqa: F811
     url = supabase_like_schema(postgres_schema_url, legacy=True)
     migrate(url)
     return url
-
-
-@contextmanager
-def as_role(url: str, role: str, user_id: str | None = None) -> Iterator[psycopg.Connection]:
-    """What PostgREST does per request: SET ROLE to the key's role, the JWT claims in request.jwt.claims."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"SET ROLE {role}")
-        if user_id:
-            conn.execute("SELECT set_config('request.jwt.claims', %s, false)",
-                         (json.dumps({"sub": user_id, "role": role}),))
-        yield conn
 
 
 def _project_of(url: str, user_id: str) -> str:

@@ -3,15 +3,17 @@ mode), the row's output_location is a URL that serves the file, and a failed upl
 
 from __future__ import annotations
 
+import io
 import socket
 
 import httpx
 import pytest
+from PIL import Image
 from structlog.testing import capture_logs
 
 from source.db import NewTask, TaskStatus
 from source.errors import StorageUnavailable
-from source.handlers.task_paths import task_output_name
+from source.task_files.paths import task_output_name
 from source.worker.s3_storage import MIB, S3Publisher, S3SettingsError, S3Target, parse_s3_target
 from tests.helpers import run_worker
 
@@ -122,3 +124,23 @@ def test_the_secret_key_never_reaches_a_log_line(tmp_path):
 
     assert "very-secret-key-123" not in redact("boto said very-secret-key-123")
 
+
+
+@pytest.mark.slow
+def test_a_generated_video_and_its_thumbnail_go_to_the_bucket_with_urls_that_serve_them(
+        sqlite_store, tmp_path, s3_server):
+    params = {"model": "tiny_t2v", "prompt": "a red cat", "resolution": "32x32", "video_length": 5,
+              "num_inference_steps": 2, "seed": 1}
+    task_id = sqlite_store.add_task(NewTask("t2v", params, project_id="p"))
+    done = run_worker(sqlite_store.path, tmp_path / "out", "--once", "--storage", f"s3://{s3_server.bucket}",
+                      env=s3_server.env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = sqlite_store.get_task(task_id)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    video, thumbnail = httpx.get(row.output_location), httpx.get(row.result["thumbnail"])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+    # the thumbnail's presigned query survives the result's redaction of URL credentials
+    assert thumbnail.status_code == 200
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (32, 32)
+    keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3_server.bucket)["Contents"]}
+    assert len(keys) == 2 and all(k.startswith(f"p/{task_id}/") for k in keys)

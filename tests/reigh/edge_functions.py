@@ -218,8 +218,8 @@ class ReighEdgeFunctions:
         """update-task-status (index.ts, request.ts, transitions.ts, payload.ts, taskUpdates.ts): the allowed
         transitions (In Progress → Complete/Failed/Cancelled/Queued, Queued → In Progress/Failed/Cancelled, none
         out of a final state; 409 otherwise), then error_details → error_message, clear_worker → worker_id and
-        generation_started_at NULL, attempts as sent. Failed/Cancelled cascade (cascade.ts → the SQL function
-        cascade_task_failure, done here as that function does: the orchestrator and its unfinished children)."""
+        generation_started_at NULL, attempts as sent; Failed/Cancelled cascade (``_cascade``). Left out: the
+        orchestrator billing on cancel (cancellationBilling.ts), which the fixture's trigger already does."""
         task_id, status = str(body.get("task_id") or ""), body.get("status")
         if status not in ("Queued", "In Progress", "Complete", "Failed", "Cancelled"):
             raise Refused(400, "Invalid status")
@@ -250,17 +250,30 @@ class ReighEdgeFunctions:
         return JSONResponse({"success": True, "task_id": task_id, "status": status})
 
     def _cascade(self, db: psycopg.Connection, task: dict[str, Any], status: str) -> None:
+        """cascade.ts: the orchestrator is the row's reference (extractOrchestratorRef, a uuid) or, for a row
+        with orchestrator_details, the row itself; then cascade_task_failure (20260331040000) as written there:
+        every unfinished row naming that orchestrator, and the orchestrator when a child failed (no project
+        filter in Reigh's function)."""
         params = task["params"] or {}
         ref = params.get("orchestrator_task_id_ref") or (params.get("orchestration_contract") or {}).get(
             "orchestrator_task_id")
-        orchestrator = ref if ref else (str(task["id"]) if "orchestrator_details" in params else None)
-        if not orchestrator:
+        is_orchestrator = False
+        try:
+            orchestrator = str(uuid.UUID(str(ref))) if ref else None
+        except ValueError:
+            orchestrator = None
+        if orchestrator is None and "orchestrator_details" in params:
+            orchestrator, is_orchestrator = str(task["id"]), True
+        if orchestrator is None:
             return
-        message = f"Cascaded {status.lower()} from related task {task['id']}"
-        db.execute("UPDATE tasks SET status = %s, error_message = %s, updated_at = now() "
-                   "WHERE status IN ('Queued', 'In Progress') AND project_id = %s AND id <> %s "
-                   "AND (id::text = %s OR params->>'orchestrator_task_id_ref' = %s)",
-                   (status, message, task["project_id"], task["id"], orchestrator, orchestrator))
+        db.execute(
+            "UPDATE tasks SET status = %s::task_status, updated_at = now(), error_message = 'Cascaded ' || lower(%s) "
+            "|| ' from related task ' || %s WHERE id <> %s AND status NOT IN ('Complete', 'Failed', 'Cancelled') "
+            "AND ((NOT %s AND id = %s::uuid) OR params->>'orchestrator_task_id_ref' = %s "
+            "OR params->'orchestration_contract'->>'orchestrator_task_id' = %s OR params->>'orchestrator_task_id' = %s "
+            "OR params->'orchestrator_details'->>'orchestrator_task_id' = %s "
+            "OR params->'originalParams'->'orchestrator_details'->>'orchestrator_task_id' = %s)",
+            (status, status, str(task["id"]), task["id"], is_orchestrator, orchestrator, *[orchestrator] * 5))
 
     def generate_upload_url(self, caller: Caller, body: dict[str, Any]) -> Response:
         """generate-upload-url/index.ts: signed upload URLs for <user>/tasks/<task>/<filename> (and a thumbnail
@@ -284,9 +297,11 @@ class ReighEdgeFunctions:
         orchestratorCore.ts, billing.ts):
         1. MODE 1 (file_data base64 + filename, first_frame_data thumbnail) stored at <user>/tasks/<task>/<file>;
            MODE 3/4 (storage_path, thumbnail_storage_path) must exist in storage.
-        2. A generation of the task type's content_type ('image' when unset) unless the task type's category is 'orchestration' or params.skip_generation: a child
-           generation under params.parent_generation_id (child_order = segment_index), else a standalone one, each
-           with its 'original' primary variant (location, thumbnail) and tasks.generation_created = true. The
+        2. A generation of the task type's content_type ('image' when unset), unless the task type's category
+           is 'orchestration' or params.skip_generation: for a travel_stitch with params.parent_generation_id a
+           new primary variant on that generation (variant_on_parent); else a child generation under
+           params.parent_generation_id (child_order = segment_index); else a standalone one. Each new generation
+           gets its 'original' primary variant (location, thumbnail), and tasks.generation_created = true. The
            generation's location is the primary variant's, which Reigh's variant trigger copies; done here.
         3. The task Complete (only while In Progress), output_location = public URL, generation_processed_at.
         4. A travel_stitch (SEGMENT_TYPE_CONFIG's final step) completes its orchestrator with the same URL.
@@ -337,6 +352,18 @@ class ReighEdgeFunctions:
         parent = params.get("parent_generation_id") or (params.get("orchestrator_details") or {}).get(
             "parent_generation_id")
         child_order = params.get("child_order", params.get("segment_index"))
+        if parent is not None and task["task_type"] == "travel_stitch":
+            # generation.ts: a stitch with a parent generation is a new primary variant on it (variant_on_parent)
+            db.execute("UPDATE generation_variants SET is_primary = false WHERE generation_id = %s", (parent,))
+            variant = db.execute(
+                "INSERT INTO generation_variants (generation_id, project_id, location, thumbnail_url, params, "
+                "is_primary, variant_type) VALUES (%s, %s, %s, %s, %s, true, 'travel_stitch') RETURNING id",
+                (parent, task["project_id"], public_url, thumbnail_url,
+                 json.dumps({"source_task_id": str(task["id"])}))).fetchone()
+            db.execute("UPDATE generations SET primary_variant_id = %s, location = %s, thumbnail_url = %s, "
+                       "updated_at = now() WHERE id = %s", (variant["id"], public_url, thumbnail_url, parent))
+            db.execute("UPDATE tasks SET generation_created = true WHERE id = %s", (task["id"],))
+            return
         generation = db.execute(
             "INSERT INTO generations (tasks, params, type, project_id, name, parent_generation_id, is_child, "
             "child_order, location, thumbnail_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",

@@ -10,7 +10,7 @@ from uuid import UUID
 import psycopg
 import pytest
 
-from source.db.models import NewTask, TaskStatus, child_task_id
+from source.db.models import Capabilities, NewTask, TaskStatus, WorkerInfo, child_task_id
 from source.db.reigh_guest import ReighGuestStore, reigh_schema_of
 from source.routing import known_task_types
 from tests.reigh.conftest import ReighUser, add_reigh_user, insert_reigh_task
@@ -204,30 +204,87 @@ def test_two_guests_never_claim_the_same_row(guest_store, reigh_url):
     assert len(claimed) == 4 and len(set(claimed)) == 4
 
 
+def _travel_children(store: ReighGuestStore, parent_id: str, extra: dict) -> tuple[str, str]:
+    first, stitch = store.add_child_tasks(parent_id, [
+        NewTask("travel_segment", {"segment_index": 0, **extra}, child_key="segment_000"),
+        NewTask("travel_stitch", extra, child_key="stitch", dependant_on=child_task_id(parent_id, "segment_000"))])
+    assert store.park_awaiting_children(parent_id, "w1")
+    for child_id in (first, stitch):
+        child = store.claim_next_task("w1", lease_seconds=LEASE)
+        assert child.id == child_id and child.params()["orchestrator_task_id_ref"] == parent_id
+        assert store.complete_task(child.id, "w1", output_location=f"/out/{child.id}.mp4", result=None)
+    return first, stitch
+
+
 def test_an_orchestrator_completes_reighs_way_billed_for_its_children(guest_store, reigh_url):
     user = add_reigh_user(reigh_url, credits=10)
     parent_id = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
                                   {"orchestrator_details": {"orchestrator_task_id": "travel-1", "model_name": "tiny_vace"}})
     parent = guest_store.claim_next_task("w1", lease_seconds=LEASE)
     assert parent.id == str(parent_id)
-    first, stitch = guest_store.add_child_tasks(parent.id, [
-        NewTask("travel_segment", {"segment_index": 0}, child_key="segment_000"),
-        NewTask("travel_stitch", {}, child_key="stitch", dependant_on=child_task_id(parent.id, "segment_000"))])
-    assert guest_store.park_awaiting_children(parent.id, "w1")
-    assert _row(reigh_url, parent.id) == ("In Progress",)
-    for child_id in (first, stitch):
-        child = guest_store.claim_next_task("w1", lease_seconds=LEASE)
-        assert child.id == child_id and child.params()["orchestrator_task_id_ref"] == parent.id
-        assert child.project_id == str(user.project_id)
-        assert guest_store.complete_task(child.id, "w1", output_location=f"/out/{child.id}.mp4", result=None)
-    assert guest_store.complete_parent(parent.id, output_location="/out/final.mp4", result={"segments": 1})
+    first, stitch = _travel_children(guest_store, parent.id, {})
+    assert _row(reigh_url, parent.id) == ("In Progress",)  # parked, as Reigh's orchestrators wait
+    assert {t.project_id for t in guest_store.list_child_tasks(parent.id)} == {str(user.project_id)}
+    assert guest_store.complete_parent(parent.id, output_location=f"/out/{stitch}.mp4", result={"segments": 1})
     with psycopg.connect(reigh_url, autocommit=True) as conn:
         bills = conn.execute("SELECT task_id, metadata->>'duration_seconds' FROM credits_ledger WHERE type = 'spend'"
                              ).fetchall()
-        assert bills == [(UUID(parent.id), "2")]  # sub-tasks are not billed; the parent for their seconds
-        generations = conn.execute("SELECT id, tasks, is_child, child_order, parent_generation_id FROM generations "
-                                   "ORDER BY is_child").fetchall()
-    (final_id, final_tasks, _, _, _), (_, child_tasks, is_child, order, under) = generations
-    assert final_tasks == [parent.id] and child_tasks == [first]
-    assert (is_child, order, under) == (True, 0, final_id)
+        made = conn.execute("SELECT tasks->>0, is_child FROM generations").fetchall()
+    assert bills == [(UUID(parent.id), "2")]  # sub-tasks are not billed; the parent for their seconds
+    # complete-task's routing for a batch travel (no parent generation named): a standalone generation per
+    # segment and for the stitch, none for the orchestrator (category orchestration)
+    assert sorted(made) == sorted([(first, False), (stitch, False)])
     assert json.loads(guest_store.get_task(parent.id).result_json)["segments"] == 1
+
+
+def test_a_travel_into_a_parent_generation_adds_children_and_the_stitch_as_its_variant(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url, credits=10)
+    parent_generation = _service(reigh_url, "INSERT INTO generations (project_id, type, location) "
+                                            "VALUES (%s, 'video', NULL) RETURNING id", user.project_id)[0][0]
+    insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator", {"orchestrator_details": {}})
+    parent = guest_store.claim_next_task("w1", lease_seconds=LEASE)
+    first, stitch = _travel_children(guest_store, parent.id, {"parent_generation_id": str(parent_generation)})
+    with psycopg.connect(reigh_url, autocommit=True) as conn:
+        child = conn.execute("SELECT parent_generation_id, is_child, child_order FROM generations "
+                             "WHERE tasks ? %s", (first,)).fetchall()
+        primary = conn.execute("SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "
+                               "ON v.id = g.primary_variant_id WHERE g.id = %s", (parent_generation,)).fetchone()
+    assert child == [(parent_generation, True, 0)]
+    assert primary == (f"/out/{stitch}.mp4", "generated")
+
+
+def test_operators_read_reighs_queue_but_leave_its_rows_to_reigh(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x", "model_name": "tiny_t2v"})
+    insert_reigh_task(reigh_url, user.project_id, "qwen_image", {"prompt": "api"})
+    assert guest_store.stats().by_status == {"Queued": 2}
+    assert [(k.task_type, k.model, k.count) for k in guest_store.queued_kinds()] == [("t2v", "tiny_t2v", 1)]
+    assert {t.task_type for t in guest_store.list_tasks(status=TaskStatus.QUEUED)} == {"t2v", "qwen_image"}
+    with pytest.raises(PermissionError, match="the rows are Reigh's"):
+        guest_store.add_task(NewTask("t2v", {"prompt": "mine"}))
+
+
+def test_task_type_and_model_restrictions_narrow_the_claim_on_reighs_model_field(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    vace = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
+                             {"orchestrator_details": {"model_name": "tiny_vace"}})
+    other = insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x", "model_name": "tiny_t2v"})
+    only_vace = Capabilities(task_types=("travel_orchestrator",), models=("tiny_vace",), modelless_task_types=())
+    assert not guest_store.has_claimable_task(Capabilities(models=("tiny_flux",), modelless_task_types=()))
+    assert guest_store.claim_next_task("w1", lease_seconds=LEASE, capabilities=only_vace).id == str(vace)
+    assert guest_store.claim_next_task("w1", lease_seconds=LEASE, capabilities=only_vace) is None
+    assert _row(reigh_url, other) == ("Queued",)
+
+
+def test_the_worker_lives_in_reighs_workers_table(guest_store, reigh_url):
+    _service(reigh_url, "INSERT INTO workers (id, instance_type, current_model) VALUES ('reigh-1', 'external', 'm')")
+    guest_store.register_worker(WorkerInfo(id="gpu-1", host="box", pid=7, gpu_name="H100", gpu_memory_gb=80.0))
+    guest_store.touch_worker("gpu-1", resident_model="tiny_vace", current_task_id=None, stats={"tasks_completed": 3})
+    (record,) = guest_store.list_workers(alive_within_seconds=60)  # its own kind only: Reigh's are Reigh's
+    assert (record.id, record.host, record.pid, record.resident_model, record.alive) == ("gpu-1", "box", 7,
+                                                                                        "tiny_vace", True)
+    assert record.stats == {"tasks_completed": 3}
+    assert _service(reigh_url, "SELECT instance_type, status, current_model FROM workers ORDER BY id") == [
+        ("wangp", "active", "tiny_vace"), ("external", "active", "m")]
+    guest_store.touch_worker("gpu-1", resident_model=None, current_task_id=None, status="stopped")
+    assert _service(reigh_url, "SELECT status FROM workers WHERE id = 'gpu-1'") == [("inactive",)]

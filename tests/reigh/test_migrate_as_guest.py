@@ -31,12 +31,17 @@ def test_migrate_only_leaves_every_part_of_reigh_as_it_was_and_adds_one_schema(r
     _populate(reigh_url)
     before, schemas_before = reigh_catalog(reigh_url), _schemas(reigh_url)
 
+    dry = run_worker(reigh_url, tmp_path / "out", "--migrate-only", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "-- migration 040_guest_state\n" in dry.stdout and "CREATE TABLE task_state" in dry.stdout
+    guest = guest_schema_for(schema_of(reigh_url))
+    assert reigh_catalog(reigh_url) == before and guest not in _schemas(reigh_url)  # not even the schema
+
     done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
     assert done.returncode == 0, done.stderr
-    assert "migrations applied: 040_guest_state, 041_guest_verbs" in done.stdout
+    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads, 043_generation_routing" in done.stdout
 
     assert reigh_catalog(reigh_url) == before
-    guest = guest_schema_for(schema_of(reigh_url))
     # other tests create schemas on the same server meanwhile: ours are the ones named after this one
     assert {name for name in _schemas(reigh_url) - schemas_before if schema_of(reigh_url) in name} == {guest}
     with psycopg.connect(reigh_url, autocommit=True) as conn:
@@ -62,3 +67,18 @@ def test_the_ordinary_migrations_refuse_a_reigh_database_and_apply_nothing(reigh
     with pytest.raises(StoreUnavailable, match="is a Reigh database"):
         migrate(reigh_url)
     assert reigh_catalog(reigh_url) == before
+
+
+def test_a_worker_on_an_unmigrated_reigh_database_says_how_to_migrate_and_changes_nothing(reigh_url, tmp_path):
+    before = reigh_catalog(reigh_url)
+    done = run_worker(reigh_url, tmp_path / "out", "--once")
+    assert done.returncode == 4, done.stderr[-2000:]
+    assert "the Reigh guest schema is not in place" in done.stderr and "--migrate-only" in done.stderr
+    assert reigh_catalog(reigh_url) == before
+
+
+def test_a_wake_mode_a_guest_cannot_honour_is_refused(reigh_url, tmp_path):
+    done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
+    assert done.returncode == 0, done.stderr
+    refused = run_worker(reigh_url, tmp_path / "out", "--once", "--wake-mode", "doorbell")
+    assert refused.returncode == 1 and "--wake-mode doorbell: on a Reigh database the worker polls" in refused.stderr

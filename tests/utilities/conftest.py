@@ -29,7 +29,7 @@ def run_worker_until_idle(store, output_dir: Path, *, input_roots: tuple[Path, .
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> dict[str, Path]:
     """A 5-frame grey-ramp video, two images, a text file pretending to be an image, a decompression bomb."""
-    from source.engine.outputs import write_video
+    from source.media.write import write_video
 
     folder = tmp_path_factory.mktemp("utility-media")
     frames = np.stack([np.full((32, 48, 3), level / 255.0) for level in GREY_LEVELS])

@@ -13,7 +13,7 @@ from PIL import Image
 
 import source.cli.tasks as task_cli
 from source.db.models import NewTask, TaskStatus
-from source.engine.outputs import write_video
+from source.media.write import write_video
 from source.web.app import create_app
 from source.web.auth import AuthConfigError, Tokens, check_bind
 

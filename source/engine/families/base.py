@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +27,9 @@ class Family:
     takes_riflex: ClassVar[bool] = False
     # The first solver is the model's own scheduler.
     solvers: ClassVar[tuple[str, ...]] = ("euler",)
+    # Of the parameters only some families read (image_mask, denoising_strength, system_prompt), those this one
+    # honours; features.check_supported refuses the others in the prepare stage.
+    takes: ClassVar[frozenset[str]] = frozenset()
 
     def pipeline_class(self) -> type:
         import diffusers
@@ -89,6 +94,19 @@ class Family:
     def call_context(self, pipe, params: GenerationParams) -> AbstractContextManager:
         """Temporary changes to the pipeline around one call (e.g. a second VACE guide)."""
         return nullcontext()
+
+    def runner(self, pipe, kwargs: dict[str, Any]) -> Callable[..., Any]:
+        """What runs this call: the resident pipeline, or a sibling pipeline over its components. It may take
+        out of ``kwargs`` the definition's pipeline_kwargs that are settings of the family rather than of the call."""
+        return pipe
+
+    def finish(self, arrays: list[np.ndarray], params: GenerationParams) -> list[np.ndarray]:
+        """The call's outputs after any family-level step (e.g. pixels outside an inpainting mask put back)."""
+        return arrays
+
+    def extra_components(self, folder: Path) -> dict[str, Any]:
+        """Components to build instead of reading them from ``folder`` (passed to ``from_pretrained``)."""
+        return {}
 
     def outputs(self, result) -> list[np.ndarray]:
         """Pipeline output → one array per file: (F, H, W, 3) videos or (H, W, 3) images, floats in [0, 1]."""

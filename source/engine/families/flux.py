@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from source.engine.families.base import Family, true_cfg
-from source.engine.inputs import load_image
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image
 
 
 class FluxFamily(Family):
@@ -40,7 +40,9 @@ class FluxKontextFamily(FluxFamily):
         if source is None:
             raise InvalidParams("flux_kontext edits an image: give image_start (or image_refs)")
         kwargs = super().call_kwargs(pipe, params)
-        kwargs["image"] = load_image(source, "image_start")
+        # The image enters the model at the row's size: with its resize off (below) the pipeline takes an
+        # image at its own size, and a 512x600 photo cost a tiny model 1,400x a 64x48 one.
+        kwargs["image"] = load_image(source, "image_start", (params.width, params.height))
         # Keep the requested size instead of snapping to Kontext's preferred training resolutions.
         kwargs["max_area"] = params.width * params.height
         kwargs["_auto_resize"] = False

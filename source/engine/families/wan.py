@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from source.engine.families.base import Family
-from source.engine.inputs import load_image, load_video
 from source.engine.params import GenerationParams
 from source.errors import InvalidParams
+from source.media.load import load_image, load_image_within, load_video
 
 
 class WanFamily(Family):
@@ -100,7 +100,7 @@ class WanVACEFamily(WanFamily):
             if mask is not None:
                 kwargs["mask"] = mask
         if params.image_refs:
-            kwargs["reference_images"] = [load_image(ref, "image_refs") for ref in params.image_refs]
+            kwargs["reference_images"] = [load_image_within(ref, "image_refs", size) for ref in params.image_refs]
         kwargs["conditioning_scale"] = params.control_net_weight
         return kwargs
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from source.errors import ModelUnavailable
 from source.hub import fetch_hub_file
 from source.media.interpolation.ifnet import IFNet, pad_to_multiple
+from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
 
@@ -66,20 +66,17 @@ def build_ifnet(state: dict[str, torch.Tensor], source: str) -> IFNet:
     return net.eval()
 
 
-_lock = threading.Lock()
-_loaded: dict[RifeWeights, IFNet] = {}
-
-
-def load_rife(weights: RifeWeights | None = None) -> IFNet:
-    """The IFNet for ``weights`` (kept for the life of the process); ModelUnavailable naming the repo
-    and file when the checkpoint cannot be had."""
+def load_rife(weights: RifeWeights | None = None, memory: ModelMemory | None = None) -> IFNet:
+    """The IFNet for ``weights``, kept by ``memory`` (the worker's) until memory is short, built afresh for a
+    caller with none; ModelUnavailable naming the repo and file when the checkpoint cannot be had."""
     weights = weights or RifeWeights.configured()
-    with _lock:
-        if weights not in _loaded:
-            net = build_ifnet(load_ifnet_state(weights.local_file()), weights.describe())
-            _loaded[weights] = net.to("cuda" if torch.cuda.is_available() else "cpu")
-            log.info("rife_loaded", weights=weights.describe())
-        return _loaded[weights]
+
+    def build() -> IFNet:
+        net = build_ifnet(load_ifnet_state(weights.local_file()), weights.describe())
+        log.info("rife_loaded", weights=weights.describe())
+        return net.to("cuda" if torch.cuda.is_available() else "cpu")
+
+    return build() if memory is None else memory.auxiliary(f"rife:{weights.describe()}", build)
 
 
 def _to_tensor(image: np.ndarray) -> torch.Tensor:

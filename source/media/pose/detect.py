@@ -12,6 +12,7 @@ import numpy as np
 
 from source.errors import ModelUnavailable
 from source.media.pose.skeleton import Pose, from_blazepose
+from source.model_memory import ModelMemory
 
 # What mediapipe's solutions.pose graph loads (model_complexity=1), relative to the package folder.
 MEDIAPIPE_POSE_MODELS = ("modules/pose_detection/pose_detection.tflite",
@@ -69,13 +70,7 @@ class MediapipePoseDetector:
         return [from_blazepose(landmarks, width, height, self.min_visibility)]
 
 
-_detector_lock = threading.Lock()
-_detector: MediapipePoseDetector | None = None
-
-
-def default_detector() -> PoseDetector:
-    global _detector
-    with _detector_lock:
-        if _detector is None:
-            _detector = MediapipePoseDetector()
-        return _detector
+def default_detector(memory: ModelMemory | None = None) -> PoseDetector:
+    """The pose detector, kept by ``memory`` (the worker's) until memory is short; a fresh one for a caller
+    with none."""
+    return MediapipePoseDetector() if memory is None else memory.auxiliary("pose:mediapipe", MediapipePoseDetector)

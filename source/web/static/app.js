@@ -37,8 +37,12 @@ const Tasks = (() => {
               el("span", {}, `${(value * 100).toFixed(value > 0 && value < 0.1 ? 1 : 0)}%`));
   }
 
+  // the server's token for this page (source/web/csrf.py): a page of another origin cannot read it
+  const csrfToken = () => document.querySelector('meta[name="csrf-token"]').content;
+
   async function act(taskId, verb) {
-    const response = await fetch(`/api/tasks/${encodeURIComponent(taskId)}/${verb}`, { method: "POST" });
+    const response = await fetch(`/api/tasks/${encodeURIComponent(taskId)}/${verb}`,
+                                 { method: "POST", headers: { "X-CSRF-Token": csrfToken() } });
     if (!response.ok) alert((await response.json()).detail || response.statusText);
   }
 
@@ -218,7 +222,7 @@ const Tasks = (() => {
         return;
       }
       const response = await fetch("/api/tasks", {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
         body: JSON.stringify({ task_type: form.task_type.value, params, priority: Number(form.priority.value) }),
       });
       const body = await response.json();

@@ -46,21 +46,38 @@ CREATE FUNCTION tasks_schema.add_child_tasks(p_parent_task_id text, p_children j
     AS $$
 DECLARE
     child jsonb;
+    parent_project text;
+    taken text;
 BEGIN
+    SELECT p.project_id::text INTO parent_project FROM tasks AS p WHERE p.id = p_parent_task_id::tasks_id_t;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'parent task % does not exist', p_parent_task_id USING ERRCODE = '23503';
+    END IF;
     FOR child IN SELECT value FROM jsonb_array_elements(p_children -> 'children') LOOP
         INSERT INTO tasks (id, task_type, params, status, dependant_on, project_id, priority, max_attempts,
                            attempts, parent_task_id, child_key, created_at, updated_at)
         VALUES ((child ->> 'id')::tasks_id_t, child ->> 'task_type', COALESCE(child -> 'params', '{}'::jsonb),
                 'Queued', (child ->> 'dependant_on')::tasks_dependant_on_t,
-                (child ->> 'project_id')::tasks_project_id_t, COALESCE((child ->> 'priority')::integer, 0),
+                parent_project::tasks_project_id_t, COALESCE((child ->> 'priority')::integer, 0),
                 COALESCE((child ->> 'max_attempts')::integer, 3), 0, p_parent_task_id, child ->> 'child_key',
                 clock_timestamp(), clock_timestamp())
         ON CONFLICT DO NOTHING;
     END LOOP;
+    SELECT c.child ->> 'id' INTO taken
+    FROM jsonb_array_elements(p_children -> 'children') AS c(child)
+    JOIN tasks AS t ON t.id = (c.child ->> 'id')::tasks_id_t
+    WHERE t.parent_task_id IS DISTINCT FROM p_parent_task_id OR t.child_key IS DISTINCT FROM c.child ->> 'child_key'
+       OR t.project_id::text IS DISTINCT FROM parent_project
+    LIMIT 1;
+    IF taken IS NOT NULL THEN
+        RAISE EXCEPTION 'child id % is already taken by a row that is not that child of task %; no child was created',
+            taken, p_parent_task_id USING ERRCODE = '23505';
+    END IF;
     RETURN QUERY
     SELECT t.id::text, t.child_key
     FROM jsonb_array_elements(p_children -> 'children') WITH ORDINALITY AS c(child, n)
     JOIN tasks AS t ON t.parent_task_id = p_parent_task_id AND t.child_key = c.child ->> 'child_key'
+    WHERE t.project_id::text IS NOT DISTINCT FROM parent_project
     ORDER BY c.n;
 END
 $$;
@@ -95,7 +112,7 @@ CREATE FUNCTION tasks_schema.cancel_children_of_ended_parents() RETURNS TABLE(id
         updated_at = now()
     FROM tasks AS p
     WHERE t.parent_task_id = p.id::text AND t.status IN ('Queued', 'In Progress')
-      AND p.status IN ('Failed', 'Cancelled')
+      AND p.status IN ('Failed', 'Cancelled') AND (t.project_id IS NULL OR p.project_id::text = t.project_id::text)
     RETURNING t.id::text, t.parent_task_id;
 $$;
 
@@ -171,6 +188,7 @@ CREATE FUNCTION tasks_schema.claim_next_task(p_worker_id text, p_lease_seconds d
     SET search_path TO 'tasks_schema'
     AS $$
 BEGIN
+    PERFORM tasks_release_due_rows();
     IF p_task_types IS NULL AND p_models IS NULL AND p_modelless_task_types IS NULL THEN
         RETURN QUERY SELECT * FROM tasks_claim_any(p_worker_id, p_lease_seconds, p_resident_model,
                                                    p_resident_task_types, p_affinity_window_seconds, p_project_ids);
@@ -279,14 +297,18 @@ BEGIN
                    COALESCE(
                        (SELECT 'dependency ' || d.id || ' ended ' || d.status
                                || COALESCE(': ' || left(d.error_message, 500), '')
-                        FROM tasks AS d WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled')),
+                        FROM tasks AS d
+                        WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled')
+                          AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text)),
                        'dependency ' || c.dependant_on || ' does not exist') AS message
             FROM tasks AS c
             WHERE c.status = 'Queued' AND c.blocked_by_dependency
               AND (EXISTS (SELECT 1 FROM tasks AS d
-                           WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled'))
+                           WHERE d.id = c.dependant_on AND d.status IN ('Failed', 'Cancelled')
+                             AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text))
                    -- a producer may insert a child a moment before its parent: give the parent a minute
-                   OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = c.dependant_on)
+                   OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = c.dependant_on
+                                   AND (c.project_id IS NULL OR d.project_id::text = c.project_id::text))
                        AND c.created_at < now() - interval '60 seconds'))
             FOR UPDATE OF c SKIP LOCKED
         )
@@ -324,6 +346,7 @@ CREATE FUNCTION tasks_schema.fail_parents_of_ended_children() RETURNS TABLE(id t
         CROSS JOIN LATERAL (
             SELECT c.* FROM tasks AS c
             WHERE c.parent_task_id = p.id::text AND c.status IN ('Failed', 'Cancelled')
+              AND (c.project_id IS NULL OR p.project_id::text = c.project_id::text)
             ORDER BY c.updated_at, c.id LIMIT 1) AS c
         WHERE p.status = 'In Progress'
     )
@@ -485,13 +508,18 @@ CREATE FUNCTION tasks_schema.has_claimable_task(p_task_types text[] DEFAULT NULL
     LANGUAGE sql STABLE
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT CASE
-        WHEN p_task_types IS NULL AND p_models IS NULL AND p_modelless_task_types IS NULL THEN
-            EXISTS (SELECT 1 FROM tasks AS t WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
-                                               AND (t.run_after IS NULL OR t.run_after <= now())
-                                               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids)))
-        ELSE EXISTS (SELECT 1 FROM tasks_capable_heads(p_task_types, p_models, p_modelless_task_types, p_project_ids))
-    END;
+    SELECT EXISTS (SELECT 1 FROM tasks AS t
+                   WHERE t.status = 'Queued' AND t.run_after IS NOT NULL AND t.run_after <= now()
+                     AND NOT t.blocked_by_dependency
+                     AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids)))
+        OR CASE
+            WHEN p_task_types IS NULL AND p_models IS NULL AND p_modelless_task_types IS NULL THEN
+                EXISTS (SELECT 1 FROM tasks AS t WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
+                                                   AND t.run_after IS NULL
+                                                   AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids)))
+            ELSE EXISTS (SELECT 1 FROM tasks_capable_heads(p_task_types, p_models, p_modelless_task_types,
+                                                           p_project_ids))
+        END;
 $$;
 
 --
@@ -523,7 +551,10 @@ CREATE FUNCTION tasks_schema.list_child_tasks(p_parent_task_id text) RETURNS SET
     LANGUAGE sql STABLE
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT * FROM tasks WHERE parent_task_id = p_parent_task_id ORDER BY created_at, id;
+    SELECT c.* FROM tasks AS c
+    JOIN tasks AS p ON p.id = p_parent_task_id::tasks_id_t
+    WHERE c.parent_task_id = p_parent_task_id AND (c.project_id IS NULL OR p.project_id::text = c.project_id::text)
+    ORDER BY c.created_at, c.id;
 $$;
 
 --
@@ -847,7 +878,7 @@ BEGIN
         RETURN QUERY SELECT h.* FROM unnest(p_models) AS m(model), LATERAL (
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = m.model
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     ELSIF p_models IS NOT NULL THEN
@@ -856,7 +887,7 @@ BEGIN
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = m.model
               AND t.task_type = ANY (p_task_types)
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     ELSIF p_task_types IS NOT NULL THEN
@@ -866,27 +897,27 @@ BEGIN
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
               AND t.task_type = tt.task_type
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
         RETURN QUERY SELECT h.* FROM unnest(ARRAY[p_resident_model]) AS r(model), LATERAL (
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = r.model
               AND t.task_type = ANY (p_task_types)
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     ELSE
         RETURN QUERY SELECT h.* FROM (SELECT) AS one, LATERAL (
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NOT NULL
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
         RETURN QUERY SELECT h.* FROM unnest(ARRAY[p_resident_model]) AS r(model), LATERAL (
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') = r.model
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     END IF;
@@ -896,14 +927,14 @@ BEGIN
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
               AND t.task_type = tt.task_type
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     ELSE
         RETURN QUERY SELECT h.* FROM (SELECT) AS one, LATERAL (
             SELECT t.id::text, t.priority, t.created_at, t.params ->> 'model', t.task_type FROM tasks AS t
             WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency AND (t.params ->> 'model') IS NULL
-              AND (t.run_after IS NULL OR t.run_after <= now())
+              AND t.run_after IS NULL
               AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
             ORDER BY t.priority DESC, t.created_at, t.id LIMIT 1) AS h;
     END IF;
@@ -922,6 +953,29 @@ CREATE FUNCTION tasks_schema.tasks_change_marker() RETURNS text
 $$;
 
 --
+-- Name: tasks_check_links(); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_check_links() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'tasks_schema'
+    AS $$
+BEGIN
+    IF NEW.child_key IS NOT NULL AND NEW.parent_task_id IS NULL THEN
+        RAISE EXCEPTION 'child_key needs a parent_task_id' USING ERRCODE = '23514';
+    END IF;
+    IF NEW.parent_task_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM tasks AS p
+        WHERE p.id = NEW.parent_task_id::tasks_id_t
+          AND (NEW.project_id IS NULL OR p.project_id::text = NEW.project_id::text)) THEN
+        RAISE EXCEPTION 'parent_task_id % names no task of this row''s project', NEW.parent_task_id
+            USING ERRCODE = '23503';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
 -- Name: tasks_claim_any(text, double precision, text, text[], double precision, text[]); Type: FUNCTION; Schema: tasks_schema; Owner: -
 --
 
@@ -937,7 +991,7 @@ BEGIN
         SELECT t.id, t.priority, t.created_at
         FROM tasks AS t
         WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
-          AND (t.run_after IS NULL OR t.run_after <= now())
+          AND t.run_after IS NULL
           AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
         ORDER BY t.priority DESC, t.created_at, t.id
         LIMIT 1
@@ -953,7 +1007,7 @@ BEGIN
         FROM affine_head AS h,
         LATERAL (SELECT t.id, t.created_at FROM tasks AS t
                  WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
-          AND (t.run_after IS NULL OR t.run_after <= now()) AND t.priority = h.priority
+          AND t.run_after IS NULL AND t.priority = h.priority
                    AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
                    AND (t.params ->> 'model') = p_resident_model
                  ORDER BY t.created_at, t.id
@@ -964,7 +1018,7 @@ BEGIN
         FROM affine_head AS h, unnest(p_resident_task_types) AS rt(task_type),
         LATERAL (SELECT t.id, t.created_at FROM tasks AS t
                  WHERE t.status = 'Queued' AND NOT t.blocked_by_dependency
-          AND (t.run_after IS NULL OR t.run_after <= now()) AND t.priority = h.priority
+          AND t.run_after IS NULL AND t.priority = h.priority
                    AND (p_project_ids IS NULL OR t.project_id::text = ANY (p_project_ids))
                    AND (t.params ->> 'model') IS NULL AND t.task_type = rt.task_type
                  ORDER BY t.created_at, t.id
@@ -1209,6 +1263,34 @@ END
 $$;
 
 --
+-- Name: tasks_producer_fairness(); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_producer_fairness() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'tasks_schema'
+    AS $$
+BEGIN
+    IF current_user IN ('anon', 'authenticated') THEN
+        NEW.created_at := clock_timestamp();
+        NEW.priority := LEAST(NEW.priority, tasks_producer_priority_cap());
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
+-- Name: tasks_producer_priority_cap(); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_producer_priority_cap() RETURNS integer
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'tasks_schema'
+    AS $$
+    SELECT 10;
+$$;
+
+--
 -- Name: tasks_project_is_mine(tasks_schema.tasks_project_id_t); Type: FUNCTION; Schema: tasks_schema; Owner: -
 --
 
@@ -1225,6 +1307,39 @@ CREATE FUNCTION tasks_schema.tasks_project_user(p_project_id text) RETURNS text
     LANGUAGE sql STABLE
     SET search_path TO 'tasks_schema'
     AS $$ SELECT NULL::text $$;
+
+--
+-- Name: tasks_record_webhook_deliveries(text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) RETURNS boolean
+    LANGUAGE sql
+    SET search_path TO 'tasks_schema'
+    AS $$
+    WITH changed AS (
+        UPDATE tasks SET result = COALESCE(result, '{}'::jsonb) || jsonb_build_object('webhooks', p_deliveries)
+        WHERE id = p_task_id::tasks_id_t AND worker_id = p_worker_id
+          AND status::text IN ('Complete', 'Failed', 'Cancelled')
+        RETURNING 1
+    )
+    SELECT count(*) > 0 FROM changed;
+$$;
+
+--
+-- Name: tasks_release_due_rows(); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.tasks_release_due_rows() RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'tasks_schema'
+    AS $$
+    UPDATE tasks AS t SET run_after = NULL
+    FROM (SELECT d.id FROM tasks AS d
+          WHERE d.status = 'Queued' AND d.run_after IS NOT NULL AND d.run_after <= now()
+          ORDER BY d.run_after LIMIT 1000
+          FOR UPDATE SKIP LOCKED) AS due
+    WHERE t.id = due.id;
+$$;
 
 --
 -- Name: tasks_reset_progress_phase(); Type: FUNCTION; Schema: tasks_schema; Owner: -
@@ -1270,7 +1385,7 @@ CREATE FUNCTION tasks_schema.tasks_schema_version() RETURNS integer
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT 29;
+    SELECT 50;
 $$;
 
 --
@@ -1287,7 +1402,8 @@ BEGIN
     IF NEW.status <> 'Queued' THEN
         RETURN NEW;
     END IF;
-    IF TG_OP = 'UPDATE' AND OLD.status = 'Queued' AND OLD.dependant_on IS NOT DISTINCT FROM NEW.dependant_on THEN
+    IF TG_OP = 'UPDATE' AND OLD.status = 'Queued' AND OLD.dependant_on IS NOT DISTINCT FROM NEW.dependant_on
+       AND OLD.project_id IS NOT DISTINCT FROM NEW.project_id THEN
         RETURN NEW;
     END IF;
     IF NEW.dependant_on IS NULL THEN
@@ -1295,12 +1411,12 @@ BEGIN
     ELSIF TG_OP = 'INSERT' THEN
         -- FOR SHARE: a dependency completing right now either commits first (we read Complete) or
         -- waits for this insert to commit, after which its unblock trigger sees this row.
-        SELECT d.status INTO parent_status FROM tasks AS d WHERE d.id = NEW.dependant_on FOR SHARE;
+        SELECT d.status INTO parent_status FROM tasks AS d
+        WHERE d.id = NEW.dependant_on AND (NEW.project_id IS NULL OR d.project_id::text = NEW.project_id::text) FOR SHARE;
         NEW.blocked_by_dependency := parent_status IS DISTINCT FROM 'Complete';
     ELSE
-        -- An UPDATE holds this row's lock already, so a completing dependency's unblock waits for it;
-        -- no FOR SHARE here (it would invert the lock order and could deadlock).
-        SELECT d.status INTO parent_status FROM tasks AS d WHERE d.id = NEW.dependant_on;
+        SELECT d.status INTO parent_status FROM tasks AS d
+        WHERE d.id = NEW.dependant_on AND (NEW.project_id IS NULL OR d.project_id::text = NEW.project_id::text);
         NEW.blocked_by_dependency := parent_status IS DISTINCT FROM 'Complete';
     END IF;
     RETURN NEW;
@@ -1399,6 +1515,7 @@ BEGIN
     WITH changed AS (
         UPDATE tasks SET blocked_by_dependency = false
         WHERE dependant_on = NEW.id AND blocked_by_dependency
+          AND (project_id IS NULL OR project_id::text = NEW.project_id::text)
         RETURNING id::text AS id, status
     )
     SELECT array_agg(c.id) FILTER (WHERE c.status = 'Queued') INTO unblocked FROM changed AS c;
@@ -1505,7 +1622,7 @@ $$;
 CREATE FUNCTION tasks_schema.tasks_worker_functions() RETURNS text[]
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'tasks_schema'
-    AS $$ SELECT '{heartbeat_task,purge_tasks,add_child_tasks,fail_unrunnable_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_unblock_dependants,tasks_user_projects,tasks_change_marker,count_tasks_by_worker,list_workers,tasks_capabilities_json,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_wake_idle_workers,tasks_add_worker_functions,get_task,tasks_worker_channel,tasks_token_projects,worker_woken,fail_task,tasks_dispatch_lock,tasks_housekeeping_turn,touch_worker,user_api_tokens_hash,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,tasks_reset_progress_phase,list_tasks,tasks_apply_security,tasks_may_cancel,tasks_token_user,tasks_token_worker,tasks_claim_any,tasks_token_task,claim_next_task,reclaim_expired_leases,add_task,tasks_hash_token,count_queued_by_kind,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,tasks_errors_to_output_location,has_claimable_task,list_child_tasks,tasks_set_blocked,tasks_doorbell_key,tasks_dispatch_changed,tasks_claim_capable,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,task_status,tasks_worker_accepts}'::text[] $$;
+    AS $$ SELECT '{purge_tasks,heartbeat_task,fail_unrunnable_tasks,add_child_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_user_projects,tasks_unblock_dependants,tasks_change_marker,count_tasks_by_worker,tasks_capabilities_json,list_workers,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_add_worker_functions,tasks_wake_idle_workers,tasks_worker_channel,get_task,tasks_check_links,tasks_record_webhook_deliveries,tasks_token_projects,worker_woken,tasks_dispatch_lock,fail_task,tasks_housekeeping_turn,user_api_tokens_hash,touch_worker,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,list_tasks,tasks_reset_progress_phase,tasks_apply_security,tasks_token_user,tasks_may_cancel,tasks_token_worker,tasks_claim_any,tasks_token_task,reclaim_expired_leases,claim_next_task,tasks_release_due_rows,add_task,count_queued_by_kind,tasks_hash_token,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,has_claimable_task,tasks_errors_to_output_location,tasks_set_blocked,list_child_tasks,tasks_doorbell_key,tasks_claim_capable,tasks_dispatch_changed,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,tasks_worker_accepts,task_status}'::text[] $$;
 
 --
 -- Name: touch_worker(text, text, text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
@@ -1544,13 +1661,31 @@ $$;
 --
 
 CREATE FUNCTION tasks_schema.user_api_tokens_hash() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'tasks_schema'
     AS $$
 BEGIN
     IF NEW.token IS NOT NULL THEN
         NEW.token_hash := tasks_hash_token(NEW.token);
         NEW.token := NULL;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
+-- Name: user_api_tokens_refuse_hash(); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.user_api_tokens_refuse_hash() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'tasks_schema'
+    AS $$
+BEGIN
+    IF current_user IN ('anon', 'authenticated') AND NEW.token IS NULL AND NEW.token_hash IS NOT NULL
+       AND (TG_OP = 'INSERT' OR NEW.token_hash IS DISTINCT FROM OLD.token_hash) THEN
+        RAISE EXCEPTION 'write the plain token in user_api_tokens.token: token_hash is computed from it'
+            USING ERRCODE = '42501';
     END IF;
     RETURN NEW;
 END
@@ -1626,9 +1761,18 @@ CREATE FUNCTION tasks_schema.user_fail_undecodable_claim(p_token text, p_worker_
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'tasks_schema'
     AS $$
+DECLARE
+    held text;
 BEGIN
     PERFORM tasks_token_worker(p_token, p_worker_id);  -- an invalid token or another's id stops here
-    RETURN fail_undecodable_claim(p_worker_id, p_error_message);
+    SELECT t.id::text INTO held FROM tasks AS t
+    WHERE t.worker_id = p_worker_id AND t.status = 'In Progress' AND NOT t.awaiting_children
+      AND t.project_id::text = ANY (tasks_token_projects(p_token))
+    ORDER BY t.claimed_at DESC NULLS LAST, t.id LIMIT 1;
+    IF held IS NULL OR NOT fail_task(held, p_worker_id, p_error_message) THEN
+        RETURN NULL;
+    END IF;
+    RETURN held;
 END
 $$;
 
@@ -1813,8 +1957,20 @@ CREATE FUNCTION tasks_schema.user_tasks_housekeeping_turn(p_token text, p_job te
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT CASE WHEN tasks_token_user(p_token) IS NOT NULL
-                THEN tasks_housekeeping_turn(p_job, p_interval_seconds, p_worker_id) END;
+    SELECT tasks_housekeeping_turn(p_job || ' (user ' || tasks_token_user(p_token) || ')', p_interval_seconds,
+                                   p_worker_id);
+$$;
+
+--
+-- Name: user_tasks_record_webhook_deliveries(text, text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.user_tasks_record_webhook_deliveries(p_token text, p_task_id text, p_worker_id text, p_deliveries jsonb) RETURNS boolean
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'tasks_schema'
+    AS $$
+    SELECT CASE WHEN tasks_token_task(p_token, p_task_id)
+                THEN tasks_record_webhook_deliveries(p_task_id, p_worker_id, p_deliveries) ELSE false END;
 $$;
 
 --
@@ -1833,10 +1989,10 @@ $$;
 --
 
 CREATE FUNCTION tasks_schema.user_tasks_worker_channel(p_token text, p_worker_id text) RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT CASE WHEN tasks_token_user(p_token) IS NOT NULL THEN tasks_worker_channel(p_worker_id) END;
+    SELECT CASE WHEN tasks_token_worker(p_token, p_worker_id) IS NOT NULL THEN tasks_worker_channel(p_worker_id) END;
 $$;
 
 --
@@ -1917,10 +2073,10 @@ $$;
 --
 
 CREATE FUNCTION tasks_schema.user_worker_woken(p_token text, p_worker_id text) RETURNS text
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'tasks_schema'
     AS $$
-    SELECT CASE WHEN tasks_token_user(p_token) IS NOT NULL THEN worker_woken(p_worker_id) END;
+    SELECT CASE WHEN tasks_token_worker(p_token, p_worker_id) IS NOT NULL THEN worker_woken(p_worker_id) END;
 $$;
 
 --
@@ -2175,37 +2331,37 @@ CREATE UNIQUE INDEX tasks_parent_child_key_idx ON tasks_schema.tasks USING btree
 -- Name: tasks_queued_model_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_queued_model_idx ON tasks_schema.tasks USING btree (((params ->> 'model'::text)), priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND ((params ->> 'model'::text) IS NOT NULL));
+CREATE INDEX tasks_queued_model_idx ON tasks_schema.tasks USING btree (((params ->> 'model'::text)), priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL) AND ((params ->> 'model'::text) IS NOT NULL));
 
 --
 -- Name: tasks_queued_type_modelless_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_queued_type_modelless_idx ON tasks_schema.tasks USING btree (task_type, priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND ((params ->> 'model'::text) IS NULL));
+CREATE INDEX tasks_queued_type_modelless_idx ON tasks_schema.tasks USING btree (task_type, priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL) AND ((params ->> 'model'::text) IS NULL));
 
 --
 -- Name: tasks_queued_type_named_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_queued_type_named_idx ON tasks_schema.tasks USING btree (task_type, priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND ((params ->> 'model'::text) IS NOT NULL));
+CREATE INDEX tasks_queued_type_named_idx ON tasks_schema.tasks USING btree (task_type, priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL) AND ((params ->> 'model'::text) IS NOT NULL));
 
 --
 -- Name: tasks_ready_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_ready_idx ON tasks_schema.tasks USING btree (priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency));
+CREATE INDEX tasks_ready_idx ON tasks_schema.tasks USING btree (priority DESC, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL));
 
 --
 -- Name: tasks_ready_model_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_ready_model_idx ON tasks_schema.tasks USING btree (priority, ((params ->> 'model'::text)), created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency));
+CREATE INDEX tasks_ready_model_idx ON tasks_schema.tasks USING btree (priority, ((params ->> 'model'::text)), created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL));
 
 --
 -- Name: tasks_ready_type_idx; Type: INDEX; Schema: tasks_schema; Owner: -
 --
 
-CREATE INDEX tasks_ready_type_idx ON tasks_schema.tasks USING btree (priority, task_type, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND ((params ->> 'model'::text) IS NULL));
+CREATE INDEX tasks_ready_type_idx ON tasks_schema.tasks USING btree (priority, task_type, created_at, id) WHERE ((status = 'Queued'::text) AND (NOT blocked_by_dependency) AND (run_after IS NULL) AND ((params ->> 'model'::text) IS NULL));
 
 --
 -- Name: tasks_run_after_idx; Type: INDEX; Schema: tasks_schema; Owner: -
@@ -2238,6 +2394,12 @@ CREATE INDEX workers_idle_idx ON tasks_schema.workers USING btree (idle_since) W
 CREATE INDEX workers_idle_model_idx ON tasks_schema.workers USING btree (resident_model, idle_since) WHERE (idle_since IS NOT NULL);
 
 --
+-- Name: tasks tasks_check_links; Type: TRIGGER; Schema: tasks_schema; Owner: -
+--
+
+CREATE TRIGGER tasks_check_links BEFORE INSERT OR UPDATE OF parent_task_id, child_key, project_id ON tasks_schema.tasks FOR EACH ROW EXECUTE FUNCTION tasks_schema.tasks_check_links();
+
+--
 -- Name: tasks tasks_dispatch_changed; Type: TRIGGER; Schema: tasks_schema; Owner: -
 --
 
@@ -2268,6 +2430,12 @@ CREATE TRIGGER tasks_notify_insert AFTER INSERT OR DELETE ON tasks_schema.tasks 
 CREATE TRIGGER tasks_notify_update AFTER UPDATE ON tasks_schema.tasks FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (new.status = ANY (ARRAY['Queued'::text, 'Cancelled'::text])))) EXECUTE FUNCTION tasks_schema.tasks_notify_change();
 
 --
+-- Name: tasks tasks_producer_fairness; Type: TRIGGER; Schema: tasks_schema; Owner: -
+--
+
+CREATE TRIGGER tasks_producer_fairness BEFORE INSERT ON tasks_schema.tasks FOR EACH ROW EXECUTE FUNCTION tasks_schema.tasks_producer_fairness();
+
+--
 -- Name: tasks tasks_reset_progress_phase; Type: TRIGGER; Schema: tasks_schema; Owner: -
 --
 
@@ -2284,6 +2452,12 @@ CREATE TRIGGER tasks_set_blocked BEFORE INSERT OR UPDATE OF status, dependant_on
 --
 
 CREATE TRIGGER tasks_unblock_dependants AFTER UPDATE OF status ON tasks_schema.tasks FOR EACH ROW WHEN (((new.status = 'Complete'::text) AND (old.status IS DISTINCT FROM 'Complete'::text))) EXECUTE FUNCTION tasks_schema.tasks_unblock_dependants();
+
+--
+-- Name: user_api_tokens user_api_tokens_a_refuse_hash; Type: TRIGGER; Schema: tasks_schema; Owner: -
+--
+
+CREATE TRIGGER user_api_tokens_a_refuse_hash BEFORE INSERT OR UPDATE ON tasks_schema.user_api_tokens FOR EACH ROW EXECUTE FUNCTION tasks_schema.user_api_tokens_refuse_hash();
 
 --
 -- Name: user_api_tokens user_api_tokens_hash; Type: TRIGGER; Schema: tasks_schema; Owner: -
@@ -2592,6 +2766,13 @@ REVOKE ALL ON FUNCTION tasks_schema.tasks_change_marker() FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.tasks_change_marker() TO service_role;
 
 --
+-- Name: FUNCTION tasks_check_links(); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tasks_schema.tasks_check_links() FROM PUBLIC;
+GRANT ALL ON FUNCTION tasks_schema.tasks_check_links() TO service_role;
+
+--
 -- Name: FUNCTION tasks_claim_any(p_worker_id text, p_lease_seconds double precision, p_resident_model text, p_resident_task_types text[], p_affinity_window_seconds double precision, p_project_ids text[]); Type: ACL; Schema: tasks_schema; Owner: -
 --
 
@@ -2676,6 +2857,20 @@ REVOKE ALL ON FUNCTION tasks_schema.tasks_notify_change() FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.tasks_notify_change() TO service_role;
 
 --
+-- Name: FUNCTION tasks_producer_fairness(); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+GRANT ALL ON FUNCTION tasks_schema.tasks_producer_fairness() TO anon;
+GRANT ALL ON FUNCTION tasks_schema.tasks_producer_fairness() TO authenticated;
+
+--
+-- Name: FUNCTION tasks_producer_priority_cap(); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+GRANT ALL ON FUNCTION tasks_schema.tasks_producer_priority_cap() TO anon;
+GRANT ALL ON FUNCTION tasks_schema.tasks_producer_priority_cap() TO authenticated;
+
+--
 -- Name: FUNCTION tasks_project_is_mine(p_project_id tasks_schema.tasks_project_id_t); Type: ACL; Schema: tasks_schema; Owner: -
 --
 
@@ -2689,6 +2884,20 @@ GRANT ALL ON FUNCTION tasks_schema.tasks_project_is_mine(p_project_id tasks_sche
 
 REVOKE ALL ON FUNCTION tasks_schema.tasks_project_user(p_project_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.tasks_project_user(p_project_id text) TO service_role;
+
+--
+-- Name: FUNCTION tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION tasks_schema.tasks_record_webhook_deliveries(p_task_id text, p_worker_id text, p_deliveries jsonb) TO service_role;
+
+--
+-- Name: FUNCTION tasks_release_due_rows(); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tasks_schema.tasks_release_due_rows() FROM PUBLIC;
+GRANT ALL ON FUNCTION tasks_schema.tasks_release_due_rows() TO service_role;
 
 --
 -- Name: FUNCTION tasks_reset_progress_phase(); Type: ACL; Schema: tasks_schema; Owner: -
@@ -2794,6 +3003,13 @@ GRANT ALL ON FUNCTION tasks_schema.touch_worker(p_id text, p_resident_model text
 
 REVOKE ALL ON FUNCTION tasks_schema.user_api_tokens_hash() FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.user_api_tokens_hash() TO service_role;
+
+--
+-- Name: FUNCTION user_api_tokens_refuse_hash(); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+GRANT ALL ON FUNCTION tasks_schema.user_api_tokens_refuse_hash() TO anon;
+GRANT ALL ON FUNCTION tasks_schema.user_api_tokens_refuse_hash() TO authenticated;
 
 --
 -- Name: FUNCTION worker_busy(p_worker_id text); Type: ACL; Schema: tasks_schema; Owner: -

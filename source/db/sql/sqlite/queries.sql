@@ -14,11 +14,18 @@ SELECT * FROM tasks WHERE id = :id;
 SELECT status, worker_id FROM tasks WHERE id = :id;
 
 -- name: has_claimable_task
-SELECT 1 FROM tasks AS t
-WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-  AND (t.dependant_on IS NULL
-       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
+-- Ready now, or out of back-off and waiting for the next claim to release it.
+SELECT 1 FROM ready_tasks
+UNION ALL
+SELECT 1 FROM tasks INDEXED BY tasks_run_after_idx
+WHERE run_after IS NOT NULL AND run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+  AND status = 'Queued' AND blocked_by_dependency = 0
 LIMIT 1;
+
+-- name: release_due_rows
+-- Rows whose back-off is over join the ready rows (run within the claim's own write transaction).
+UPDATE tasks INDEXED BY tasks_run_after_idx SET run_after = NULL
+WHERE run_after IS NOT NULL AND run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AND status = 'Queued';
 
 -- name: claim_next_task
 -- Within one priority, rows for the resident model go first unless an older row has waited past
@@ -38,39 +45,28 @@ SET status = 'In Progress',
 -- by rowid: a row a producer left without an id (NULL) must still be claimed, and failed. :picked_row: the
 -- row pick_capable_task chose for a worker with capabilities (it runs first, in the same transaction).
 WHERE rowid = CASE WHEN :picked_row IS NOT NULL THEN :picked_row ELSE (
-    -- the head of the queue (tasks_queued_order_idx), and, while it has not waited past the affinity
+    -- the head of the queue (tasks_ready_order_idx), and, while it has not waited past the affinity
     -- window, the oldest row of its priority for the resident model or for a resident task type naming no
     -- model (one probe of a 022 index each): no sort of the whole queue
     WITH head AS (
-        SELECT t.rowid AS row_id, t.priority, t.created_at FROM tasks AS t
-        WHERE t.status = 'Queued' AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-          AND (t.dependant_on IS NULL
-               OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-        ORDER BY t.priority DESC, t.created_at, t.rowid
+        SELECT t.row_id AS row_id, t.priority, t.created_at FROM ready_tasks AS t
+        ORDER BY t.priority DESC, t.created_at, t.row_id
         LIMIT 1
     ),
     affine(row_id) AS (
-        SELECT (SELECT t.rowid FROM tasks AS t
-                WHERE t.status = 'Queued'
-                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                  AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+        SELECT (SELECT t.row_id FROM ready_tasks AS t
+                WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
                   AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
                   AND t.priority = head.priority
-                ORDER BY t.created_at, t.rowid LIMIT 1)
+                ORDER BY t.created_at, t.row_id LIMIT 1)
         FROM head
         WHERE :resident_model IS NOT NULL
           AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
         UNION ALL
-        SELECT (SELECT t.rowid FROM tasks AS t
-                WHERE t.status = 'Queued'
-                  AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-                  AND (t.dependant_on IS NULL
-                       OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-                  AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+        SELECT (SELECT t.row_id FROM ready_tasks AS t
+                WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
                   AND t.task_type = rt.value AND t.priority = head.priority
-                ORDER BY t.created_at, t.rowid LIMIT 1)
+                ORDER BY t.created_at, t.row_id LIMIT 1)
         FROM head, json_each(:resident_task_types) AS rt
         WHERE :resident_model IS NOT NULL
           AND head.created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', :affinity_modifier)
@@ -89,68 +85,44 @@ RETURNING rowid AS row_number, *;
 -- affinity, age). The model expression is spelt as in the indexes.
 WITH heads(row_id) AS (
     -- each allowed model: its first row whose task type is allowed too
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = m.value
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(:models) AS m
     UNION ALL
     -- any model, restricted task types (and the resident model, for the affinity order): per task type /
     -- the resident model, the first row naming a model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND t.task_type = tt.value
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(CASE WHEN :models IS NULL THEN :task_types END) AS tt
     UNION ALL
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
               AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END = :resident_model
               AND (:task_types IS NULL OR t.task_type IN (SELECT value FROM json_each(:task_types)))
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :models IS NULL AND :resident_model IS NOT NULL
     UNION ALL
     -- any model and any task type (only model-less rows restricted): one walk over the rows naming a model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NOT NULL
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :models IS NULL AND :task_types IS NULL
     UNION ALL
     -- each allowed model-less task type: its first row naming no model
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
               AND t.task_type = tt.value
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     FROM json_each(:modelless_task_types) AS tt
     UNION ALL
-    SELECT (SELECT t.rowid FROM tasks AS t
-            WHERE t.status = 'Queued'
-              AND CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
-              AND (t.run_after IS NULL OR t.run_after <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-              AND (t.dependant_on IS NULL
-                   OR EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = t.dependant_on AND d.status = 'Complete'))
-            ORDER BY t.priority DESC, t.created_at, t.rowid LIMIT 1)
+    SELECT (SELECT t.row_id FROM ready_tasks AS t
+            WHERE CASE WHEN json_valid(t.params) THEN json_extract(t.params, '$.model') END IS NULL
+            ORDER BY t.priority DESC, t.created_at, t.row_id LIMIT 1)
     WHERE :modelless_task_types IS NULL
 )
 SELECT t.rowid AS row_number FROM heads JOIN tasks AS t ON t.rowid = heads.row_id
@@ -285,14 +257,16 @@ SET status = 'Failed',
     error_message = COALESCE(
         (SELECT 'dependency ' || d.id || ' ended ' || d.status
                 || COALESCE(': ' || substr(d.error_message, 1, 500), '')
-         FROM tasks AS d WHERE d.id = tasks.dependant_on),
+         FROM tasks AS d WHERE d.id = tasks.dependant_on AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id)),
         'dependency ' || tasks.dependant_on || ' does not exist'),
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'Queued' AND dependant_on IS NOT NULL
-  AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled'))
+  -- a dependency of another project is one that does not exist (its status and error stay its own)
+  AND (EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND d.status IN ('Failed', 'Cancelled')
+               AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id))
        -- a producer may insert a child a moment before its parent: give the parent a minute to appear
-       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on)
+       OR (NOT EXISTS (SELECT 1 FROM tasks AS d WHERE d.id = tasks.dependant_on AND (tasks.project_id IS NULL OR d.project_id = tasks.project_id))
            AND (created_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-60 seconds')
                 -- a created_at that is not a timestamp gives no grace (it would compare as never old)
                 OR typeof(created_at) <> 'text' OR created_at NOT LIKE '____-__-__T__:__:__.___Z')))
@@ -376,7 +350,14 @@ ON CONFLICT DO NOTHING
 RETURNING id;
 
 -- name: list_child_tasks
-SELECT * FROM tasks WHERE parent_task_id = :parent_task_id ORDER BY created_at, rowid;
+-- Only children in the parent's own project: a link from another project is not honoured.
+SELECT c.* FROM tasks AS c JOIN tasks AS p ON p.id = :parent_task_id
+WHERE c.parent_task_id = :parent_task_id AND (c.project_id IS NULL OR c.project_id = p.project_id) ORDER BY c.created_at, c.rowid;
+
+-- name: foreign_child_ids
+-- Ids of the children being inserted (:ids, a JSON array) that a row other than that child already holds.
+SELECT t.id FROM tasks AS t JOIN json_each(:ids) AS wanted ON t.id = wanted.value
+WHERE t.parent_task_id IS NOT :parent_task_id OR t.project_id IS NOT :project_id;
 
 -- name: park_awaiting_children
 -- The orchestrator's own work is done; its last child completes it (complete_parent).
@@ -407,14 +388,17 @@ SET status = 'Failed',
                             || COALESCE(': ' || substr(c.error_message, 1, 500), '')
                      FROM tasks AS c
                      WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+                       AND (c.project_id IS NULL OR c.project_id = tasks.project_id)
                      ORDER BY c.updated_at, c.rowid LIMIT 1),
     awaiting_children = 0, lease_expires_at = NULL,
     generation_processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status = 'In Progress'
-  AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled'))
+  AND EXISTS (SELECT 1 FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+              AND (c.project_id IS NULL OR c.project_id = tasks.project_id))
 RETURNING id,
     (SELECT c.id FROM tasks AS c WHERE c.parent_task_id = tasks.id AND c.status IN ('Failed', 'Cancelled')
+       AND (c.project_id IS NULL OR c.project_id = tasks.project_id)
      ORDER BY c.updated_at, c.rowid LIMIT 1) AS cause_id;
 
 -- name: cancel_children_of_ended_parents
@@ -427,7 +411,8 @@ SET status = 'Cancelled', lease_expires_at = NULL, awaiting_children = 0,
          FROM tasks AS p WHERE p.id = tasks.parent_task_id), 'parent ended'),
     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 WHERE status IN ('Queued', 'In Progress') AND parent_task_id IS NOT NULL
-  AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled'))
+  AND EXISTS (SELECT 1 FROM tasks AS p WHERE p.id = tasks.parent_task_id AND p.status IN ('Failed', 'Cancelled')
+              AND (tasks.project_id IS NULL OR p.project_id = tasks.project_id))
 RETURNING id, parent_task_id;
 
 -- name: list_tasks
@@ -532,4 +517,10 @@ RETURNING 1;
 UPDATE tasks SET output_location = error_message
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'Failed' AND error_message IS NOT NULL
   AND output_location IS NOT error_message
+RETURNING id;
+
+-- name: record_webhook_deliveries
+-- result.webhooks of a finished row this worker ran (its webhooks are delivered after the row is written).
+UPDATE tasks SET result = json_set(coalesce(result, '{}'), '$.webhooks', json(:deliveries))
+WHERE id = :id AND worker_id = :worker_id AND status IN ('Complete', 'Failed', 'Cancelled')
 RETURNING id;

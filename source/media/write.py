@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from source.media.atomic_files import atomic_file
 
 CRF = 10
 # x264's canonical code paths instead of its CPU-dependent assembly (the 4x4/8x8 intra-mode search and the
@@ -50,8 +51,8 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: float, siz
     import av
 
     width, height = size
-    with av.open(str(path), "w") as container:
-        rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)
+    rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)
+    with atomic_file(path) as temp, av.open(str(temp), "w") as container:
         stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset,
                                                                   "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
@@ -61,46 +62,52 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: float, siz
     return path
 
 
+IMAGE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
 def write_soundtrack(video: Path, samples: np.ndarray, rate: int, out: Path | None = None) -> Path:
     """``video`` with ``samples`` (float (channels, n), 1 or 2 channels, at ``rate``) as its AAC track, cut
-    or padded with silence to the video's length; the video stream is copied, not re-encoded. Written beside
-    ``out`` (default: ``video`` itself) and renamed over it, so the file is whole or absent."""
+    or padded with silence to the video's length; the video stream is copied, not re-encoded. Written
+    through ``atomic_file`` over ``out`` (default: ``video`` itself): the file is whole or absent."""
     import av
 
     samples = np.asarray(samples, dtype=np.float32)
     samples = np.repeat(samples, 2, axis=0) if samples.shape[0] == 1 else samples[:2]
     out = out or video
-    partial = out.with_name(f".{out.stem}.audio-partial{out.suffix}")
-    try:
-        with av.open(str(video)) as source, av.open(str(partial), "w", format="mp4") as target:
-            video_in = source.streams.video[0]
-            duration = float(video_in.frames / video_in.average_rate) if video_in.frames else float(
-                source.duration or 0) / av.time_base
-            video_out = target.add_stream_from_template(video_in)
-            audio_out = target.add_stream("aac", rate=rate, layout="stereo")
-            for packet in source.demux(video_in):
-                if packet.dts is None:
-                    continue
-                packet.stream = video_out
+    with atomic_file(out) as partial, av.open(str(video)) as source, \
+            av.open(str(partial), "w", format="mp4") as target:
+        video_in = source.streams.video[0]
+        duration = float(video_in.frames / video_in.average_rate) if video_in.frames else float(
+            source.duration or 0) / av.time_base
+        video_out = target.add_stream_from_template(video_in)
+        audio_out = target.add_stream("aac", rate=rate, layout="stereo")
+        for packet in source.demux(video_in):
+            if packet.dts is None:
+                continue
+            packet.stream = video_out
+            target.mux(packet)
+        length = round(duration * rate)
+        fitted = np.zeros((2, length), np.float32)
+        fitted[:, :min(length, samples.shape[1])] = np.clip(samples[:, :length], -1.0, 1.0)
+        size = audio_out.codec_context.frame_size or 1024
+        for start in range(0, length, size):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(fitted[:, start:start + size]),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in audio_out.encode(frame):
                 target.mux(packet)
-            length = round(duration * rate)
-            fitted = np.zeros((2, length), np.float32)
-            fitted[:, :min(length, samples.shape[1])] = np.clip(samples[:, :length], -1.0, 1.0)
-            size = audio_out.codec_context.frame_size or 1024
-            for start in range(0, length, size):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(fitted[:, start:start + size]),
-                                                   format="fltp", layout="stereo")
-                frame.sample_rate, frame.pts = rate, start
-                for packet in audio_out.encode(frame):
-                    target.mux(packet)
-            for packet in audio_out.encode(None):
-                target.mux(packet)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+        for packet in audio_out.encode(None):
+            target.mux(packet)
     return out
 
 
 def write_image(frame: np.ndarray, path: Path) -> Path:
-    Image.fromarray(to_uint8(frame)).save(path)
+    """PNG, JPEG or WebP by ``path``'s suffix; the lossy two at quality 95."""
+    return save_picture(Image.fromarray(to_uint8(frame)), path, **({} if path.suffix == ".png" else {"quality": 95}))
+
+
+def save_picture(image: Image.Image, path: Path, **options: object) -> Path:
+    """``image.save`` through ``atomic_file`` (the format from ``path``'s suffix)."""
+    with atomic_file(path) as temp:
+        image.save(temp, **options)
     return path

@@ -1,4 +1,4 @@
-"""Input files named by params, resolved under the task's input policy (source.handlers.input_policy): local
+"""Input files named by params, resolved under the task's input policy (source.task_files.policy): local
 paths checked against the input roots, http(s) URLs downloaded (size-capped, with a total deadline,
 every hop's host checked) into the task's work dir, and the content sniffed before anyone uses it."""
 
@@ -19,9 +19,9 @@ import httpx
 import structlog
 
 from source.errors import InputTemporarilyUnavailable, InputUnavailable, InvalidParams
-from source.handlers.input_policy import InputKind, InputPolicy, TaskInputs, sniff
-from source.handlers.task_paths import safe_filename, task_work_dir
 from source.logging_utils import redact_url
+from source.task_files.paths import safe_filename, task_work_dir
+from source.task_files.policy import InputKind, InputPolicy, TaskInputs, sniff
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +32,7 @@ MAX_REDIRECTS = 5
 # The generation params that name files, and what their content must be.
 GENERATION_FILE_PARAMS: dict[str, InputKind] = {
     "video_guide": "media", "video_mask": "media", "video_guide2": "media", "video_mask2": "media",
-    "image_start": "image", "image_end": "image",
+    "image_start": "image", "image_end": "image", "image_mask": "image",
 }
 
 
@@ -89,6 +89,15 @@ class _GuardedBackend(httpcore.SyncBackend):
             sock.shutdown(socket.SHUT_RDWR)
 
 
+def guarded_transport(policy: InputPolicy, name: str) -> tuple[httpx.HTTPTransport, _GuardedBackend]:
+    """An httpx transport whose every connection the policy checks at the address really reached (URL inputs,
+    webhook deliveries), and its backend (``expire()`` cuts the open sockets)."""
+    backend = _GuardedBackend(policy, name)
+    transport = httpx.HTTPTransport()
+    transport._pool._network_backend = backend  # httpx has no public hook for the network backend
+    return transport, backend
+
+
 def resolve_generation_files(params: Mapping[str, Any], inputs: TaskInputs) -> dict[str, Any]:
     """``params`` with every file param (and ``image_refs``, one or a list) as a checked local path."""
     resolved = dict(params)
@@ -128,13 +137,11 @@ def download(url: str, name: str, inputs: TaskInputs, *, max_bytes: int | None =
             raise too_slow
         return left
 
-    backend = _GuardedBackend(policy, name)
+    transport, backend = guarded_transport(policy, name)
     # A server that trickles its headers or body never trips a per-read timeout: at the deadline the
     # sockets are shut down, which ends whatever read is waiting.
     timer = threading.Timer(policy.download_deadline, backend.expire)
     timer.daemon = True
-    transport = httpx.HTTPTransport()
-    transport._pool._network_backend = backend  # httpx has no public hook for the network backend
     timer.start()
     try:
         # Redirects are followed by hand: each hop's scheme and host go through the policy again.

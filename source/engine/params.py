@@ -434,6 +434,7 @@ def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
 
 _LIST_OR_TEXT = {"anyOf": [{"type": "array", "items": _STRING}, _STRING]}
 described(_STRING, _text)
+described({"type": "string", "enum": [*IMAGE_FORMATS, "jpg"], "description": "the image file's format"}, _image_format)
 described(_NUMBER, _float)
 described({"type": "integer", "minimum": -1, "maximum": MAX_SEED, "description": "-1: a random seed"}, _seed)
 described({"type": "string", "enum": list(SOLVERS)}, _solver)
@@ -507,7 +508,8 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "output_format": _image_format,
     "image_mask": _image,
     "denoising_strength": _in_range(0.0, 1.0),
-    "system_prompt": lambda name, value: "" if value is None else _text(name, value),
+    "system_prompt": described({**_STRING, "description": "the text encoder's system prompt (empty: the model's)"},
+                               lambda name, value: "" if value is None else _text(name, value)),
 })
 assert set(PARSERS) == set(SYSTEM_DEFAULTS), "every system default needs a parser, and only those"
 assert all(hasattr(parse, "json_schema") for parse in PARSERS.values()), "every parser describes what it takes"

@@ -5,8 +5,8 @@ does not grow with the video's length.
   asked to detect them) the earlier frame is held instead of morphing across the cut; ``loop`` also bridges
   the last frame back to the first.
 - ``upscale``: each frame through a super-resolution model, then its colours matched to the source frame's
-  (per channel mean and spread against the source resized to the same size, the statistics smoothed over
-  time so a correction cannot flicker from frame to frame).
+  (per channel mean and spread against the source resized to the same size; the spread's correction
+  smoothed over time so contrast cannot flicker from frame to frame).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def upscaled_size(size: tuple[int, int], factor: float) -> tuple[int, int]:
 
 def upscale(frames: Iterable[np.ndarray], upscaler: FrameUpscaler, factor: float, *,
             colour_fix: bool) -> Iterator[np.ndarray]:
-    stats: tuple[np.ndarray, np.ndarray] | None = None
+    stats: np.ndarray | None = None
     for frame in frames:
         size = upscaled_size((frame.shape[1], frame.shape[0]), factor)
         out = np.asarray(upscaler.upscale(Image.fromarray(frame), factor).convert("RGB"))
@@ -84,15 +84,15 @@ def upscale(frames: Iterable[np.ndarray], upscaler: FrameUpscaler, factor: float
         yield out
 
 
-def _match_colours(frame: np.ndarray, reference: np.ndarray, previous: tuple[np.ndarray, np.ndarray] | None
-                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """``frame``'s per-channel mean and spread moved to ``reference``'s; the shift applied is smoothed with
-    the previous frames' (exponential average) so it changes slowly."""
+def _match_colours(frame: np.ndarray, reference: np.ndarray, previous: np.ndarray | None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``frame``'s per-channel mean moved to ``reference``'s and its spread scaled toward the reference's; the
+    scale is smoothed with the previous frames' (exponential average), so contrast cannot flicker while the
+    means follow each source frame exactly."""
     f, r = frame.reshape(-1, 3).astype(np.float32), reference.reshape(-1, 3).astype(np.float32)
     gain = (r.std(0) + 1e-3) / (f.std(0) + 1e-3)
-    offset = r.mean(0) - f.mean(0) * gain
     if previous is not None:
-        gain = COLOUR_SMOOTHING * previous[0] + (1 - COLOUR_SMOOTHING) * gain
-        offset = COLOUR_SMOOTHING * previous[1] + (1 - COLOUR_SMOOTHING) * offset
+        gain = COLOUR_SMOOTHING * previous + (1 - COLOUR_SMOOTHING) * gain
+    offset = r.mean(0) - f.mean(0) * gain
     fixed = np.clip(frame.astype(np.float32) * gain + offset, 0, 255).round().astype(np.uint8)
-    return fixed, (gain, offset)
+    return fixed, gain

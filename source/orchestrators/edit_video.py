@@ -97,8 +97,11 @@ def handle_edit_video_orchestrator(ctx: TaskContext) -> TaskOutcome:
         result["adjusted_for_edit"] = adjusted
     ignored = d.ignored_params() + [f"portions_to_regenerate[{i}].{key}" for i, p in enumerate(d.portions_to_regenerate)
                                     for key in p.ignored_params()]
+    # where a portion keeps its length, the source's sound plays on under the regenerated frames
+    sound = [ClipRef(url=d.source_video_url, first=start, count=end - start) if o.gap_frame_count == end - start
+             else None for o, (start, end) in zip(overrides, (ranges[i] for i in order), strict=True)]
     return spawn_join_run(ctx, settings, keepers, parallel=True, ignored=ignored, exact_gaps=True, blend=0,
-                          result=result, output_name="edited.mp4")
+                          result=result, output_name="edited.mp4", bridge_sound=sound)
 
 
 def _frames(index: int, portion: Portion, fps: float, replace_mode: bool) -> tuple[int, int]:

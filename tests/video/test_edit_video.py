@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from source.db.models import NewTask, TaskStatus
-from source.media.audio import has_audio
+from source.media.audio import RATE, read_audio
 from source.media.video import read_video
 from tests.helpers import run_worker
 from tests.video import reigh_rows
-from tests.video.clips import make_clip
+from tests.video.clips import dominant_hz, make_clip
 
 FPS = 16
 
@@ -61,7 +61,14 @@ def test_edit_regenerates_its_portions_and_keeps_every_other_frame(sqlite_store,
     # the portions were generated anew (random tiny weights: nothing like the source)
     assert np.abs(out[10:15] - src[10:15]).mean() > 10
     assert np.abs(out[24:33] - src[24:33]).mean() > 10
-    assert has_audio(parent.output_location)  # the source's sound, where its frames are kept
+    # the source's sound runs on under kept frames and under a portion that kept its length; a portion that
+    # changed length is silent
+    sound = read_audio(parent.output_location)
+    at = lambda frame: round(frame / FPS * RATE)  # noqa: E731
+    assert abs(dominant_hz(sound[:, at(10) + 512: at(15)]) - 500) < 30
+    assert np.abs(sound[:, at(10) + 512: at(15)]).max() > 0.2
+    assert np.abs(sound[:, at(24) + 2048: at(33) - 512]).max() < 0.05
+    assert abs(dominant_hz(sound[:, at(34):]) - 500) < 30
 
     failed = sqlite_store.get_task(at_start)
     assert failed.status is TaskStatus.FAILED and "leave no frame before or after" in failed.error_message

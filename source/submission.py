@@ -14,7 +14,7 @@ from typing import Any
 from source.db.models import MAX_PARAMS_CHARS
 from source.errors import InvalidParams
 from source.generation.conversion import db_task_to_generation_task
-from source.handlers.task_params import parse_params
+from source.handlers.task_params import params_model_of, parse_params
 from source.routing import ROUTES, canonical_task_type, known_task_types, model_for_task_type, resolve_handler
 from source.worker.webhooks import check_webhook_syntax, split_webhook_params
 
@@ -50,7 +50,7 @@ def check_submission(task_type: str, params: Any) -> None:
             db_task_to_generation_task("submission", task_type, params)
         else:
             handler = resolve_handler(task_type)
-            model = getattr(handler, "params_model", None)
+            model = params_model_of(handler, canonical_task_type(task_type))
             if model is not None and not getattr(handler, "params_translated", False):
                 parse_params(model, params)
     except InvalidParams as exc:

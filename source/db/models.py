@@ -211,6 +211,48 @@ def _text(value: Any) -> str | None:
     return value.isoformat().replace("+00:00", "Z")
 
 
+# A list's prompt: the first characters only (the status page shows a line of it).
+SUMMARY_PROMPT_CHARS = 200
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """A row as lists show it (the status page's overview): no params or result, which may hold a million
+    characters each, and its prompt's first ``SUMMARY_PROMPT_CHARS`` characters, read by the database."""
+
+    id: str
+    task_type: str
+    status: TaskStatus
+    priority: int = 0
+    progress: float | None = None
+    worker_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    generation_started_at: str | None = None
+    generation_processed_at: str | None = None
+    output_location: str | None = None
+    error_message: str | None = None
+    parent_task_id: str | None = None
+    prompt: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TaskSummary:
+        read = RowReader(row)
+        try:
+            status = TaskStatus(read.text("status"))
+        except ValueError:
+            status = TaskStatus.FAILED  # as Task.from_row reads a status no worker knows
+        return cls(
+            id=read.task_id(), task_type=read.text("task_type") or "", status=status,
+            priority=read.integer("priority", 0), progress=read.number("progress"), worker_id=read.text("worker_id"),
+            created_at=_text(read.raw("created_at")), updated_at=_text(read.raw("updated_at")),
+            generation_started_at=_text(read.raw("generation_started_at")),
+            generation_processed_at=_text(read.raw("generation_processed_at")),
+            output_location=read.text("output_location"), error_message=read.text("error_message"),
+            parent_task_id=read.text("parent_task_id"), prompt=read.text("prompt"),
+        )
+
+
 @dataclass(frozen=True)
 class NewTask:
     """What a producer submits."""

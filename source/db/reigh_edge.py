@@ -116,7 +116,7 @@ class ReighEdgeStore:
         self.urls = {**edge_urls(self.supabase_url, {}), **self.urls}
         self.client = self.client or httpx.Client(timeout=self.timeout_seconds)
         self._held: dict[str, _Held] = {}
-        self._children: set[str] = set()  # ids this store created or verified as a held row's children
+        self._projects: dict[str, str | None] = {}  # children made or verified here → their project
         self._lock = threading.Lock()
         self._worker_model: str | None = None
         self._next_worker_beat = 0.0
@@ -389,12 +389,14 @@ class ReighEdgeStore:
         with self._lock:
             self._held.pop(task_id, None)
 
-    # -- reading other rows (only a held row's dependencies and children: Reigh's service-role functions
-    #    answer for every project, so the link is checked here) ---------------------------------------
+    # -- reading other rows. Reigh's functions return no project (claim-next-task aside) and, under the service
+    #    role, answer for every project; so a row is read only where its project is known: a held row's
+    #    dependencies (get-predecessor-output looks in the holder's project), the orchestrator a held row is the
+    #    derived child of, and the children this worker made or found under their derived ids. Any other row
+    #    reads as one that does not exist, as another project's row does to ``TaskContext.linked_task``. ----
     def get_task(self, task_id: str) -> Task | None:
         holder = next((held for held in list(self._held.values()) if task_id in held.dependant_on), None)
         if holder is not None:
-            # get-predecessor-output reads the dependencies within the holder's project only.
             response = self._post("get-predecessor-output", {"task_id": holder.task.id}, timeout=15)
             if response.status_code != 200:
                 raise StoreUnavailable(f"Reigh's get-predecessor-output answered {response.status_code}: "
@@ -402,14 +404,29 @@ class ReighEdgeStore:
             found = [p for p in response.json().get("predecessors", []) if p.get("predecessor_id") == task_id]
             if not found or found[0].get("status") in (None, "not_found", "error"):
                 return None
-        elif task_id not in self._children and task_id not in self._held:
-            raise TaskError(f"task {task_id} is neither a dependency nor a child of a task this worker holds; "
-                            "in edge-function mode no other row is read")
+            project = holder.task.project_id
+        else:
+            project = self._known_project(task_id)
+        if project is None:
+            log.debug("edge_link_refused", task_id=task_id, reason="not a dependency, parent or child of a held row")
+            return None
         output = self._task_output(task_id)
         if output is None:
             return None
         return self._to_task({"id": task_id, "task_type": (output.get("params") or {}).get("task_type", ""),
-                              **output}, output.get("dependant_on"))
+                              **output, "project_id": project}, output.get("dependant_on"))
+
+    def _known_project(self, task_id: str) -> str | None:
+        """The project of a row this store may read besides dependencies (see above), else None."""
+        held = self._held.get(task_id)
+        if held is not None:
+            return held.task.project_id
+        if task_id in self._projects:
+            return self._projects[task_id]
+        for child in list(self._held.values()):  # a held child names its orchestrator: the same project
+            if child.task.child_key and child.task.id == child_task_id(task_id, child.task.child_key):
+                return child.task.project_id
+        return None
 
     def _task_output(self, task_id: str) -> dict[str, Any] | None:
         response = self._post("get-task-output", {"task_id": task_id}, retry_404=True)
@@ -451,8 +468,6 @@ class ReighEdgeStore:
                 raise ValueError("every child task needs a child_key (unique among its parent's children)")
             child_id = child.id or child_task_id(parent_task_id, child.child_key)
             project = child.project_id or project_id
-            with self._lock:
-                self._children.add(child_id)
             if self._exists(child_id):
                 ids.append(child_id)
                 continue
@@ -465,6 +480,8 @@ class ReighEdgeStore:
                 raise TaskError(f"Reigh's create-task refused the {child.task_type} child: {response.status_code} "
                                 f"{response.text[:300]}")
             ids.append(child_id)
+        with self._lock:  # made under the parent's project (or there already, under the id only it derives)
+            self._projects.update(dict.fromkeys(ids, project_id))
         return ids
 
     def _exists(self, task_id: str) -> bool:
@@ -472,19 +489,23 @@ class ReighEdgeStore:
         return response.status_code == 200
 
     def list_child_tasks(self, parent_task_id: str) -> list[Task]:
-        """get-orchestrator-children, keeping only the rows whose id is the one this worker gives a child of
-        that parent under its key (a row of another project naming the parent is not one)."""
+        """get-orchestrator-children of a parent whose project is known, keeping only the rows whose id is the one
+        this worker gives a child of that parent under its key (a row of another project naming the parent is
+        not one)."""
         response = self._post("get-orchestrator-children", {"orchestrator_task_id": parent_task_id}, retry_404=True)
         if response.status_code != 200:
             raise StoreUnavailable(f"Reigh's get-orchestrator-children answered {response.status_code}: "
                                    f"{response.text[:200]}")
+        project = self._known_project(parent_task_id)
+        if project is None:
+            return []
         tasks = []
         for row in response.json().get("tasks", []):
-            task = self._to_task(row, row.get("dependant_on"))
-            if task.child_key and task.id == child_task_id(parent_task_id, task.child_key):
+            key = (row.get("params") or {}).get(CHILD_KEY_PARAM)
+            if isinstance(key, str) and str(row.get("id")) == child_task_id(parent_task_id, key):
+                tasks.append(self._to_task({**row, "project_id": project}, row.get("dependant_on")))
                 with self._lock:
-                    self._children.add(task.id)
-                tasks.append(task)
+                    self._projects[tasks[-1].id] = project
         return tasks
 
     def park_awaiting_children(self, task_id: str, worker_id: str, *, result: dict[str, Any] | None = None) -> bool:

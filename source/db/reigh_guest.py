@@ -109,9 +109,6 @@ class ReighGuestStore(PostgresTaskStore):
                     dry_run: bool = False) -> list[PurgedTask]:
         raise ReighOwnsTheRows("purge_tasks")
 
-    def record_webhook_deliveries(self, task_id: str, worker_id: str, deliveries: Sequence[dict[str, Any]]) -> bool:
-        return False  # a guest adds nothing to Reigh's rows after they are finished; the deliveries are in the log
-
     def migrate(self) -> list[str]:
         """Create the guest's schema (the only DDL outside it) and apply its migrations inside it."""
 

@@ -27,6 +27,7 @@ from source.db.models import (
     QueueStats,
     Task,
     TaskStatus,
+    TaskSummary,
     UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
@@ -165,6 +166,10 @@ class RpcTaskStore(ABC):
         rows = self._rows("list_tasks", p_status=status.value if status else None, p_task_type=task_type,
                           p_limit=limit)
         return [self._row_to_task(row) for row in rows]
+
+    def list_task_summaries(self, *, status: TaskStatus | None = None, limit: int = 100) -> list[TaskSummary]:
+        rows = self._rows("list_task_summaries", p_status=status.value if status else None, p_limit=limit)
+        return [TaskSummary.from_row(row) for row in rows]
 
     def cancel_task(self, task_id: str) -> bool:
         return self._flag("cancel_task", p_task_id=task_id)

@@ -16,6 +16,7 @@ import structlog
 
 from source.db.models import (
     AFFINITY_WINDOW_SECONDS,
+    SUMMARY_PROMPT_CHARS,
     UNRESTRICTED,
     Capabilities,
     CascadeFailure,
@@ -28,6 +29,7 @@ from source.db.models import (
     Task,
     TaskRejected,
     TaskStatus,
+    TaskSummary,
     UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
@@ -151,6 +153,11 @@ class SqliteTaskStore:
             {"status": status.value if status else None, "task_type": task_type, "limit": limit},
         )
         return [Task.from_row(row) for row in rows]
+
+    def list_task_summaries(self, *, status: TaskStatus | None = None, limit: int = 100) -> list[TaskSummary]:
+        rows = self._conn().execute(self._q("list_task_summaries"), {
+            "status": status.value if status else None, "limit": limit, "prompt_chars": SUMMARY_PROMPT_CHARS})
+        return [TaskSummary.from_row(row) for row in rows]
 
     def cancel_task(self, task_id: str) -> bool:
         with self._write() as conn:

@@ -18,6 +18,7 @@ from source.db.models import (
     QueueStats,
     Task,
     TaskStatus,
+    TaskSummary,
     UnrunnableTask,
     WorkerInfo,
     WorkerRecord,
@@ -38,6 +39,9 @@ class TaskStore(Protocol):
     def list_tasks(
         self, *, status: TaskStatus | None = None, task_type: str | None = None, limit: int = 100
     ) -> list[Task]: ...
+
+    def list_task_summaries(self, *, status: TaskStatus | None = None, limit: int = 100) -> list[TaskSummary]:
+        """Newest first, as ``list_tasks``, without params or result (the database reads the prompt's start)."""
 
     def claim_next_task(
         self,

@@ -18,7 +18,7 @@ from source.engine.params import MAX_SIDE
 from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.routing import default_model
 from source.task_files.fetch import resolve_input
 from source.task_types import MODEL_ALIASES
@@ -378,9 +378,16 @@ PLANS = {"qwen_image": plan_text_to_image, "qwen_image_2512": plan_text_to_image
          "qwen_image_hires": plan_text_to_image, "z_image_turbo": plan_text_to_image,
          "qwen_image_edit": plan_edit, "image_inpaint": plan_edit, "annotated_image_edit": plan_edit,
          "qwen_image_style": plan_style, "z_image_turbo_i2i": plan_z_image_i2i}
+# The params model each plan parses its row with (what /openapi.json publishes and submissions are checked against).
+PARAMS = {"qwen_image": ImageTaskParams, "qwen_image_2512": ImageTaskParams, "qwen_image_hires": ImageTaskParams,
+          "z_image_turbo": ImageTaskParams, "qwen_image_edit": EditParams, "image_inpaint": MaskedEditParams,
+          "annotated_image_edit": MaskedEditParams, "qwen_image_style": StyleParams,
+          "z_image_turbo_i2i": ZImageI2IParams}
+assert set(PARAMS) == set(PLANS)
 
 
 # ---- the handler --------------------------------------------------------------------------------------------
+@takes(PARAMS)
 def handle_image_task(ctx: TaskContext) -> TaskOutcome:
     task_type = ctx.task.task_type
     plan, p = PLANS[task_type](ctx, task_type)

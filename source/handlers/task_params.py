@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import structlog
@@ -53,12 +53,20 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "invalid params: " + "; ".join(problems)
 
 
-def takes(model: type[TaskParams], *, translated: bool = False) -> Callable[[HandlerT], HandlerT]:
-    """Name the params model a handler parses its row with: /openapi.json publishes that model's schema, and a
-    submission is checked against it before a row exists. ``translated``: the handler first translates older
-    row shapes (or lifts orchestrator_details), so only the worker can tell a bad row from an older one."""
+def takes(model: type[TaskParams] | Mapping[str, type[TaskParams]], *,
+          translated: bool = False) -> Callable[[HandlerT], HandlerT]:
+    """Name the params model a handler parses its row with (a mapping task type → model for a handler of several
+    types): /openapi.json publishes that model's schema, and a submission is checked against it before a row
+    exists. ``translated``: the handler first translates older row shapes (or lifts orchestrator_details), so
+    only the worker can tell a bad row from an older one."""
     def mark(handler: HandlerT) -> HandlerT:
         handler.params_model = model  # type: ignore[attr-defined]
         handler.params_translated = translated  # type: ignore[attr-defined]
         return handler
     return mark
+
+
+def params_model_of(handler: Callable[..., Any], task_type: str) -> type[TaskParams] | None:
+    """The model ``@takes`` named for ``task_type``'s rows (None: the handler names none)."""
+    model = getattr(handler, "params_model", None)
+    return model.get(task_type) if isinstance(model, Mapping) else model

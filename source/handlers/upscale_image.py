@@ -12,7 +12,7 @@ from source.engine.params import IMAGE_FORMATS
 from source.errors import InvalidParams
 from source.handlers.common import Timings, output_file, read_image_rgb
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params
+from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.upscale import DEFAULT_UPSCALE_MODEL, MAX_SCALE, lanczos_upscale, load_upscaler, model_spec
 from source.task_files.fetch import resolve_input
 
@@ -34,6 +34,7 @@ class UpscaleParams(TaskParams):
     placement_intent: object = None
 
 
+@takes(UpscaleParams)
 def handle_image_upscale(ctx: TaskContext) -> TaskOutcome:
     p = parse_params(UpscaleParams, ctx.params)
     fmt = "jpeg" if p.output_format.lower() in ("jpg", "jpeg") else p.output_format.lower()

@@ -9,13 +9,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from source.db import Task, TaskStatus, TaskStore
-from source.db.models import ALIVE_WITHIN_SECONDS
-from source.errors import InvalidParams
+from source.db.models import ALIVE_WITHIN_SECONDS, TaskSummary
 
 RECENT_ROWS = 500  # rows read per refresh for the hour's metrics; the page lists the newest of them
 ACTIVE_ROWS = 1000  # Queued and In Progress rows counted by task type (a deeper queue shows as 1000+)
 SHOWN_ROWS = 50
-PROMPT_CHARS = 200
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -23,19 +21,15 @@ def task_json(task: Task) -> dict[str, Any]:
     return task.as_json()
 
 
-def task_summary(task: Task) -> dict[str, Any]:
+def task_summary(task: TaskSummary) -> dict[str, Any]:
     """A row as the live page lists it: no params or result (they can be large), the prompt shortened."""
-    try:
-        prompt = task.params().get("prompt")
-    except InvalidParams:
-        prompt = None
     return {
         "id": task.id, "task_type": task.task_type, "status": task.status.value, "priority": task.priority,
         "progress": task.progress, "worker_id": task.worker_id, "created_at": task.created_at,
         "generation_started_at": task.generation_started_at,
         "generation_processed_at": task.generation_processed_at, "output_location": task.output_location,
         "error_message": task.error_message, "parent_task_id": task.parent_task_id,
-        "prompt": prompt[:PROMPT_CHARS] if isinstance(prompt, str) else None,
+        "prompt": task.prompt,  # its first SUMMARY_PROMPT_CHARS characters
     }
 
 
@@ -43,9 +37,10 @@ def read_overview(store: TaskStore, *, now: datetime | None = None) -> dict[str,
     """Everything the page's summary needs, in a fixed number of store calls (whatever the number of viewers)."""
     now = now or datetime.now(timezone.utc)
     stats = store.stats()
-    recent = store.list_tasks(limit=RECENT_ROWS)
-    queued = store.list_tasks(status=TaskStatus.QUEUED, limit=ACTIVE_ROWS)
-    running = store.list_tasks(status=TaskStatus.IN_PROGRESS, limit=ACTIVE_ROWS)
+    # summaries: the store reads no params or result (a row may hold a million characters of them)
+    recent = store.list_task_summaries(limit=RECENT_ROWS)
+    queued = store.list_task_summaries(status=TaskStatus.QUEUED, limit=ACTIVE_ROWS)
+    running = store.list_task_summaries(status=TaskStatus.IN_PROGRESS, limit=ACTIVE_ROWS)
     by_type: dict[str, Counter[str]] = {}
     for task in (*queued, *running):
         by_type.setdefault(task.task_type, Counter())[task.status.value] += 1
@@ -60,7 +55,7 @@ def read_overview(store: TaskStore, *, now: datetime | None = None) -> dict[str,
     }
 
 
-def hour_metrics(tasks: list[Task], now: datetime) -> dict[str, Any]:
+def hour_metrics(tasks: list[TaskSummary], now: datetime) -> dict[str, Any]:
     """Pickup latency (created → generation started) and finished rows over the last hour, from the newest
     ``RECENT_ROWS`` rows (``sampled_rows`` says how many of them fell in the hour)."""
     since = now - timedelta(hours=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from source.generation.conversion import generation_params_schema
+from source.handlers.task_params import params_model_of
 from source.routing import GENERATION, ROUTES, canonical_task_type, known_task_types, resolve_handler
 from source.worker.webhooks import WEBHOOK_PARAMS_SCHEMA
 
@@ -23,14 +24,18 @@ def task_params_components() -> tuple[dict[str, str], dict[str, dict[str, Any]]]
         if ROUTES[canonical] == GENERATION:
             names[task_type] = "GenerationParams"
             continue
-        model = getattr(resolve_handler(canonical), "params_model", None)
+        model = params_model_of(resolve_handler(canonical), canonical)
         if model is None:
             raise LookupError(f"the handler of {canonical!r} names no params model (@takes)")
         schema = model.model_json_schema(ref_template=REF)
         for name, definition in schema.pop("$defs", {}).items():
             _add(components, name, definition)
-        _add(components, model.__name__, _with_webhooks(schema))
-        names[task_type] = model.__name__
+        schema = _with_webhooks(schema)
+        name = model.__name__
+        if components.get(name, schema) != schema:  # two modules' models of one name
+            name = f"{model.__module__.rsplit('.', 1)[-1]}.{model.__name__}"
+        _add(components, name, schema)
+        names[task_type] = name
     return names, components
 
 

@@ -21,6 +21,7 @@ from source.db.store import TaskStore
 from source.db.transient import is_store_outage
 from source.errors import (
     CancelReason,
+    InvalidParams,
     RetryableError,
     TaskCancelled,
     TaskError,
@@ -416,11 +417,10 @@ class Worker:
         self.observer.task_claimed(task)
         try:
             params, webhook_keys = split_webhook_params(task.params())
-            timeout = task_timeout(task.task_type, params, self.settings.task_timeout)
             request = webhook_request(webhook_keys, default_url=self.webhooks.default_url if self.webhooks else None,
                                       policy=self.settings.input_policy,
                                       can_sign=self.webhooks is not None and self.webhooks.can_sign)
-        except TaskError as exc:  # invalid params, a webhook URL the policy refuses
+        except TaskError as exc:  # undecodable params, a webhook URL the policy refuses (no webhook to post to)
             self._fail(task, str(exc), tlog)
             return
         if (refused := self._foreign_parent(task)) is not None:
@@ -431,6 +431,11 @@ class Worker:
         if request is not None and self.webhooks is not None:
             self._hooks = self.webhooks.open(task, request, ctx.progress)
         try:
+            try:
+                timeout = task_timeout(task.task_type, params, self.settings.task_timeout)
+            except InvalidParams as exc:
+                self._fail(task, str(exc), tlog)
+                return
             self._run_handler(task, ctx, timeout, tlog)
         finally:
             if self._hooks is not None:

@@ -237,3 +237,18 @@ def _corrupt_params(store, task_id: str, text: str) -> None:
         return
     conn = store._conn()
     conn.execute("UPDATE tasks SET params = ? WHERE id = ?", (text, task_id))
+
+
+def test_summaries_list_rows_newest_first_without_params_and_with_the_prompts_start(store):
+    """What the status page's overview reads every refresh: never a row's params or result (a row may hold a
+    million characters of each), only the prompt's first characters, read by the database."""
+    from source.db.models import SUMMARY_PROMPT_CHARS
+
+    big = store.add_task(NewTask("t2v", {"prompt": "p" * 5000, "padding": "x" * 200_000}))
+    other = store.add_task(NewTask("ping", {"message": "hi"}))
+    rows = store.list_task_summaries(limit=10)
+    assert [row.id for row in rows] == [other, big]
+    assert rows[1].prompt == "p" * SUMMARY_PROMPT_CHARS and rows[0].prompt is None
+    assert not hasattr(rows[1], "params_json") and rows[1].status is TaskStatus.QUEUED
+    assert claim(store).id == big
+    assert [row.id for row in store.list_task_summaries(status=TaskStatus.QUEUED, limit=5)] == [other]

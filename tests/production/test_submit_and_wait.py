@@ -34,7 +34,8 @@ def worker(sqlite_store, tmp_path):
 
 
 def _tasks_add(db, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "source.cli.tasks", "--log-format", "json", "add", "--db-file", str(db), *args]
+    store = ["--db-url", db] if isinstance(db, str) else ["--db-file", str(db)]
+    command = [sys.executable, "-m", "source.cli.tasks", "--log-format", "json", "add", *store, *args]
     return subprocess.run(command, cwd=REPO_ROOT, env=_worker_env(None), capture_output=True, text=True,
                           timeout=timeout)
 
@@ -82,3 +83,17 @@ def test_post_with_wait_answers_the_finished_row_or_202_when_the_wait_runs_out(s
 
         too_long = httpx.post(f"{url}/api/tasks?wait=100000", json={"task_type": "ping"})
         assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["query", "wait"]
+
+
+@pytest.mark.postgres
+def test_tasks_add_wait_on_postgres_sees_the_completion_no_notify_announces(postgres_store, postgres_schema_url,
+                                                                           tmp_path):
+    proc = start_worker(postgres_schema_url, tmp_path / "out", "--poll-interval", "0.2",
+                        log_path=tmp_path / "worker.log")
+    try:
+        done = _tasks_add(postgres_schema_url, "ping", '{"message": "pg"}', "--wait", "--timeout", "90")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["status"] == "Complete"

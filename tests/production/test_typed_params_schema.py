@@ -107,3 +107,9 @@ def test_a_request_built_from_the_schema_runs_in_a_worker(openapi, client, sqlit
     row = sqlite_store.get_task(created.json()["id"])
     assert row.status.value == "Complete", row.error_message
     assert row.result.get("ignored_params", []) == []
+
+
+def test_every_task_type_publishes_the_params_its_handler_parses(openapi):
+    for task_type in known_task_types():
+        assert "properties" in _params_of(openapi, task_type), task_type
+    assert _params_of(openapi, "image_inpaint")["title"] == "MaskedEditParams"

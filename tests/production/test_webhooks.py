@@ -220,3 +220,15 @@ def test_each_attempt_of_a_row_posts_its_own_start_and_only_the_last_one_ends(sq
         ("task.start", 1), ("task.start", 2), ("task.failed", 2)]
     assert receiver.deliveries[-1].body["data"]["error_message"] == row.error_message
     assert [w["event"] for w in row.result["webhooks"]] == ["start", "failed"]
+
+
+@pytest.mark.postgres
+def test_on_postgres_a_worker_process_records_its_deliveries_in_the_row(postgres_store, postgres_schema_url, tmp_path):
+    with webhook_receiver() as receiver:
+        task_id = postgres_store.add_task(NewTask("ping", {"webhook_url": receiver.url,
+                                                           "webhook_events": ["start", "completed"]}))
+        done = run_worker(postgres_schema_url, tmp_path / "out", "--once", *PRIVATE, env=SIGNING)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert receiver.types() == ["task.start", "task.completed"] and all(d.signature_ok for d in receiver.deliveries)
+    recorded = postgres_store.get_task(task_id).result["webhooks"]
+    assert [(w["event"], w["delivered"]) for w in recorded] == [("start", True), ("completed", True)]

@@ -41,6 +41,7 @@ CREATE TABLE task_types (
     unit_cost numeric(10, 6),
     cost_factors jsonb DEFAULT '{}'::jsonb,
     content_type text CONSTRAINT check_content_type CHECK (content_type IN ('image', 'video')),  -- 20250927000000
+    variant_type text,  -- 20260204191820: the label of the variant a task type makes (NULL: a new generation)
     is_active boolean DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now()
@@ -396,13 +397,13 @@ CREATE POLICY "Users can manage own shot generations" ON shot_generations FOR AL
 
 -- The catalogue of task types Reigh ships that matter here (billing per second of generation).
 INSERT INTO task_types (name, run_type, category, display_name, billing_type, base_cost_per_second, unit_cost,
-                        content_type) VALUES
-    ('travel_orchestrator', 'gpu', 'orchestration', 'Travel Between Images', 'per_second', 0.0278, NULL, 'video'),
-    ('travel_segment', 'gpu', 'generation', 'Travel Segment', 'per_second', 0.0278, NULL, 'video'),
-    ('travel_stitch', 'gpu', 'processing', 'Travel Stitch', 'per_second', 0.0278, NULL, 'video'),
-    ('wan_2_2_t2i', 'gpu', 'generation', 'Wan 2.2 Text to Image', 'per_second', 0.0278, NULL, 'image'),
-    ('t2v', 'gpu', 'generation', 'Text to Video', 'per_second', 0.0278, NULL, 'video'),
-    ('vace', 'gpu', 'generation', 'VACE', 'per_second', 0.0278, NULL, 'video'),
-    ('animate_character', 'gpu', 'generation', 'Animate Character', 'per_second', 0.0278, NULL, 'video'),
-    ('qwen_image', 'api', 'generation', 'Qwen Image (API)', 'per_unit', 0, 0.5, 'image'),
-    ('image-upscale', 'api', 'processing', 'Image Upscale (API)', 'per_unit', 0, 0.2, 'image');
+                        content_type, variant_type) VALUES
+    ('travel_orchestrator', 'gpu', 'orchestration', 'Travel Between Images', 'per_second', 0.0278, NULL, 'video', NULL),
+    ('travel_segment', 'gpu', 'generation', 'Travel Segment', 'per_second', 0.0278, NULL, 'video', 'travel_segment'),
+    ('travel_stitch', 'gpu', 'processing', 'Travel Stitch', 'per_second', 0.0278, NULL, 'video', 'travel_stitch'),
+    ('wan_2_2_t2i', 'gpu', 'generation', 'Wan 2.2 Text to Image', 'per_second', 0.0278, NULL, 'image', NULL),
+    ('t2v', 'gpu', 'generation', 'Text to Video', 'per_second', 0.0278, NULL, 'video', NULL),
+    ('vace', 'gpu', 'generation', 'VACE', 'per_second', 0.0278, NULL, 'video', NULL),
+    ('animate_character', 'gpu', 'generation', 'Animate Character', 'per_second', 0.0278, NULL, 'video', NULL),
+    ('qwen_image', 'api', 'generation', 'Qwen Image (API)', 'per_unit', 0, 0.5, 'image', NULL),
+    ('image-upscale', 'api', 'processing', 'Image Upscale (API)', 'per_unit', 0, 0.2, 'image', 'upscaled');

@@ -15,7 +15,7 @@ from source.media.video import read_video
 from tests.helpers import run_worker, start_worker, wait_for
 from tests.orchestrators.conftest import keyframes  # noqa: F401  (fixture)
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
-from tests.reigh.test_edge_mode import image_row, t2v_row, travel_row
+from tests.reigh.test_edge_mode import image_row, shot_with_parent_generation, t2v_row, travel_row
 
 pytestmark = pytest.mark.postgres
 
@@ -69,9 +69,10 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     out = tmp_path / "out"
     _migrated(reigh_url, out)
     user = add_reigh_user(reigh_url, credits=5)
-    # the row Reigh's travel-between-images resolver builds, its keyframes local files here
+    # the row Reigh's travel-between-images resolver builds for a shot, its keyframes local files here
+    shot, parent_generation = shot_with_parent_generation(reigh_url, user.project_id)
     orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
-                                     travel_row(keyframes, "20261207235900123"))
+                                     travel_row(keyframes, "20261207235900123", shot, parent_generation))
     worker = start_worker(reigh_url, out, "--worker", "guest-travel", "--lease-seconds", "10", "--poll-interval", "1",
                           "--input-roots", str(tmp_path), log_path=tmp_path / "worker.log")
     try:
@@ -87,14 +88,19 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
         children = conn.execute("SELECT id::text, task_type, status::text, project_id, "
                                 "params->>'orchestrator_task_id_ref', output_location FROM tasks WHERE id <> %s "
                                 "ORDER BY task_type, created_at", (orchestrator,)).fetchall()
-        generations = dict(conn.execute("SELECT tasks->>0, location FROM generations").fetchall())
+        segments = conn.execute("SELECT tasks->>0, location, parent_generation_id::text, child_order FROM generations "
+                                "WHERE is_child ORDER BY child_order").fetchall()
+        shot_parent = conn.execute("SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "
+                                   "ON v.id = g.primary_variant_id WHERE g.id = %s", (parent_generation,)).fetchone()
+        generation_count = conn.execute("SELECT count(*) FROM generations").fetchone()[0]
         billed = conn.execute("SELECT task_id FROM credits_ledger WHERE type = 'spend'").fetchall()
     assert [c[1] for c in children] == ["travel_segment", "travel_segment", "travel_stitch"]
     assert all(c[2:5] == ("Complete", user.project_id, str(orchestrator)) for c in children)
     assert final == children[-1][5]
-    # complete-task's routing for a batch travel: a generation per segment and for the stitch, none for the
-    # orchestrator row itself (category orchestration)
-    assert generations == {c[0]: c[5] for c in children}
+    # complete-task's routing for a travel from a shot (the same the edge-mode test sees): each segment a child
+    # generation of the shot's parent generation, the stitch its new primary variant, none for the orchestrator
+    assert segments == [(c[0], c[5], parent_generation, i) for i, c in enumerate(children[:2])]
+    assert shot_parent == (final, "travel_stitch") and generation_count == 3
     assert billed == [(orchestrator,)]
 
 

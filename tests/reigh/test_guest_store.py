@@ -241,16 +241,18 @@ def test_a_travel_into_a_parent_generation_adds_children_and_the_stitch_as_its_v
     user = add_reigh_user(reigh_url, credits=10)
     parent_generation = _service(reigh_url, "INSERT INTO generations (project_id, type, location) "
                                             "VALUES (%s, 'video', NULL) RETURNING id", user.project_id)[0][0]
-    insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator", {"orchestrator_details": {}})
+    # the shot's parent generation, where travelBetweenImages puts it: children inherit it from their parent
+    insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
+                      {"orchestrator_details": {"parent_generation_id": str(parent_generation)}})
     parent = guest_store.claim_next_task("w1", lease_seconds=LEASE)
-    first, stitch = _travel_children(guest_store, parent.id, {"parent_generation_id": str(parent_generation)})
+    first, stitch = _travel_children(guest_store, parent.id, {})
     with psycopg.connect(reigh_url, autocommit=True) as conn:
         child = conn.execute("SELECT parent_generation_id, is_child, child_order FROM generations "
                              "WHERE tasks ? %s", (first,)).fetchall()
         primary = conn.execute("SELECT g.location, v.variant_type FROM generations g JOIN generation_variants v "
                                "ON v.id = g.primary_variant_id WHERE g.id = %s", (parent_generation,)).fetchone()
     assert child == [(parent_generation, True, 0)]
-    assert primary == (f"/out/{stitch}.mp4", "generated")
+    assert primary == (f"/out/{stitch}.mp4", "travel_stitch")  # task_types.variant_type
 
 
 def test_operators_read_reighs_queue_but_leave_its_rows_to_reigh(guest_store, reigh_url):
@@ -288,3 +290,16 @@ def test_the_worker_lives_in_reighs_workers_table(guest_store, reigh_url):
         ("wangp", "active", "tiny_vace"), ("external", "active", "m")]
     guest_store.touch_worker("gpu-1", resident_model=None, current_task_id=None, status="stopped")
     assert _service(reigh_url, "SELECT status FROM workers WHERE id = 'gpu-1'") == [("inactive",)]
+
+
+def test_webhook_outcomes_go_into_the_guests_result_not_reighs_row(guest_store, reigh_url):
+    user = add_reigh_user(reigh_url)
+    task_id = insert_reigh_task(reigh_url, user.project_id, "t2v", {"prompt": "x"})
+    task = guest_store.claim_next_task("w1", lease_seconds=LEASE)
+    outcomes = [{"event": "completed", "status": 200}]
+    assert not guest_store.record_webhook_deliveries(task.id, "w1", outcomes)  # not while it runs
+    assert guest_store.complete_task(task.id, "w1", output_location="/x.mp4", result={"seed": 2})
+    before = _row(reigh_url, task_id, "result_data, updated_at")
+    assert guest_store.record_webhook_deliveries(task.id, "w1", outcomes)
+    assert guest_store.get_task(task.id).result == {"seed": 2, "webhooks": outcomes}
+    assert _row(reigh_url, task_id, "result_data, updated_at") == before

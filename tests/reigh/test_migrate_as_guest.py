@@ -39,7 +39,8 @@ def test_migrate_only_leaves_every_part_of_reigh_as_it_was_and_adds_one_schema(r
 
     done = run_worker(reigh_url, tmp_path / "out", "--migrate-only")
     assert done.returncode == 0, done.stderr
-    assert "migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads, 043_generation_routing" in done.stdout
+    assert ("migrations applied: 040_guest_state, 041_guest_verbs, 042_guest_operator_reads, "
+            "043_generation_routing, 044_webhook_deliveries") in done.stdout
 
     assert reigh_catalog(reigh_url) == before
     # other tests create schemas on the same server meanwhile: ours are the ones named after this one

@@ -558,6 +558,25 @@ CREATE FUNCTION tasks_schema.list_child_tasks(p_parent_task_id text) RETURNS SET
 $$;
 
 --
+-- Name: list_task_summaries(text, integer); Type: FUNCTION; Schema: tasks_schema; Owner: -
+--
+
+CREATE FUNCTION tasks_schema.list_task_summaries(p_status text DEFAULT NULL::text, p_limit integer DEFAULT 100) RETURNS TABLE(id text, task_type text, status text, priority integer, progress double precision, worker_id text, created_at timestamp with time zone, updated_at timestamp with time zone, generation_started_at timestamp with time zone, generation_processed_at timestamp with time zone, output_location text, error_message text, parent_task_id text, prompt text)
+    LANGUAGE sql STABLE
+    SET search_path TO 'tasks_schema'
+    AS $$
+    SELECT t.id::text, t.task_type, t.status::text, t.priority, t.progress, t.worker_id, t.created_at::timestamptz,
+           t.updated_at::timestamptz, t.generation_started_at::timestamptz, t.generation_processed_at::timestamptz,
+           t.output_location, left(t.error_message, 2000), t.parent_task_id,
+           left(CASE WHEN jsonb_typeof(t.params::jsonb -> 'prompt') = 'string' THEN t.params::jsonb ->> 'prompt' END,
+                200)
+    FROM tasks AS t
+    WHERE p_status IS NULL OR t.status::text = p_status
+    ORDER BY t.created_at DESC, t.id DESC
+    LIMIT p_limit;
+$$;
+
+--
 -- Name: list_tasks(text, text, integer); Type: FUNCTION; Schema: tasks_schema; Owner: -
 --
 
@@ -1622,7 +1641,7 @@ $$;
 CREATE FUNCTION tasks_schema.tasks_worker_functions() RETURNS text[]
     LANGUAGE sql IMMUTABLE
     SET search_path TO 'tasks_schema'
-    AS $$ SELECT '{purge_tasks,heartbeat_task,fail_unrunnable_tasks,add_child_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_user_projects,tasks_unblock_dependants,tasks_change_marker,count_tasks_by_worker,tasks_capabilities_json,list_workers,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_add_worker_functions,tasks_wake_idle_workers,tasks_worker_channel,get_task,tasks_check_links,tasks_record_webhook_deliveries,tasks_token_projects,worker_woken,tasks_dispatch_lock,fail_task,tasks_housekeeping_turn,user_api_tokens_hash,touch_worker,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,list_tasks,tasks_reset_progress_phase,tasks_apply_security,tasks_token_user,tasks_may_cancel,tasks_token_worker,tasks_claim_any,tasks_token_task,reclaim_expired_leases,claim_next_task,tasks_release_due_rows,add_task,count_queued_by_kind,tasks_hash_token,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,has_claimable_task,tasks_errors_to_output_location,tasks_set_blocked,list_child_tasks,tasks_doorbell_key,tasks_claim_capable,tasks_dispatch_changed,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,tasks_worker_accepts,task_status}'::text[] $$;
+    AS $$ SELECT '{heartbeat_task,purge_tasks,add_child_tasks,fail_unrunnable_tasks,fail_parents_of_ended_children,tasks_notify_change,tasks_doorbell_settle,complete_task,requeue_task_on_shutdown,tasks_unblock_dependants,tasks_user_projects,tasks_change_marker,count_tasks_by_worker,list_workers,tasks_capabilities_json,tasks_dispatch_inserted,fail_orphaned_dependants,tasks_wake_idle_workers,tasks_add_worker_functions,get_task,tasks_worker_channel,tasks_check_links,tasks_record_webhook_deliveries,tasks_token_projects,worker_woken,fail_task,tasks_dispatch_lock,tasks_housekeeping_turn,touch_worker,user_api_tokens_hash,cancel_children_of_ended_parents,retry_later,register_worker,fail_undecodable_claim,cancel_task,tasks_project_user,tasks_reset_progress_phase,list_tasks,tasks_apply_security,tasks_may_cancel,tasks_token_user,tasks_token_worker,tasks_claim_any,tasks_token_task,tasks_release_due_rows,claim_next_task,reclaim_expired_leases,add_task,tasks_hash_token,count_queued_by_kind,worker_busy,tasks_worker_functions,tasks_capable_heads,worker_doorbell_register,retry_task,tasks_ring_doorbell,list_task_summaries,tasks_errors_to_output_location,has_claimable_task,list_child_tasks,tasks_set_blocked,tasks_doorbell_key,tasks_dispatch_changed,tasks_claim_capable,requeue_task,complete_parent,worker_idle,park_awaiting_children,count_tasks_by_status,worker_doorbell_wait,task_status,tasks_worker_accepts}'::text[] $$;
 
 --
 -- Name: touch_worker(text, text, text, text, jsonb); Type: FUNCTION; Schema: tasks_schema; Owner: -
@@ -2652,6 +2671,13 @@ GRANT ALL ON FUNCTION tasks_schema.heartbeat_task(p_task_id text, p_worker_id te
 
 REVOKE ALL ON FUNCTION tasks_schema.list_child_tasks(p_parent_task_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION tasks_schema.list_child_tasks(p_parent_task_id text) TO service_role;
+
+--
+-- Name: FUNCTION list_task_summaries(p_status text, p_limit integer); Type: ACL; Schema: tasks_schema; Owner: -
+--
+
+REVOKE ALL ON FUNCTION tasks_schema.list_task_summaries(p_status text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION tasks_schema.list_task_summaries(p_status text, p_limit integer) TO service_role;
 
 --
 -- Name: FUNCTION list_tasks(p_status text, p_task_type text, p_limit integer); Type: ACL; Schema: tasks_schema; Owner: -

@@ -421,6 +421,17 @@ WHERE (:status IS NULL OR status = :status) AND (:task_type IS NULL OR task_type
 ORDER BY created_at DESC, rowid DESC
 LIMIT :limit;
 
+-- name: list_task_summaries
+-- No params or result: the prompt's first characters only (json_valid: a row with broken params still lists).
+SELECT id, task_type, status, priority, progress, worker_id, created_at, updated_at, generation_started_at,
+       generation_processed_at, output_location, substr(error_message, 1, 2000) AS error_message, parent_task_id,
+       CASE WHEN json_valid(params) AND json_type(params, '$.prompt') = 'text'
+            THEN substr(json_extract(params, '$.prompt'), 1, :prompt_chars) END AS prompt
+FROM tasks
+WHERE (:status IS NULL OR status = :status)
+ORDER BY created_at DESC, rowid DESC
+LIMIT :limit;
+
 -- name: count_by_status
 -- quote(): a status that is not text (a BLOB) still gets a readable name
 SELECT CASE WHEN typeof(status) = 'text' THEN status ELSE quote(status) END AS status, COUNT(*) AS n

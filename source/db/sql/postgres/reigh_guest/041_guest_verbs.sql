@@ -479,7 +479,9 @@ $$;
 
 -- ----------------------------------------------------------------------------------------------------------
 -- Orchestration: children are Reigh rows in the parent's project, their params naming the parent the way
--- Reigh's own sub-tasks do (orchestrator_task_id_ref: its billing and cancel trigger find them by it).
+-- Reigh's own sub-tasks do (orchestrator_task_id_ref: its billing and cancel trigger find them by it) and
+-- carrying the parent's parent_generation_id (a shot's, which travelBetweenImages puts at the top level and in
+-- orchestrator_details): complete-task files the segments under it and the stitch as its variant.
 CREATE FUNCTION add_child_tasks(p_parent_task_id text, p_children jsonb) RETURNS TABLE (id text)
 LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $$
 DECLARE
@@ -498,7 +500,11 @@ BEGIN
         v_id := as_uuid(v_child ->> 'id');
         INSERT INTO tasks (id, task_type, params, project_id, dependant_on)
         VALUES (v_id, v_child ->> 'task_type',
-                jsonb_build_object('orchestrator_task_id_ref', v_parent.id::text) || COALESCE(v_child -> 'params', '{}'),
+                jsonb_strip_nulls(jsonb_build_object(
+                    'orchestrator_task_id_ref', v_parent.id::text,
+                    'parent_generation_id', COALESCE(v_parent.params ->> 'parent_generation_id',
+                                                     v_parent.params -> 'orchestrator_details' ->> 'parent_generation_id')))
+                || COALESCE(v_child -> 'params', '{}'),
                 v_parent.project_id,
                 CASE WHEN v_child ->> 'dependant_on' IS NOT NULL THEN ARRAY[as_uuid(v_child ->> 'dependant_on')] END)
         ON CONFLICT DO NOTHING;

@@ -1,7 +1,8 @@
 -- complete-task's generation routing (complete_task/generation.ts createGenerationFromTask), in place of 041's:
 -- an 'orchestration' task type or params.skip_generation makes none; a travel_stitch / join_final_stitch whose
 -- params name a parent_generation_id adds the primary variant on that generation; another row naming one is a
--- child generation under it (child_order, else segment_index, else join_index); any other row is a standalone
+-- child generation under it (child_order, else segment_index, else join_index), with an 'original' variant; the
+-- stitch's variant is labelled by task_types.variant_type, else 'generated'; any other row is a standalone
 -- generation, placed in its shot. Left out: a variant on an existing child (child_generation_id), a variant on
 -- based_on, and a regenerated task's extra variant. Only generations of the row's own project are used.
 CREATE OR REPLACE FUNCTION tasks_schema_version() RETURNS integer LANGUAGE sql IMMUTABLE AS $$ SELECT 43 $$;
@@ -41,7 +42,8 @@ BEGIN
         UPDATE generation_variants SET is_primary = false WHERE generation_id = v_parent AND is_primary;
         INSERT INTO generation_variants (generation_id, project_id, location, params, is_primary, variant_type)
         VALUES (v_parent, v_task.project_id, v_task.output_location,
-                v_params || jsonb_build_object('source_task_id', p_task_id), true, 'generated')
+                v_params || jsonb_build_object('source_task_id', p_task_id), true,
+                COALESCE(v_kind.variant_type, 'generated'))
         RETURNING id INTO v_variant;
         UPDATE generations SET location = v_task.output_location, primary_variant_id = v_variant, updated_at = now()
          WHERE id = v_parent;

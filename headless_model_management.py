@@ -27,16 +27,22 @@ from source.task_files.policy import TaskInputs
 log = structlog.get_logger(__name__)
 
 
+class Prepared(Protocol):
+    """A prepared request (source/generation/prepare.py's PreparedGeneration)."""
+
+    definition: Any  # the model definition the prepare stage loaded: the switch loads the model from it
+
+
 class Generator(Protocol):
     """What the queue needs from the layer below (WanOrchestrator)."""
 
     current_model: str | None
 
-    def load_model(self, model_type: str) -> bool: ...
+    def load_model(self, model_type: str, definition: Any = None) -> bool: ...
 
     def unload_model(self) -> None: ...
 
-    def prepare(self, request: GenerationRequest, *, inputs: TaskInputs) -> Any: ...
+    def prepare(self, request: GenerationRequest, *, inputs: TaskInputs) -> Prepared: ...
 
     def run(self, prepared: Any, *, progress: Callable[[int, int, str], None] | None,
             should_abort: Callable[[], bool], output_dir: Path | None) -> Any: ...
@@ -58,6 +64,10 @@ class QueueStatistics:
 
 
 class HeadlessTaskQueue:
+    """The resident-model runner (the name is the older worker's, kept for its callers): not a queue, the
+    claim already ordered the rows; it prepares a request, switches the one resident model if needed, and
+    generates, one request at a time, in the caller's thread."""
+
     def __init__(self, generator: Generator) -> None:
         self.generator = generator
         self.stats = QueueStatistics()
@@ -87,7 +97,7 @@ class HeadlessTaskQueue:
             if aborted():
                 raise TaskCancelled(CancelReason.CANCELLED, "cancelled before it started")
             with self._model_lock:
-                self._ensure_model(request.model, tlog)
+                self._ensure_model(request.model, tlog, prepared.definition)
                 started = time.monotonic()
                 result = self.generator.run(prepared, progress=progress, should_abort=aborted, output_dir=output_dir)
                 with self._stats_lock:
@@ -114,12 +124,12 @@ class HeadlessTaskQueue:
         with self._stats_lock:
             setattr(self.stats, name, getattr(self.stats, name) + 1)
 
-    def _ensure_model(self, model: str, tlog: Any) -> None:
+    def _ensure_model(self, model: str, tlog: Any, definition: Any = None) -> None:
         if self.generator.current_model == model:
             return
         previous = self.generator.current_model
         started = time.monotonic()
-        switched = self.generator.load_model(model)
+        switched = self.generator.load_model(model, definition)
         seconds = time.monotonic() - started
         if switched:
             with self._stats_lock:

@@ -10,6 +10,7 @@ are two engines, and nothing here needs resetting between tests.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ import structlog
 from source.engine.core import Engine, GenerationResult, ProgressCallback, default_settings
 from source.engine.loras import list_loras, lora_folder, model_lora_folder
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
-from source.engine.params import PARSERS, parse_settings, parse_values, resolve
-from source.generation.control_video import build_control_guide, select_vace_inputs
+from source.generation.conversion import db_task_to_generation_task
+from source.generation.prepare import prepare
+from source.task_files.fetch import engine_inputs
 
 __all__ = [
     "GenerationResult", "generate_video", "get_default_settings", "get_lora_dir", "get_model_def", "list_model_types",
@@ -84,17 +86,13 @@ def generate_video(
     gen = state.setdefault("gen", {})
     gen.setdefault("file_list", [])
     should_abort: Callable[[], bool] = gen.get("should_abort") or (lambda: bool(gen.get("abort")))
-    definition = load_model_def(model_type)
-    unknown = sorted(set(params) - set(PARSERS))
-    if unknown:
-        log.warning("params_ignored", keys=unknown, hint="not a generation parameter of this engine")
-    values = parse_values(params)
-    settings = parse_settings(definition.settings, model_type)
-    letters = values.get("video_prompt_type", settings.get("video_prompt_type", ""))
-    values, _ = select_vace_inputs(values, letters, {**settings, **values})
-    values = build_control_guide(values, letters, Path(output_dir) / "_work" / "control")
-    resolved = resolve(definition.settings, values, model_type=model_type)
-    result = engine_of(state).generate(model_type, resolved, output_dir=Path(output_dir),
-                                       progress=progress_callback, should_abort=should_abort)
+    engine = engine_of(state)
+    # The same edge and prepare stage as a db row (source/generation/prepare.py): aliases mapped, unknown keys
+    # reported, every check before the model moves, the control video built, the three tiers resolved once.
+    request = db_task_to_generation_task("direct", "generate_video", {**params, "model": model_type})
+    prepared = prepare(request, engine_inputs(Path(output_dir), "direct"), box=engine.box, memory=engine.memory)
+    result = engine.generate(model_type, prepared.resolved, output_dir=Path(output_dir),
+                             progress=progress_callback, should_abort=should_abort, definition=prepared.definition)
+    result = replace(result, ignored_params=prepared.ignored_params)
     gen["file_list"].extend(str(path) for path in result.paths)
     return result

@@ -29,9 +29,10 @@ from source.worker.capabilities import CapabilityError, parse_list, resolve_capa
 from source.worker.engine_flags import apply_engine_flags, engine_flag_options
 from source.worker.gpu_info import detect_gpu
 from source.worker.loop import Worker
-from source.worker.publishing import LegacyFilesPublisher, OutputPublisher, open_publisher
+from source.worker.publishing import LegacyFilesPublisher, OutputPublisher
 from source.worker.s3_storage import S3SettingsError
 from source.worker.settings import WorkerSettings, default_worker_id, load_env_file
+from source.worker.storage_target import open_publisher
 from source.worker.webhooks import (
     DEFAULT_PROGRESS_SECONDS,
     DEFAULT_RETRY_SECONDS,

@@ -31,7 +31,7 @@ from benchmarks.worker_overhead import wait_complete  # noqa: E402
 from source.db.models import NewTask  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
 from source.engine.families.qwen import green_composite  # noqa: E402
-from source.engine.loading import weights_path  # noqa: E402
+from source.engine.loading.pipeline import weights_path  # noqa: E402
 from source.engine.model_defs import load_model_def  # noqa: E402
 from tests.images.conftest import (  # noqa: E402
     image_generation_row,

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from source.engine.families import family_for  # noqa: E402
-from source.engine.loading import load_pipeline  # noqa: E402
+from source.engine.loading.pipeline import load_pipeline  # noqa: E402
 from source.engine.model_defs import load_model_def  # noqa: E402
 from source.engine.speed import denoisers  # noqa: E402
 

@@ -31,7 +31,7 @@ import wgp  # noqa: E402
 from source.db.models import NewTask, TaskStatus  # noqa: E402
 from source.db.sqlite import SqliteTaskStore  # noqa: E402
 from source.engine.families import family_for  # noqa: E402
-from source.engine.loading import torch_dtype, weights_path  # noqa: E402
+from source.engine.loading.pipeline import torch_dtype, weights_path  # noqa: E402
 from source.engine.model_defs import load_model_def  # noqa: E402
 from source.logging_utils import configure_logging  # noqa: E402
 

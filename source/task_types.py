@@ -83,6 +83,11 @@ TASK_TYPES: tuple[TaskType, ...] = (
     generation("single_image", "t2v", output=Output.SINGLE_IMAGE),  # the older worker's one-image generation
     # Orchestrators and their children
     TaskType("travel_orchestrator", f"{_TRAVEL}:handle_travel_orchestrator"),
+    # Reigh's turbo travel: the same payload, run as a travel (as reigh-worker does)
+    TaskType("wan_2_2_i2v", f"{_TRAVEL}:handle_travel_orchestrator"),
+    # Reigh regenerating one segment of a travel (source/orchestrators/individual_segment.py)
+    TaskType("individual_travel_segment", "source.orchestrators.individual_segment:handle_individual_travel_segment",
+             default_model="wan_2_2_i2v_lightning_baseline_2_2_2"),
     TaskType("travel_segment", f"{_TRAVEL}:handle_travel_segment",
              older_shape=OlderShape("full_orchestrator_payload")),
     TaskType("travel_stitch", f"{_TRAVEL}:handle_travel_stitch",

@@ -319,7 +319,7 @@ def migrate(config: StoreConfig, dry_run: bool) -> None:
 def models(as_json: bool, gpu_memory: float | None) -> None:
     """Every model definition: family, where its weights come from, whether they are on this box, size, and the
     memory profile it needs here."""
-    from source.engine.inventory import model_inventory
+    from source.engine.loading.inventory import model_inventory
     from source.engine.paths import ckpts_dir
     from source.worker.gpu_info import detect_gpu
 
@@ -486,7 +486,7 @@ def _orphaned_partials(output_root: Path, older_than_seconds: float) -> list[Pat
 def prefetch(model_types: tuple[str, ...]) -> None:
     """Download every file the MODEL definitions need into the Hugging Face cache (resumable; HF_TOKEN for
     gated repos; HF_HOME picks the cache). Run it on each GPU box, or once and copy the cache."""
-    from source.engine.download import prefetch as fetch
+    from source.engine.loading.download import prefetch as fetch
 
     fetch(model_types)
 

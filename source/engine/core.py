@@ -22,14 +22,15 @@ import torch
 from source.engine.families import family_for
 from source.engine.families.base import Family
 from source.engine.guidance_variants import guidance_variant
-from source.engine.inventory import memory_need_gb
-from source.engine.loading import load_pipeline
+from source.engine.loading.inventory import memory_need_gb
+from source.engine.loading.pipeline import load_pipeline
 from source.engine.loras import applied_loras
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import BoxOptions, ModelDefinition, load_model_def
 from source.engine.nag import normalized_attention_guidance
 from source.engine.overlap_noise import overlap_noise
 from source.engine.params import GenerationParams, ResolvedParameters, Tier, resolve, value_of
+from source.engine.phases import PhaseDriver, PhasePlan, guidance_phases, phase_plan_for
 from source.engine.postprocess import postprocess, write_thumbnail
 from source.engine.riflex import check as check_riflex
 from source.engine.riflex import riflex
@@ -134,11 +135,12 @@ class Engine:
         return self.resident.definition.model_type if self.resident else None
 
     # -- models --------------------------------------------------------------------------------------
-    def load(self, model_type: str) -> bool:
-        """Make ``model_type`` resident; True when a load happened (False: it already was)."""
+    def load(self, model_type: str, definition: ModelDefinition | None = None) -> bool:
+        """Make ``model_type`` resident; True when a load happened (False: it already was). ``definition``: the
+        one the prepare stage loaded for it (loaded here when not given)."""
         if self.model_type == model_type:
             return False
-        definition = load_model_def(model_type, self.box)
+        definition = definition if definition is not None else load_model_def(model_type, self.box)
         family = family_for(definition.architecture)
         self.unload()
         need_gb = memory_need_gb(definition)
@@ -172,13 +174,14 @@ class Engine:
         output_dir: Path,
         progress: ProgressCallback | None = None,
         should_abort: Callable[[], bool] | None = None,
+        definition: ModelDefinition | None = None,
     ) -> GenerationResult:
         started = time.monotonic()
         params = resolved.params
         # 1. the model
         if progress is not None and self.model_type != model_type:
             progress(0, 1, "loading")  # the row's phase: weights fetched if missing, then loaded
-        self.load(model_type)
+        self.load(model_type, definition)
         assert self.resident is not None
         resident = self.resident
         definition, family, pipe = resident.definition, resident.family, resident.pipe
@@ -197,13 +200,16 @@ class Engine:
             check_riflex(params, pipe, family.fps, explicit=riflex_asked)
         # 3. solver and shift
         resident.schedulers.apply(params.sample_solver, params.flow_shift)
+        #    and the guidance phases over this scheduler's timesteps (WanGP's switch thresholds or exact steps)
+        plan = phase_plan_for(family, pipe, params)
         # 4. seed (-1: a fresh one, recorded so the output can be reproduced)
         seed = params.seed if params.seed >= 0 else secrets.randbits(31)
         generator = torch.Generator("cpu").manual_seed(seed)
         # 5-6. the call(s), with this generation's LoRAs, step cache and guidance variant only
         applied: dict[str, Any] = {}
         with torch.inference_mode(), applied_loras(pipe, definition.lora_folder or family.lora_folder,
-                                                   params.activated_loras, params.loras_multipliers), \
+                                                   params.activated_loras, _first_weights(plan, params)) as loras, \
+                guidance_phases(pipe, plan, loras, params) as phases, \
                 step_cache(pipe, params, definition.architecture, definition.teacache_coefficients) as cache_report, \
                 _riflex(family, pipe, params, riflex_asked) as riflex_report, \
                 guidance_variant(pipe, params) as guidance_report, \
@@ -219,7 +225,7 @@ class Engine:
                     with overlap_noise(pipe, window, continued, temporal_step, seed + index) as latent_frames:
                         noised.append(latent_frames)
                         return family.outputs(self._call(pipe, family, definition, window, generator,
-                                                         window_progress, should_abort))[0]
+                                                         window_progress, should_abort, phases))[0]
 
                 frames, applied["sliding_windows"] = generate_windows(params, definition.architecture,
                                                                       temporal_step, run_window)
@@ -228,7 +234,7 @@ class Engine:
                         "strength": params.sliding_window_overlap_noise, "latent_frames_noised": noised}
                 arrays, sounds = [frames], [None]
             else:
-                called = self._call(pipe, family, definition, params, generator, progress, should_abort)
+                called = self._call(pipe, family, definition, params, generator, progress, should_abort, phases)
                 arrays, sounds = family.finish(family.outputs(called), params), family.soundtracks(pipe, called)
         total = params.num_inference_steps
         if progress is not None:
@@ -256,7 +262,8 @@ class Engine:
                      **({"step_cache": cache_report} if cache_report else {}),
                      **({"riflex": riflex_report} if riflex_report else {}),
                      **({"guidance": guidance_report} if guidance_report else {}),
-                     **({"normalized_attention_guidance": nag_report} if nag_report else {})},
+                     **({"normalized_attention_guidance": nag_report} if nag_report else {}),
+                     **({"phases": phases.report(params.activated_loras)} if phases else {})},
             parameter_sources={name: tier.value for name, tier in resolved.sources.items()},
             parameters=resolved.json_values(),
             loras=dict(zip(params.activated_loras, params.loras_multipliers, strict=True)),
@@ -268,7 +275,7 @@ class Engine:
 
     def _call(self, pipe, family: Family, definition: ModelDefinition, params: GenerationParams,
               generator: torch.Generator, progress: ProgressCallback | None,
-              should_abort: Callable[[], bool] | None = None):
+              should_abort: Callable[[], bool] | None = None, phases: PhaseDriver | None = None):
         kwargs: dict[str, Any] = {
             "prompt": params.prompt,
             "height": params.height,
@@ -276,9 +283,10 @@ class Engine:
             "num_inference_steps": params.num_inference_steps,
             "generator": generator,
             "output_type": "np",
-            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks),
+            "callback_on_step_end": _step_callback(params, progress, should_abort, self.step_hooks, phases),
             **family.call_kwargs(pipe, params),
             **dict(definition.pipeline_kwargs),
+            **(phases.call_kwargs() if phases else {}),
         }
         if family.is_video and params.batch_size > 1:
             kwargs["num_videos_per_prompt"] = params.batch_size
@@ -303,13 +311,23 @@ def _riflex(family: Family, pipe, params: GenerationParams, asked: bool):
     return riflex(pipe, params, family.fps, explicit=asked) if family.takes_riflex else nullcontext(None)
 
 
+def _first_weights(plan: PhasePlan | None, params: GenerationParams) -> tuple[tuple[float, ...], ...]:
+    """The LoRA multipliers a call starts with: per expert without phases, phase 1's with them."""
+    if plan is None:
+        return params.loras_multipliers
+    return tuple((weights[0][0] if isinstance(weights[0], tuple) else weights[0],) for weights in plan.lora_weights)
+
+
 def _step_callback(params: GenerationParams, progress: ProgressCallback | None,
-                   should_abort: Callable[[], bool] | None, hooks: tuple[StepHook, ...]):
+                   should_abort: Callable[[], bool] | None, hooks: tuple[StepHook, ...],
+                   phases: PhaseDriver | None = None):
     total = params.num_inference_steps
 
     def on_step_end(pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         for hook in hooks:
             hook(params, step)
+        if phases is not None:
+            phases.on_step_end(step)
         if progress is not None:
             # after the last step the pipeline decodes the latents (VAE) before it returns
             progress(step + 1, total, "decoding" if step + 1 == total else "denoising")

@@ -8,7 +8,9 @@ import re
 import struct
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 import torch
@@ -45,10 +47,15 @@ def lora_folder(folder: str) -> Path:
 
 def model_lora_folder(model_type: str) -> str:
     """The LoRA folder name of ``model_type``: its definition's, else its family's."""
-    from source.engine.families import family_for
     from source.engine.model_defs import load_model_def
 
-    definition = load_model_def(model_type)
+    return definition_lora_folder(load_model_def(model_type))
+
+
+def definition_lora_folder(definition) -> str:
+    """The LoRA folder name of a loaded definition: its own, else its family's."""
+    from source.engine.families import family_for
+
     return definition.lora_folder or family_for(definition.architecture).lora_folder
 
 
@@ -144,22 +151,43 @@ def expert_components(pipe) -> tuple[str, ...]:
 
 
 def adapter_weights(components: Sequence[str], weight: LoraWeight) -> dict[str, float]:
-    """A per-phase weight spread over the pipeline's experts (one value = every expert)."""
-    if len(weight) > 1 and len(components) < 2:
+    """A per-phase weight spread over the pipeline's experts (one value = every expert), for a generation
+    without guidance phases, where the phases are the experts (source/engine/phases.py for the others)."""
+    if any(isinstance(w, tuple) for w in weight):
+        raise InvalidParams(f"loras_multipliers {weight!r}: per-step ramps need guidance phases "
+                            f"(guidance_phases / steps_per_phase / phase_config)")
+    if len(weight) > len(components):
+        shown = ";".join(f"{w:g}" for w in weight)
         raise InvalidParams(
-            f"loras_multipliers {';'.join(map(str, weight))!r}: per-phase multipliers need a two-expert model"
+            f"loras_multipliers {shown!r}: {len(weight)} phase multipliers need guidance_phases {len(weight)}"
+            + ("" if len(components) > 1 or len(weight) > 2 else " (or a two-expert model)")
         )
     return {name: weight[min(i, len(weight) - 1)] for i, name in enumerate(components)}
 
 
+@dataclass(frozen=True)
+class AppliedLoras:
+    """The adapters one call runs with; the phase driver changes their multipliers between steps."""
+
+    pipe: Any
+    adapters: tuple[str, ...]
+    components: tuple[str, ...]
+
+    def set_multipliers(self, multipliers: Sequence[float]) -> None:
+        """Every expert's copy of each adapter at ``multipliers`` (one per adapter)."""
+        if self.adapters:
+            self.pipe.set_adapters(list(self.adapters), adapter_weights=[
+                dict.fromkeys(self.components, float(m)) for m in multipliers])
+
+
 @contextmanager
-def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[LoraWeight]) -> Iterator[None]:
+def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[LoraWeight]) -> Iterator[AppliedLoras]:
     """Load ``names`` with ``weights`` for the duration of the block; one call's LoRAs never leak."""
+    components = expert_components(pipe)
     if not names:
-        yield
+        yield AppliedLoras(pipe, (), components)
         return
     paths = [resolve_lora(folder, name) for name in names]
-    components = expert_components(pipe)
     per_adapter = [adapter_weights(components, weight) for weight in weights]
     # torch module names may not contain "." (InScene-v1.0.safetensors is a real LoRA file name)
     adapters = [f"wgp_{i}_{p.stem.replace('.', '_')}" for i, p in enumerate(paths)]
@@ -172,7 +200,7 @@ def applied_loras(pipe, folder: str, names: Sequence[str], weights: Sequence[Lor
         for component in components:
             _lora_layers_in_compute_dtype(getattr(pipe, component))
         log.info("loras_applied", loras=[p.name for p in paths], weights=per_adapter)
-        yield
+        yield AppliedLoras(pipe, tuple(adapters), components)
     finally:
         pipe.unload_lora_weights()
 

@@ -23,7 +23,7 @@ _MERGED_SECTIONS = ("weights", "engine", "settings", "pipeline_kwargs", "task_lo
 @dataclass(frozen=True)
 class WeightsSource:
     """Where a pipeline's weights live: exactly one diffusers folder (hub repo, local folder or tiny builder),
-    and optionally single-file checkpoints that replace some of its components (source/engine/single_file.py).
+    and optionally single-file checkpoints that replace some of its components (source/engine/loading/single_file.py).
 
     files: component → file or list of files merged (``hf://owner/repo/path`` or a path under the checkpoint
     folder); the folder then only gives those components' configs. ckpts: the same shape, used instead of the
@@ -158,6 +158,10 @@ class ModelDefinition:
     # WanGP's model-level TeaCache calibration (highest power first), instead of its built-in Wan 2.1 sets
     # (benchmarks/teacache_calibration.py measures one).
     teacache_coefficients: tuple[float, ...] | None = None
+    # LoRAs the definition runs its guidance phases with (not fused: each phase sets its own multipliers),
+    # e.g. the Lightning accelerators: (hub URL or a name in the LoRA folder, "a;b;c"). A row's phase_config
+    # replaces them (source/generation/phase_config.py).
+    phase_loras: tuple[tuple[str, str], ...] = ()
     # LoRAs a task type switches on by role (e.g. Qwen's "lightning" accelerator, "inpaint", "style"): role →
     # (hf://owner/repo/file or a file of the LoRA folder, default multiplier). Fetched and applied per call, at
     # the strength the row asks, so one resident model serves every role; a role the definition lacks is not
@@ -307,6 +311,7 @@ def load_model_def(model_type: str, box: BoxOptions | None = None) -> ModelDefin
         raise DefinitionError(f"model definition {model_type!r}: teacache_coefficients must be a list of numbers, "
                               f"got {coefficients!r}")
     return ModelDefinition(
+        phase_loras=_phase_loras(model_type, raw.get("phase_loras") or []),
         model_type=model_type,
         name=raw.get("name", model_type),
         architecture=raw["architecture"],
@@ -319,6 +324,17 @@ def load_model_def(model_type: str, box: BoxOptions | None = None) -> ModelDefin
         teacache_coefficients=tuple(float(c) for c in coefficients) if coefficients else None,
         task_loras=MappingProxyType(_task_loras(model_type, raw.get("task_loras"))),
     )
+
+
+def _phase_loras(model_type: str, entries: Any) -> tuple[tuple[str, str], ...]:
+    loras = []
+    for entry in entries if isinstance(entries, list) else [entries]:
+        if not (isinstance(entry, Mapping) and set(entry) == {"lora", "multiplier"} and isinstance(entry["lora"], str)
+                and isinstance(entry["multiplier"], str | int | float) and not isinstance(entry["multiplier"], bool)):
+            raise DefinitionError(f"model definition {model_type!r}: phase_loras entries must be "
+                                  f"{{\"lora\": url_or_name, \"multiplier\": \"a;b;c\"}}, got {entry!r}")
+        loras.append((entry["lora"], str(entry["multiplier"])))
+    return tuple(loras)
 
 
 def list_model_types() -> list[str]:

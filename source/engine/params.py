@@ -29,6 +29,14 @@ SYSTEM_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "num_inference_steps": 30,
     "guidance_scale": 5.0,
     "guidance2_scale": None,
+    # WanGP's guidance phases (source/engine/phases.py): None = the model's own split (one phase, or the Wan 2.2
+    # expert boundary); 2 or 3 phases, each with its own guidance and LoRA multipliers.
+    "guidance_phases": None,
+    "guidance3_scale": None,
+    "switch_threshold": None,
+    "switch_threshold2": None,
+    "model_switch_phase": 1,
+    "steps_per_phase": None,
     "flow_shift": None,
     "seed": -1,
     "sample_solver": "unipc",
@@ -90,8 +98,11 @@ MAX_SEED = 2**63 - 1  # what torch.Generator.manual_seed takes as a signed 64-bi
 MAX_PIXELS_PER_CALL = 2**28
 
 ImageInput = str | Path | Image.Image
-# A LoRA's multiplier per phase: one value for every expert, or (high noise, low noise).
-LoraWeight = tuple[float, ...]
+# A LoRA's multiplier per guidance phase: one value for every phase, or one per phase (source/engine/phases.py;
+# without guidance phases the phases of a two-expert model are its experts).
+# A phase's entry may be a ramp: values spread over the phase's steps, as WanGP reads "a,b,c" inside a phase.
+PhaseWeight = float | tuple[float, ...]
+LoraWeight = tuple[PhaseWeight, ...]
 _RESOLUTION_RE = re.compile(r"^\s*(\d{1,5})\s*[xX*×]\s*(\d{1,5})\s*$")
 
 Parser = Callable[[str, Any], Any]
@@ -123,6 +134,12 @@ class GenerationParams:
     num_inference_steps: int
     guidance_scale: float
     guidance2_scale: float | None
+    guidance_phases: int | None
+    guidance3_scale: float | None
+    switch_threshold: float | None
+    switch_threshold2: float | None
+    model_switch_phase: int
+    steps_per_phase: tuple[int, ...] | None
     flow_shift: float | None
     seed: int
     sample_solver: str
@@ -242,14 +259,15 @@ def parse_lora_names(name: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
-    """One entry per LoRA: a number (every phase) or WanGP's phase form ``"high;low"`` (one value per
-    expert of a two-expert model). A list, or a string separated by commas or spaces."""
+    """One entry per LoRA: a number (every phase) or WanGP's phase form ``"a;b"`` / ``"a;b;c"`` (one value per
+    guidance phase; source/engine/phases.py). A list, or a string of entries separated by spaces (commas too
+    when no entry uses the phase form: the older worker's comma-separated lists)."""
     if value is None or value == "":
         return ()
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, str):
-        parts: list[Any] = value.replace(",", " ").split()
+        parts: list[Any] = value.split() if ";" in value else value.replace(",", " ").split()
     elif isinstance(value, (list, tuple)):
         parts = list(value)
     else:
@@ -257,19 +275,33 @@ def parse_multipliers(name: str, value: Any) -> tuple[LoraWeight, ...]:
     weights = []
     for part in parts:
         if isinstance(part, tuple):  # already parsed (a LoraWeight)
-            weights.append(tuple(_float(name, p) for p in part))
+            weights.append(tuple(tuple(_float(name, x) for x in p) if isinstance(p, tuple) else _float(name, p)
+                                 for p in part))
             continue
         phases = part.split(";") if isinstance(part, str) else [part]
-        if len(phases) > 2:
-            raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 2 (high;low noise)")
+        if len(phases) > 3:
+            raise InvalidParams(f"{name}: {part!r} has {len(phases)} phases; at most 3 (one per guidance phase)")
         try:
-            weight = tuple(float(p) for p in phases)
+            weight = tuple(tuple(float(x) for x in p.split(",")) if isinstance(p, str) and "," in p else float(p)
+                           for p in phases)
         except (TypeError, ValueError):
-            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b' phases") from None
-        if not all(math.isfinite(w) for w in weight):
+            raise InvalidParams(f"{name}: {part!r} is not a number or 'a;b;c' phases (a phase may be a ramp "
+                                f"'a,b')") from None
+        values = [x for w in weight for x in (w if isinstance(w, tuple) else (w,))]
+        if not all(math.isfinite(x) for x in values):
             raise InvalidParams(f"{name}: {part!r} is not a finite number")
         weights.append(weight)
     return tuple(weights)
+
+
+def _steps_per_phase(name: str, value: Any) -> tuple[int, ...]:
+    parts = value if isinstance(value, (list, tuple)) else [value]
+    if not 1 <= len(parts) <= 3:
+        raise InvalidParams(f"{name} must list 1 to 3 step counts (one per phase), got {value!r}")
+    steps = tuple(_int_at_least(0)(name, part) for part in parts)
+    if sum(steps) <= 0:
+        raise InvalidParams(f"{name} {list(steps)} has no steps")
+    return steps
 
 
 def pair_loras(names: tuple[str, ...], weights: tuple[LoraWeight, ...]) -> tuple[tuple[str, LoraWeight], ...]:
@@ -435,6 +467,8 @@ def _optional(parse: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
 _LIST_OR_TEXT = {"anyOf": [{"type": "array", "items": _STRING}, _STRING]}
 described(_STRING, _text)
 described({"type": "string", "enum": [*IMAGE_FORMATS, "jpg"], "description": "the image file's format"}, _image_format)
+described({"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 3,
+           "description": "steps of each guidance phase (the exact split)"}, _steps_per_phase)
 described(_NUMBER, _float)
 described({"type": "integer", "minimum": -1, "maximum": MAX_SEED, "description": "-1: a random seed"}, _seed)
 described({"type": "string", "enum": list(SOLVERS)}, _solver)
@@ -465,6 +499,12 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "num_inference_steps": _bounded(MAX_STEPS),
     "guidance_scale": _float,
     "guidance2_scale": _optional(_float),
+    "guidance_phases": _optional(_choice_int((1, 2, 3))),
+    "guidance3_scale": _optional(_float),
+    "switch_threshold": _optional(_in_range(0.0, 1000.0)),
+    "switch_threshold2": _optional(_in_range(0.0, 1000.0)),
+    "model_switch_phase": _choice_int((1, 2)),
+    "steps_per_phase": _optional(_steps_per_phase),
     "flow_shift": _optional(_float),
     "seed": _seed,
     "sample_solver": _solver,
@@ -505,7 +545,7 @@ PARSERS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType({
     "sliding_window_overlap_noise": _in_range(0.0, 100.0),
     "sliding_window_discard_last_frames": _int_at_least(0),
     "sliding_window_color_correction_strength": _in_range(0.0, 1.0),
-    "output_format": _image_format,
+    "output_format": described({"type": "string", "enum": [*IMAGE_FORMATS, "jpg"]}, _image_format),
     "image_mask": _image,
     "denoising_strength": _in_range(0.0, 1.0),
     "system_prompt": described({**_STRING, "description": "the text encoder's system prompt (empty: the model's)"},

@@ -16,8 +16,17 @@ from typing import Any
 
 import structlog
 
-from source.engine.params import PARSERS, json_schema_of, parse_resolution, parse_values
+from source.engine.params import (
+    PARSERS,
+    LoraWeight,
+    json_schema_of,
+    parse_multipliers,
+    parse_resolution,
+    parse_values,
+)
 from source.errors import InvalidParams
+from source.generation.phase_config import expand_phase_config
+from source.generation.wangp_parameters import TRANSLATED, check_refused
 from source.task_types import GENERATION_MODELS, OWN_DEFAULT_MODELS, TASK_TYPES, Output
 from source.task_types import canonical as canonical_task_type
 
@@ -42,6 +51,8 @@ ALIASES: Mapping[str, str] = MappingProxyType({
     "image_refs_paths": "image_refs",
     "video_guide_path": "video_guide",
     "video_mask_path": "video_mask",
+    # WanGP's current names of skip-layer guidance (its settings 2.54 renamed slg_*)
+    **TRANSLATED,
 })
 
 _FLAG: Mapping[str, Any] = MappingProxyType({"anyOf": [{"type": "boolean"}, {"type": "string"}, {"type": "integer"}],
@@ -51,8 +62,9 @@ CONVERSION_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "model": {"type": "string", "description": "a model definition (`tasks models`) [default: the task type's]"},
     "orchestrator_details": {"type": "object", "description": "the older worker's nesting: its keys are lifted "
                                                               "(the top level wins)"},
-    "additional_loras": {"type": "object", "additionalProperties": {"type": "number"},
-                         "description": "{url_or_path: multiplier}"},
+    "additional_loras": {"type": "object", "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}]},
+                         "description": "{url_or_path: multiplier}, a multiplier a number or 'a;b;c' per phase"},
+    "image_prompt_type": {"type": "string", "description": "WanGP's letters: S uses image_start, E image_end"},
     "use_causvid_lora": _FLAG, "use_lighti2x_lora": _FLAG, "apply_reward_lora": _FLAG,
     "timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
                         "description": "may only shorten the worker's --task-timeout"},
@@ -87,7 +99,10 @@ class GenerationRequest:
     task_type: str
     model: str
     parameters: Mapping[str, Any]
-    additional_loras: Mapping[str, float] = field(default_factory=dict)
+    # source → multiplier (one value, or one per guidance phase)
+    additional_loras: Mapping[str, LoraWeight] = field(default_factory=dict)
+    # False when the row's phase_config replaces the LoRAs a model definition runs its phases with.
+    model_phase_loras: bool = True
     acceleration_loras: tuple[str, ...] = ()
     priority: int = 0
     timeout_seconds: float | None = None
@@ -127,7 +142,7 @@ def db_task_to_generation_task(
     if default is None:
         raise InvalidParams(f"task type {task_type!r} is not a direct generation type")
     lifted = lift_orchestrator_details(params)
-    merged = lifted.params
+    merged = expand_phase_config(lifted.params)
 
     model = merged.get("model") or default
     if not isinstance(model, str):
@@ -135,7 +150,7 @@ def db_task_to_generation_task(
 
     given: dict[str, Any] = {}
     given_as: dict[str, str] = {}  # the name the row wrote, for errors
-    ignored = []
+    unused: dict[str, Any] = {}
     for key, value in merged.items():
         name = ALIASES.get(key, key)
         if name in ENGINE_KEYS:
@@ -144,7 +159,12 @@ def db_task_to_generation_task(
             given[name] = value
             given_as.setdefault(name, key)
         elif name not in CONVERSION_KEYS:
-            ignored.append(lifted.given_as(key))
+            unused[key] = value
+    # WanGP's parameters this worker does not run fail the row unless at WanGP's "off"; only names no WanGP
+    # version defines are listed as ignored (source/generation/wangp_parameters.py).
+    at_off = set(check_refused(unused))
+    ignored = [lifted.given_as(key) for key in unused if key not in at_off]
+    given = select_images(given, merged.get("image_prompt_type"))
     parameters = parse_values(given, prefix="params.", given_as=given_as)
     if ignored:
         log.warning("params_ignored", keys=sorted(ignored), hint="not a generation parameter; check for typos")
@@ -171,6 +191,7 @@ def db_task_to_generation_task(
         model=model,
         parameters=MappingProxyType(parameters),
         additional_loras=MappingProxyType(_additional_loras(merged.get("additional_loras"))),
+        model_phase_loras=lifted.params.get("phase_config") is None,
         acceleration_loras=acceleration,
         priority=priority,
         timeout_seconds=timeout,
@@ -207,26 +228,42 @@ def lift_orchestrator_details(params: Mapping[str, Any]) -> Lifted:
     return Lifted({**nested, **top}, frozenset(k for k in nested if k not in top))
 
 
+def select_images(given: dict[str, Any], letters: Any) -> dict[str, Any]:
+    """WanGP's ``image_prompt_type``: S uses image_start, E uses image_end; an image not in the letters is not
+    used. V and L (continue a video) are not run here."""
+    if letters is None or letters == "":
+        return given
+    if not isinstance(letters, str) or set(letters.upper()) - set("SE"):
+        raise InvalidParams(f"params.image_prompt_type {letters!r}: only S (image_start) and E (image_end) are run "
+                            f"here; V/L (continue a video) are not")
+    chosen = dict(given)
+    for letter, name in (("S", "image_start"), ("E", "image_end")):
+        if letter not in letters.upper():
+            chosen.pop(name, None)
+    return chosen
+
+
 def normalise_resolution(value: Any) -> str:
     """``params.resolution`` as canonical ``"WxH"`` text (for handlers that pass it on)."""
     width, height = parse_resolution(value, "params.resolution")
     return f"{width}x{height}"
 
 
-def _additional_loras(value: Any) -> dict[str, float]:
+def _additional_loras(value: Any) -> dict[str, LoraWeight]:
+    """``{source: multiplier}``; a multiplier is a number or WanGP's per-phase ``"a;b;c"``."""
     if value is None or value == {} or value == []:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidParams("params.additional_loras must be an object {url_or_path: multiplier}")
     loras = {}
     for source, multiplier in value.items():
-        try:
-            loras[str(source)] = float(multiplier)
-        except (TypeError, ValueError):
-            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a number") from None
-        if not math.isfinite(loras[str(source)]):
-            raise InvalidParams(f"params.additional_loras[{source!r}]: multiplier must be a finite number, "
-                                f"got {multiplier!r}")
+        where = f"params.additional_loras[{source!r}]"
+        if isinstance(multiplier, bool) or not isinstance(multiplier, int | float | str):
+            raise InvalidParams(f"{where}: multiplier must be a number or 'a;b;c' phases, got {multiplier!r}")
+        parsed = parse_multipliers(where, [multiplier])
+        if len(parsed) != 1:
+            raise InvalidParams(f"{where}: multiplier must be one number or 'a;b;c' phases, got {multiplier!r}")
+        loras[str(source)] = parsed[0]
     return loras
 
 

@@ -19,9 +19,9 @@ from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params, takes
-from source.routing import default_model
 from source.task_files.fetch import resolve_input
 from source.task_types import MODEL_ALIASES
+from source.task_types import claim_model as default_model
 
 # Reigh's model names (its imageGeneration / magicEdit builders) → our definitions; any other value is taken as a
 # definition name (a tiny counterpart in tests, a box's own definition) and checked for its architecture.

@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 
 from source.engine.loras import CACHED_LORA, LORA_SUFFIXES, cached_lora, cached_lora_name, check_lora_file
-from source.engine.params import LoraWeight, pair_loras
+from source.engine.params import LoraWeight, pair_loras, parse_multipliers
 from source.engine.paths import lora_cache_dir
 from source.errors import InputUnavailable, InvalidParams, ModelUnavailable
 from source.generation.conversion import GenerationTask
@@ -108,14 +108,12 @@ def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs |
         selection.add(name, multiplier, "activated_loras")
 
     for source, multiplier in task.additional_loras.items():
-        selection.add(fetch_lora(source, lora_dir, inputs), (multiplier,), "additional_loras")
+        selection.add(fetch_lora(source, lora_dir, inputs), multiplier, "additional_loras")
 
+    params.update(recommended_settings(task))
     for key in task.acceleration_loras:
         spec = ACCELERATION_LORAS[key]
         selection.add(fetch_known_lora(spec, lora_dir).name, (float(spec.multiplier),), spec.flag)
-        for name, value in spec.recommended.items():
-            if name not in task.parameters:
-                params[name] = value
         log.info("acceleration_lora", lora=key, settings={k: params[k] for k in spec.recommended})
 
     if not selection.names:
@@ -123,6 +121,35 @@ def process_all_loras(task: GenerationTask, lora_dir: Path, inputs: TaskInputs |
     params["activated_loras"] = tuple(selection.names)
     params["loras_multipliers"] = tuple(selection.multipliers)
     return replace(task, parameters=MappingProxyType(params))
+
+
+def recommended_settings(task: GenerationTask) -> dict[str, Any]:
+    """The settings the task's acceleration LoRAs recommend, for those the task does not set itself (known
+    before any LoRA is fetched: the prepare stage checks the work they make)."""
+    settings: dict[str, Any] = {}
+    for key in task.acceleration_loras:
+        for name, value in ACCELERATION_LORAS[key].recommended.items():
+            if name not in task.parameters:
+                settings[name] = value
+    return settings
+
+
+def with_model_phase_loras(task: GenerationTask, phase_loras: tuple[tuple[str, str], ...]) -> GenerationTask:
+    """The task with its model definition's phase LoRAs (hub URLs fetched as additional_loras, names from the
+    LoRA folder) ahead of its own, unless the row's phase_config replaced them."""
+    if not task.model_phase_loras or not phase_loras:
+        return task
+    params = dict(task.parameters)
+    own = pair_loras(params.get("activated_loras") or (), params.get("loras_multipliers") or ())
+    named = [(source, parse_multipliers("phase_loras", [multiplier])[0]) for source, multiplier in phase_loras
+             if not is_url(source)]
+    fetched = {source: parse_multipliers("phase_loras", [multiplier])[0] for source, multiplier in phase_loras
+               if is_url(source)}
+    if named:
+        params["activated_loras"] = tuple(name for name, _ in (*named, *own))
+        params["loras_multipliers"] = tuple(weight for _, weight in (*named, *own))
+    return replace(task, parameters=MappingProxyType(params),
+                   additional_loras=MappingProxyType({**fetched, **task.additional_loras}))
 
 
 def fetch_lora(source: str, lora_dir: Path, inputs: TaskInputs | None = None) -> str:

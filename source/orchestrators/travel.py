@@ -1,15 +1,17 @@
-"""travel_orchestrator → travel_segment × N-1 → travel_stitch.
+"""travel_orchestrator (and Reigh's turbo ``wan_2_2_i2v``) → travel_segment × N-1 → travel_stitch.
 
-The orchestrator validates everything and inserts the chain; each segment generates through the VACE
-queue with a guide built from the previous segment's tail; the stitch cross-fades the segments into the
-final video, which also completes the orchestrator row.
+The orchestrator validates everything and inserts the chain. Each segment generates either as image-to-video
+(Reigh's default: from its start image to its end image, or from the previous segment's last frame when the
+row chains segments) or through VACE with a guide built from the previous segment's tail; the stitch
+cross-fades the segments into the final video, which also completes the orchestrator row.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from pydantic import Field
 
 from source.db.models import TaskStatus, may_link
@@ -54,7 +56,16 @@ def handle_travel_orchestrator(ctx: TaskContext) -> TaskOutcome:
     specs.append(ChildSpec(STITCH_KEY, "travel_stitch", _stitch_payload(ctx, plan)))
     ctx.log.info("travel_planned", run_id=plan.run_id, segments=len(plan.segments), final_frames=plan.final_frames)
     result: dict[str, Any] = {"run_id": plan.run_id, "segments": len(plan.segments),
-                              "expected_frames": plan.final_frames}
+                              "expected_frames": plan.final_frames, "mode": plan.mode, "model": plan.model,
+                              "chained_from_last_frame": plan.chained}
+    if plan.model_swapped:
+        result["model_swapped"] = plan.model_swapped
+    if plan.phased_model and plan.details.steps and not plan.details.num_inference_steps:
+        # reigh-worker: a travel's `steps` is the UI's count, diffusion steps come from num_inference_steps
+        result["steps_not_applied"] = {"steps": plan.details.steps, "reason": f"{plan.model} plans its own "
+                                       "guidance phases; give num_inference_steps or a phase_config to change them"}
+    if plan.reigh:
+        result["reigh"] = plan.reigh
     if plan.ignored_params:
         result["ignored_params"] = list(plan.ignored_params)
     if plan.adjusted:
@@ -76,12 +87,17 @@ def _segment_payload(ctx: TaskContext, plan: TravelPlan, segment: SegmentPlan) -
         base_prompt=segment.prompt,
         negative_prompt=segment.negative_prompt,
         seed=d.seed_base,
-        model=d.model_name,
+        model=plan.model,
+        mode=plan.mode,
+        chain_from_previous=plan.chained and segment.index > 0,
+        phase_config=segment.phase_config,
+        generation=plan.generation,
+        reigh=plan.reigh,
         resolution=plan.resolution,
         start_image_path=segment.start_image,
         end_image_path=segment.end_image,
         continue_from_video_resolved_path=d.continue_from_video_resolved_path if segment.index == 0 else None,
-        num_inference_steps=d.num_inference_steps or d.steps,
+        num_inference_steps=d.num_inference_steps or (None if plan.phased_model else d.steps),
         guidance_scale=d.guidance_scale,
         flow_shift=d.flow_shift,
         additional_loras=d.additional_loras,
@@ -125,14 +141,22 @@ class SegmentParams(TaskParams):
     negative_prompt: str = ""
     seed: int = -1
     model: str
+    mode: Literal["vace", "i2v"] = "vace"
+    # i2v: start from the previous segment's last frame instead of start_image_path
+    chain_from_previous: bool = False
+    phase_config: dict[str, Any] | None = None
+    # WanGP engine parameters the travel row gave beside its own settings (passed to the generation as is)
+    generation: dict[str, Any] = Field(default_factory=dict)
+    # Reigh's record of the UI settings behind the row (travel_params.REIGH_RECORD), shown in the result
+    reigh: dict[str, Any] = Field(default_factory=dict)
     resolution: str
     start_image_path: str | None = None
-    end_image_path: str
+    end_image_path: str | None = None  # only an i2v segment may have none (it ends where the generation goes)
     continue_from_video_resolved_path: str | None = None
     num_inference_steps: int | None = Field(None, ge=1, le=200)
     guidance_scale: float | None = None
     flow_shift: float | None = None
-    additional_loras: dict[str, float] = Field(default_factory=dict)
+    additional_loras: dict[str, float | str] = Field(default_factory=dict)
     use_causvid_lora: bool = False
     use_lighti2x_lora: bool = False
     apply_reward_lora: bool = False
@@ -146,12 +170,19 @@ class SegmentParams(TaskParams):
 @takes(SegmentParams, translated=True)
 def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     older = translate_older_child("travel_segment", ctx.params)
-    p = parse_params(SegmentParams, older.params if older else ctx.params)
+    return run_segment(ctx, parse_params(SegmentParams, older.params if older else ctx.params), older)
+
+
+def run_segment(ctx: TaskContext, p: SegmentParams, older=None) -> TaskOutcome:
+    if p.mode == "i2v":
+        return _image_to_video_segment(ctx, p)
     width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
     size = (width, height)
     work = ctx.work_dir
     start = read_image(resolve_input(p.start_image_path, "start_image_path", ctx.inputs, kind="image"), "start_image_path", size) \
         if p.start_image_path else None
+    if not p.end_image_path:
+        raise TaskError("a VACE travel segment needs end_image_path")
     end = read_image(resolve_input(p.end_image_path, "end_image_path", ctx.inputs, kind="image"), "end_image_path", size)
     tail = None
     if p.frame_overlap_from_previous:
@@ -186,15 +217,59 @@ def handle_travel_segment(ctx: TaskContext) -> TaskOutcome:
     }
     if ctx.settings.mask_active_frames:
         request["video_mask"] = str(save_video(guide.mask(), work / "mask.mp4", GUIDE_FPS))
-    for name in ("num_inference_steps", "guidance_scale", "flow_shift"):
-        if getattr(p, name) is not None:
-            request[name] = getattr(p, name)
-    output = generate(ctx, "vace", request)
-    video = output.paths[0]
-    result: dict[str, Any] = {**output.summary(), "segment_index": p.segment_index,
-                              "orchestrator_run_id": p.orchestrator_run_id, **ctx.scratch_record("guide_video", guide_path),
+    output = generate(ctx, "vace", {**_shared_settings(p), **request})
+    result: dict[str, Any] = {**ctx.scratch_record("guide_video", guide_path),
                               "kept_frames": [int(i) for i in np.flatnonzero(guide.kept)],
                               **(older.result_extras() if older else {})}
+    return _segment_outcome(ctx, p, output, start, result)
+
+
+def _shared_settings(p: SegmentParams) -> dict[str, Any]:
+    """What every segment's generation takes from the travel whatever its mode."""
+    request: dict[str, Any] = {**p.generation, **{name: getattr(p, name) for name in (
+        "num_inference_steps", "guidance_scale", "flow_shift", "phase_config") if getattr(p, name) is not None}}
+    if p.phase_config is not None:
+        request.pop("num_inference_steps", None)  # Reigh's steps_per_phase give the steps (as in reigh-worker)
+    return request
+
+
+def _image_to_video_segment(ctx: TaskContext, p: SegmentParams) -> TaskOutcome:
+    """One i2v generation from the segment's start image (or the previous segment's last frame) to its end."""
+    width, height = (int(v) for v in normalise_resolution(p.resolution).split("x"))
+    size = (width, height)
+    if p.chain_from_previous:
+        previous = dependency_output(ctx, ctx.task.dependant_on, "previous segment")
+        frames = read_video(resolve_input(previous, "previous segment video", ctx.inputs, kind="video"),
+                            "previous segment video", size)
+        start = frames[-1]
+        start_path = ctx.work_dir / "start_from_previous.png"
+        Image.fromarray(start).save(start_path)
+    elif p.start_image_path:
+        start_path = resolve_input(p.start_image_path, "start_image_path", ctx.inputs, kind="image")
+        start = read_image(start_path, "start_image_path", size)
+    else:
+        raise TaskError("an image-to-video segment needs a start image")
+    end_path = resolve_input(p.end_image_path, "end_image_path", ctx.inputs, kind="image") if p.end_image_path else None
+    ctx.check_cancelled()
+    request: dict[str, Any] = {
+        **_shared_settings(p),
+        "prompt": p.base_prompt, "negative_prompt": p.negative_prompt, "model": p.model,
+        "resolution": f"{width}x{height}", "video_length": p.segment_frames_target, "seed": p.seed,
+        "image_start": str(start_path), "image_end": str(end_path) if end_path else None,
+        "additional_loras": p.additional_loras,
+        "use_causvid_lora": p.use_causvid_lora, "use_lighti2x_lora": p.use_lighti2x_lora,
+        "apply_reward_lora": p.apply_reward_lora,
+    }
+    output = generate(ctx, "i2v", request)
+    return _segment_outcome(ctx, p, output, start, {"started_from": "previous segment's last frame"
+                                                    if p.chain_from_previous else "start image"})
+
+
+def _segment_outcome(ctx: TaskContext, p: SegmentParams, output, start, extra: dict[str, Any]) -> TaskOutcome:
+    video = output.paths[0]
+    result: dict[str, Any] = {**output.summary(), "segment_index": p.segment_index, "mode": p.mode,
+                              "orchestrator_run_id": p.orchestrator_run_id, **extra,
+                              **({"reigh": p.reigh} if p.reigh else {})}
     if ctx.settings.colour_match_videos and start is not None:
         frames = colour_match(read_video(video, "segment output"), start)
         video = save_video(frames, ctx.output_path(f"segment_{p.segment_index:03d}_colour_matched.mp4",

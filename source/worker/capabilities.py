@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from source.db.models import UNRESTRICTED, Capabilities
-from source.engine.inventory import memory_need_gb
+from source.engine.loading.inventory import memory_need_gb
 from source.engine.model_defs import BoxOptions, list_model_types, load_model_def
 from source.errors import DefinitionError, InvalidParams
 from source.routing import default_model, known_task_types

@@ -4,10 +4,8 @@ the file uploaded to Supabase Storage or S3-compatible storage (source/worker/s3
 from __future__ import annotations
 
 import mimetypes
-import os
 import re
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,7 +13,6 @@ import httpx
 import structlog
 from storage3.exceptions import StorageApiError
 
-from source.db.config import StoreConfig
 from source.db.models import Task
 from source.errors import StorageUnavailable, TaskError
 from source.retry import Backoff, RetryPolicy, retry_call
@@ -163,21 +160,3 @@ def publish_thumbnail(publisher: OutputPublisher, task: Task, result: dict) -> d
     except TaskError as exc:
         log.warning("thumbnail_upload_failed", task_id=task.id, error=str(exc)[:300])
         return {**result, "thumbnail_upload_error": str(exc)[:300]}
-
-
-def open_publisher(config: StoreConfig, *, keep_local: bool = False, storage: str | None = None,
-                   env: Mapping[str, str] | None = None) -> OutputPublisher:
-    """``storage`` (``--storage s3://bucket/prefix``) first, with the ``S3_*`` settings of ``env``; else
-    Supabase Storage when the project URL and key are known; else local paths. ``keep_local``: keep the local
-    copy of an uploaded output. Raises S3SettingsError for unusable S3 settings."""
-    if storage:
-        from source.worker.s3_storage import S3Publisher, parse_s3_target
-
-        return S3Publisher(parse_s3_target(storage, os.environ if env is None else env), keep_local=keep_local)
-    if not config.has_storage:
-        return LocalPublisher()
-    from source.db.supabase_client import STORAGE_TIMEOUT_SECONDS, make_client
-
-    assert config.supabase_url and config.supabase_key
-    client = make_client(config.supabase_url, config.supabase_key, timeout_seconds=STORAGE_TIMEOUT_SECONDS)
-    return SupabaseStoragePublisher(client, config.storage_bucket, keep_local=keep_local)

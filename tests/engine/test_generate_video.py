@@ -56,24 +56,25 @@ def test_image_to_video_starts_from_image_start_and_accepts_image_end(tmp_path, 
 
 
 def test_image_to_video_without_a_start_image_is_a_clear_error(tmp_path):
-    with pytest.raises(InvalidParams, match="image-to-video needs image_start"):
+    # the prepare stage's check, the same as a row's (source/generation/prepare.py)
+    with pytest.raises(InvalidParams, match="is image-to-video: params.image_start is required"):
         generate(tmp_path, "tiny_i2v")
 
 
 def test_vace_uses_guide_mask_and_reference_images(tmp_path, still_image, guide_video, mask_video):
-    plain = generate(tmp_path, "tiny_vace")
+    plain = generate(tmp_path, "tiny_vace", video_guide=str(still_image))
     guided = generate(tmp_path, "tiny_vace", video_guide=str(guide_video), video_mask=str(mask_video),
                       image_refs=[str(still_image)])
     second = generate(tmp_path, "tiny_vace", video_guide=str(guide_video), video_mask=str(mask_video),
                       video_guide2=str(still_image), video_mask2=str(mask_video))
     a, b, c = (read_video(r.paths[0]).astype(int) for r in (plain, guided, second))
     assert a.shape == b.shape == c.shape == (5, 32, 32, 3)
-    assert np.abs(a - b).mean() > 0.5  # the guide changes the result
+    assert np.abs(a - b).mean() > 0.5  # the guide, mask and references change the result
     assert np.abs(b - c).mean() > 0.5  # and so does the second pair
 
 
 def test_vace_mask_without_guide_is_refused(tmp_path, mask_video):
-    with pytest.raises(InvalidParams, match="video_mask needs a video_guide"):
+    with pytest.raises(InvalidParams, match="is a VACE model: params.video_guide is required"):
         generate(tmp_path, "tiny_vace", video_mask=str(mask_video))
 
 

@@ -13,7 +13,7 @@ from tests.helpers import REPO_ROOT, http_server
 SCRIPT = """
 import sys
 import time
-from source.engine.loading import weights_path
+from source.engine.loading.pipeline import weights_path
 from source.engine.model_defs import load_model_def
 from source.errors import ModelUnavailable
 from source.hub import fetch_hub_file

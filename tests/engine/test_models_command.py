@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from source.engine import tiny_checkpoints
+from source.engine.loading.single_file import FileRef
 from source.engine.model_defs import list_model_types, load_model_def
 from source.engine.paths import REPO_ROOT
-from source.engine.single_file import FileRef
 
 
 def run_models(tmp_path, *args: str, ckpts=None, hub_cache=None) -> dict[str, dict]:

@@ -15,9 +15,9 @@ import torch
 
 from source.db.models import NewTask, TaskStatus
 from source.engine import tiny_checkpoints
+from source.engine.loading.single_file import FileRef, effective_files, suggest_unquantised
 from source.engine.model_defs import load_model_def
 from source.engine.paths import REPO_ROOT
-from source.engine.single_file import FileRef, effective_files, suggest_unquantised
 from tests.helpers import run_worker
 
 
@@ -56,7 +56,7 @@ def run_rows(store, tmp_path, rows, *extra, env=None):
 def test_original_layout_files_load_to_exactly_the_weights_of_the_diffusers_folder(ckpts, monkeypatch):
     from diffusers import WanVACEPipeline
 
-    from source.engine.loading import load_pipeline
+    from source.engine.loading.pipeline import load_pipeline
 
     monkeypatch.setenv("WGP_CKPTS_DIR", str(ckpts))
     folder = load_pipeline(load_model_def("tiny_vace_2_2"), WanVACEPipeline)
@@ -217,7 +217,7 @@ def test_two_expert_files_over_a_one_expert_config_folder_make_a_two_expert_pipe
     """The vace_14B_2_2 shape: Wan 2.1 VACE configs (one transformer), Wan 2.2 experts from files."""
     from diffusers import WanVACEPipeline
 
-    from source.engine.loading import load_pipeline
+    from source.engine.loading.pipeline import load_pipeline
 
     files = tiny_checkpoints.WAN_VACE_2_2_FILES
     defaults = _defaults_with(tmp_path, "tiny_vace_experts", {

@@ -14,7 +14,7 @@ import torch
 from source.engine import guidance_batching
 from source.engine.core import Engine
 from source.engine.families import family_for
-from source.engine.loading import load_pipeline
+from source.engine.loading.pipeline import load_pipeline
 from source.engine.memory import apply_memory_plan, plan_for
 from source.engine.model_defs import EngineOptions, load_model_def
 from source.engine.params import parse_values, resolve

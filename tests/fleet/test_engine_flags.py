@@ -92,8 +92,8 @@ def test_flags_are_passed_down_to_the_engine_and_never_written_to_the_environmen
     import os
 
     from source.engine.core import Engine
+    from source.engine.loading.single_file import effective_files
     from source.engine.model_defs import BoxOptions
-    from source.engine.single_file import effective_files
     from source.worker.engine_flags import apply_engine_flags
 
     overrides = apply_engine_flags({"engine_profile": "4", "engine_attention": "sdpa"})
@@ -106,7 +106,7 @@ def test_flags_are_passed_down_to_the_engine_and_never_written_to_the_environmen
     assert load_model_def("tiny_t2v").engine.profile != 4  # the environment's definition is untouched
     weights = load_model_def("t2v_2_2", box).weights
     assert weights.ckpts_dir == tmp_path and effective_files(weights) == {}
-    from source.engine.single_file import FileRef
+    from source.engine.loading.single_file import FileRef
 
     for entry in weights.ckpts.values():
         path = tmp_path / FileRef(entry).relative

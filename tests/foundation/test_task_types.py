@@ -60,6 +60,7 @@ def test_routing_tables_are_views_of_the_records():
     assert {t.name: t.generates_as for t in TASK_TYPES if t.generates_as} == routing.GENERATES_AS
     assert routing.GENERATES_AS["join_clips"] == routing.GENERATES_AS["inpaint_frames"] == "vace"
     assert routing.OWN_DEFAULT_MODELS["image_inpaint"] == "qwen_image_edit"
+    assert routing.OWN_DEFAULT_MODELS["individual_travel_segment"] == "wan_2_2_i2v_lightning_baseline_2_2_2"
     assert routing.LEGACY_ALIASES == {"wgp": "generate_video", "standard_wgp_task": "generate_video"}
     assert routing.default_model("join_clips") == routing.GENERATION_MODELS["vace"]
     assert routing.default_model("standard_wgp_task") == "t2v"

@@ -30,20 +30,35 @@ def _other_model():
 
 
 @pytest.mark.slow
-def test_depth_and_pose_rows_then_another_model_leave_no_auxiliary_model_when_memory_is_short(
+def test_a_depth_row_then_another_model_leaves_no_auxiliary_model_when_memory_is_short(
         sqlite_store, tmp_path, media):  # noqa: F811
     memory = ModelMemory(free_bytes=lambda: 0)  # an accelerator with nothing free
     listed = _run(sqlite_store, tmp_path, memory, [
-        vace_row(media, "D", depth_model="tiny_depth_anything"), vace_row(media, "P"), _other_model()])
+        vace_row(media, "D", depth_model="tiny_depth_anything"), _other_model()])
     assert memory.auxiliary_names == []
     assert "auxiliary=" not in listed
 
 
-@pytest.mark.slow
-def test_auxiliary_models_stay_loaded_while_memory_allows_and_tasks_workers_lists_them(
-        sqlite_store, tmp_path, media):  # noqa: F811
-    memory = ModelMemory(free_bytes=lambda: 80 * 2**30)
-    listed = _run(sqlite_store, tmp_path, memory, [
-        vace_row(media, "D", depth_model="tiny_depth_anything"), _other_model()])
-    assert memory.auxiliary_names == ["depth:tiny_depth_anything"]
-    assert "auxiliary=depth:tiny_depth_anything" in listed
+def test_auxiliary_models_stay_while_memory_allows_and_are_freed_when_a_load_needs_the_room():
+    free = {"bytes": 80 * 2**30}
+    memory = ModelMemory(free_bytes=lambda: free["bytes"])
+    depth = memory.auxiliary("depth:small", object)
+    assert memory.auxiliary("depth:small", object) is depth  # kept, not rebuilt
+    assert memory.make_room(10 * 2**30, reason="loading t2v") == [] and memory.auxiliary_names == ["depth:small"]
+    free["bytes"] = 11 * 2**30  # less than the next model's need plus the headroom
+    assert memory.make_room(10 * 2**30, reason="loading t2v") == ["depth:small"]
+    assert memory.auxiliary_names == []
+    assert ModelMemory(free_bytes=lambda: None).short_of(10**15) is False  # no accelerator: never in the way
+
+
+def test_tasks_workers_lists_the_auxiliary_models_a_worker_keeps(sqlite_store, tmp_path):
+    from source.worker.loop import Worker
+    from source.worker.settings import WorkerSettings
+
+    memory = ModelMemory(free_bytes=lambda: None)
+    memory.auxiliary("pose:mediapipe", object)
+    sqlite_store.add_task(NewTask("ping", {}))
+    worker = Worker(sqlite_store, WorkerSettings(worker_id="aux-w", main_output_dir=tmp_path / "out"),
+                    exit_when_idle=True, models=memory)
+    assert worker.run() == 0
+    assert "auxiliary=pose:mediapipe" in tasks_cli(sqlite_store.path, "workers").stdout

@@ -146,7 +146,7 @@ def test_acceleration_lora_applies_its_recommended_settings_and_fails_clearly_wh
 
 @pytest.mark.parametrize(("params", "message"), [
     ({"activated_loras": ["nope"]}, "LoRA 'nope' not found"),
-    ({"activated_loras": ["style"], "loras_multipliers": "1;0"}, "per-phase multipliers need a two-expert model"),
+    ({"activated_loras": ["style"], "loras_multipliers": "1;0"}, "2 phase multipliers need guidance_phases 2 (or a two-expert model)"),
     ({"activated_loras": ["style"], "loras_multipliers": "1 2"}, "2 values for 1 activated_loras"),
     ({"additional_loras": {"ftp://host/x.safetensors": 1}}, "scheme 'ftp' is not allowed"),
     ({"additional_loras": {"/no/such/lora.safetensors": 1}}, "LoRA file not found"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -142,7 +143,7 @@ BAD = [
     ({"frame_overlap_expanded": [9, 4]}, "the overlap into segment 1 (9 frames) must be smaller than the segments"),
     ({"frame_overlap_expanded": [4, 4, 4]}, "frame_overlap_expanded has 3 entries; 2 segment(s) need 1"),
     ({"parsed_resolution_wh": "big"}, "parsed_resolution_wh must look like 'WIDTHxHEIGHT'"),
-    ({"model_name": "tiny_t2v"}, "'tiny_t2v' is a wan_t2v model; a travel segment (guide video + mask) needs wan_vace"),
+    ({"model_name": "tiny_t2v"}, "'tiny_t2v' is a wan_t2v model; a travel needs wan_i2v or wan_vace"),
     ({"model_name": "nope"}, "orchestrator_details.model_name: unknown model_type 'nope'"),
     ({"num_new_segments_to_generate": 3}, "num_new_segments_to_generate is 3 but 3 images make 2 segments"),
     ({"input_image_paths_resolved": ["/no/such.png", "/no/other.png"], "num_new_segments_to_generate": 1,
@@ -171,16 +172,28 @@ def test_missing_orchestrator_details_is_a_clear_error(sqlite_store, tmp_path):
     assert "params.orchestrator_details is required" in sqlite_store.get_task(orchestrator).error_message
 
 
-def test_orchestrator_params_nobody_reads_are_listed_in_its_result(sqlite_store, tmp_path, keyframes):
-    params = {**travel_params(keyframes, cfg_star_switch=1), "travel_colour": "warm"}
+def test_wangp_params_beside_the_travel_reach_its_segments_and_only_unknown_keys_are_ignored(
+        sqlite_store, tmp_path, keyframes):
+    params = {**travel_params(keyframes, cfg_star_switch=1, perturbation_switch=0, repeat_generation=1),
+              "travel_colour": "warm"}
     orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", params))
     run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
     row = sqlite_store.get_task(orchestrator)
     assert row.awaiting_children, row.error_message
-    assert row.result["ignored_params"] == ["orchestrator_details.cfg_star_switch", "travel_colour"]
-    # the children's payloads come from their own schemas: nothing in them goes unread
+    # repeat_generation 1 is WanGP's "off"; travel_colour is no WanGP parameter at all
+    assert row.result["ignored_params"] == ["travel_colour"]
     for child in sqlite_store.list_child_tasks(orchestrator):
-        assert not [key for key in child.params() if key.startswith(("cfg_star", "travel_colour"))]
+        if child.task_type == "travel_segment":
+            assert child.params()["generation"] == {"cfg_star_switch": 1, "slg_switch": 0}
+        assert "travel_colour" not in json.dumps(child.params())
+
+
+def test_a_wangp_param_this_worker_does_not_run_fails_the_travel_naming_it(sqlite_store, tmp_path, keyframes):
+    orchestrator = sqlite_store.add_task(NewTask("travel_orchestrator", travel_params(keyframes, repeat_generation=2)))
+    run_in_process(sqlite_store, tmp_path / "out", max_tasks=1)
+    row = sqlite_store.get_task(orchestrator)
+    assert row.status is TaskStatus.FAILED
+    assert "params.orchestrator_details.repeat_generation 2: one row makes one generation" in row.error_message
 
 
 def test_frame_counts_and_sizes_wangp_would_adjust_are_rounded_and_recorded(sqlite_store, tmp_path, keyframes):

@@ -25,6 +25,8 @@ class Family:
     is_video: ClassVar[bool] = True
     # Whether RIFLEx_setting can apply (source/engine/riflex.py: Wan's rotary embedding).
     takes_riflex: ClassVar[bool] = False
+    # WanGP guidance phases (source/engine/phases.py): Wan only.
+    takes_phases: ClassVar[bool] = False
     # The first solver is the model's own scheduler.
     solvers: ClassVar[tuple[str, ...]] = ("euler",)
     # Of the parameters only some families read (image_mask, denoising_strength, system_prompt), those this one

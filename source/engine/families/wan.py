@@ -14,6 +14,7 @@ class WanFamily(Family):
     lora_folder = "wan"
     fps = 16
     takes_riflex = True
+    takes_phases = True
     solvers = ("unipc", "euler", "dpm++")
 
     def spatial_multiple(self, pipe) -> int:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from source.engine.loading.single_file import FileRef, ckpts_notes, ckpts_present, effective_files, file_refs
 from source.engine.model_defs import ModelDefinition, list_model_types, load_model_def
 from source.engine.paths import loras_dir
-from source.engine.single_file import FileRef, ckpts_notes, ckpts_present, effective_files, file_refs
 from source.errors import InvalidParams
 
 # Room for activations and the CUDA context on top of the weights (a 14B Wan model at 832x480x81 peaked at

@@ -1,5 +1,5 @@
 """Weights → pipeline: hub snapshot, local folder or tiny build, always ending in ``from_pretrained``; components
-named in ``weights.files`` are built first from single-file checkpoints (source/engine/single_file.py)."""
+named in ``weights.files`` are built first from single-file checkpoints (source/engine/loading/single_file.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import structlog
 import torch
 
 from source.engine import tiny
-from source.engine.model_defs import ModelDefinition, load_model_def
-from source.engine.single_file import (
+from source.engine.loading.single_file import (
     FileRef,
     ckpts_notes,
     effective_files,
@@ -20,6 +19,7 @@ from source.engine.single_file import (
     load_component,
     refuse_quantised_name,
 )
+from source.engine.model_defs import ModelDefinition, load_model_def
 from source.errors import ModelUnavailable
 from source.hub import fetch_cached, fetch_hub_file, fetch_hub_snapshot
 
@@ -135,7 +135,7 @@ def fuse_builtin_loras(pipe, definition: ModelDefinition) -> None:
     accelerators of a "cocktail"): they are part of the model, so a task's LoRAs apply on top of them."""
     if not definition.weights.loras:
         return
-    from source.engine.inventory import builtin_lora_folders
+    from source.engine.loading.inventory import builtin_lora_folders
     from source.engine.loras import expert_components
 
     components = list(expert_components(pipe))

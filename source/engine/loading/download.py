@@ -1,5 +1,5 @@
 """Prefetch: every file a model definition needs, into the Hugging Face cache, before a task needs it
-(``tasks prefetch MODEL...``, the ``tasks-prefetch`` console script, or ``python -m source.engine.download``).
+(``tasks prefetch MODEL...``, the ``tasks-prefetch`` console script, or ``python -m source.engine.loading.download``).
 Downloads show the hub's progress bars and resume where an interrupted run stopped."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 def prefetch(model_types: tuple[str, ...], echo=click.echo) -> list[tuple[str, Path]]:
     """Download each model's files (the diffusers folder, single files, built-in LoRAs); ClickException with
     the hub's reason (and what to do about a gated repo or a missing token) on the first that fails."""
-    from source.engine.loading import download
+    from source.engine.loading.pipeline import download
 
     fetched = []
     for model_type in model_types:

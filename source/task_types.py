@@ -79,6 +79,7 @@ TASK_TYPES: tuple[TaskType, ...] = (
     generation("flux", "flux"),
     generation("hunyuan", "hunyuan"),
     generation("ltxv", "ltxv_13B"),
+    generation("ltx2", "ltx2_19B"),  # video with its generated soundtrack
     generation("single_image", "t2v", output=Output.SINGLE_IMAGE),  # the older worker's one-image generation
     # Orchestrators and their children
     TaskType("travel_orchestrator", f"{_TRAVEL}:handle_travel_orchestrator"),
@@ -98,6 +99,7 @@ TASK_TYPES: tuple[TaskType, ...] = (
     TaskType("join_clips_orchestrator", f"{_JOIN}:handle_join_clips_orchestrator"),
     TaskType("join_clips_segment", f"{_JOIN}:handle_join_clips_segment", generates_as="vace"),
     TaskType("join_final_stitch", f"{_JOIN}:handle_join_final_stitch"),
+    TaskType("edit_video_orchestrator", "source.orchestrators.edit_video:handle_edit_video_orchestrator"),
     # VACE edits of existing videos (source/handlers/vace_edit.py)
     TaskType("join_clips", f"{_HANDLERS}.vace_edit:handle_join_clips", generates_as="vace"),
     TaskType("inpaint_frames", f"{_HANDLERS}.vace_edit:handle_inpaint_frames", generates_as="vace"),
@@ -113,6 +115,7 @@ TASK_TYPES: tuple[TaskType, ...] = (
     # Utilities
     TaskType("extract_frame", f"{_HANDLERS}.extract_frame:handle_extract_frame"),
     TaskType("rife_interpolate_images", f"{_HANDLERS}.rife_interpolate:handle_rife_interpolate_images"),
+    TaskType("video_enhance", f"{_HANDLERS}.video_enhance:handle_video_enhance"),
     TaskType("generate_openpose", f"{_HANDLERS}.openpose:handle_generate_openpose"),
     TaskType("generate_depth", f"{_HANDLERS}.depth:handle_generate_depth"),
     # Diagnostics

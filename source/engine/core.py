@@ -40,7 +40,7 @@ from source.engine.step_cache import check as check_step_cache
 from source.engine.step_cache import step_cache
 from source.engine.windows import fit_overlap, generate_windows, largest_length, needs_windows
 from source.errors import CancelReason, TaskCancelled
-from source.media.write import IMAGE_SUFFIXES, unique_path, write_image, write_video
+from source.media.write import IMAGE_SUFFIXES, unique_path, write_image, write_soundtrack, write_video
 from source.model_memory import ModelMemory
 
 log = structlog.get_logger(__name__)
@@ -232,10 +232,10 @@ class Engine:
                 if params.sliding_window_overlap_noise > 0:
                     applied["sliding_windows"]["overlap_noise"] = {
                         "strength": params.sliding_window_overlap_noise, "latent_frames_noised": noised}
-                arrays = [frames]
+                arrays, sounds = [frames], [None]
             else:
-                arrays = family.finish(family.outputs(self._call(pipe, family, definition, params, generator,
-                                                                 progress, should_abort, phases)), params)
+                called = self._call(pipe, family, definition, params, generator, progress, should_abort, phases)
+                arrays, sounds = family.finish(family.outputs(called), params), family.soundtracks(pipe, called)
         total = params.num_inference_steps
         if progress is not None:
             progress(total, total, "encoding")
@@ -245,6 +245,11 @@ class Engine:
         processed = [postprocess(array, params, fps, seed, self.memory) for array in arrays]
         paths = tuple(self._write(family, p.frames, output_dir, model_type, p.fps, params.output_format)
                       for p in processed)
+        for path, sound in zip(paths, sounds, strict=True):
+            if sound is not None and path.suffix == ".mp4":
+                write_soundtrack(path, *sound)
+                applied["audio"] = {"sample_rate": sound[1], "channels": int(sound[0].shape[0]),
+                                    "seconds": round(sound[0].shape[1] / sound[1], 3)}
         thumbnails = tuple(write_thumbnail(p.frames[0], path) for p, path in zip(processed, paths, strict=True)
                            if path.suffix == ".mp4")
         last = processed[-1].frames

@@ -6,6 +6,7 @@ Frames are float arrays in [0, 1]: (F, H, W, 3) for a video, (H, W, 3) for an im
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,24 +59,27 @@ def postprocess(frames: np.ndarray, params: GenerationParams, fps: int | None, s
     return out
 
 
-def upsample_time(frames: np.ndarray, factor: int,
-                  memory: ModelMemory | None = None) -> tuple[np.ndarray, str, dict[str, str]]:
-    """``factor - 1`` frames between each pair: (F - 1) * factor + 1 frames. RIFE when its weights can be
-    had, else the optical-flow method (the same choice as the ``rife_interpolate_images`` task)."""
+def pair_interpolator(memory: ModelMemory | None = None
+                      ) -> tuple[Callable[[np.ndarray, np.ndarray], Any], dict[str, str]]:
+    """What makes the frames between two uint8 images: RIFE when its weights can be had, else the
+    optical-flow method (the same choice as the ``rife_interpolate_images`` task); and what to record."""
     from source.media.interpolation.flow import FlowInterpolator
 
-    notes: dict[str, str] = {}
-    make = FlowInterpolator
     try:
         from source.media.interpolation.rife import RifeInterpolator, RifeWeights, load_rife
 
         weights = RifeWeights.configured()
         net = load_rife(weights, memory)
-        make = lambda a, b: RifeInterpolator(net, a, b)  # noqa: E731
-        notes["rife_weights"] = weights.describe()
+        return (lambda a, b: RifeInterpolator(net, a, b)), {"rife_weights": weights.describe()}
     except ModelUnavailable as exc:
-        notes["rife_unavailable"] = str(exc)
         log.info("rife_unavailable_using_flow", reason=str(exc)[:300])
+        return FlowInterpolator, {"rife_unavailable": str(exc)}
+
+
+def upsample_time(frames: np.ndarray, factor: int,
+                  memory: ModelMemory | None = None) -> tuple[np.ndarray, str, dict[str, str]]:
+    """``factor - 1`` frames between each pair: (F - 1) * factor + 1 frames."""
+    make, notes = pair_interpolator(memory)
     images = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     out = [images[0]]
     method = "flow"

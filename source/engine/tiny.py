@@ -282,6 +282,65 @@ def build_ltxv():
     )
 
 
+def _gemma_tokenizer():
+    from transformers import GemmaTokenizer
+
+    vocab = _bpe_vocab(["<pad>", "<eos>", "<bos>", "<unk>", "▁"])
+    return GemmaTokenizer(vocab=vocab, merges=[], pad_token="<pad>", eos_token="<eos>", bos_token="<bos>",
+                          unk_token="<unk>", model_max_length=64)
+
+
+def build_ltx2():
+    """LTX-2 at diffusers' test sizes (tests/pipelines/ltx2/testing_utils.py), with a local tiny Gemma 3
+    instead of the hub's: video and audio streams, audio VAE and vocoder, all random."""
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2Pipeline,
+    )
+    from diffusers import LTX2VideoTransformer3DModel as LTX2Transformer
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    layers, hidden = 2, 32  # the connectors' width (4 heads x 8) must equal the text encoder's
+    config = Gemma3Config(
+        text_config={"vocab_size": 128, "hidden_size": hidden, "intermediate_size": 32, "num_hidden_layers": layers,
+                     "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "sliding_window": 16,
+                     "max_position_embeddings": 256},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 28, "patch_size": 14},
+        mm_tokens_per_image=4)
+    text_encoder = _seeded(0, lambda: Gemma3ForConditionalGeneration(config))
+    transformer = _seeded(0, lambda: LTX2Transformer(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2, qk_norm="rms_norm_across_heads",
+        caption_channels=hidden, rope_double_precision=False, rope_type="split"))
+    connectors = _seeded(0, lambda: LTX2TextConnectors(
+        caption_channels=hidden, text_proj_in_factor=layers + 1, video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=4,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_theta=10000.0,
+        rope_double_precision=False, causal_temporal_positioning=False, rope_type="split"))
+    vae = _seeded(0, lambda: AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
+        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False), downsample_type=("spatial",),
+        upsample_residual=(False,), upsample_factor=(1,), timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False))
+    audio_vae = _seeded(0, lambda: AutoencoderKLLTX2Audio(
+        base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1, attn_resolutions=None, in_channels=2,
+        resolution=32, latent_channels=2, norm_type="pixel", causality_axis="height", dropout=0.0,
+        mid_block_add_attention=False, sample_rate=16000, mel_hop_length=160, is_causal=True, mel_bins=8))
+    vocoder = _seeded(0, lambda: LTX2Vocoder(
+        in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4], upsample_factors=[2, 2],
+        resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]], leaky_relu_negative_slope=0.1,
+        output_sampling_rate=16000))
+    return LTX2Pipeline(transformer=transformer, vae=vae, audio_vae=audio_vae, scheduler=FlowMatchEulerDiscreteScheduler(),
+                        text_encoder=text_encoder, tokenizer=_gemma_tokenizer(), connectors=connectors, vocoder=vocoder)
 _QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
 # Enough of Qwen's chat template for Z-Image's apply_chat_template (one user turn, then the assistant's).
@@ -445,6 +504,7 @@ BUILDERS: dict[str, Callable[[], object]] = {
     "flux_kontext": build_flux_kontext,
     "hunyuan": build_hunyuan,
     "ltxv": build_ltxv,
+    "ltx2": build_ltx2,
     "qwen_image": build_qwen_image,
     "qwen_image_edit": build_qwen_image_edit,
     "qwen_image_edit_plus": build_qwen_image_edit_plus,

@@ -20,6 +20,7 @@ from source.errors import InvalidParams
 from source.generation.handler import generate
 from source.handlers.common import resolve_task_input
 from source.handlers.context import TaskContext, TaskOutcome
+from source.handlers.join_plan import bridge_guide, plan_join, stitch_frames
 from source.handlers.task_params import TaskParams, parse_params, takes
 from source.media.video import read_video, save_video, video_fps
 
@@ -47,6 +48,7 @@ class JoinClipsParams(VaceEditParams):
     ending_video_task_id: str | None = None
     gap_frame_count: int = Field(default=53, ge=1, le=MAX_FRAMES)
     replace_mode: bool = False
+    keep_bridging_images: bool = False
 
 
 class InpaintFramesParams(VaceEditParams):
@@ -85,9 +87,6 @@ def _ignored(params: VaceEditParams) -> dict[str, Any]:
 @takes(JoinClipsParams)
 def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     params = parse_params(JoinClipsParams, ctx.params)
-    if params.replace_mode:
-        raise InvalidParams("params.replace_mode: replacing clip frames with the bridge is not supported; "
-                            "the bridge is inserted between the clips (leave replace_mode out)")
     first_path = resolve_task_input(ctx, path=params.starting_video_path, path_name="starting_video_path",
                                     task_id=params.starting_video_task_id, task_id_name="starting_video_task_id",
                                     kind="video")
@@ -97,20 +96,17 @@ def handle_join_clips(ctx: TaskContext) -> TaskOutcome:
     first = read_video(first_path, "starting_video_path")
     size = (first.shape[2], first.shape[1])
     second = read_video(second_path, "ending_video_path", size)
-    context = min(params.context_frame_count, len(first), len(second))
-    # VACE makes 4n+1 frames: the gap grows to fit (as WanGP adjusts frame counts), recorded in result.
-    gap = valid_frame_count(2 * context + params.gap_frame_count, toward="up") - 2 * context
-    gray = np.full((gap, *first.shape[1:]), GRAY, dtype=np.uint8)
-    guide = np.concatenate([first[-context:], gray, second[:context]])
-    generated = vace_fill(ctx, guide, np.r_[np.zeros(context, bool), np.ones(gap, bool), np.zeros(context, bool)],
-                          params.prompt)
-    joined = np.concatenate([first, generated[context:context + gap], second])
+    # The same bridge as a join_clips_segment (handlers/join_plan.py), the clips' own frames kept (no blend).
+    plan = plan_join(0, len(first), len(second), context=params.context_frame_count, gap=params.gap_frame_count,
+                     replace=params.replace_mode, blend=0, keep_bridging_images=params.keep_bridging_images)
+    guide, regenerate = bridge_guide(first, second, plan)
+    joined = stitch_frames([first, second], [vace_fill(ctx, guide, regenerate, params.prompt)], [plan])
     fps = params.fps or video_fps(first_path)
     path = save_video(joined, ctx.output_path("joined.mp4"), fps)
     return TaskOutcome(output_path=path, result={
-        "frames": len(joined), "fps": fps, "context_frame_count": context, "gap_frame_count": gap,
+        "frames": len(joined), "fps": fps, "context_frame_count": plan.context, "gap_frame_count": plan.gap,
         "requested_gap_frame_count": params.gap_frame_count, "clip_frames": [len(first), len(second)],
-        "resolution": f"{size[0]}x{size[1]}", **_ignored(params)})
+        "replace_mode": params.replace_mode, "resolution": f"{size[0]}x{size[1]}", **_ignored(params)})
 
 
 @takes(InpaintFramesParams)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from source.errors import InputUnavailable
+from source.media.write import write_soundtrack
 
 RATE = 48000
 LAYOUT = "stereo"
@@ -76,51 +76,8 @@ def assemble(pieces: Sequence[AudioPiece]) -> np.ndarray:
 
 
 def mux_audio(video: Path, samples: np.ndarray, out: Path | None = None) -> Path:
-    """``video`` with ``samples`` (float32 (2, n) at RATE) as its AAC track, cut or padded with silence to the
-    video's length; the video stream is copied, not re-encoded. Written beside ``out`` (default: ``video``
-    itself) and renamed over it, so the file is whole or absent."""
-    import av
-
-    out = out or video
-    partial = out.with_name(f".{out.stem}.audio-partial{out.suffix}")
-    try:
-        with av.open(str(video)) as source, av.open(str(partial), "w", format="mp4") as target:
-            video_in = source.streams.video[0]
-            duration = float(video_in.frames / video_in.average_rate) if video_in.frames else float(
-                source.duration or 0) / av.time_base
-            video_out = target.add_stream_from_template(video_in)
-            audio_out = target.add_stream("aac", rate=RATE, layout=LAYOUT)
-            for packet in source.demux(video_in):
-                if packet.dts is None:
-                    continue
-                packet.stream = video_out
-                target.mux(packet)
-            _encode(target, audio_out, _fit(samples, round(duration * RATE)))
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
-    return out
-
-
-def _fit(samples: np.ndarray, length: int) -> np.ndarray:
-    fitted = np.zeros((CHANNELS, length), np.float32)
-    taken = samples[:, :length]
-    fitted[:, :taken.shape[1]] = taken
-    return fitted
-
-
-def _encode(container, stream, samples: np.ndarray) -> None:
-    import av
-
-    size = stream.codec_context.frame_size or 1024
-    for start in range(0, samples.shape[1], size):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + size]), format="fltp",
-                                           layout=LAYOUT)
-        frame.sample_rate, frame.pts = RATE, start
-        for packet in stream.encode(frame):
-            container.mux(packet)
-    for packet in stream.encode(None):
-        container.mux(packet)
+    """``video`` with ``samples`` (float32 (2, n) at RATE) as its sound (engine/outputs.write_soundtrack)."""
+    return write_soundtrack(video, samples, RATE, out)
 
 
 def spans_to_pieces(spans: Sequence[tuple[Path | None, int, int]], fps: float) -> list[AudioPiece]:

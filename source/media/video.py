@@ -3,6 +3,7 @@ matching. Arrays are uint8 (frames, height, width, 3) RGB."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,21 @@ def video_info(path: str | Path, name: str) -> VideoInfo:
             return VideoInfo(frames, fps, (stream.codec_context.width, stream.codec_context.height))
     except av.error.FFmpegError as exc:
         raise InputUnavailable(f"params.{name}: {Path(path).name} is not a readable video ({exc})") from None
+
+
+def iter_video_frames(path: str | Path, name: str) -> Iterator[np.ndarray]:
+    """The video's frames one at a time (uint8 RGB), decoded as they are asked for: a long video never sits
+    in memory whole."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+    except av.error.FFmpegError as exc:
+        raise InputUnavailable(f"params.{name}: {Path(path).name} stopped decoding ({exc})") from None
 
 
 def resample_frames(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,8 @@ def write_video(frames: np.ndarray, path: Path, fps: int, *, preset: str = "very
     return write_video_frames(frames, path, fps, (width, height), preset=preset)
 
 
-def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size: tuple[int, int], *,
-                       preset: str = "veryfast") -> Path:
+def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: float, size: tuple[int, int], *,
+                       preset: str = "veryfast", crf: int = CRF) -> Path:
     """Streams uint8 RGB frames of ``size`` (width, height) into an mp4, one at a time.
 
     The same frames always give the same bytes (``X264_PARAMS``). CRF 10 keeps generated detail
@@ -50,8 +51,9 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
     import av
 
     width, height = size
+    rate = int(fps) if float(fps).is_integer() else Fraction(fps).limit_denominator(1001)
     with atomic_file(path) as temp, av.open(str(temp), "w") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"crf": str(CRF), "preset": preset,
+        stream = container.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset,
                                                                   "x264-params": X264_PARAMS})
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for frame in frames:
@@ -61,6 +63,42 @@ def write_video_frames(frames: Iterable[np.ndarray], path: Path, fps: int, size:
 
 
 IMAGE_SUFFIXES = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+
+
+def write_soundtrack(video: Path, samples: np.ndarray, rate: int, out: Path | None = None) -> Path:
+    """``video`` with ``samples`` (float (channels, n), 1 or 2 channels, at ``rate``) as its AAC track, cut
+    or padded with silence to the video's length; the video stream is copied, not re-encoded. Written
+    through ``atomic_file`` over ``out`` (default: ``video`` itself): the file is whole or absent."""
+    import av
+
+    samples = np.asarray(samples, dtype=np.float32)
+    samples = np.repeat(samples, 2, axis=0) if samples.shape[0] == 1 else samples[:2]
+    out = out or video
+    with atomic_file(out) as partial, av.open(str(video)) as source, \
+            av.open(str(partial), "w", format="mp4") as target:
+        video_in = source.streams.video[0]
+        duration = float(video_in.frames / video_in.average_rate) if video_in.frames else float(
+            source.duration or 0) / av.time_base
+        video_out = target.add_stream_from_template(video_in)
+        audio_out = target.add_stream("aac", rate=rate, layout="stereo")
+        for packet in source.demux(video_in):
+            if packet.dts is None:
+                continue
+            packet.stream = video_out
+            target.mux(packet)
+        length = round(duration * rate)
+        fitted = np.zeros((2, length), np.float32)
+        fitted[:, :min(length, samples.shape[1])] = np.clip(samples[:, :length], -1.0, 1.0)
+        size = audio_out.codec_context.frame_size or 1024
+        for start in range(0, length, size):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(fitted[:, start:start + size]),
+                                               format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in audio_out.encode(frame):
+                target.mux(packet)
+        for packet in audio_out.encode(None):
+            target.mux(packet)
+    return out
 
 
 def write_image(frame: np.ndarray, path: Path) -> Path:

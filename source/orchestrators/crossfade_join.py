@@ -12,11 +12,11 @@ from typing import Any
 from pydantic import Field
 
 from source.errors import InvalidParams
+from source.handlers.app_fields import split_app_fields
 from source.handlers.context import TaskContext, TaskOutcome
 from source.handlers.task_params import TaskParams, parse_params
 from source.media.audio import add_soundtrack, spans_to_pieces
 from source.media.video import crossfade_join, read_video, save_video, video_fps
-from source.orchestrators.app_fields import split_app_fields
 from source.task_files.fetch import resolve_input
 
 MAX_CLIPS = 100

@@ -21,15 +21,9 @@ from pydantic import Field
 from source.db.models import NewTask, TaskStatus, child_task_id
 from source.errors import InvalidParams, TaskError
 from source.generation.conversion import lift_orchestrator_details
+from source.handlers.app_fields import split_app_fields
 from source.handlers.context import TaskContext, TaskOutcome
-from source.handlers.task_params import TaskParams, parse_params, takes
-from source.handlers.vace_edit import vace_fill
-from source.media.audio import add_soundtrack, spans_to_pieces
-from source.media.video import read_video, resample_frames, save_video, video_info
-from source.orchestrators.app_fields import split_app_fields
-from source.orchestrators.checks import check_model, check_resolution
-from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
-from source.orchestrators.join_plan import (
+from source.handlers.join_plan import (
     ClipRef,
     JoinPlan,
     bridge_guide,
@@ -39,6 +33,12 @@ from source.orchestrators.join_plan import (
     stitch_spans,
     stitched_length,
 )
+from source.handlers.task_params import TaskParams, parse_params, takes
+from source.handlers.vace_edit import vace_fill
+from source.media.audio import add_soundtrack, spans_to_pieces
+from source.media.video import read_video, resample_frames, save_video, video_info
+from source.orchestrators.checks import check_model, check_resolution
+from source.orchestrators.children import ChildSpec, check_child_count, child_payload, spawn_chain
 from source.task_files.fetch import resolve_input
 from source.task_files.paths import safe_filename
 
@@ -143,6 +143,9 @@ class JoinStitchParams(TaskParams):
     expected_frames: int = Field(ge=1)
     audio_url: str | None = None
     output_name: str = "joined.mp4"
+    # per bridge, the source frames whose sound plays under it (None: silence); its ``first`` is the frame
+    # the bridge's gap stands for
+    bridge_sound: list[ClipRef | None] = Field(default_factory=list)
 
 
 # -- orchestrator ----------------------------------------------------------------------------------------
@@ -165,7 +168,8 @@ def handle_join_clips_orchestrator(ctx: TaskContext) -> TaskOutcome:
 
 def spawn_join_run(ctx: TaskContext, d: JoinSettings, clips: list[ClipRef], *, parallel: bool,
                    ignored: list[str], exact_gaps: bool = False, blend: int | None = None,
-                   result: dict[str, Any] | None = None, output_name: str = "joined.mp4") -> TaskOutcome:
+                   result: dict[str, Any] | None = None, output_name: str = "joined.mp4",
+                   bridge_sound: list[ClipRef | None] | None = None) -> TaskOutcome:
     """Plan the bridges between ``clips`` and insert the children (shared with edit_video_orchestrator)."""
     joins = len(clips) - 1
     check_child_count(ctx, joins + 1)
@@ -200,7 +204,7 @@ def spawn_join_run(ctx: TaskContext, d: JoinSettings, clips: list[ClipRef], *, p
     specs.append(ChildSpec(STITCH_KEY, "join_final_stitch", child_payload(JoinStitchParams(
         orchestrator_task_id_ref=ctx.task.id, orchestrator_run_id=d.run_id, clips=clips, plans=plans,
         join_keys=keys, chain_mode=not parallel, resolution=resolution, fps=fps, expected_frames=expected,
-        audio_url=d.audio_url, output_name=output_name)), after=keys[-1]))
+        audio_url=d.audio_url, output_name=output_name, bridge_sound=bridge_sound or [])), after=keys[-1]))
     ctx.log.info("joins_planned", run_id=d.run_id, joins=joins, parallel=parallel, expected_frames=expected)
     summary = {"run_id": d.run_id, "joins": joins, "mode": "parallel" if parallel else "chain",
                "expected_frames": expected, "clip_frames": lengths, "fps": fps, "resolution": resolution,
@@ -347,8 +351,11 @@ def handle_join_final_stitch(ctx: TaskContext) -> TaskOutcome:
         raise TaskError(f"stitched {frames} frames where the plan makes {p.expected_frames}")
     audio = resolve_input(p.audio_url, "audio_url", ctx.inputs, kind=None) if p.audio_url else None
     origins = [(None if clip.reverse else path, clip.first) for clip, (_, path) in zip(p.clips, clips, strict=True)]
+    bridge_origins = [(None, 0) if ref is None else (
+        resolve_input(ref.url, f"bridge_sound[{i}]", ctx.inputs, kind="video"), ref.first - p.plans[i].context)
+        for i, ref in enumerate(p.bridge_sound)]
     sound = add_soundtrack(out, audio_file=audio, pieces=spans_to_pieces(
-        stitch_spans([len(c) for c, _ in clips], p.plans, origins), p.fps))
+        stitch_spans([len(c) for c, _ in clips], p.plans, origins, bridge_origins), p.fps))
     ctx.log.info("joins_stitched", frames=frames, joins=len(joins), audio=sound)
     return TaskOutcome(output_path=out, completes_parent=True, result={
         "frames": frames, "fps": p.fps, "orchestrator_run_id": p.orchestrator_run_id, "audio": sound,

@@ -34,7 +34,21 @@ def test_join_clips_inserts_a_generated_bridge_keeping_both_clips_and_their_fps(
     video = read_video(row.output_location)  # BGR
     assert video.shape[0] == 21 and row.result["frames"] == 21 and row.result["fps"] == 24
     assert video[:9, ..., 2].mean() > 200 and video[-7:, ..., 0].mean() > 200  # red clip, then blue clip
-    assert row.result["ignored_params"] == ["keep_bridging_images"]
+    assert "ignored_params" not in row.result  # keep_bridging_images is honoured (false here)
+
+
+def test_join_clips_replace_mode_takes_the_bridge_out_of_the_clips_boundary(sqlite_store, tmp_path, clips):
+    task = sqlite_store.add_task(NewTask("join_clips", {
+        "starting_video_path": clips["red"], "ending_video_path": clips["blue"], "context_frame_count": 2,
+        "gap_frame_count": 4, "replace_mode": True, "keep_bridging_images": True, "prompt": "a bridge",
+        "model": "tiny_vace", "seed": 1}))
+    run_worker_in_process(sqlite_store, tmp_path / "out")
+    row = sqlite_store.get_task(task)
+    assert row.status is TaskStatus.COMPLETE, row.error_message
+    video = read_video(row.output_location)  # BGR
+    # the 5-frame gap replaces 2 frames of red's end and 3 of blue's start: 9 + 7 frames in all
+    assert video.shape[0] == 9 + 7 == row.result["frames"] and row.result["replace_mode"] is True
+    assert video[:7, ..., 2].mean() > 200 and video[-4:, ..., 0].mean() > 200
 
 
 def test_inpaint_frames_regenerates_only_the_range(sqlite_store, tmp_path, clips):
@@ -55,8 +69,8 @@ def test_inpaint_frames_regenerates_only_the_range(sqlite_store, tmp_path, clips
 @pytest.mark.parametrize(("task_type", "params", "message"), [
     ("inpaint_frames", {"video_path": "ramp", "inpaint_start_frame": 8, "inpaint_end_frame": 20},
      "must name a range inside the video's 12 frames"),
-    ("join_clips", {"starting_video_path": "red", "ending_video_path": "blue", "replace_mode": True},
-     "params.replace_mode"),
+    ("join_clips", {"starting_video_path": "red", "ending_video_path": "blue", "replace_mode": True,
+                    "gap_frame_count": 30}, "join 0: replace_mode takes"),
     ("join_clips", {"starting_video_path": "red"}, "give ending_video_path or ending_video_task_id"),
 ])
 def test_bad_vace_edit_rows_fail_with_a_specific_message(sqlite_store, tmp_path, clips, task_type, params, message):

@@ -74,6 +74,7 @@ def test_parallel_joins_run_on_two_workers_and_the_stitch_keeps_the_clips_and_th
     assert abs(dominant_hz(sound[:, -round((lengths[2] - 2 * blend) / FPS * RATE):]) - 1000) < 20
 
 
+@pytest.mark.slow
 def test_chain_replace_loop_and_refusals_from_reigh_rows(sqlite_store, tmp_path):
     lengths, context, gap = [21, 19], 3, 8
     clips = _clips(tmp_path, lengths, [None, None])

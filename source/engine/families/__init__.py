@@ -6,6 +6,7 @@ from source.engine.families.base import Family
 from source.engine.families.flux import FluxFamily, FluxKontextFamily
 from source.engine.families.hunyuan import HunyuanFamily
 from source.engine.families.ltx import LTXFamily
+from source.engine.families.ltx2 import LTX2Family
 from source.engine.families.qwen import QwenImageEditFamily, QwenImageEditPlusFamily, QwenImageFamily
 from source.engine.families.wan import WanI2VFamily, WanT2VFamily, WanVACEFamily
 from source.engine.families.z_image import ZImageFamily
@@ -15,7 +16,8 @@ FAMILIES: dict[str, Family] = {
     family.architecture: family
     for family in (
         WanT2VFamily(), WanI2VFamily(), WanVACEFamily(), FluxFamily(), FluxKontextFamily(), HunyuanFamily(),
-        LTXFamily(), QwenImageFamily(), QwenImageEditFamily(), QwenImageEditPlusFamily(), ZImageFamily(),
+        LTXFamily(), LTX2Family(), QwenImageFamily(), QwenImageEditFamily(), QwenImageEditPlusFamily(),
+        ZImageFamily(),
     )
 }
 

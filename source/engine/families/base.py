@@ -116,6 +116,10 @@ class Family:
             return [np.asarray(video) for video in result.frames]
         return [np.asarray(image) for image in result.images]
 
+    def soundtracks(self, pipe, result) -> list[tuple[np.ndarray, int] | None]:
+        """Per output, the sound the pipeline generated with it: (float (channels, n), sample rate), or None."""
+        return [None] * len(self.outputs(result))
+
     def frame_count(self, params: GenerationParams) -> int:
         return params.video_length
 

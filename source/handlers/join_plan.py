@@ -138,14 +138,20 @@ def stitch_frames(clips: Sequence[np.ndarray], bridges: Sequence[np.ndarray],
     return crossfade_join(pieces, overlaps, 0.0)
 
 
-def stitch_spans(lengths: Sequence[int], plans: Sequence[JoinPlan],
-                 origins: Sequence[tuple[Path | None, int]]) -> list[tuple[Path | None, int, int]]:
+def stitch_spans(lengths: Sequence[int], plans: Sequence[JoinPlan], origins: Sequence[tuple[Path | None, int]],
+                 bridge_origins: Sequence[tuple[Path | None, int]] = ()) -> list[tuple[Path | None, int, int]]:
     """Where each stretch of the stitched video comes from, for its sound: (file or None for generated
     frames, first frame in that file, frame count). ``origins[i]``: clip i's file and the frame of that file
-    it starts at (None for a clip whose sound is not its file's, e.g. a reversed one). Through each
+    it starts at (None for a clip whose sound is not its file's, e.g. a reversed one); ``bridge_origins[j]``
+    the same for bridge j's frames (an edit keeps the source's sound under a portion of unchanged length;
+    silence by default). Through each
     cross-fade the outgoing stretch's sound runs on; the incoming one's starts after it."""
-    spans = []
+    spans, bridges = [], iter(range(len(plans)))
     for clip_index, first, count, overlap in _layout(lengths, plans):
-        source, offset = origins[clip_index] if clip_index is not None else (None, 0)
+        if clip_index is None:
+            index = next(bridges)
+            source, offset = bridge_origins[index] if index < len(bridge_origins) else (None, 0)
+        else:
+            source, offset = origins[clip_index]
         spans.append((source, offset + first + overlap, count - overlap))
     return spans

@@ -46,6 +46,24 @@ CHANGE_CHECK_SECONDS = 0.02
 MAX_CASCADE_ROUNDS = 10_000
 
 
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the store's list of open connections must not keep one
+    alive after its thread ended)."""
+
+
+class _ClosedWithThread:
+    """Kept in the thread-local slot beside its connection: when the thread ends its slot is dropped and this
+    closes the connection (sqlite3's statement cache holds the connection in a reference cycle, so dropping the
+    last reference alone leaves the file open until a garbage collection that may never come)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with suppress(sqlite3.Error):
+            self.conn.close()
+
 class SqliteTaskStore:
     def __init__(self, path: str | Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self.path = Path(path)
@@ -61,7 +79,8 @@ class SqliteTaskStore:
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False
+                self.path, timeout=self.busy_timeout_seconds, isolation_level=None, check_same_thread=False,
+                factory=_Connection,
             )
             conn.row_factory = sqlite3.Row
             # A TEXT value that is not UTF-8 arrives as bytes, not as an error that aborts the statement.
@@ -70,6 +89,7 @@ class SqliteTaskStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             self._local.conn = conn
+            self._local.closer = _ClosedWithThread(conn)
             self._local.data_version = None
             with self._connections_lock:
                 self._all_connections.append(conn)

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from source.media.video import read_video
+from tests.generation.tiny_lora import make_tiny_wan_lora
 from tests.helpers import run_worker, start_worker, wait_for
 from tests.orchestrators.conftest import keyframes  # noqa: F401  (fixture)
 from tests.reigh.conftest import add_reigh_user, insert_reigh_task
@@ -64,15 +65,23 @@ def test_worker_serves_reigh_rows_it_runs_and_leaves_the_rest_queued(reigh_url, 
     assert worker_row == ("wangp", "inactive")  # registered in Reigh's workers table, marked gone on exit
 
 
+# Reigh's default travel runs on its Wan 2.2 i2v Lightning model (each segment from its start to its end image);
+# VACE travel makes 9 + 9 - 4 frames from two 9-frame segments overlapping by 4.
 @pytest.mark.slow
-def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, keyframes):  # noqa: F811
+@pytest.mark.parametrize("model", [("tiny_vace", "vace"), ("tiny_wan_2_2_i2v_lightning", "i2v")], ids=["vace", "i2v"])
+def test_travel_completes_through_a_guest_worker(reigh_url, tmp_path, keyframes, model, monkeypatch):  # noqa: F811
     out = tmp_path / "out"
+    if model[1] == "i2v":  # the tiny Lightning definition's own phase LoRAs, in the worker's LoRA folder
+        loras = tmp_path / "loras"
+        for name, seed in (("tiny_lightning_i2v_high", 11), ("tiny_lightning_i2v_low", 12)):
+            make_tiny_wan_lora(loras / "wan", name, kind="wan_i2v_2_2", seed=seed)
+        monkeypatch.setenv("WGP_LORA_DIR", str(loras))
     _migrated(reigh_url, out)
     user = add_reigh_user(reigh_url, credits=5)
     # the row Reigh's travel-between-images resolver builds for a shot, its keyframes local files here
     shot, parent_generation = shot_with_parent_generation(reigh_url, user.project_id)
     orchestrator = insert_reigh_task(reigh_url, user.project_id, "travel_orchestrator",
-                                     travel_row(keyframes, "20261207235900123", shot, parent_generation))
+                                     travel_row(keyframes, "20261207235900123", shot, parent_generation, model))
     worker = start_worker(reigh_url, out, "--worker", "guest-travel", "--lease-seconds", "10", "--poll-interval", "1",
                           "--input-roots", str(tmp_path), log_path=tmp_path / "worker.log")
     try:
@@ -83,7 +92,10 @@ def test_travel_on_vace_completes_through_a_guest_worker(reigh_url, tmp_path, ke
     rows = _rows(reigh_url)
     status, final, error, _ = rows[str(orchestrator)]
     assert status == "Complete", (error, (tmp_path / "worker.log").read_text()[-3000:])
-    assert len(read_video(final, "final")) == 9 + 9 - 4
+    if model[1] == "vace":
+        assert len(read_video(final, "final")) == 9 + 9 - 4
+    else:  # two i2v segments of 9 frames, stitched over their overlap
+        assert 9 < len(read_video(final, "final")) <= 9 + 9
     with psycopg.connect(reigh_url, autocommit=True) as conn:
         children = conn.execute("SELECT id::text, task_type, status::text, project_id, "
                                 "params->>'orchestrator_task_id_ref', output_location FROM tasks WHERE id <> %s "

@@ -146,11 +146,14 @@ def test_unknown_token_stops_the_worker_with_a_clear_message(edge, tmp_path):
     assert "refused the key" in proc.stderr and "--reigh-access-token" in proc.stderr
 
 
-def travel_row(image_urls: list[str], run_id: str, shot_id: str, parent_generation_id: str) -> dict[str, Any]:
+def travel_row(image_urls: list[str], run_id: str, shot_id: str, parent_generation_id: str,
+               model: tuple[str, str] = ("tiny_vace", "vace")) -> dict[str, Any]:
     """resolvers/travelBetweenImages.ts for a batch travel from a shot: the orchestrator payload, spread and
     nested again by composeTaskFamilyPayload with its orchestration, task-view and family contracts, and the
     shot's parent generation (ensure_shot_parent_generation) at the top level. Reigh's own
-    orchestrator_task_id is a made-up name (generateTaskId), not the row's id."""
+    orchestrator_task_id is a made-up name (generateTaskId), not the row's id. ``model``: (model_name,
+    model_type), VACE by default; Reigh's own default is its Wan 2.2 i2v Lightning model."""
+    model_name, model_type = model
     segments = len(image_urls) - 1
     fake_id = f"sm_travel_orchestrator_{run_id[2:10]}_{secrets.token_hex(3)}"
     payload = {
@@ -158,8 +161,8 @@ def travel_row(image_urls: list[str], run_id: str, shot_id: str, parent_generati
         "input_image_paths_resolved": image_urls, "num_new_segments_to_generate": segments,
         "base_prompts_expanded": [f"a journey, part {i}" for i in range(segments)], "base_prompt": "a journey",
         "negative_prompts_expanded": [""] * segments, "segment_frames_expanded": [9] * segments,
-        "frame_overlap_expanded": [4] * segments, "parsed_resolution_wh": "32x32", "model_name": "tiny_vace",
-        "model_type": "vace", "seed_base": 11, "steps": 2, "after_first_post_generation_saturation": 1,
+        "frame_overlap_expanded": [4] * segments, "parsed_resolution_wh": "32x32", "model_name": model_name,
+        "model_type": model_type, "seed_base": 11, "steps": 2, "after_first_post_generation_saturation": 1,
         "after_first_post_generation_brightness": 0, "debug_mode_enabled": False, "enhance_prompt": False,
         "show_input_images": True, "generation_mode": "batch", "dimension_source": "project",
         "amount_of_motion": 0.5, "advanced_mode": False, "independent_segments": True, "shot_id": shot_id,
@@ -172,7 +175,7 @@ def travel_row(image_urls: list[str], run_id: str, shot_id: str, parent_generati
                                    "parent_generation_id": parent_generation_id, "shot_id": shot_id,
                                    "generation_routing": "orchestrator", "sibling_lookup": "run_id"},
         "task_view_contract": {"contract_version": 1, "input_images": image_urls, "prompt": "a journey",
-                               "model_name": "tiny_vace", "resolution": "32x32"},
+                               "model_name": model_name, "resolution": "32x32"},
         "family_contract": {"contract_version": 1, "segment_regen_mode": "segment_regen_from_order",
                             "image_count": len(image_urls), "segment_count": segments, "has_pair_ids": False},
     }

@@ -18,4 +18,7 @@ def test_image_tasks_benchmark_prints_a_ratio_per_task_type():
     lines = {line.split()[0]: line.split() for line in done.stdout.splitlines() if line.strip()}
     for task_type in ("image-upscale", "z_image_turbo"):
         bare, ours, ratio = (float(v) for v in lines[task_type][1:4])
-        assert bare > 0 and ours > 0 and ratio == pytest.approx(ours / bare, abs=0.01)
+        assert bare > 0 and ours > 0
+        # the seconds are printed to 3 decimals, the ratio from the unrounded medians
+        half = 5e-4
+        assert (ours - half) / (bare + half) - 0.01 <= ratio <= (ours + half) / max(bare - half, 1e-9) + 0.01

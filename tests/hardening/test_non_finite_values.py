@@ -20,8 +20,7 @@ CASES = {
                                '"loras_multipliers": "inf"}', "loras_multipliers: 'inf' is not a finite number"),
     "additional_lora": ('t2v', '{"prompt": "a cat", "model": "tiny_t2v", '
                                '"additional_loras": {"https://example.com/x.safetensors": -Infinity}}',
-                        "params.additional_loras['https://example.com/x.safetensors']: multiplier must be a finite "
-                        "number, got -inf"),
+                        "params.additional_loras['https://example.com/x.safetensors']: -inf is not a finite number"),
     "handler_model": ('ping', '{"sleep_seconds": NaN}', "sleep_seconds"),
     "segment": ('travel_segment', '{"flow_shift": Infinity}', "flow_shift"),
 }

@@ -28,13 +28,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 SERVICE_KEY = "sb_secret_" + secrets.token_hex(16)
 
 
-EDGE_EXTRAS = Path(__file__).with_name("edge_extras.sql")
-
-
 @pytest.fixture
 def edge(reigh_url: str, tmp_path: Path) -> Iterator[ReighEdgeFunctions]:
-    with psycopg.connect(reigh_url, autocommit=True) as conn:
-        conn.execute(EDGE_EXTRAS.read_text())
     functions = ReighEdgeFunctions(reigh_url, SERVICE_KEY, tmp_path / "storage")
     with serve(functions):
         yield functions
@@ -120,8 +115,8 @@ def test_pat_worker_serves_only_its_user_and_gives_back_rows_it_cannot_run(edge,
     me, other, broke = add_reigh_user(reigh_url), add_reigh_user(reigh_url), add_reigh_user(reigh_url, credits=0)
     mine = insert_reigh_task(reigh_url, me.project_id, "wan_2_2_t2i", image_row("my own gpu"))
     # Reigh's PAT claim takes every run type (claim-next-task: "PAT users run on their own hardware"): the worker
-    # hands back an API-run row of a type it has no handler for instead of failing it
-    api_row = insert_reigh_task(reigh_url, me.project_id, "video_enhance", {"video_url": "https://x/y.mp4"})
+    # hands back a row of a type it has no handler for (Reigh's animate_character) instead of failing it
+    api_row = insert_reigh_task(reigh_url, me.project_id, "animate_character", {"video_url": "https://x/y.mp4"})
     theirs = insert_reigh_task(reigh_url, other.project_id, "wan_2_2_t2i", image_row("someone else's"))
     unpaid = insert_reigh_task(reigh_url, broke.project_id, "wan_2_2_t2i", image_row("no credits"))
 

@@ -7,29 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from source.engine.families.base import Family
+from source.engine.families.ltx import LTXFamily
 from source.engine.params import GenerationParams
 
 
-class LTX2Family(Family):
+class LTX2Family(LTXFamily):
+    """LTX-Video's geometry (VAE compression x transformer patch) and call, with LTX-2's pipeline and rate."""
+
     architecture = "ltx2"
     pipeline_class_name = "LTX2Pipeline"
     lora_folder = "ltx2"
     fps = 24
 
-    def spatial_multiple(self, pipe) -> int:
-        return pipe.vae_spatial_compression_ratio * pipe.transformer_spatial_patch_size
-
-    def temporal_step(self, pipe) -> int:
-        return pipe.vae_temporal_compression_ratio * pipe.transformer_temporal_patch_size
-
     def call_kwargs(self, pipe, params: GenerationParams) -> dict[str, Any]:
-        return {
-            "negative_prompt": params.negative_prompt,
-            "num_frames": params.video_length,
-            "frame_rate": float(self.fps),
-            "guidance_scale": params.guidance_scale,
-        }
+        return {**super().call_kwargs(pipe, params), "frame_rate": float(self.fps)}  # LTX2Pipeline takes a float
 
     def soundtracks(self, pipe, result) -> list[tuple[np.ndarray, int] | None]:
         rate = int(pipe.vocoder.config.output_sampling_rate)

@@ -114,9 +114,8 @@ def row_through_worker(work: Path) -> dict[str, Any]:
     store.close()
     if status != 0 or row.status is not TaskStatus.COMPLETE:
         raise SystemExit(f"the row ended {row.status.value} (worker exit {status}): {row.error_message}\n{output[-3000:]}")
-    loaded = next(json.loads(line) for line in output.splitlines()
-                  if line.startswith("{") and json.loads(line).get("event") == "model_loaded"
-                  and json.loads(line).get("model_type") == MODEL_TYPE)
+    events = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
+    loaded = next(e for e in events if e.get("event") == "model_loaded" and e.get("model_type") == MODEL_TYPE)
     return {"total": _seconds_between(row.generation_started_at, row.generation_processed_at),
             "load": loaded["seconds"], "dtypes": loaded["dtypes"], "rss": rss}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from source.db.postgres import PostgresTaskStore
 
@@ -62,9 +62,8 @@ def dump_migrated_schema(admin_url: str) -> str:
             store.migrate()
         finally:
             store.close()
-        settings = conninfo_to_dict(admin_url)
         dumped = subprocess.run(
-            [binary, "--schema-only", "--no-owner", "--schema", schema, make_conninfo(**settings)],
+            [binary, "--schema-only", "--no-owner", "--schema", schema, admin_url],
             check=True, capture_output=True, text=True,
         ).stdout
     finally:
